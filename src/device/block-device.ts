@@ -1,0 +1,83 @@
+/**
+ * BlockDevice: the one interface every disk image, differencing chain, pool volume
+ * and NBD export speaks. Offsets and lengths are byte counts; reads and writes may
+ * be unaligned, though sector-aligned I/O is the fast path.
+ */
+
+/** What a range of a device holds. */
+export type ExtentKind =
+  /** Allocated and holding data (which may happen to be zeros). */
+  | 'data'
+  /** Known to read as zeros without holding data (a zero block, a zeroed grain). */
+  | 'zero'
+  /** Not allocated anywhere in the chain; reads as zeros. */
+  | 'hole';
+
+/** One run of a device's address space with a single kind. */
+export interface Extent {
+  /** Byte offset in the device. */
+  offset: number;
+  /** Length in bytes (> 0). */
+  length: number;
+  kind: ExtentKind;
+  /**
+   * Where in a differencing chain the range is answered: 0 = this image, 1 = its
+   * parent, and so on (as `qemu-img map` counts). A hole has the depth of the
+   * bottom image.
+   */
+  depth: number;
+}
+
+/** The contract every disk speaks (see DESIGN.md). */
+export interface BlockDevice {
+  /** Virtual size in bytes. */
+  readonly size: number;
+  /** Logical sector size in bytes (512 for every format vdisk writes). */
+  readonly sectorSize: number;
+  /** True when writes are refused. */
+  readonly readOnly: boolean;
+  /** Fill `buf` with the device's bytes at `offset`; throws E_BOUNDS past the end. */
+  read(buf: Uint8Array, offset: number): Promise<void>;
+  /** Write `buf` at `offset`. */
+  write(buf: Uint8Array, offset: number): Promise<void>;
+  /** Make a range read as zeros, deallocating where the format can. */
+  writeZeroes(offset: number, length: number): Promise<void>;
+  /** Hint that a range is unused; contents become unspecified (vdisk formats read zeros or the parent). */
+  discard(offset: number, length: number): Promise<void>;
+  /** Make every completed write durable. */
+  flush(): Promise<void>;
+  /** The ranges of `[offset, offset+length)` by kind, in order, covering the range exactly. */
+  extents(offset?: number, length?: number): AsyncIterable<Extent>;
+  /** Flush and release the device and everything it opened (parents, extent files). */
+  close(): Promise<void>;
+}
+
+/** Facts about an opened image beyond its contents, as `vdisk info` reports them. */
+export interface ImageInfo {
+  /** Allocation unit in bytes (block, grain, cluster), when the format has one. */
+  clusterSize?: number;
+  /** True when the image says it was not closed cleanly. */
+  dirty?: boolean;
+  /** The parent reference as stored in the image. */
+  backingFilename?: string;
+  /** The parent's resolved path. */
+  fullBackingFilename?: string;
+  /** Format-specific facts (JSON-friendly); printed under `format-specific.data`. */
+  formatSpecific?: Record<string, unknown>;
+  /** Things worth telling the user (a damaged footer copy was used, ...). */
+  warnings?: string[];
+}
+
+/** A BlockDevice opened from an image file by a format driver. */
+export interface DiskImage extends BlockDevice {
+  /** Driver name: `raw`, `vhd`, `vdi`, `vmdk`. */
+  readonly format: string;
+  /** Path or name the image was opened from. */
+  readonly filename: string;
+  /** The parent image of a differencing image. */
+  readonly backing?: DiskImage;
+  /** Header facts for `info`. */
+  info(): Promise<ImageInfo>;
+  /** Bytes this image's own files occupy on disk (all extents, not the parent). */
+  actualSize(): Promise<number | undefined>;
+}

@@ -1,0 +1,74 @@
+import type { DiskImage } from '../device/block-device.js';
+import type { ImageLocation } from '../storage/location.js';
+import type { Storage } from '../storage/storage.js';
+
+/** What a driver gets when it opens an image. */
+export interface DriverOpenOptions {
+  /** Refuse writes. */
+  readOnly: boolean;
+  /**
+   * Open another image of any format (a parent), detected by magic, read-only,
+   * with chain-depth and loop checks. `name` must come from `location.resolve`.
+   */
+  openParent(name: string): Promise<DiskImage>;
+  /** An explicitly given parent (overrides what the image names), if any. */
+  parent?: DiskImage;
+  /** Do not open the parent even if the image names one (info on a broken chain). */
+  noBacking?: boolean;
+}
+
+/** What a driver gets when it creates an image. */
+export interface DriverCreateOptions {
+  /** Virtual size in bytes (for a differencing image, defaults to the parent's). */
+  size: number;
+  /** `-o key=value` options, already checked against the driver's `createOptions`. */
+  options: Record<string, string>;
+  /** The parent of a new differencing image, opened read-only. */
+  parent?: DiskImage;
+  /** How to name the parent inside the child (as the user gave it, relative to the child). */
+  parentRef?: string;
+}
+
+/** One consistency problem found by `check`. */
+export interface CheckProblem {
+  /** `corrupt`: data may be wrong; `leak`: space is wasted but content is right. */
+  severity: 'corrupt' | 'leak' | 'warning';
+  /** What is wrong, naming the field. */
+  message: string;
+  /** Where in the file, when it has a place. */
+  offset?: number;
+  /** True if `check -r` fixed it. */
+  repaired?: boolean;
+}
+
+/** What `check` found. */
+export interface CheckResult {
+  problems: CheckProblem[];
+  /** Allocated clusters/blocks, when the format has them (qemu-img check's allocated-clusters). */
+  allocatedClusters?: number;
+  totalClusters?: number;
+}
+
+/** Options for a driver's check. */
+export interface DriverCheckOptions {
+  /** Repair what is safe: `leaks` frees leaked space, `all` also rewrites damaged redundant copies. */
+  repair?: 'leaks' | 'all';
+}
+
+/** A format: one object that says everything the format can do (like a QEMU BlockDriver table). */
+export interface FormatDriver {
+  /** Canonical name: `raw`, `vhd`, `vdi`, `vmdk`. */
+  readonly name: string;
+  /** Other names accepted for -f/-O (e.g. `vpc` for vhd). */
+  readonly aliases?: readonly string[];
+  /** The `-o` keys `create` accepts, each with a one-line description. */
+  readonly createOptions: Readonly<Record<string, string>>;
+  /** True when `storage` starts with this format's magic. */
+  probe(storage: Storage): Promise<boolean>;
+  /** Open an image whose main file is `storage` at `location`. */
+  open(storage: Storage, location: ImageLocation, opts: DriverOpenOptions): Promise<DiskImage>;
+  /** Create a new image at `location.name` (and any extra files it needs) and open it writable. */
+  create(location: ImageLocation, opts: DriverCreateOptions): Promise<DiskImage>;
+  /** Check (and optionally repair) the image's consistency. */
+  check?(storage: Storage, location: ImageLocation, opts: DriverCheckOptions & DriverOpenOptions): Promise<CheckResult>;
+}

@@ -1,0 +1,100 @@
+/**
+ * The registry: which formats exist, detection by magic (never by file name), and
+ * opening an image with its whole differencing chain.
+ */
+import { resolve as resolvePath } from 'node:path';
+import type { DiskImage } from '../device/block-device.js';
+import { VdiskError } from '../errors.js';
+import { FileLocation, type ImageLocation } from '../storage/location.js';
+import type { Storage } from '../storage/storage.js';
+import type { DriverOpenOptions, FormatDriver } from './driver.js';
+import { rawDriver } from './raw/index.js';
+
+/** Every driver, probed in this order; raw matches anything and comes last. */
+const DRIVERS: readonly FormatDriver[] = [rawDriver];
+
+/** Longest differencing chain vdisk follows (child + 63 ancestors). */
+export const MAX_CHAIN_DEPTH = 64;
+
+/** All registered format drivers. */
+export function formatDrivers(): readonly FormatDriver[] {
+  return DRIVERS;
+}
+
+/** The driver for a format name or alias (`vpc` = `vhd`); E_USAGE listing the known ones otherwise. */
+export function findDriver(name: string): FormatDriver {
+  const key = name.toLowerCase();
+  const d = DRIVERS.find((x) => x.name === key || x.aliases?.includes(key));
+  if (!d) {
+    const known = DRIVERS.flatMap((x) => [x.name, ...(x.aliases ?? [])]).join(', ');
+    throw new VdiskError('E_USAGE', `unknown format "${name}" (known: ${known})`);
+  }
+  return d;
+}
+
+/** Detect the format of `storage` by magic; raw when nothing else matches. */
+export async function probeFormat(storage: Storage): Promise<FormatDriver> {
+  for (const d of DRIVERS) {
+    if (d === rawDriver) continue;
+    if (await d.probe(storage)) return d;
+  }
+  return rawDriver;
+}
+
+/** Options for {@link open}. */
+export interface OpenOptions {
+  /** Format name; detected by magic when absent. An explicit format always wins. */
+  format?: string;
+  /** Open without write access (and without the write lock). */
+  readOnly?: boolean;
+  /** Folders besides the image's own that references inside images may lead into. */
+  allowPaths?: readonly string[];
+  /** An explicit parent for a differencing image, instead of the one it names. */
+  parent?: DiskImage;
+  /** Do not open the parent of a differencing image. */
+  noBacking?: boolean;
+}
+
+interface ChainState {
+  depth: number;
+  seen: Set<string>;
+}
+
+/** Open the image at `location` with the given storage factory and chain state. */
+async function openAt(location: ImageLocation, opts: OpenOptions, chain: ChainState): Promise<DiskImage> {
+  const readOnly = opts.readOnly ?? false;
+  const storage = await location.open(location.name, { readOnly });
+  try {
+    if (storage.size === 0) throw new VdiskError('E_FORMAT', `${location.name}: empty file, not a disk image`);
+    const driver = opts.format ? findDriver(opts.format) : await probeFormat(storage);
+    const driverOpts: DriverOpenOptions = {
+      readOnly,
+      noBacking: opts.noBacking ?? false,
+      openParent: async (name: string) => {
+        const key = location instanceof FileLocation ? resolvePath(name) : name;
+        if (chain.seen.has(key)) throw new VdiskError('E_CHAIN', `${location.name}: backing chain loops back to ${name}`);
+        if (chain.depth + 1 >= MAX_CHAIN_DEPTH) {
+          throw new VdiskError('E_CHAIN', `${location.name}: backing chain deeper than ${MAX_CHAIN_DEPTH} images`);
+        }
+        chain.seen.add(key);
+        return openAt(location.at(name), { readOnly: true, allowPaths: opts.allowPaths }, { depth: chain.depth + 1, seen: chain.seen });
+      },
+    };
+    if (opts.parent) driverOpts.parent = opts.parent;
+    return await driver.open(storage, location, driverOpts);
+  } catch (err) {
+    await storage.close().catch(() => undefined);
+    throw err;
+  }
+}
+
+/** Open an image at `location` (a file path's location, a memory folder, ...). */
+export function openLocation(location: ImageLocation, opts: OpenOptions = {}): Promise<DiskImage> {
+  const key = location instanceof FileLocation ? resolvePath(location.name) : location.name;
+  return openAt(location, opts, { depth: 0, seen: new Set([key]) });
+}
+
+/** Open the image file at `path` with its differencing chain; the format is detected unless given. */
+export function open(path: string, opts: OpenOptions = {}): Promise<DiskImage> {
+  return openLocation(new FileLocation(path, opts.allowPaths ?? []), opts);
+}

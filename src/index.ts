@@ -1,0 +1,23 @@
+/**
+ * vdisk: virtual disk images as a library. Open any image with {@link open}, create
+ * one with {@link create}; every image is a {@link BlockDevice}.
+ *
+ * @packageDocumentation
+ */
+export { VdiskError, isVdiskError, type VdiskErrorCode } from './errors.js';
+export type { Storage, StorageOpenOptions } from './storage/storage.js';
+export { FileStorage, type FileOpenOptions } from './storage/file.js';
+export { MemoryStorage } from './storage/memory.js';
+export { FaultPlan, FaultStorage } from './storage/fault.js';
+export { FileLocation, MemoryLocation, type ImageLocation } from './storage/location.js';
+export type { BlockDevice, DiskImage, Extent, ExtentKind, ImageInfo } from './device/block-device.js';
+export { BlockDeviceBase, IO_CHUNK, checkDeviceRange, coalesceExtents, listExtents } from './device/base.js';
+export { copyDevice, type CopyOptions } from './device/copy.js';
+export { isZero, forEachZeroRun } from './device/zero.js';
+export type { CheckProblem, CheckResult, DriverCheckOptions, DriverCreateOptions, DriverOpenOptions, FormatDriver } from './formats/driver.js';
+export { MAX_CHAIN_DEPTH, findDriver, formatDrivers, open, openLocation, probeFormat, type OpenOptions } from './formats/registry.js';
+export { RawImage, rawDriver } from './formats/raw/index.js';
+export { create, type CreateOptions } from './ops/create.js';
+export { describeImage, formatInfoHuman, info, type ImageInfoReport } from './ops/info.js';
+export { formatSize, parseSize } from './util/size.js';
+export { parseKeyValues } from './util/options.js';

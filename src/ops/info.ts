@@ -1,0 +1,79 @@
+import type { DiskImage } from '../device/block-device.js';
+import { formatSize } from '../util/size.js';
+
+/** What `vdisk info --output json` prints, with qemu-img's field names. */
+export interface ImageInfoReport {
+  filename: string;
+  format: string;
+  'virtual-size': number;
+  'actual-size'?: number;
+  'cluster-size'?: number;
+  'dirty-flag': boolean;
+  'backing-filename'?: string;
+  'full-backing-filename'?: string;
+  'format-specific'?: { type: string; data: Record<string, unknown> };
+  /** Facts worth telling the user (vdisk's addition). */
+  warnings?: string[];
+}
+
+/** Describe one opened image (not its parents). */
+export async function describeImage(image: DiskImage): Promise<ImageInfoReport> {
+  const facts = await image.info();
+  const report: ImageInfoReport = {
+    filename: image.filename,
+    format: image.format,
+    'virtual-size': image.size,
+    'dirty-flag': facts.dirty ?? false,
+  };
+  const actual = await image.actualSize();
+  if (actual !== undefined) report['actual-size'] = actual;
+  if (facts.clusterSize !== undefined) report['cluster-size'] = facts.clusterSize;
+  if (facts.backingFilename !== undefined) report['backing-filename'] = facts.backingFilename;
+  if (facts.fullBackingFilename !== undefined) report['full-backing-filename'] = facts.fullBackingFilename;
+  if (facts.formatSpecific && Object.keys(facts.formatSpecific).length > 0) {
+    report['format-specific'] = { type: image.format, data: facts.formatSpecific };
+  }
+  if (facts.warnings?.length) report.warnings = facts.warnings;
+  return report;
+}
+
+/** Describe an image and, with `backingChain`, each of its parents in turn. */
+export async function info(image: DiskImage, opts: { backingChain?: boolean } = {}): Promise<ImageInfoReport[]> {
+  const out = [await describeImage(image)];
+  if (opts.backingChain) {
+    for (let p = image.backing; p; p = p.backing) out.push(await describeImage(p));
+  }
+  return out;
+}
+
+function humanValue(v: unknown): string {
+  if (v === null || v === undefined) return '';
+  if (typeof v === 'object') return JSON.stringify(v);
+  return String(v);
+}
+
+/** Render a report the way `qemu-img info` prints it. */
+export function formatInfoHuman(r: ImageInfoReport): string {
+  const lines = [`image: ${r.filename}`, `file format: ${r.format}`, `virtual size: ${formatSize(r['virtual-size'])} (${r['virtual-size']} bytes)`];
+  if (r['actual-size'] !== undefined) lines.push(`disk size: ${formatSize(r['actual-size'])}`);
+  if (r['cluster-size'] !== undefined) lines.push(`cluster_size: ${r['cluster-size']}`);
+  if (r['backing-filename'] !== undefined) {
+    const full = r['full-backing-filename'];
+    lines.push(`backing file: ${r['backing-filename']}${full && full !== r['backing-filename'] ? ` (actual path: ${full})` : ''}`);
+  }
+  if (r['dirty-flag']) lines.push('dirty: yes');
+  const fs = r['format-specific'];
+  if (fs) {
+    lines.push('Format specific information:');
+    for (const [k, v] of Object.entries(fs.data)) {
+      if (Array.isArray(v)) {
+        lines.push(`    ${k}:`);
+        for (const item of v) lines.push(`        ${humanValue(item)}`);
+      } else if (v !== undefined) {
+        lines.push(`    ${k}: ${humanValue(v)}`);
+      }
+    }
+  }
+  for (const w of r.warnings ?? []) lines.push(`warning: ${w}`);
+  return lines.join('\n');
+}

@@ -1,0 +1,194 @@
+import { readdir, rename, stat, unlink } from 'node:fs/promises';
+import { basename, dirname, isAbsolute, relative, resolve, sep } from 'node:path';
+import { VdiskError, fromSystemError } from '../errors.js';
+import { FileStorage } from './file.js';
+import { MemoryStorage } from './memory.js';
+import type { Storage } from './storage.js';
+
+/**
+ * Where an image lives, and how to reach the files it refers to (VMDK extents, a VHD
+ * or VDI parent). References found inside an image are resolved here and confined
+ * to the image's own folder unless the caller allowed more (DESIGN.md).
+ */
+export interface ImageLocation {
+  /** Name of the image itself (a path for files). */
+  readonly name: string;
+  /**
+   * Resolve `ref` (as stored in an image: relative to the image's folder, or
+   * absolute) to a name; E_PATH if it leads outside the allowed folders.
+   */
+  resolve(ref: string): string;
+  /** `name` written relative to this image's folder (what to store in a child's header). */
+  relativeName(name: string): string;
+  /** Open a resolved name. Writable opens lock the file. */
+  open(name: string, opts?: { readOnly?: boolean }): Promise<Storage>;
+  /** Create a resolved name; E_EXISTS if it is there. */
+  create(name: string): Promise<Storage>;
+  /** True if a resolved name exists. */
+  exists(name: string): Promise<boolean>;
+  /** Remove a resolved name (used to clean up after a failed create). */
+  remove(name: string): Promise<void>;
+  /** Rename one resolved name to another, replacing it. */
+  rename(from: string, to: string): Promise<void>;
+  /** Names of the files in the image's folder (for finding a parent by uuid). */
+  siblings(): Promise<string[]>;
+  /** The location of another image reached from this one, with the same confinement. */
+  at(name: string): ImageLocation;
+}
+
+function isInside(dir: string, p: string): boolean {
+  const rel = relative(dir, p);
+  return rel === '' || (!rel.startsWith('..') && !isAbsolute(rel));
+}
+
+/** Images on the local file system. */
+export class FileLocation implements ImageLocation {
+  readonly name: string;
+  private readonly dir: string;
+  private readonly allowed: string[];
+
+  /**
+   * @param path  the image's path
+   * @param allow extra folders that references may lead into (besides the image's own)
+   */
+  constructor(path: string, allow: readonly string[] = []) {
+    this.name = path;
+    this.dir = dirname(resolve(path));
+    this.allowed = [this.dir, ...allow.map((a) => resolve(a))];
+  }
+
+  resolve(ref: string): string {
+    if (ref.length === 0 || ref.includes('\0')) throw new VdiskError('E_PATH', `${this.name}: empty or invalid file reference`);
+    // Windows separators appear in VHD locators and VMDK descriptors written on Windows.
+    const norm = ref.replace(/\\/g, '/');
+    const target = isAbsolute(norm) ? resolve(norm) : resolve(this.dir, norm);
+    if (!this.allowed.some((d) => isInside(d, target))) {
+      throw new VdiskError('E_PATH', `${this.name}: reference "${ref}" leads outside ${this.allowed.join(', ')} (allow the folder explicitly to follow it)`);
+    }
+    // Keep the caller's relative spelling when the image was given relatively.
+    return isAbsolute(this.name) ? target : relative(process.cwd(), target) || basename(target);
+  }
+
+  relativeName(name: string): string {
+    const rel = relative(this.dir, resolve(name));
+    return rel.split(sep).join('/');
+  }
+
+  open(name: string, opts: { readOnly?: boolean } = {}): Promise<Storage> {
+    return FileStorage.open(name, { readOnly: opts.readOnly ?? false });
+  }
+
+  create(name: string): Promise<Storage> {
+    return FileStorage.open(name, { create: 'new' });
+  }
+
+  async exists(name: string): Promise<boolean> {
+    try {
+      await stat(name);
+      return true;
+    } catch {
+      return false;
+    }
+  }
+
+  async remove(name: string): Promise<void> {
+    await unlink(name).catch((err: NodeJS.ErrnoException) => {
+      if (err.code !== 'ENOENT') throw fromSystemError(err, name);
+    });
+  }
+
+  async rename(from: string, to: string): Promise<void> {
+    await rename(from, to).catch((err: unknown) => {
+      throw fromSystemError(err, from);
+    });
+  }
+
+  async siblings(): Promise<string[]> {
+    const entries = await readdir(this.dir).catch((err: unknown) => {
+      throw fromSystemError(err, this.dir);
+    });
+    const base = isAbsolute(this.name) ? this.dir : relative(process.cwd(), this.dir);
+    return entries.map((e) => (base ? `${base}/${e}` : e));
+  }
+
+  at(name: string): ImageLocation {
+    return new FileLocation(name, this.allowed.slice(1));
+  }
+}
+
+/**
+ * A folder of images held in memory: names are plain strings relative to one root.
+ * Tests use it with a storage factory that injects faults into every file.
+ */
+export class MemoryLocation implements ImageLocation {
+  constructor(
+    readonly name: string,
+    readonly files: Map<string, Storage> = new Map(),
+    private readonly make: (name: string) => Storage = (n) => new MemoryStorage(undefined, { name: n }),
+  ) {}
+
+  resolve(ref: string): string {
+    const norm = ref.replace(/\\/g, '/');
+    if (norm.startsWith('/') || norm.split('/').includes('..') || norm.length === 0) {
+      throw new VdiskError('E_PATH', `${this.name}: reference "${ref}" leads outside the image's folder`);
+    }
+    return norm.replace(/^\.\//, '');
+  }
+
+  relativeName(name: string): string {
+    return name;
+  }
+
+  async open(name: string): Promise<Storage> {
+    const s = this.files.get(name);
+    if (!s) throw new VdiskError('E_NOENT', `${name}: no such file`);
+    return keepOpen(s);
+  }
+
+  async create(name: string): Promise<Storage> {
+    if (this.files.has(name)) throw new VdiskError('E_EXISTS', `${name}: already exists`);
+    const s = this.make(name);
+    this.files.set(name, s);
+    return keepOpen(s);
+  }
+
+  async exists(name: string): Promise<boolean> {
+    return this.files.has(name);
+  }
+
+  async remove(name: string): Promise<void> {
+    this.files.delete(name);
+  }
+
+  async rename(from: string, to: string): Promise<void> {
+    const s = this.files.get(from);
+    if (!s) throw new VdiskError('E_NOENT', `${from}: no such file`);
+    this.files.delete(from);
+    this.files.set(to, s);
+  }
+
+  async siblings(): Promise<string[]> {
+    return [...this.files.keys()];
+  }
+
+  at(name: string): ImageLocation {
+    return new MemoryLocation(name, this.files, this.make);
+  }
+}
+
+/** A view of `s` whose close() leaves `s` open, so a memory folder's files outlive their users. */
+function keepOpen(s: Storage): Storage {
+  return {
+    name: s.name,
+    get size() {
+      return s.size;
+    },
+    readOnly: s.readOnly,
+    read: (b, o) => s.read(b, o),
+    write: (b, o) => s.write(b, o),
+    truncate: (n) => s.truncate(n),
+    flush: () => s.flush(),
+    close: async () => {},
+    allocatedSize: async () => (s.allocatedSize ? s.allocatedSize() : s.size),
+  };
+}
