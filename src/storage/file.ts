@@ -55,6 +55,8 @@ export class FileStorage implements Storage {
           throw fromSystemError(err, path);
         });
         if (st.isDirectory()) throw new VdiskError('E_USAGE', `${path}: is a folder, not an image`);
+        // Opening a FIFO or socket would block (or hang a search through a folder): refuse before open.
+        if (!st.isFile() && !st.isBlockDevice()) throw new VdiskError('E_USAGE', `${path}: not a regular file or block device`);
       }
       const flags = readOnly ? 'r' : opts.create === 'new' ? 'wx+' : opts.create === 'overwrite' ? 'w+' : 'r+';
       const fh = await open(path, flags, 0o644).catch((err: unknown) => {

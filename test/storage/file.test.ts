@@ -68,6 +68,12 @@ describe('FileStorage', () => {
     await expect(FileStorage.open(dir, { readOnly: true })).rejects.toMatchObject({ code: 'E_USAGE' });
     await expect(FileStorage.open(join(dir, 'rw.bin'), { create: 'new' })).rejects.toMatchObject({ code: 'E_EXISTS' });
   });
+
+  it('refuses a named pipe without blocking on it', async () => {
+    const fifo = join(dir, 'pipe');
+    spawnSync('mkfifo', [fifo]);
+    await expect(FileStorage.open(fifo, { readOnly: true })).rejects.toMatchObject({ code: 'E_USAGE', message: expect.stringContaining('not a regular file') });
+  });
 });
 
 describe('write lock', () => {
