@@ -346,9 +346,12 @@ export async function readGptCopy(device: BlockDevice, lba: number, which: 'prim
   if (h.alternateLba >= diskSectors || h.alternateLba === 0) {
     bad('AlternateLBA', `is ${h.alternateLba}, outside the ${diskSectors}-sector disk`);
   }
-  if (h.firstUsableLba > h.lastUsableLba || h.lastUsableLba >= diskSectors) {
-    bad('FirstUsableLBA/LastUsableLBA', `${h.firstUsableLba}-${h.lastUsableLba} is not a range inside the ${diskSectors}-sector disk`);
+  if (h.firstUsableLba > h.lastUsableLba || h.firstUsableLba < 2) {
+    bad('FirstUsableLBA/LastUsableLBA', `${h.firstUsableLba}-${h.lastUsableLba} is not a range of sectors after the header`);
     fieldsOk = false;
+  } else if (h.lastUsableLba >= diskSectors) {
+    // What a shrink leaves behind: the table itself is intact, moving the backup fixes it.
+    bad('LastUsableLBA', `is ${h.lastUsableLba}, past the end of the ${diskSectors}-sector disk`);
   }
   // Entry array: sane size, inside the disk, outside the usable area.
   let arrayOk = true;

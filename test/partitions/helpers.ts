@@ -87,11 +87,16 @@ export async function sgdiskPrint(path: string): Promise<{ guid: string; first: 
   return { guid, first: Number(usable[1]), last: Number(usable[2]), rows };
 }
 
-/** `sgdisk -v`: exit code and whether it said "No problems found". */
+/**
+ * `sgdisk -v`: clean when it exits 0, says "No problems found" and warns of no damaged
+ * header or table (it regenerates a bad backup in memory and then says "No problems
+ * found", so its CRC report on stderr must be read too).
+ */
 export async function sgdiskVerify(path: string): Promise<{ clean: boolean; output: string }> {
   const r = await run('sgdisk', ['-v', path]);
   const output = r.stdout + r.stderr;
-  return { clean: r.code === 0 && /No problems found/.test(output), output };
+  const damaged = /ERROR|corrupt GPT|CRCs don't match|Problem:|invalid/i.test(output);
+  return { clean: r.code === 0 && /No problems found/.test(output) && !damaged, output };
 }
 
 /** A writable raw device over a copy of `data`, in memory. */

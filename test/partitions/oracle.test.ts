@@ -90,15 +90,16 @@ describe('partition tables made by sfdisk/sgdisk', async () => {
   });
 
   itWith(['sfdisk'], 'GPT type names match sfdisk -l', async () => {
-    const t = await read(gptPath);
+    const t = (await read(gptPath)) as GptTable;
     const names = await sfdiskTypeNames(gptPath);
     expect(new Map(t.partitions.map((p) => [p.index, p.typeName]))).toEqual(names);
   });
 
   itWith(['sfdisk', 'sgdisk'], 'GPT from sfdisk: starts, ends, names and attributes match sgdisk -p and -i', async () => {
-    const t = await read(gptPath);
+    const t = (await read(gptPath)) as GptTable;
     const sg = await sgdiskPrint(gptPath);
-    expect(t.scheme === 'gpt' && t.diskGuid).toBe(sg.guid);
+    expect(t.scheme).toBe('gpt');
+    expect(t.diskGuid).toBe(sg.guid);
     expect(t.partitions.map((p) => ({ index: p.index, start: p.start, end: p.start + p.sectors - 1 }))).toEqual(sg.rows.map((r) => ({ index: r.index, start: r.start, end: r.end })));
     for (const p of t.partitions) {
       const i = await sgdiskInfo(gptPath, p.index);
