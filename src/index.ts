@@ -21,3 +21,22 @@ export { create, type CreateOptions } from './ops/create.js';
 export { describeImage, formatInfoHuman, info, type ImageInfoReport } from './ops/info.js';
 export { formatSize, parseSize } from './util/size.js';
 export { parseKeyValues } from './util/options.js';
+export {
+  checkPartitions,
+  formatPartitionsHuman,
+  minimumDiskSize,
+  moveBackupGptToEnd,
+  partitionSpans,
+  readPartitions,
+  repairBackupGpt,
+  repairPrimaryGpt,
+  type GptHeaderInfo,
+  type GptPartition,
+  type GptRewrite,
+  type GptTable,
+  type MbrPartition,
+  type MbrTable,
+  type NoPartitionTable,
+  type PartitionSpan,
+  type PartitionTable,
+} from './partitions/index.js';
