@@ -160,8 +160,13 @@ describe('partition tables made by sfdisk/sgdisk', async () => {
       ] as const) {
         const out = `${src}.${fmt}`;
         await runOk('qemu-img', ['convert', '-f', 'raw', '-O', fmt, src, out]);
+        // VHD may round the size up to a CHS geometry; judge against the bytes qemu-img reads back.
+        const back = `${out}.raw`;
+        await runOk('qemu-img', ['convert', '-O', 'raw', out, back]);
         const t = await read(out);
-        check(t, await sfdiskJson(src));
+        expect(t).toEqual(await read(back));
+        const grown = t.diskSectors !== (await read(src)).diskSectors;
+        check(grown ? { ...t, problems: t.problems.filter((p) => !/not at the last sector/.test(p.message)) } : t, await sfdiskJson(back));
       }
     });
   }
