@@ -75,6 +75,9 @@ async function readGpt(device: BlockDevice, protectiveMbr: boolean): Promise<Gpt
       offset: backup.info.lba * ss,
     });
   }
+  if (primary?.info.headerCrcOk && backup && primary.header.alternateLba !== backup.info.lba) {
+    problems.push({ severity: 'corrupt', message: `primary GPT header (sector 1): AlternateLBA is ${primary.header.alternateLba}, but the backup header is at sector ${backup.info.lba}`, offset: ss });
+  }
   if (primary?.info.valid && backup?.info.valid) compareCopies(primary, backup, problems, ss);
   if (primary?.info.valid && backup?.info.valid && backup.header.alternateLba !== GPT_PRIMARY_HEADER_LBA) {
     problems.push({ severity: 'corrupt', message: `backup GPT header (sector ${backup.info.lba}): AlternateLBA is ${backup.header.alternateLba}, not 1`, offset: backup.info.lba * ss });

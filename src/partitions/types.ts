@@ -124,7 +124,7 @@ export interface NoPartitionTable {
   problems: CheckProblem[];
 }
 
-/** What {@link readPartitions} returns. */
+/** What `readPartitions` returns. */
 export type PartitionTable = MbrTable | GptTable | NoPartitionTable;
 
 /** A partition as a byte range with a label: what a map picture draws. */

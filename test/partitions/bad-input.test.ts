@@ -256,6 +256,15 @@ withSfdisk('hostile tables', async () => {
     );
   });
 
+  it('a primary whose AlternateLBA misses the backup is reported and fixed by -r all', async () => {
+    const img = Buffer.from(gpt);
+    patchPrimaryHeader(img, (h) => (h.alternateLba = 9000));
+    const disk = memoryDisk(img);
+    const problems = await checkPartitions(disk, { repair: 'all' });
+    expect(problems).toEqual([expect.objectContaining({ message: 'primary GPT header (sector 1): AlternateLBA is 9000, but the backup header is at sector 16383', repaired: true })]);
+    expect(await checkPartitions(disk)).toEqual([]);
+  });
+
   it('primary and backup that disagree are reported field by field', async () => {
     const img = Buffer.from(gpt);
     const backupLba = 16383;
