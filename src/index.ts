@@ -30,6 +30,7 @@ export {
   readPartitions,
   repairBackupGpt,
   repairPrimaryGpt,
+  updateProtectiveMbr,
   type GptHeaderInfo,
   type GptPartition,
   type GptRewrite,

@@ -116,6 +116,24 @@ export function encodeBootRecord(r: BootRecord, sector: Uint8Array): void {
   v.setUint16(MBR_BOOT_SIGNATURE_OFFSET, r.bootSignatureOk ? MBR_BOOT_SIGNATURE : 0, true);
 }
 
+/** The largest SizeInLBA an MBR entry can hold. */
+export const MBR_MAX_SIZE_LBA = 0xffffffff;
+
+/**
+ * The 0xEE entry of a pure protective MBR (one used entry, OSType 0xEE, StartingLBA 1)
+ * and its index, or undefined for a hybrid or no protective MBR (UEFI §5.2.3).
+ */
+export function pureProtectiveEntry(r: BootRecord): { entry: MbrEntry; slot: number } | undefined {
+  const used = r.entries.map((entry, slot) => ({ entry, slot })).filter(({ entry }) => entry.type !== 0 || entry.sizeLba !== 0);
+  const only = used.length === 1 ? used[0] : undefined;
+  return only && only.entry.type === MBR_TYPE_GPT_PROTECTIVE && only.entry.startLba === 1 ? only : undefined;
+}
+
+/** SizeInLBA a protective 0xEE entry must have on a disk of `diskSectors` (UEFI Table 5-4). */
+export function protectiveSizeLba(diskSectors: number): number {
+  return Math.min(diskSectors - 1, MBR_MAX_SIZE_LBA);
+}
+
 /** True when the record's entries look like a partition table (status bytes 0x00/0x80 only). */
 export function looksLikePartitionTable(r: BootRecord): boolean {
   return r.bootSignatureOk && r.entries.every((e) => e.status === 0 || e.status === MBR_STATUS_ACTIVE);

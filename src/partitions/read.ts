@@ -7,7 +7,7 @@
 import type { BlockDevice } from '../device/block-device.js';
 import type { CheckProblem } from '../formats/driver.js';
 import { type GptCopy, gptPartitions, readGptCopy } from './gpt.js';
-import { MBR_TYPE_GPT_PROTECTIVE, decodeBootRecord, looksLikePartitionTable, readMbr } from './mbr.js';
+import { type BootRecord, MBR_ENTRY_SIZE, MBR_PARTITION_TABLE_OFFSET, MBR_TYPE_GPT_PROTECTIVE, decodeBootRecord, looksLikePartitionTable, protectiveSizeLba, pureProtectiveEntry, readMbr } from './mbr.js';
 import type { GptTable, MbrPartition, PartitionCommon, PartitionSpan, PartitionTable } from './types.js';
 
 /** LBA of the primary GPT header (UEFI 2.10 §5.3.1). */
@@ -27,7 +27,7 @@ export async function readPartitions(device: BlockDevice): Promise<PartitionTabl
   // A real MBR without a 0xEE entry wins over a stale GPT (as Linux reads it without force_gpt).
   const mbrInUse = isMbr && mbr.entries.some((e) => e.type !== 0 && e.sizeLba !== 0);
   if (protective || !mbrInUse) {
-    const gpt = await readGpt(device, protective);
+    const gpt = await readGpt(device, protective ? mbr : undefined);
     if (gpt) return gpt;
   }
   if (protective) {
@@ -48,7 +48,7 @@ export async function readPartitions(device: BlockDevice): Promise<PartitionTabl
 }
 
 /** Read the GPT, or undefined when neither header has the GPT signature. */
-async function readGpt(device: BlockDevice, protectiveMbr: boolean): Promise<GptTable | undefined> {
+async function readGpt(device: BlockDevice, protectiveMbr: BootRecord | undefined): Promise<GptTable | undefined> {
   const ss = device.sectorSize;
   const diskSectors = Math.floor(device.size / ss);
   const lastLba = diskSectors - 1;
@@ -68,6 +68,14 @@ async function readGpt(device: BlockDevice, protectiveMbr: boolean): Promise<Gpt
   if (!primary) problems.push({ severity: 'corrupt', message: `primary GPT header (sector 1): no "EFI PART" signature (Signature); using the backup`, offset: ss });
   if (!backup) problems.push({ severity: 'corrupt', message: `backup GPT header (sector ${backupLba}): no "EFI PART" signature (Signature)`, offset: backupLba * ss });
   if (!protectiveMbr) problems.push({ severity: 'warning', message: 'sector 0 holds no protective MBR (no OSType 0xEE entry with boot signature 0x55AA)', offset: 0 });
+  const pmbr = protectiveMbr && pureProtectiveEntry(protectiveMbr);
+  if (pmbr && pmbr.entry.sizeLba !== protectiveSizeLba(diskSectors)) {
+    problems.push({
+      severity: 'warning',
+      message: `GPT protective MBR: SizeInLBA is ${pmbr.entry.sizeLba}, not ${protectiveSizeLba(diskSectors)} (the whole disk after sector 0)`,
+      offset: MBR_PARTITION_TABLE_OFFSET + pmbr.slot * MBR_ENTRY_SIZE,
+    });
+  }
   if (backup && backup.info.lba !== lastLba) {
     problems.push({
       severity: 'warning',
@@ -99,7 +107,7 @@ async function readGpt(device: BlockDevice, protectiveMbr: boolean): Promise<Gpt
     numberOfPartitionEntries: h.numberOfPartitionEntries,
     sizeOfPartitionEntry: h.sizeOfPartitionEntry,
     source,
-    protectiveMbr,
+    protectiveMbr: protectiveMbr !== undefined,
     partitions,
     problems,
   };

@@ -10,6 +10,7 @@ import type { BlockDevice } from '../device/block-device.js';
 import { VdiskError } from '../errors.js';
 import type { CheckProblem, DriverCheckOptions } from '../formats/driver.js';
 import { type GptCopy, type GptHeader, GPT_REVISION, encodeGptHeader, entryArraySectors, gptPartitions, readGptCopy } from './gpt.js';
+import { decodeBootRecord, encodeBootRecord, looksLikePartitionTable, protectiveSizeLba, pureProtectiveEntry } from './mbr.js';
 import { GPT_PRIMARY_HEADER_LBA, readPartitions } from './read.js';
 import type { PartitionTable } from './types.js';
 
@@ -161,6 +162,7 @@ export async function moveBackupGptToEnd(device: BlockDevice): Promise<GptRewrit
     partitionEntryLba: primaryEntriesLba,
     lastUsableLba,
   });
+  await updateProtectiveMbr(device);
   // A stale backup header left in what is now usable space would confuse tools that scan for one.
   if (previousBackupLba !== undefined && previousBackupLba !== backupLba && previousBackupLba > h.lastUsableLba && previousBackupLba < entriesLba) {
     await device.write(new Uint8Array(ss), previousBackupLba * ss);
@@ -169,6 +171,27 @@ export async function moveBackupGptToEnd(device: BlockDevice): Promise<GptRewrit
   const out: GptRewrite = { backupLba, backupEntriesLba: entriesLba, lastUsableLba };
   if (previousBackupLba !== undefined) out.previousBackupLba = previousBackupLba;
   return out;
+}
+
+/**
+ * Make a pure protective MBR's 0xEE entry cover the whole disk again (SizeInLBA =
+ * min(sectors − 1, 0xFFFFFFFF), UEFI §5.2.3), as after a resize. Hybrid MBRs and boot
+ * code are left alone. Returns true when it wrote sector 0.
+ */
+export async function updateProtectiveMbr(device: BlockDevice): Promise<boolean> {
+  requireWritable(device, 'update the protective MBR');
+  const ss = device.sectorSize;
+  const sector = new Uint8Array(ss);
+  await device.read(sector, 0);
+  const record = decodeBootRecord(sector);
+  const pmbr = looksLikePartitionTable(record) ? pureProtectiveEntry(record) : undefined;
+  const want = protectiveSizeLba(Math.floor(device.size / ss));
+  if (!pmbr || pmbr.entry.sizeLba === want) return false;
+  record.entries[pmbr.slot] = { ...pmbr.entry, sizeLba: want };
+  encodeBootRecord(record, sector);
+  await device.write(sector, 0);
+  await device.flush();
+  return true;
 }
 
 /**
@@ -196,10 +219,13 @@ export async function checkPartitions(device: BlockDevice, opts: DriverCheckOpti
   if (opts.repair !== 'all' || before.scheme !== 'gpt' || problems.length === 0 || device.readOnly) return problems;
   const lastLba = before.diskSectors - 1;
   const { primary, backup } = before;
-  const gptCopyProblem = problems.some((p) => /GPT|AlternateLBA/.test(p.message));
-  if (!gptCopyProblem) return problems;
+  const gptCopyProblem = problems.some((p) => /GPT header|GPT disagree|backup GPT|AlternateLBA/.test(p.message));
+  const pmbrProblem = problems.some((p) => /protective MBR: SizeInLBA/.test(p.message));
+  if (!gptCopyProblem && !pmbrProblem) return problems;
   try {
-    if (primary?.valid) {
+    if (!gptCopyProblem) {
+      await updateProtectiveMbr(device);
+    } else if (primary?.valid) {
       if (primary.alternateLba !== lastLba || (backup && backup.lba !== lastLba)) await moveBackupGptToEnd(device);
       else await repairBackupGpt(device);
     } else if (backup?.valid) {

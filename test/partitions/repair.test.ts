@@ -8,7 +8,7 @@ import { describe, expect } from 'vitest';
 import { open } from '../../src/formats/registry.js';
 import { checkPartitions, minimumDiskSize, moveBackupGptToEnd, readPartitions, repairBackupGpt } from '../../src/partitions/index.js';
 import type { GptTable } from '../../src/partitions/index.js';
-import { itWith } from '../helpers/oracle.js';
+import { itWith, runOk } from '../helpers/oracle.js';
 import { tempDir } from '../helpers/tmp.js';
 import { sfdiskImage, sfdiskJson, sgdiskPrint, sgdiskVerify } from './helpers.js';
 
@@ -45,7 +45,10 @@ describe('GPT repair and relocation', async () => {
     await truncate(path, 40 * MiB);
     expect((await sgdiskVerify(path)).clean).toBe(false); // sgdisk agrees something is off
     const problems = await withDisk(path, (d) => checkPartitions(d));
-    expect(problems.map((p) => p.message)).toContainEqual(expect.stringMatching(/backup GPT header is at sector 49151, not at the last sector 81919 \(AlternateLBA\)/));
+    expect(problems.map((p) => p.message)).toEqual([
+      'GPT protective MBR: SizeInLBA is 49151, not 81919 (the whole disk after sector 0)',
+      'backup GPT header is at sector 49151, not at the last sector 81919 (AlternateLBA); the disk was probably resized',
+    ]);
     const moved = await withDisk(path, (d) => moveBackupGptToEnd(d));
     expect(moved).toEqual({ backupLba: 81919, backupEntriesLba: 81919 - 32, lastUsableLba: 81919 - 33, previousBackupLba: 49151 });
     const v = await sgdiskVerify(path);
@@ -53,6 +56,8 @@ describe('GPT repair and relocation', async () => {
     expect(v.clean).toBe(true);
     const sg = await sgdiskPrint(path);
     expect(sg.last).toBe(81919 - 33);
+    // The protective MBR covers the grown disk, as sfdisk sees it.
+    expect((await runOk('sfdisk', ['-d', '--label', 'dos', path])).match(/start=\s*1, size=\s*(\d+), type=ee/)?.[1]).toBe('81919');
     const t = (await withDisk(path, (d) => readPartitions(d))) as GptTable;
     expect(t.problems).toEqual([]);
     expect(t.partitions.map((p) => [p.start, p.sectors, p.name])).toEqual(before.partitions.map((p) => [p.start, p.size, p.name]));
