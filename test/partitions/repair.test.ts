@@ -57,7 +57,7 @@ describe('GPT repair and relocation', async () => {
     const sg = await sgdiskPrint(path);
     expect(sg.last).toBe(81919 - 33);
     // The protective MBR covers the grown disk, as sfdisk sees it.
-    expect((await runOk('sfdisk', ['-d', '--label', 'dos', path])).match(/start=\s*1, size=\s*(\d+), type=ee/)?.[1]).toBe('81919');
+    expect((await runOk('sfdisk', ['-d', '--label-nested', 'dos', path])).match(/start=\s*1, size=\s*(\d+), type=ee/)?.[1]).toBe('81919');
     const t = (await withDisk(path, (d) => readPartitions(d))) as GptTable;
     expect(t.problems).toEqual([]);
     expect(t.partitions.map((p) => [p.start, p.sectors, p.name])).toEqual(before.partitions.map((p) => [p.start, p.size, p.name]));
