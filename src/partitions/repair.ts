@@ -154,14 +154,16 @@ export async function moveBackupGptToEnd(device: BlockDevice): Promise<GptRewrit
   }
   const previousBackupLba = backup?.info.lba;
   const moved = { ...h, lastUsableLba };
-  await writeCopy(device, moved, source.entries, { myLba: backupLba, alternateLba: GPT_PRIMARY_HEADER_LBA, partitionEntryLba: entriesLba, lastUsableLba });
-  const primaryEntriesLba = source === primary ? h.partitionEntryLba : GPT_PRIMARY_ENTRIES_LBA;
-  await writeCopy(device, moved, source === primary ? new Uint8Array(0) : source.entries, {
-    myLba: GPT_PRIMARY_HEADER_LBA,
-    alternateLba: backupLba,
-    partitionEntryLba: primaryEntriesLba,
-    lastUsableLba,
-  });
+  const writeBackup = (): Promise<void> => writeCopy(device, moved, source.entries!, { myLba: backupLba, alternateLba: GPT_PRIMARY_HEADER_LBA, partitionEntryLba: entriesLba, lastUsableLba });
+  if (source === primary) {
+    // New backup first: until the primary points at it, the old layout stays whole.
+    await writeBackup();
+    await writeCopy(device, moved, new Uint8Array(0), { myLba: GPT_PRIMARY_HEADER_LBA, alternateLba: backupLba, partitionEntryLba: h.partitionEntryLba, lastUsableLba });
+  } else {
+    // The backup is the only good copy and may be overwritten in place: rebuild the primary first.
+    await writeCopy(device, moved, source.entries, { myLba: GPT_PRIMARY_HEADER_LBA, alternateLba: backupLba, partitionEntryLba: GPT_PRIMARY_ENTRIES_LBA, lastUsableLba });
+    await writeBackup();
+  }
   await updateProtectiveMbr(device);
   // A stale backup header left in what is now usable space would confuse tools that scan for one.
   if (previousBackupLba !== undefined && previousBackupLba !== backupLba && previousBackupLba > h.lastUsableLba && previousBackupLba < entriesLba) {
@@ -223,17 +225,14 @@ export async function checkPartitions(device: BlockDevice, opts: DriverCheckOpti
   const pmbrProblem = problems.some((p) => /protective MBR: SizeInLBA/.test(p.message));
   if (!gptCopyProblem && !pmbrProblem) return problems;
   try {
-    if (!gptCopyProblem) {
-      await updateProtectiveMbr(device);
-    } else if (primary?.valid) {
+    if (gptCopyProblem && primary?.valid) {
       if (primary.alternateLba !== lastLba || (backup && backup.lba !== lastLba)) await moveBackupGptToEnd(device);
       else await repairBackupGpt(device);
-    } else if (backup?.valid) {
+    } else if (gptCopyProblem && backup?.valid) {
       await repairPrimaryGpt(device);
       if (backup.lba !== lastLba) await moveBackupGptToEnd(device);
-    } else {
-      return problems;
     }
+    if (pmbrProblem) await updateProtectiveMbr(device);
   } catch (err) {
     if (!(err instanceof VdiskError)) throw err;
     problems.push({ severity: 'corrupt', message: `GPT repair failed: ${err.message}` });

@@ -25,15 +25,21 @@ const SCRIPT = 'label: gpt\nfirst-lba: 34\nsize=300, type=linux, name="one"\ntyp
 describe('GPT rewrites survive a crash at any write', async () => {
   const dir = await tempDir('vdisk-parts-crash-');
 
-  for (const [what, prepare, op] of [
-    ['moveBackupGptToEnd after a grow', (p: string) => truncate(p, 2 * 1024 * 1024), moveBackupGptToEnd],
-    ['repairBackupGpt over a damaged backup', async () => undefined, repairBackupGpt],
+  const BACKUP_GUID = -512 + 60; // DiskGUID of the backup header, from the end: its HeaderCRC32 then mismatches
+  const PRIMARY_GUID = 512 + 60;
+  for (const [what, grow, damage, op] of [
+    ['moveBackupGptToEnd after a grow', true, undefined, moveBackupGptToEnd],
+    ['moveBackupGptToEnd in place from the backup when the primary is damaged', false, PRIMARY_GUID, moveBackupGptToEnd],
+    ['repairBackupGpt over a damaged backup', false, BACKUP_GUID, repairBackupGpt],
   ] as const) {
     itWith(['sfdisk'], what, async () => {
-      const path = await sfdiskImage(dir, `${op.name}.img`, 1, SCRIPT);
-      await prepare(path);
+      const path = await sfdiskImage(dir, `${op.name}-${grow}-${damage}.img`, 1, SCRIPT);
+      if (grow) await truncate(path, 2 * 1024 * 1024);
       const bytes = await bytesOf(path);
-      if (op === repairBackupGpt) bytes[bytes.length - 512 + 60] ^= 0xff; // backup DiskGUID: HeaderCRC32 mismatch
+      if (damage !== undefined) {
+        const at = damage < 0 ? bytes.length + damage : damage;
+        bytes[at] = bytes[at]! ^ 0xff;
+      }
       const want = (await readPartitions(await diskOf(bytes, true))) as GptTable;
       expect(want.partitions.map((p) => p.name)).toEqual(['one', 'two']);
       const writes = await crashSweep({
@@ -55,6 +61,7 @@ describe('GPT rewrites survive a crash at any write', async () => {
         },
       });
       expect(writes).toBeGreaterThanOrEqual(op === repairBackupGpt ? 2 : 4);
+      expect(want.source).toBe(damage === PRIMARY_GUID ? 'backup' : 'primary');
     });
   }
 });
