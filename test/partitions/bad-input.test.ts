@@ -16,7 +16,7 @@ import {
   encodeGuid,
   type GptEntry,
 } from '../../src/partitions/gpt.js';
-import { checkPartitions, readPartitions } from '../../src/partitions/index.js';
+import { checkPartitions, formatPartitionsHuman, partitionSpans, readPartitions } from '../../src/partitions/index.js';
 import type { GptTable, MbrTable } from '../../src/partitions/index.js';
 import { decodeBootRecord, decodeMbrEntry, encodeBootRecord, encodeMbrEntry, type MbrEntry } from '../../src/partitions/mbr.js';
 import { fuzz, mutations, type FuzzField } from '../helpers/fuzz.js';
@@ -312,6 +312,9 @@ withSfdisk('hostile tables', async () => {
       const disk = memoryDisk(data);
       const t = await readPartitions(disk);
       for (const p of t.problems) expect(p.message.length).toBeGreaterThan(0);
+      // What info prints and the map draws must cope with whatever was read.
+      expect(formatPartitionsHuman(t)[0]).toMatch(/^partition table: /);
+      for (const s of partitionSpans(t)) expect(Number.isFinite(s.offset) && s.length >= 0).toBe(true);
       await checkPartitions(disk, { repair: 'all' });
     };
     expect((await readPartitions(memoryDisk(smallGpt))).problems).toEqual([]);
