@@ -2,9 +2,10 @@
  * Keeping a GPT right: check a device's partition table, rebuild a damaged GPT copy
  * from the intact one, and move the backup GPT to the end of a resized disk.
  *
- * Writes are ordered so a crash leaves one intact copy: the copy being rebuilt is
- * written (entries, then header) and flushed before the other copy's header is
- * changed to point at it.
+ * Writes are ordered so a crash at any point leaves at least one intact copy: a copy
+ * is written entries first, then header, each flushed; the copy being rebuilt is
+ * complete before the intact one is touched, and an intact copy about to be
+ * overwritten in place is never the only one left (test/partitions/crash.test.ts).
  */
 import type { BlockDevice } from '../device/block-device.js';
 import { VdiskError } from '../errors.js';
