@@ -25,3 +25,23 @@ export { resize, resizeImage, resolveNewSize, usedSize, type ResizeOptions } fro
 export { commit, type CommitOptions } from './ops/commit.js';
 export { rebase, type RebaseOptions } from './ops/rebase.js';
 export { compact, type CompactOpsOptions } from './ops/compact.js';
+export {
+  checkPartitions,
+  formatPartitionsHuman,
+  minimumDiskSize,
+  moveBackupGptToEnd,
+  partitionSpans,
+  readPartitions,
+  repairBackupGpt,
+  repairPrimaryGpt,
+  updateProtectiveMbr,
+  type GptHeaderInfo,
+  type GptPartition,
+  type GptRewrite,
+  type GptTable,
+  type MbrPartition,
+  type MbrTable,
+  type NoPartitionTable,
+  type PartitionSpan,
+  type PartitionTable,
+} from './partitions/index.js';
