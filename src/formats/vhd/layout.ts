@@ -4,7 +4,6 @@
  * locators, the block allocation table and sector bitmaps. Every structure is
  * described once here as a decode/encode pair; all integers are big-endian.
  */
-import { VdiskError } from '../../errors.js';
 
 /** Bytes in a sector; VHD counts everything in 512-byte sectors. */
 export const SECTOR_SIZE = 512;
@@ -129,11 +128,13 @@ export function vhdChecksum(buf: Uint8Array, skip: number): number {
   return ~sum >>> 0;
 }
 
-/** Read an unsigned 64-bit field as a number; all ones becomes -1; E_CORRUPT past 2^53. */
-function u64(buf: Buffer, off: number, name: string, field: string): number {
+/**
+ * Read an unsigned 64-bit field as a number; all ones becomes -1. Values past 2^53
+ * lose precision but stay huge, so the range checks against the file size reject them.
+ */
+function u64(buf: Buffer, off: number): number {
   const v = buf.readBigUInt64BE(off);
   if (v === 0xffffffffffffffffn) return -1;
-  if (v > BigInt(Number.MAX_SAFE_INTEGER)) throw new VdiskError('E_CORRUPT', `${name}: ${field} ${v} is out of range`);
   return Number(v);
 }
 
@@ -142,20 +143,20 @@ function putU64(buf: Buffer, off: number, v: number): void {
 }
 
 /** Decode a 512-byte footer; `valid` says whether the cookie and checksum are right. */
-export function decodeFooter(buf: Buffer, name: string): { footer: VhdFooter; valid: boolean; why?: string } {
+export function decodeFooter(buf: Buffer): { footer: VhdFooter; valid: boolean; why?: string } {
   const cookie = buf.toString('latin1', F.cookie, F.cookie + 8);
   const checksum = buf.readUInt32BE(F.checksum);
   const footer: VhdFooter = {
     cookie,
     features: buf.readUInt32BE(F.features),
     formatVersion: buf.readUInt32BE(F.formatVersion),
-    dataOffset: u64(buf, F.dataOffset, name, 'footer data_offset'),
+    dataOffset: u64(buf, F.dataOffset),
     timestamp: buf.readUInt32BE(F.timestamp),
     creatorApplication: buf.toString('latin1', F.creatorApplication, F.creatorApplication + 4),
     creatorVersion: buf.readUInt32BE(F.creatorVersion),
     creatorHostOs: buf.readUInt32BE(F.creatorHostOs),
-    originalSize: u64(buf, F.originalSize, name, 'footer original_size'),
-    currentSize: u64(buf, F.currentSize, name, 'footer current_size'),
+    originalSize: u64(buf, F.originalSize),
+    currentSize: u64(buf, F.currentSize),
     cylinders: buf.readUInt16BE(F.cylinders),
     heads: buf.readUInt8(F.heads),
     sectorsPerTrack: buf.readUInt8(F.sectorsPerTrack),
@@ -243,7 +244,7 @@ const H = {
 export const HEADER_FIELDS = H;
 
 /** Decode a 1024-byte dynamic header; `valid` says whether cookie and checksum are right. */
-export function decodeDynamicHeader(buf: Buffer, name: string): { header: DynamicHeader; valid: boolean; why?: string } {
+export function decodeDynamicHeader(buf: Buffer): { header: DynamicHeader; valid: boolean; why?: string } {
   const cookie = buf.toString('latin1', H.cookie, H.cookie + 8);
   const locators: ParentLocator[] = [];
   for (let i = 0; i < PARENT_LOCATOR_COUNT; i++) {
@@ -252,13 +253,13 @@ export function decodeDynamicHeader(buf: Buffer, name: string): { header: Dynami
       platformCode: buf.readUInt32BE(o),
       platformDataSpace: buf.readUInt32BE(o + 4),
       platformDataLength: buf.readUInt32BE(o + 8),
-      platformDataOffset: u64(buf, o + 16, name, `parent locator ${i} data offset`),
+      platformDataOffset: u64(buf, o + 16),
     });
   }
   const header: DynamicHeader = {
     cookie,
-    dataOffset: u64(buf, H.dataOffset, name, 'dynamic header data_offset'),
-    tableOffset: u64(buf, H.tableOffset, name, 'dynamic header table_offset'),
+    dataOffset: u64(buf, H.dataOffset),
+    tableOffset: u64(buf, H.tableOffset),
     headerVersion: buf.readUInt32BE(H.headerVersion),
     maxTableEntries: buf.readUInt32BE(H.maxTableEntries),
     blockSize: buf.readUInt32BE(H.blockSize),

@@ -87,10 +87,10 @@ export async function readVhdMeta(storage: Storage): Promise<VhdMeta> {
 
   const trailingBuf = Buffer.alloc(FOOTER_SIZE);
   await storage.read(trailingBuf, fileSize - FOOTER_SIZE);
-  const trailing = decodeFooter(trailingBuf, name);
+  const trailing = decodeFooter(trailingBuf);
   const copyBuf = Buffer.alloc(FOOTER_SIZE);
   await storage.read(copyBuf, 0);
-  const copy = decodeFooter(copyBuf, name);
+  const copy = decodeFooter(copyBuf);
 
   let footer: VhdFooter;
   let footerSource: VhdMeta['footerSource'];
@@ -151,7 +151,7 @@ export async function readVhdMeta(storage: Storage): Promise<VhdMeta> {
   }
   const hbuf = Buffer.alloc(DYNAMIC_HEADER_SIZE);
   await storage.read(hbuf, hdrOff);
-  const dh = decodeDynamicHeader(hbuf, name);
+  const dh = decodeDynamicHeader(hbuf);
   if (!dh.valid) throw new VdiskError('E_CORRUPT', `${name}: ${dh.why}`);
   const header = dh.header;
   const bs = header.blockSize;
