@@ -16,7 +16,6 @@ import {
   SECTOR_SIZE,
   bitmapGet,
   bitmapSet,
-  encodeFooter,
   fourCC,
   timestampToIso,
   uuidString,
@@ -65,7 +64,7 @@ export class VhdImage extends BlockDeviceBase implements DiskImage {
     if (opts.parent) this.backing = opts.parent;
     this.parentInfo = opts.parentInfo ?? {};
     this.warnings = opts.warnings ?? [];
-    this.footerBytes = encodeFooter({ ...meta.footer });
+    this.footerBytes = meta.footerBytes;
     // Never overwrite anything but a valid trailing footer: a damaged tail is left in place (a leak check reports).
     const tail = meta.footerSource === 'trailing' ? meta.fileSize - FOOTER_SIZE : Math.ceil(meta.fileSize / SECTOR_SIZE) * SECTOR_SIZE;
     this.nextFree = Math.max(tail, Math.ceil(opts.dataEnd / SECTOR_SIZE) * SECTOR_SIZE);

@@ -258,7 +258,7 @@ async function checkVhd(storage: Storage, location: ImageLocation, opts: DriverC
   const { problems: batProblems, dataEnd, allocated } = validateBat(meta, name);
   for (const p of batProblems) problems.push({ severity: 'corrupt', message: p.message, offset: p.offset });
 
-  const footerBytes = encodeFooter({ ...meta.footer });
+  const footerBytes = meta.footerBytes;
   if (meta.footerSource === 'copy-at-0') {
     const p: CheckProblem = { severity: 'corrupt', message: `${name}: trailing footer: ${meta.trailingProblem} (the copy at offset 0 is intact)`, offset: meta.fileSize - FOOTER_SIZE };
     if (opts.repair === 'all' && writable && batProblems.length === 0) {

@@ -4,6 +4,7 @@
  * locators, the block allocation table and sector bitmaps. Every structure is
  * described once here as a decode/encode pair; all integers are big-endian.
  */
+import { VdiskError } from '../../errors.js';
 
 /** Bytes in a sector; VHD counts everything in 512-byte sectors. */
 export const SECTOR_SIZE = 512;
@@ -139,6 +140,7 @@ function u64(buf: Buffer, off: number): number {
 }
 
 function putU64(buf: Buffer, off: number, v: number): void {
+  if (v >= 2 ** 64 || !Number.isInteger(v)) throw new VdiskError('E_USAGE', `64-bit VHD field value ${v} is out of range`);
   buf.writeBigUInt64BE(v < 0 ? 0xffffffffffffffffn : BigInt(v), off);
 }
 

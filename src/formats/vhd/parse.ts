@@ -41,6 +41,8 @@ export interface MetaRegion {
 /** Everything known about a VHD after validation. */
 export interface VhdMeta {
   footer: VhdFooter;
+  /** The footer in use, byte for byte as found (written back unchanged when the file grows). */
+  footerBytes: Buffer;
   /** Where the footer in use came from. */
   footerSource: 'trailing' | 'copy-at-0';
   /** Why the trailing footer was not used, when it was not. */
@@ -93,12 +95,15 @@ export async function readVhdMeta(storage: Storage): Promise<VhdMeta> {
   const copy = decodeFooter(copyBuf);
 
   let footer: VhdFooter;
+  let footerBytes: Buffer;
   let footerSource: VhdMeta['footerSource'];
   if (trailing.valid) {
     footer = trailing.footer;
+    footerBytes = trailingBuf;
     footerSource = 'trailing';
   } else if (copy.valid && copy.footer.diskType !== DISK_TYPE_FIXED && fileSize >= FOOTER_SIZE + DYNAMIC_HEADER_SIZE) {
     footer = copy.footer;
+    footerBytes = copyBuf;
     footerSource = 'copy-at-0';
   } else if (trailing.footer.cookie === FOOTER_COOKIE || copy.footer.cookie === FOOTER_COOKIE) {
     const why = trailing.footer.cookie === FOOTER_COOKIE ? trailing.why : `trailing ${trailing.why}; copy at offset 0: ${copy.why ?? 'a fixed disk has no copy'}`;
@@ -125,6 +130,7 @@ export async function readVhdMeta(storage: Storage): Promise<VhdMeta> {
   const copyProblem = type === DISK_TYPE_FIXED ? undefined : copy.valid ? undefined : copy.why;
   const meta: VhdMeta = {
     footer,
+    footerBytes,
     footerSource,
     copyValid: type !== DISK_TYPE_FIXED && copy.valid,
     virtualSize,

@@ -1,7 +1,7 @@
 /** Shared helpers for the VHD tests: small images in memory and field surgery with checksums kept right. */
 import { openLocation } from '../../../src/formats/registry.js';
 import { vhdDriver } from '../../../src/formats/vhd/index.js';
-import { decodeDynamicHeader, decodeFooter, encodeDynamicHeader, encodeFooter, type DynamicHeader, type VhdFooter } from '../../../src/formats/vhd/layout.js';
+import { FOOTER_FIELDS, HEADER_FIELDS, decodeDynamicHeader, decodeFooter, encodeDynamicHeader, encodeFooter, vhdChecksum, type DynamicHeader, type VhdFooter } from '../../../src/formats/vhd/layout.js';
 import { MemoryLocation } from '../../../src/storage/location.js';
 import { MemoryStorage } from '../../../src/storage/memory.js';
 import { patternBytes } from '../../helpers/tmp.js';
@@ -69,8 +69,12 @@ export function fixChecksums(bytes: Buffer): Buffer {
   const out = Buffer.from(bytes);
   if (out.length < 512) return out;
   for (const at of [0, out.length - 512]) {
-    if (out.toString('latin1', at, at + 8) === 'conectix') encodeFooter(decodeFooter(out.subarray(at, at + 512)).footer).copy(out, at);
+    const f = out.subarray(at, at + 512);
+    if (f.toString('latin1', 0, 8) === 'conectix') f.writeUInt32BE(vhdChecksum(f, FOOTER_FIELDS.checksum), FOOTER_FIELDS.checksum);
   }
-  if (out.length >= 1536 && out.toString('latin1', 512, 520) === 'cxsparse') encodeDynamicHeader(decodeDynamicHeader(out.subarray(512, 1536)).header).copy(out, 512);
+  if (out.length >= 1536 && out.toString('latin1', 512, 520) === 'cxsparse') {
+    const h = out.subarray(512, 1536);
+    h.writeUInt32BE(vhdChecksum(h, HEADER_FIELDS.checksum), HEADER_FIELDS.checksum);
+  }
   return out;
 }
