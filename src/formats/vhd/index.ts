@@ -105,6 +105,7 @@ async function openVhd(storage: Storage, location: ImageLocation, opts: DriverOp
   const warnings: string[] = [];
   if (meta.footerSource === 'copy-at-0') warnings.push(`trailing footer unusable (${meta.trailingProblem}); using the footer copy at offset 0`);
   else if (meta.copyProblem) warnings.push(`footer copy at offset 0 is damaged (${meta.copyProblem})`);
+  else if (meta.copyDiffers) warnings.push('footer copy at offset 0 differs from the trailing footer; using the trailing one');
   let parent: DiskImage | undefined;
   let parentInfo: VhdParentInfo | undefined;
   if (meta.footer.diskType === DISK_TYPE_DIFFERENCING) {
@@ -268,8 +269,10 @@ async function checkVhd(storage: Storage, location: ImageLocation, opts: DriverC
     }
     problems.push(p);
   }
-  if (meta.copyProblem) {
-    const p: CheckProblem = { severity: 'corrupt', message: `${name}: footer copy at offset 0: ${meta.copyProblem}`, offset: 0 };
+  if (meta.copyProblem || meta.copyDiffers) {
+    const p: CheckProblem = meta.copyProblem
+      ? { severity: 'corrupt', message: `${name}: footer copy at offset 0: ${meta.copyProblem}`, offset: 0 }
+      : { severity: 'warning', message: `${name}: footer copy at offset 0 differs from the trailing footer (other readers may use it)`, offset: 0 };
     if (opts.repair === 'all' && writable) {
       await storage.write(footerBytes, 0);
       p.repaired = true;

@@ -49,6 +49,8 @@ export interface VhdMeta {
   trailingProblem?: string;
   /** True when the copy at offset 0 exists and is valid (dynamic and differencing disks). */
   copyValid: boolean;
+  /** True when both footers are valid but differ (qemu reads the copy at 0, we the trailing one). */
+  copyDiffers: boolean;
   /** Why the copy at offset 0 is unusable (dynamic/differencing disks only). */
   copyProblem?: string;
   /** Disk size as the guest sees it. */
@@ -133,6 +135,7 @@ export async function readVhdMeta(storage: Storage): Promise<VhdMeta> {
     footerBytes,
     footerSource,
     copyValid: type !== DISK_TYPE_FIXED && copy.valid,
+    copyDiffers: type !== DISK_TYPE_FIXED && trailing.valid && copy.valid && !trailingBuf.equals(copyBuf),
     virtualSize,
     sizeSource,
     blockSize: 0,

@@ -88,6 +88,25 @@ describe('VHD bad input', () => {
     await reopened.close();
   });
 
+  it('a damaged or differing footer copy at offset 0 is reported by check and rewritten by repair', async () => {
+    const damaged = Buffer.from(dyn);
+    damaged[40] ^= 1; // original_size byte in the copy: checksum no longer matches
+    const loc = folder(new Map([['img.vhd', damaged]]));
+    const r = await check(loc);
+    expect(r.problems).toEqual([{ severity: 'corrupt', message: expect.stringMatching(/footer copy at offset 0: footer checksum/), offset: 0 }]);
+    const img = await openLocation(loc, { readOnly: true });
+    expect((await img.info()).warnings?.join()).toMatch(/copy at offset 0 is damaged/);
+    await img.close();
+    await check(loc, 'all');
+    expect((await check(loc)).problems).toEqual([]);
+
+    const differing = editFooter(dyn, (f) => { f.timestamp += 1; }, 'copy');
+    const loc2 = folder(new Map([['img.vhd', differing]]));
+    expect((await check(loc2)).problems).toEqual([{ severity: 'warning', message: expect.stringMatching(/differs/), offset: 0 }]);
+    await check(loc2, 'all');
+    expect((await check(loc2)).problems).toEqual([]);
+  });
+
   it('check counts blocks, finds leaked space and frees a leak at the tail', async () => {
     const loc0 = folder(new Map([['img.vhd', dyn]]));
     const clean = await check(loc0);

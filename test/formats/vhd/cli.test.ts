@@ -1,5 +1,4 @@
 /** `vdisk create -f vhd|vpc` and `vdisk info` on VHDs, through the built CLI. */
-import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { run, runOk } from '../../helpers/oracle.js';
 import { VDISK_BIN, tempDir } from '../../helpers/tmp.js';
