@@ -22,8 +22,8 @@ import {
 } from './layout.js';
 import type { VhdMeta } from './parse.js';
 
-/** How many block bitmaps an image keeps in memory. */
-const BITMAP_CACHE_LIMIT = 256;
+/** Bytes of block bitmaps an image keeps in memory (512 B each for 2 MiB blocks). */
+const BITMAP_CACHE_BYTES = 8 * 1024 * 1024;
 /** Largest sector number a BAT entry can hold. */
 const MAX_BAT_SECTOR = 0xfffffffe;
 
@@ -49,6 +49,7 @@ export class VhdImage extends BlockDeviceBase implements DiskImage {
   readonly backing?: DiskImage;
   private readonly footerBytes: Buffer;
   private readonly bitmaps = new Map<number, Buffer>();
+  private readonly bitmapCacheLimit: number;
   /** Where the next block goes: the trailing footer's place (or the end of what is there). */
   private nextFree: number;
 
@@ -65,6 +66,7 @@ export class VhdImage extends BlockDeviceBase implements DiskImage {
     this.parentInfo = opts.parentInfo ?? {};
     this.warnings = opts.warnings ?? [];
     this.footerBytes = meta.footerBytes;
+    this.bitmapCacheLimit = Math.max(4, Math.floor(BITMAP_CACHE_BYTES / Math.max(1, meta.bitmapSize)));
     // Never overwrite anything but a valid trailing footer: a damaged tail is left in place (a leak check reports).
     const tail = meta.footerSource === 'trailing' ? meta.fileSize - FOOTER_SIZE : Math.ceil(meta.fileSize / SECTOR_SIZE) * SECTOR_SIZE;
     this.nextFree = Math.max(tail, Math.ceil(opts.dataEnd / SECTOR_SIZE) * SECTOR_SIZE);
@@ -156,9 +158,13 @@ export class VhdImage extends BlockDeviceBase implements DiskImage {
     if (cached) return cached;
     const b = Buffer.alloc(this.meta.bitmapSize);
     await this.storage.read(b, this.meta.bat![idx]! * SECTOR_SIZE);
-    if (this.bitmaps.size >= BITMAP_CACHE_LIMIT) this.bitmaps.delete(this.bitmaps.keys().next().value!);
-    this.bitmaps.set(idx, b);
+    this.cacheBitmap(idx, b);
     return b;
+  }
+
+  private cacheBitmap(idx: number, b: Buffer): void {
+    if (this.bitmaps.size >= this.bitmapCacheLimit) this.bitmaps.delete(this.bitmaps.keys().next().value!);
+    this.bitmaps.set(idx, b);
   }
 
   // ---- writing -------------------------------------------------------------
@@ -218,7 +224,12 @@ export class VhdImage extends BlockDeviceBase implements DiskImage {
         if (lo >= 0) {
           const b0 = Math.floor((lo >> 3) / SECTOR_SIZE) * SECTOR_SIZE;
           const b1 = Math.floor((hi >> 3) / SECTOR_SIZE) * SECTOR_SIZE + SECTOR_SIZE;
-          await this.storage.write(bitmap.subarray(b0, b1), blockStart + b0);
+          try {
+            await this.storage.write(bitmap.subarray(b0, b1), blockStart + b0);
+          } catch (err) {
+            this.bitmaps.delete(idx); // the cached copy ran ahead of the file
+            throw err;
+          }
         }
       }
       done += n;
@@ -276,8 +287,7 @@ export class VhdImage extends BlockDeviceBase implements DiskImage {
     await this.storage.write(entry, this.meta.header!.tableOffset + idx * 4);
     this.meta.bat![idx] = start / SECTOR_SIZE;
     this.nextFree = start + span;
-    if (this.bitmaps.size >= BITMAP_CACHE_LIMIT) this.bitmaps.delete(this.bitmaps.keys().next().value!);
-    this.bitmaps.set(idx, bitmap);
+    this.cacheBitmap(idx, bitmap);
   }
 
   // ---- extents -------------------------------------------------------------

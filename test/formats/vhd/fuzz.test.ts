@@ -73,7 +73,7 @@ describe('VHD reader fuzz', () => {
       files.delete('img.vhd');
       const fields = [...footerFields(seed.length - 512), ...(kind === 'fixed' ? [] : [...footerFields(0), ...headerFields()])];
       let i = 0;
-      const stats = await fuzz(mutations(seed, { count, seed: kind.length * 7919, fields, bigEndian: true, hotBytes: 2048 }), (d) => attempt(d, files, i++), { timeoutMs: 5000 });
+      const stats = await fuzz(mutations(seed, { count, seed: kind.length * 7919, fields, bigEndian: true, hotBytes: 3072 }), (d) => attempt(d, files, i++), { timeoutMs: 5000 });
       expect(stats.cases).toBe(count);
       // Both outcomes happen: the fuzz reaches deep enough to open damaged images, and rejects others.
       expect(stats.opened).toBeGreaterThan(count / 10);
