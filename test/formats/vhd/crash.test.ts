@@ -6,6 +6,7 @@
 import { describe, expect, it } from 'vitest';
 import { openLocation } from '../../../src/formats/registry.js';
 import { vhdDriver } from '../../../src/formats/vhd/index.js';
+import { FaultPlan, FaultStorage } from '../../../src/storage/fault.js';
 import { MemoryLocation } from '../../../src/storage/location.js';
 import { MemoryStorage } from '../../../src/storage/memory.js';
 import { crashSweep } from '../../helpers/crash.js';
@@ -110,5 +111,39 @@ describe('VHD crash safety', () => {
   it('differencing: every crash point leaves a consistent image with all flushed writes', async () => {
     const writes = await sweep(true);
     expect(writes).toBeGreaterThan(STEPS.length * 2);
+  });
+
+  it('a single failed write (an I/O error the caller survives) leaves the image usable and consistent', async () => {
+    for (const differencing of [false, true]) {
+      const initial = await initialFiles(differencing);
+      const below = differencing ? patternBytes(SIZE, 5) : Buffer.alloc(SIZE);
+      for (let at = 1; at <= 30; at++) {
+        const plan = new FaultPlan(at, 'half', false);
+        const files = new Map<string, FaultStorage>();
+        for (const [n, b] of initial) files.set(n, new FaultStorage(b, plan, n));
+        const loc = new MemoryLocation('img.vhd', files);
+        const img = await openLocation(loc);
+        const failed = new Set<number>();
+        for (let i = 0; i < STEPS.length; i++) {
+          await img.write(stepData(i), STEPS[i]![0]).catch(() => failed.add(i));
+        }
+        await img.close();
+        const out = new Map<string, Buffer>();
+        for (const [n, s] of files) out.set(n, s.afterCrash('ordered'));
+        const check = memoryFolder(out);
+        const ro = await openLocation(check, { readOnly: true });
+        const all = Buffer.alloc(SIZE);
+        await ro.read(all, 0);
+        await ro.close();
+        for (let i = 0; i < STEPS.length; i++) {
+          const [off, len] = STEPS[i]!;
+          if (!failed.has(i)) expect(all.subarray(off, off + len).equals(stepData(i)), `fault at ${at}: step ${i} lost`).toBe(true);
+        }
+        expect(all.subarray(SIZE - 4096).equals(below.subarray(SIZE - 4096))).toBe(true);
+        const storage = await check.open('img.vhd');
+        const r = await vhdDriver.check!(storage, check, { readOnly: true, openParent: (n) => openLocation(check.at(n), { readOnly: true }) });
+        expect(r.problems.filter((p) => p.severity !== 'leak')).toEqual([]);
+      }
+    }
   });
 });
