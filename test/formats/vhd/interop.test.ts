@@ -2,6 +2,7 @@
  * VHD interop: images qemu-img makes read byte-identical to qemu-img's own raw
  * conversion; images we make and write are judged by qemu-img compare and vhdiinfo.
  */
+import { existsSync } from 'node:fs';
 import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { describe, expect } from 'vitest';
@@ -150,5 +151,33 @@ describe('VHD images vdisk writes', () => {
     expect(all[2 * MiB]).toBe(0xbb);
     expect(all[4 * MiB]).toBe(0);
     expect(all[4 * MiB + 512]).toBe(0xcc);
+  });
+
+  // vhdimount needs FUSE: without /dev/fuse it counts as a missing oracle.
+  itWith(existsSync('/dev/fuse') ? ['vhdimount', 'umount'] : ['vhdimount', 'umount', '/dev/fuse'], 'differencing chain as libvhdi mounts it: whole child blocks and untouched blocks match ours', async () => {
+    const base = join(dir, 'm-base.vhd');
+    const child = join(dir, 'm-child.vhd');
+    const mnt = join(dir, 'mnt');
+    const { mkdir } = await import('node:fs/promises');
+    await mkdir(mnt, { recursive: true });
+    const b = await create(base, { format: 'vhd', size: 8 * MiB });
+    await b.write(patternBytes(6 * MiB, 21), 0);
+    await b.close();
+    const c = await create(child, { format: 'vhd', backing: base });
+    await c.write(patternBytes(2 * MiB, 22), 2 * MiB); // block 1 whole
+    await c.write(patternBytes(2 * MiB, 23), 6 * MiB); // block 3 whole, over the parent's hole
+    await c.close();
+    const mounted = await run('vhdimount', [child, mnt]);
+    expect(mounted.code, mounted.stderr).toBe(0);
+    try {
+      const theirs = await readFile(join(mnt, 'vhdi2'));
+      const ours = await readAll(child);
+      expect(theirs.length).toBe(ours.length);
+      // Every block is either whole in the child or absent from it, where libvhdi is reliable.
+      expect(theirs.equals(ours)).toBe(true);
+      expect(ours.subarray(0, 2 * MiB).equals(patternBytes(6 * MiB, 21).subarray(0, 2 * MiB))).toBe(true);
+    } finally {
+      await run('umount', [mnt]);
+    }
   });
 });
