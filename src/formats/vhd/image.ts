@@ -68,8 +68,9 @@ export class VhdImage extends BlockDeviceBase implements DiskImage {
     this.footerBytes = meta.footerBytes;
     this.bitmapCacheLimit = Math.max(4, Math.floor(BITMAP_CACHE_BYTES / Math.max(1, meta.bitmapSize)));
     // Never overwrite anything but a valid trailing footer: a damaged tail is left in place (a leak check reports).
-    const tail = meta.footerSource === 'trailing' ? meta.fileSize - FOOTER_SIZE : Math.ceil(meta.fileSize / SECTOR_SIZE) * SECTOR_SIZE;
-    this.nextFree = Math.max(tail, Math.ceil(opts.dataEnd / SECTOR_SIZE) * SECTOR_SIZE);
+    // BAT entries count sectors, so a block starts on a sector even when the file size is odd.
+    const tail = meta.footerSource === 'trailing' ? meta.fileSize - FOOTER_SIZE : meta.fileSize;
+    this.nextFree = Math.ceil(Math.max(tail, opts.dataEnd) / SECTOR_SIZE) * SECTOR_SIZE;
   }
 
   private readonly parentInfo: VhdParentInfo;
