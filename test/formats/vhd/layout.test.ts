@@ -118,4 +118,18 @@ describe('VHD layout', () => {
     expect(h.header.blockSize).toBe(2 ** 21);
     expect(h.header.maxTableEntries).toBe(Math.ceil(104865792 / 2 ** 21));
   });
+
+  it('opens the qemu-made fixture as qemu-img and vhdiinfo described it (fixtures/README.md)', async () => {
+    const { open } = await import('../../../src/formats/registry.js');
+    const file = new URL('../../../fixtures/vhd/qemu72-dynamic-1M.vhd', import.meta.url).pathname;
+    const img = await open(file, { readOnly: true });
+    expect(img.format).toBe('vhd');
+    expect(img.size).toBe(1079296);
+    const info = await img.info();
+    expect(info.formatSpecific).toMatchObject({ type: 'dynamic', 'size-source': 'chs', uuid: 'cfbbf95f-c3cf-44ba-ba51-307ab8c193a5', creator: { application: 'qemu' } });
+    const buf = Buffer.alloc(img.size, 1);
+    await img.read(buf, 0);
+    expect(buf.every((b) => b === 0)).toBe(true);
+    await img.close();
+  });
 });
