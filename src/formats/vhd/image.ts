@@ -311,11 +311,17 @@ export class VhdImage extends BlockDeviceBase implements DiskImage {
     for (let pos = offset; pos < end; ) {
       const idx = Math.floor(pos / bs);
       const inOff = pos - idx * bs;
-      const n = Math.min(end - pos, bs - inOff);
-      const entry = this.meta.bat![idx]!;
+      let n = Math.min(end - pos, bs - inOff);
+      const bat = this.meta.bat!;
+      const entry = bat[idx]!;
       const runs: Array<[number, number, boolean]> = [];
-      if (entry === BAT_UNUSED) runs.push([pos, pos + n, false]);
-      else {
+      if (entry === BAT_UNUSED) {
+        // One run over every unallocated block in a row (a huge empty disk is one step).
+        let j = idx + 1;
+        while (j * bs < end && bat[j] === BAT_UNUSED) j++;
+        n = Math.min(end, j * bs) - pos;
+        runs.push([pos, pos + n, false]);
+      } else {
         const bitmap = await this.bitmap(idx);
         await this.forEachRun(bitmap, inOff, n, async (a, b, set) => {
           runs.push([idx * bs + a, idx * bs + b, set]);
