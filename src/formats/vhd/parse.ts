@@ -242,7 +242,11 @@ export function validateBat(meta: VhdMeta, name: string, limit = 100): { problem
   return { problems, dataEnd, allocated };
 }
 
-/** Leaked space: stretches between metadata and blocks that nothing refers to. */
+/**
+ * Leaked blocks: stretches of at least one block span (bitmap + block) between
+ * metadata and blocks that nothing refers to. Smaller gaps are alignment padding,
+ * which other writers (Hyper-V) leave on purpose.
+ */
 export function findLeaks(meta: VhdMeta): Array<{ start: number; end: number }> {
   const used: Array<[number, number]> = meta.metadata.map((r) => [r.start, r.end]);
   const span = meta.bitmapSize + meta.blockSize;
@@ -256,7 +260,7 @@ export function findLeaks(meta: VhdMeta): Array<{ start: number; end: number }> 
     pos = Math.max(pos, e);
   }
   if (end - pos >= SECTOR_SIZE) leaks.push({ start: pos, end });
-  return leaks.filter((l) => l.end > l.start);
+  return leaks.filter((l) => l.end - l.start >= span);
 }
 
 /** A parent reference read from a locator. */
