@@ -132,6 +132,10 @@ describe('VHD bad input', () => {
     const msgs = r.problems.filter((p) => p.severity === 'corrupt').map((p) => p.message);
     expect(msgs.some((m) => /BAT entry 5/.test(m))).toBe(true);
     expect(msgs.some((m) => /overlap/.test(m))).toBe(true);
+    const badHeader = Buffer.from(dyn);
+    badHeader[512 + 700] ^= 0xff;
+    const hr = await check(folder(new Map([['img.vhd', badHeader]])));
+    expect(hr.problems).toEqual([{ severity: 'corrupt', message: expect.stringMatching(/dynamic header checksum/) }]);
     const garbage = await check(folder(new Map([['img.vhd', Buffer.alloc(2048, 7)]])));
     expect(garbage.problems[0]).toMatchObject({ severity: 'corrupt' });
   });
