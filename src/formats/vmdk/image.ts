@@ -5,7 +5,8 @@
 import { randomInt } from 'node:crypto';
 import { posix } from 'node:path';
 import type { DiskImage, Extent, ImageInfo } from '../../device/block-device.js';
-import { BlockDeviceBase } from '../../device/base.js';
+import { BlockDeviceBase, IO_CHUNK } from '../../device/base.js';
+import { zeroBuffer } from '../../device/zero.js';
 import { VdiskError } from '../../errors.js';
 import { MAX_OFFSET } from '../../storage/checks.js';
 import type { ImageLocation } from '../../storage/location.js';
@@ -115,6 +116,21 @@ export class VmdkImage extends BlockDeviceBase implements DiskImage {
     await this.updateCid();
     const b = Buffer.from(buf.buffer, buf.byteOffset, buf.byteLength);
     await this.forEach(offset, b.length, (p, extOff, bufOff, len) => p.extent.write(b.subarray(bufOff, bufOff + len), extOff, this.below(p.start)));
+  }
+
+  /** Without a parent, unallocated grains already read as zeros: only allocated ones are cleared. */
+  protected override async writeZeroesAt(offset: number, length: number): Promise<void> {
+    if (this.backing || this.descriptor.createType === 'streamOptimized') return super.writeZeroesAt(offset, length);
+    await this.updateCid();
+    await this.forEach(offset, length, async (p, extOff, _bufOff, len) => {
+      if (p.extent instanceof SparseExtent) return p.extent.zeroAllocated(extOff, len);
+      if (p.extent instanceof ZeroExtent) return;
+      for (let done = 0; done < len; ) {
+        const n = Math.min(IO_CHUNK, len - done);
+        await p.extent.write(zeroBuffer(n), extOff + done, this.below(p.start));
+        done += n;
+      }
+    });
   }
 
   /** On the first write, give the disk a new content ID (spec: CID changes when the contents do). */

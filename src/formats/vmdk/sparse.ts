@@ -8,6 +8,7 @@
  * redundant copy). A crash between the two leaks a grain, never corrupts.
  */
 import { inflateRawSync, inflateSync } from 'node:zlib';
+import { zeroBuffer } from '../../device/zero.js';
 import { VdiskError } from '../../errors.js';
 import { MAX_OFFSET } from '../../storage/checks.js';
 import type { Storage } from '../../storage/storage.js';
@@ -339,6 +340,24 @@ export class SparseExtent implements VmdkExtent {
       await this.storage.write(bytes, this.gd[t]! * SECTOR + lo * 4);
       const r = this.rgd?.[t];
       if (r) await this.storage.write(bytes, r * SECTOR + lo * 4);
+    }
+  }
+
+  /** Zero the allocated grains of a range (unallocated and zeroed grains already read as zeros when nothing lies below). */
+  async zeroAllocated(offset: number, length: number): Promise<void> {
+    if (this.compressed) throw new VdiskError('E_UNSUPPORTED', `${this.storage.name}: compressed (stream-optimized) extents are written once, in order`);
+    if (this.readOnly) throw new VdiskError('E_READONLY', `${this.storage.name}: extent is read-only`);
+    const G = this.grainBytes;
+    for (let pos = offset; pos < offset + length; ) {
+      const g = Math.floor(pos / G);
+      const inGrain = pos - g * G;
+      const n = Math.min(G - inGrain, offset + length - pos);
+      const gte = await this.entry(g);
+      if (gte > GTE_ZEROED) {
+        this.checkGrain(g, gte);
+        await this.storage.write(zeroBuffer(n), gte * SECTOR + inGrain);
+      }
+      pos += n;
     }
   }
 

@@ -105,6 +105,18 @@ describe('monolithicSparse', () => {
     expect(file.readUInt32LE(gt * SECTOR + 4)).toBeGreaterThanOrEqual(h.overHead);
   });
 
+  it('writeZeroes clears allocated grains and leaves holes unallocated', async () => {
+    const { dev } = await make('w.vmdk', MiB);
+    await dev.write(patternBytes(65536, 1), 65536);
+    await dev.writeZeroes(65536 + 1000, 512 * 1024);
+    const got = Buffer.alloc(2 * 65536);
+    await dev.read(got, 65536);
+    expect(got.subarray(0, 1000).equals(patternBytes(1000, 1))).toBe(true);
+    expect(got.subarray(1000).every((b) => b === 0)).toBe(true);
+    expect((await listExtents(dev)).map((e) => [e.offset, e.kind])).toEqual([[0, 'hole'], [65536, 'data'], [131072, 'hole']]);
+    await dev.close();
+  });
+
   it('changes its CID on the first write only, keeping unknown ddb keys', async () => {
     const { loc, dev } = await make('c.vmdk', MiB);
     await dev.close();
