@@ -117,7 +117,17 @@ function createSettings(opts: DriverCreateOptions): { subformat: string; adapter
 
 /** Create a VMDK disk at `location` and open it for writing. */
 export async function createVmdk(location: ImageLocation, opts: DriverCreateOptions): Promise<DiskImage> {
-  const { subformat, adapterType, hwVersion } = createSettings(opts);
+  const settings = createSettings(opts);
+  const { subformat } = settings;
+  let { adapterType, hwVersion } = settings;
+  // A delta link describes the same virtual disk as its parent: keep the parent's adapter and hardware version unless told otherwise.
+  if (opts.parent instanceof VmdkImage) {
+    const ddb = opts.parent.descriptor.ddb;
+    const a = ADAPTER_TYPES.find((x) => x === ddb.get('ddb.adapterType'));
+    if (opts.options.adapter_type === undefined && a) adapterType = a;
+    const hw = Number(ddb.get('ddb.virtualHWVersion'));
+    if (opts.options.hwversion === undefined && Number.isInteger(hw) && hw >= 1 && hw <= 99) hwVersion = hw;
+  }
   const capacity = opts.size / SECTOR;
   if (!Number.isSafeInteger(capacity) || capacity <= 0) throw new VdiskError('E_USAGE', `${location.name}: size ${opts.size} is not a positive multiple of ${SECTOR}`);
   let parentCID: number | undefined;

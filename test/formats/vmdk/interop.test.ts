@@ -9,7 +9,7 @@ import { open } from '../../../src/formats/registry.js';
 import { FileStorage } from '../../../src/storage/file.js';
 import { writeStreamOptimized } from '../../../src/formats/vmdk/stream.js';
 import { itWith, qemuInfo, qemuSame, run, runOk } from '../../helpers/oracle.js';
-import { patternBytes, tempDir } from '../../helpers/tmp.js';
+import { VDISK_BIN, patternBytes, tempDir } from '../../helpers/tmp.js';
 import { compareRanges, dumpRaw } from './util.js';
 
 const MiB = 1024 * 1024;
@@ -224,5 +224,23 @@ describe('images made by vdisk', () => {
     patternBytes(4096, 8).copy(want, 512 * 3);
     expect(got.equals(want)).toBe(true);
     await writeFile(join(dir, 'unused'), '');
+  });
+
+  itWith(['qemu-img', 'vmdkinfo'], 'vdisk create -f vmdk -o subformat,adapter_type,hwversion and -b from the command line', async () => {
+    const parent = join(dir, 'cli-p.vmdk');
+    const child = join(dir, 'cli-c.vmdk');
+    await runOk('node', [VDISK_BIN, 'create', '-q', '-f', 'vmdk', '-o', 'subformat=streamOptimized,adapter_type=lsilogic,hwversion=7', join(dir, 'cli-s.vmdk'), '8M']);
+    const vi = await runOk('vmdkinfo', [join(dir, 'cli-s.vmdk')]);
+    expect(vi).toMatch(/Stream optimized/);
+    expect(await readFile(join(dir, 'cli-s.vmdk'), 'latin1')).toMatch(/ddb.adapterType = "lsilogic"[\s\S]*ddb.virtualHWVersion = "7"/);
+    await runOk('node', [VDISK_BIN, 'create', '-q', '-f', 'vmdk', '-o', 'adapter_type=buslogic', parent, '8M']);
+    await runOk('node', [VDISK_BIN, 'create', '-q', '-f', 'vmdk', '-b', parent, child]);
+    const info = await qemuInfo(child, 'vmdk');
+    expect(info['virtual-size']).toBe(8 * MiB);
+    expect(info['backing-filename']).toBe('cli-p.vmdk');
+    expect(await readFile(child, 'latin1')).toContain('ddb.adapterType = "buslogic"');
+    const bad = await run('node', [VDISK_BIN, 'create', '-f', 'vmdk', '-o', 'subformat=vmfsSparse', join(dir, 'cli-x.vmdk'), '1M']);
+    expect(bad.code).not.toBe(0);
+    expect(bad.stderr).toMatch(/subformat=vmfsSparse/);
   });
 });
