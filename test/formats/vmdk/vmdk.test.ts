@@ -1,5 +1,5 @@
 /** VMDK driver behaviour on images held in memory: layouts, identity, bad input. */
-import { deflateSync } from 'node:zlib';
+import { deflateRawSync, deflateSync, inflateSync } from 'node:zlib';
 import { describe, expect, it } from 'vitest';
 import { listExtents } from '../../../src/device/base.js';
 import type { DiskImage } from '../../../src/device/block-device.js';
@@ -261,6 +261,27 @@ describe('streamOptimized', () => {
     await img.read(tail, 3 * MiB);
     expect(tail.equals(patternBytes(512, 2))).toBe(true);
     expect((await listExtents(img)).filter((e) => e.kind === 'data').length).toBe(2);
+    await img.close();
+  });
+
+  it('tolerates raw deflate (no zlib header) on read', async () => {
+    const data = Buffer.alloc(65536).fill('vmdk grain ');
+    const { loc, dev } = await make('r.vmdk', MiB, { subformat: 'streamOptimized' });
+    await dev.write(data, 0);
+    await dev.close();
+    const file = bytesOf(loc, 'r.vmdk');
+    const grainAt = 128 * SECTOR;
+    const m = decodeMarker(file.subarray(grainAt), 'r');
+    // Swap the zlib stream for a raw deflate stream of the same grain (smaller: no header, no checksum).
+    const raw = deflateRawSync(inflateSync(file.subarray(grainAt + GRAIN_MARKER_HEADER, grainAt + GRAIN_MARKER_HEADER + m.size)));
+    expect(raw.length).toBeLessThan(m.size);
+    file.writeUInt32LE(raw.length, grainAt + 8);
+    raw.copy(file, grainAt + GRAIN_MARKER_HEADER);
+    loc.files.set('r.vmdk', new MemoryStorage(file, { name: 'r.vmdk' }));
+    const img = await openLocation(loc, { readOnly: true });
+    const got = Buffer.alloc(65536);
+    await img.read(got, 0);
+    expect(got.equals(data)).toBe(true);
     await img.close();
   });
 
