@@ -36,8 +36,11 @@ async function checkExtent(ext: SparseExtent, problems: CheckProblem[], repair: 
   for (let t = 0; t < ext.gd.length; t++) {
     const gdSector = ext.gd[t]!;
     const rgdSector = ext.rgd?.[t] ?? 0;
-    if (ext.rgd && (gdSector === 0) !== (rgdSector === 0)) {
-      problems.push({ severity: 'corrupt', message: `${name}: grain directory entry ${t} (${gdSector}) and redundant entry (${rgdSector}) disagree` });
+    if (ext.rgd && gdSector === 0 && rgdSector !== 0) {
+      problems.push({ severity: 'corrupt', message: `${name}: grain directory entry ${t} is empty but the redundant entry says ${rgdSector}` });
+    } else if (ext.rgd && gdSector !== 0 && rgdSector === 0) {
+      // The primary entry is written first: an interrupted table allocation leaves the redundant one behind.
+      problems.push({ severity: 'warning', message: `${name}: redundant grain directory entry ${t} lags the primary one (a write was interrupted)` });
     }
     if (gdSector === 0) continue;
     if ((gdSector + gtSectors) * SECTOR > ext.storage.size) {

@@ -14,7 +14,7 @@ import type { Storage } from '../../storage/storage.js';
 import type { DriverOpenOptions } from '../driver.js';
 import { CID_NONE, type Descriptor, MAX_DESCRIPTOR_BYTES, formatDescriptor, parseDescriptor } from './descriptor.js';
 import { FlatExtent, type ReadBelow, type VmdkExtent, ZeroExtent } from './extent.js';
-import { COWD_MAGIC, HEADER_SIZE, SECTOR, SPARSE_MAGIC, type SparseHeader, decodeSparseHeader } from './header.js';
+import { COWD_MAGIC, FLAG_VALID_NEWLINE_TEST, HEADER_SIZE, SECTOR, SPARSE_MAGIC, type SparseHeader, decodeSparseHeader } from './header.js';
 import { SparseExtent, readSparseHeader } from './sparse.js';
 
 /** createTypes vdisk reads (spec: "createType"). The vmfs* thick types are descriptors over VMFS (flat) extents. */
@@ -191,6 +191,8 @@ export class VmdkImage extends BlockDeviceBase implements DiskImage {
     if (hw !== undefined) facts['hw-version'] = hw;
     if (sparse) facts['grain-size'] = sparse.grainBytes;
     const out: ImageInfo = { formatSpecific: facts };
+    const mangled = this.placed.some((p) => p.extent instanceof SparseExtent && p.extent.header.flags & FLAG_VALID_NEWLINE_TEST && !p.extent.header.newlinesIntact);
+    if (mangled) out.warnings = ['a sparse extent header fails the newline test: the file went through a text-mode transfer and is probably damaged'];
     if (sparse) out.clusterSize = sparse.grainBytes;
     if (d.parentFileNameHint !== undefined) out.backingFilename = d.parentFileNameHint;
     if (this.fullBackingFilename !== undefined) out.fullBackingFilename = this.fullBackingFilename;
