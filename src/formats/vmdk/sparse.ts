@@ -39,6 +39,8 @@ import {
 const MAX_GD_BYTES = 64 * 1024 * 1024;
 /** Grain tables kept in memory at once (each 2 KiB for 512 entries). */
 const GT_CACHE_LIMIT = 1024;
+/** Grain tables read in one go when they lie back to back. */
+const GT_PREFETCH = 64;
 
 /** Where the footer of a stream-optimized extent starts, counted back from the end (spec: footer marker, footer, EOS). */
 export const FOOTER_FROM_END = 3 * SECTOR;
@@ -151,10 +153,26 @@ export class SparseExtent implements VmdkExtent {
     }
     const sector = this.gd[index] ?? 0;
     if (sector === 0) return undefined;
-    const gt = await this.readTable(sector, `grain directory entry ${index}`);
+    // Tables laid out back to back (as every writer preallocates them) are read together.
+    const n = this.header.numGTEsPerGT;
+    const step = entrySectors(n);
+    let count = 1;
+    while (count < GT_PREFETCH && index + count < this.gd.length && this.gd[index + count] === sector + count * step && !this.gtCache.has(index + count)) count++;
+    if (sector * SECTOR + ((count - 1) * step * SECTOR) + n * 4 > this.storage.size) count = 1;
+    if (count === 1) {
+      const gt = await this.readTable(sector, `grain directory entry ${index}`);
+      this.remember(index, gt);
+      return gt;
+    }
+    const buf = Buffer.alloc((count - 1) * step * SECTOR + n * 4);
+    await this.storage.read(buf, sector * SECTOR);
+    for (let k = 0; k < count; k++) this.remember(index + k, decodeEntries(buf.subarray(k * step * SECTOR), n));
+    return this.gtCache.get(index)!;
+  }
+
+  private remember(index: number, gt: Uint32Array): void {
     this.gtCache.set(index, gt);
     if (this.gtCache.size > GT_CACHE_LIMIT) this.gtCache.delete(this.gtCache.keys().next().value as number);
-    return gt;
   }
 
   /** Read a grain table at `sector`, checking it lies in the file. */
@@ -402,20 +420,28 @@ export class SparseExtent implements VmdkExtent {
       return out;
     };
     for (let pos = offset; pos < end; ) {
-      const g = Math.floor(pos / G);
-      const t = Math.floor(g / n);
-      let out: ExtentRun | undefined;
-      if ((this.gd[t] ?? 0) === 0) {
-        const tEnd = Math.min(end, (t + 1) * this.tableBytes);
-        out = emit({ offset: pos, length: tEnd - pos, kind: 'hole' });
+      const t = Math.floor(pos / this.tableBytes);
+      const tEnd = Math.min(end, (t + 1) * this.tableBytes);
+      const gt = await this.table(t);
+      const runs: ExtentRun[] = [];
+      if (!gt) {
+        const out = emit({ offset: pos, length: tEnd - pos, kind: 'hole' });
+        if (out) runs.push(out);
         pos = tEnd;
       } else {
-        const gte = await this.entry(g);
-        const gEnd = Math.min(end, (g + 1) * G);
-        out = emit({ offset: pos, length: gEnd - pos, kind: gte === GTE_UNALLOCATED ? 'hole' : gte === GTE_ZEROED ? 'zero' : 'data' });
-        pos = gEnd;
+        // One table at a time, classified without further awaits.
+        const kindOf = (gte: number): ExtentRun['kind'] => (gte === GTE_UNALLOCATED ? 'hole' : gte === GTE_ZEROED ? 'zero' : 'data');
+        while (pos < tEnd) {
+          let g = Math.floor(pos / G);
+          const kind = kindOf(gt[g % n]!);
+          while ((g + 1) * G < tEnd && kindOf(gt[(g + 1) % n]!) === kind) g++;
+          const runEnd = Math.min(tEnd, (g + 1) * G);
+          const out = emit({ offset: pos, length: runEnd - pos, kind });
+          if (out) runs.push(out);
+          pos = runEnd;
+        }
       }
-      if (out) yield out;
+      yield* runs;
     }
     if (cur) yield cur;
   }
