@@ -139,7 +139,8 @@ export class VmdkImage extends BlockDeviceBase implements DiskImage {
     let cid = randomInt(0, 0xffffffff);
     if (cid === this.descriptor.cid || cid === CID_NONE) cid = (cid + 1) % 0xffffffff;
     this.descriptor.cid = cid;
-    await writeDescriptor(this.home, this.descriptor);
+    // A bare sparse extent opened by itself has no descriptor to update.
+    if (this.home.kind === 'file' || this.home.size > 0) await writeDescriptor(this.home, this.descriptor);
     this.cidUpdated = true;
   }
 

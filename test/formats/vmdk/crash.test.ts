@@ -16,10 +16,22 @@ const STEPS: Array<[number, Buffer]> = [
   [200_000, patternBytes(150_000, 4)],
 ];
 
+/** What the parent of the delta case holds. */
+const PARENT_DATA = patternBytes(SIZE, 99);
+
 async function initialFiles(subformat: string): Promise<Map<string, Buffer>> {
   const loc = new MemoryLocation('d.vmdk');
-  const dev = await vmdkDriver.create(loc, { size: SIZE, options: { subformat } });
-  await dev.close();
+  if (subformat === 'delta') {
+    const p = await vmdkDriver.create(loc.at('p.vmdk'), { size: SIZE, options: {} });
+    await p.write(PARENT_DATA, 0);
+    await p.close();
+    const parent = await openLocation(loc.at('p.vmdk'), { readOnly: true });
+    const dev = await vmdkDriver.create(loc, { size: SIZE, options: {}, parent, parentRef: 'p.vmdk' });
+    await dev.close();
+  } else {
+    const dev = await vmdkDriver.create(loc, { size: SIZE, options: { subformat } });
+    await dev.close();
+  }
   const out = new Map<string, Buffer>();
   for (const [n, s] of loc.files) out.set(n, (s as MemoryStorage).snapshot());
   return out;
@@ -28,7 +40,7 @@ async function initialFiles(subformat: string): Promise<Map<string, Buffer>> {
 const noParent = (): Promise<never> => Promise.reject(new Error('no parent'));
 
 describe('crash sweep', () => {
-  for (const subformat of ['monolithicSparse', 'twoGbMaxExtentSparse']) {
+  for (const subformat of ['monolithicSparse', 'twoGbMaxExtentSparse', 'delta']) {
     it(`${subformat}: every crash point leaves an openable, consistent image with flushed writes`, async () => {
       const initial = await initialFiles(subformat);
       const points = await crashSweep({
@@ -54,7 +66,7 @@ describe('crash sweep', () => {
           await img.read(got, 0);
           await img.close();
           // Model: flushed steps applied; bytes touched by later steps may hold either.
-          const want = Buffer.alloc(SIZE);
+          const want = subformat === 'delta' ? Buffer.from(PARENT_DATA) : Buffer.alloc(SIZE);
           const loose = new Uint8Array(SIZE);
           STEPS.forEach(([off, data], i) => {
             if (i < progress.flushedSteps) data.copy(want, off);

@@ -228,6 +228,20 @@ describe('descriptors with separate extents', () => {
     await expectCode(openLocation(big, { readOnly: true, format: 'vmdk' }), 'E_CORRUPT', /descriptor/);
   });
 
+  it('opens and writes one piece of a split disk by itself', async () => {
+    const { loc, dev } = await make('p.vmdk', MiB, { subformat: 'twoGbMaxExtentSparse' });
+    await dev.close();
+    const piece = await openLocation(loc.at('p-s001.vmdk'));
+    expect(piece.size).toBe(MiB);
+    await piece.write(Buffer.alloc(512, 4), 4096);
+    await piece.close();
+    const whole = await openLocation(loc, { readOnly: true });
+    const got = Buffer.alloc(512);
+    await whole.read(got, 4096);
+    expect(got.every((b) => b === 4)).toBe(true);
+    await whole.close();
+  });
+
   it('creates twoGbMaxExtent extents of 4192256 sectors', async () => {
     const { loc, dev } = await make('big.vmdk', 4192256 * SECTOR + MiB, { subformat: 'twoGbMaxExtentSparse' });
     await dev.write(Buffer.alloc(4096, 3), 4192256 * SECTOR - 2048);
