@@ -125,7 +125,7 @@ const OUR_CASES: Array<{ sub: string; size: number; options?: Record<string, str
   { sub: 'monolithicFlat', size: 64 * MiB },
   { sub: 'twoGbMaxExtentSparse', size: 2112 * MiB },
   { sub: 'twoGbMaxExtentFlat', size: 2112 * MiB },
-  { sub: 'streamOptimized', size: 64 * MiB },
+  { sub: 'streamOptimized', size: 64 * MiB + 1536 },
 ];
 
 describe('images made by vdisk', () => {
