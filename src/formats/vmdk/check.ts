@@ -101,8 +101,14 @@ async function checkExtent(ext: SparseExtent, problems: CheckProblem[], repair: 
       cursor = Math.max(cursor, iv.end);
       if (!prev || iv.end > prev.end) prev = iv;
     }
-    if (fileSectors > cursor) leaked += fileSectors - cursor;
-    if (leaked > 0) problems.push({ severity: 'leak', message: `${name}: ${leaked * SECTOR} bytes after the metadata are used by no grain table entry` });
+    const tail = Math.max(0, fileSectors - cursor);
+    leaked += tail;
+    if (leaked > 0) {
+      // Space at the end of the file can be given back; holes in the middle stay (nothing is moved).
+      const fixed = repair !== undefined && tail > 0 && tail === leaked;
+      if (fixed) await ext.storage.truncate(cursor * SECTOR);
+      problems.push({ severity: 'leak', message: `${name}: ${leaked * SECTOR} bytes after the metadata are used by no grain table entry`, repaired: fixed });
+    }
   }
   return [allocated, Math.ceil(h.capacity / h.grainSize)];
 }

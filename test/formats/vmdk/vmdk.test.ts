@@ -179,6 +179,48 @@ describe('monolithicSparse', () => {
   });
 });
 
+describe('hostile sparse headers', () => {
+  async function withHeader(edit: (file: Buffer) => void): Promise<MemoryLocation> {
+    const { loc, dev } = await make('h.vmdk', MiB);
+    await dev.write(Buffer.alloc(65536, 1), 0);
+    await dev.close();
+    const file = bytesOf(loc, 'h.vmdk');
+    edit(file);
+    loc.files.set('h.vmdk', new MemoryStorage(file, { name: 'h.vmdk' }));
+    return loc;
+  }
+
+  it('names the field: grainSize 0 or huge, numGTEsPerGT 0, gdOffset past EOF, GT past EOF, capacity out of range', async () => {
+    await expectCode(openLocation(await withHeader((f) => f.writeBigUInt64LE(0n, 20))), 'E_CORRUPT', /grainSize 0/);
+    await expectCode(openLocation(await withHeader((f) => f.writeBigUInt64LE(1n << 40n, 20))), 'E_CORRUPT', /grainSize/);
+    await expectCode(openLocation(await withHeader((f) => f.writeUInt32LE(0, 44))), 'E_CORRUPT', /numGTEsPerGT/);
+    await expectCode(openLocation(await withHeader((f) => f.writeBigUInt64LE(1n << 30n, 56))), 'E_CORRUPT', /gdOffset/);
+    await expectCode(openLocation(await withHeader((f) => f.writeBigUInt64LE(1n << 62n, 12))), 'E_CORRUPT', /capacity/);
+    await expectCode(openLocation(await withHeader((f) => f.writeUInt32LE(5, 0x1c))), 'E_CORRUPT', /descriptor/i);
+    const loc = await withHeader((f) => {
+      const h = decodeSparseHeader(f, 'h');
+      f.writeUInt32LE(0x7ffffff0, h.gdOffset * SECTOR); // GT 0 far past EOF
+    });
+    const img = await openLocation(loc, { readOnly: true });
+    await expectCode(img.read(Buffer.alloc(512), 0), 'E_CORRUPT', /grain directory entry 0/);
+    await img.close();
+  });
+
+  it('check -r leaks gives back leaked space at the end of the file', async () => {
+    const { loc, dev } = await make('l.vmdk', MiB);
+    await dev.write(Buffer.alloc(65536, 1), 0);
+    await dev.close();
+    const file = bytesOf(loc, 'l.vmdk');
+    loc.files.set('l.vmdk', new MemoryStorage(Buffer.concat([file, Buffer.alloc(3 * 65536, 7)]), { name: 'l.vmdk' }));
+    const opts = { openParent: () => Promise.reject(new Error('none')) };
+    const r = await vmdkDriver.check!(await loc.open('l.vmdk'), loc, { ...opts, readOnly: false, repair: 'leaks' });
+    expect(r.problems).toMatchObject([{ severity: 'leak', repaired: true }]);
+    expect(loc.files.get('l.vmdk')!.size).toBe(file.length);
+    const again = await vmdkDriver.check!(await loc.open('l.vmdk'), loc, { ...opts, readOnly: true });
+    expect(again.problems).toEqual([]);
+  });
+});
+
 describe('descriptors with separate extents', () => {
   it('reads uneven FLAT extents, offsets and ZERO extents end to end', async () => {
     const a = patternBytes(100 * SECTOR, 1);
