@@ -271,6 +271,7 @@ export async function openVmdk(storage: Storage, location: ImageLocation, opts: 
     throw new VdiskError('E_UNSUPPORTED', `${name}: createType "${d.createType}" is not supported`);
   }
   const opened = new Map<string, Storage>();
+  const sparseFiles = new Set<string>();
   const storages: Storage[] = [];
   const placed: Placed[] = [];
   let backing: DiskImage | undefined;
@@ -297,6 +298,9 @@ export async function openVmdk(storage: Storage, location: ImageLocation, opts: 
       } else {
         const resolved = location.resolve(file);
         const known = opened.get(resolved);
+        // A sparse file holds one extent; naming it twice would also load its directory twice.
+        if (known && (line.type === 'SPARSE' || sparseFiles.has(resolved))) throw new VdiskError('E_CORRUPT', `${name}: extent file "${file}" is listed twice`);
+        if (line.type === 'SPARSE') sparseFiles.add(resolved);
         if (known) s = known;
         else {
           s = await location.open(resolved, { readOnly: extReadOnly });

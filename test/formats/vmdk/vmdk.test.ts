@@ -237,6 +237,14 @@ describe('descriptors with separate extents', () => {
     await img.close();
   });
 
+  it('refuses a sparse extent file listed twice', async () => {
+    const { loc, dev } = await make('t.vmdk', MiB, { subformat: 'twoGbMaxExtentSparse' });
+    await dev.close();
+    const text = bytesOf(loc, 't.vmdk').toString('latin1').replace(/(RW 2048 SPARSE "t-s001.vmdk")/, '$1\n$1');
+    loc.files.set('t.vmdk', new MemoryStorage(Buffer.from(text), { name: 't.vmdk' }));
+    await expectCode(openLocation(loc, { readOnly: true }), 'E_CORRUPT', /listed twice/);
+  });
+
   it('reads createType vmfs with a -flat extent', async () => {
     const flat = patternBytes(64 * SECTOR, 5);
     const loc = folderWith(DESC('vmfs', 'RW 64 VMFS "d-flat.vmdk"'), { 'd-flat.vmdk': flat });
