@@ -10,9 +10,10 @@ import type { Storage } from '../storage/storage.js';
 import type { DriverOpenOptions, FormatDriver } from './driver.js';
 import { rawDriver } from './raw/index.js';
 import { vhdDriver } from './vhd/index.js';
+import { vmdkDriver } from './vmdk/index.js';
 
 /** Every driver, probed in this order; raw matches anything and comes last. */
-const DRIVERS: readonly FormatDriver[] = [vhdDriver, rawDriver];
+const DRIVERS: readonly FormatDriver[] = [vhdDriver, vmdkDriver, rawDriver];
 
 /** Longest differencing chain vdisk follows (child + 63 ancestors). */
 export const MAX_CHAIN_DEPTH = 64;
