@@ -21,3 +21,4 @@ export { create, type CreateOptions } from './ops/create.js';
 export { describeImage, formatInfoHuman, info, type ImageInfoReport } from './ops/info.js';
 export { formatSize, parseSize } from './util/size.js';
 export { parseKeyValues } from './util/options.js';
+export * from './formats/ovf/index.js';
