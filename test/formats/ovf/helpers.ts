@@ -14,7 +14,7 @@ import { runOk } from '../../helpers/oracle.js';
 import { patternBytes } from '../../helpers/tmp.js';
 
 /** Test-only DiskWriter: copy the device to a raw file, let qemu-img write the streamOptimized VMDK. */
-export const qemuDiskWriter: DiskWriter = async (src, out) => {
+export const qemuDiskWriter: DiskWriter = async (src, out, onProgress) => {
   const dir = await mkdtemp(join(tmpdir(), 'vdisk-qemu-writer-'));
   try {
     const raw = join(dir, 'src.raw');
@@ -41,6 +41,7 @@ export const qemuDiskWriter: DiskWriter = async (src, out) => {
       const b = Buffer.alloc(vs.size);
       await vs.read(b, 0);
       await out.write(b, 0);
+      onProgress?.(src.size, src.size);
       return { bytes: b.length };
     } finally {
       await vs.close();
@@ -68,6 +69,16 @@ export async function makeRawDisk(path: string, size: number, seed: number): Pro
   patternBytes(4096, seed + 2).copy(img, size - 4096);
   await writeFile(path, img);
   return img;
+}
+
+/** Number of bytes in 4 KiB pages of `img` that are not all zero (what DiskSection populatedSize should count). */
+export function nonZeroPages(img: Buffer): number {
+  let n = 0;
+  for (let off = 0; off < img.length; off += 4096) {
+    const page = img.subarray(off, off + 4096);
+    if (page.some((b) => b !== 0)) n += page.length;
+  }
+  return n;
 }
 
 /** Run a python3 script (crafting archives with the standard tarfile/zipfile modules). */
