@@ -5,6 +5,7 @@ import { beforeAll, describe, expect, it } from 'vitest';
 import { isVdiskError } from '../../../src/errors.js';
 import { buildDescriptor, parseDescriptor, unitBytes, type ControllerKind, type OvfSpec } from '../../../src/formats/ovf/descriptor.js';
 import { itWith } from '../../helpers/oracle.js';
+import { pythonExe } from './helpers.js';
 import { tempDir } from '../../helpers/tmp.js';
 
 /** CIM_ResourceAllocationSettingData.ResourceType ValueMap as DSP0243 uses it (CIM schema 2.x). */
@@ -83,7 +84,7 @@ describe('OVF descriptor written by vdisk, read by python ElementTree, checked a
   const dump = async (s: OvfSpec): Promise<Dump> => {
     const f = join(dir, `${s.controller}-${s.disks.length}-${s.version}.ovf`);
     await writeFile(f, buildDescriptor(s));
-    const r = spawnSync('python3', ['-c', DUMP, f], { encoding: 'utf8' });
+    const r = spawnSync(pythonExe(), ['-c', DUMP, f], { encoding: 'utf8' });
     if (r.status !== 0) throw new Error(r.stderr);
     return JSON.parse(r.stdout) as Dump;
   };

@@ -81,8 +81,18 @@ export function nonZeroPages(img: Buffer): number {
   return n;
 }
 
+let exe: string | undefined;
+/** The interpreter behind `python3` (skipping slow version-manager shims on repeated runs). */
+export function pythonExe(): string {
+  if (exe === undefined) {
+    const r = spawnSync('python3', ['-c', 'import sys; print(sys.executable)'], { encoding: 'utf8' });
+    exe = r.status === 0 && r.stdout.trim() ? r.stdout.trim() : 'python3';
+  }
+  return exe;
+}
+
 /** Run a python3 script (crafting archives with the standard tarfile/zipfile modules). */
 export function python(script: string, args: string[] = []): void {
-  const r = spawnSync('python3', ['-c', script, ...args], { encoding: 'utf8' });
+  const r = spawnSync(pythonExe(), ['-c', script, ...args], { encoding: 'utf8' });
   if (r.status !== 0) throw new Error(`python3 failed: ${r.stderr}`);
 }
