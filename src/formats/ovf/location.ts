@@ -40,6 +40,8 @@ export class ArchiveLocation implements ImageLocation {
   resolve(ref: string): string {
     const dir = memberDir(this.member);
     const norm = ref.replace(/\\/g, '/');
+    // an absolute reference means a file outside the archive: refused, not re-rooted
+    if (norm.startsWith('/') || /^[A-Za-z]:/.test(norm)) safeMemberName(this.name, norm, 'reference');
     const member = safeMemberName(this.name, dir ? `${dir}/${norm}` : norm, 'reference');
     return `${this.prefix}:${member}`;
   }

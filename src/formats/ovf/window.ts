@@ -34,12 +34,12 @@ export class WindowStorage implements Storage {
     if (buf.length > 0) await this.outer.read(buf, this.offset + offset);
   }
 
-  async write(): Promise<void> {
+  async write(_buf: Uint8Array, _offset: number): Promise<void> {
     this.live();
     throw new VdiskError('E_READONLY', `${this.name}: a member of an archive is read-only (extract it first)`);
   }
 
-  async truncate(): Promise<void> {
+  async truncate(_size: number): Promise<void> {
     this.live();
     throw new VdiskError('E_READONLY', `${this.name}: a member of an archive is read-only (extract it first)`);
   }

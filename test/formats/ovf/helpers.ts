@@ -10,7 +10,8 @@ import { join } from 'node:path';
 import type { DiskWriter } from '../../../src/formats/ovf/disk-writer.js';
 import { findDriver } from '../../../src/formats/registry.js';
 import { FileStorage } from '../../../src/storage/file.js';
-import { runOk } from '../../helpers/oracle.js';
+import { it } from 'vitest';
+import { itWith, runOk } from '../../helpers/oracle.js';
 import { patternBytes } from '../../helpers/tmp.js';
 
 /** Test-only DiskWriter: copy the device to a raw file, let qemu-img write the streamOptimized VMDK. */
@@ -59,6 +60,16 @@ export function vmdkMissing(): string | undefined {
   } catch {
     return 'vmdk driver not registered yet (branch vmdk)';
   }
+}
+
+/**
+ * A test that needs the vmdk driver to read VMDKs: skipped (saying why) while the
+ * driver is not registered, an ordinary {@link itWith} test once it is.
+ */
+export function itWithVmdk(tools: readonly string[], name: string, fn: () => Promise<void>, timeout?: number): void {
+  const missing = vmdkMissing();
+  if (missing) it.skip(`${name} [skipped: ${missing}]`, () => undefined);
+  else itWith(tools, name, fn, timeout);
 }
 
 /** A raw disk of `size` bytes with pattern data at a few places and holes between. */

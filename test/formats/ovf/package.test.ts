@@ -1,12 +1,12 @@
 import { readFile, readdir, writeFile, mkdir, copyFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { beforeAll, describe, expect, it } from 'vitest';
+import { beforeAll, describe, expect } from 'vitest';
 import { isVdiskError } from '../../../src/errors.js';
 import { createOva, describePackage, extractPackage, openPackage, verifyPackage } from '../../../src/formats/ovf/package.js';
 import { findDriver } from '../../../src/formats/registry.js';
 import { itWith, qemuSame, run, runOk } from '../../helpers/oracle.js';
 import { tempDir } from '../../helpers/tmp.js';
-import { makeRawDisk, nonZeroPages, python, qemuDiskWriter, vmdkMissing } from './helpers.js';
+import { makeRawDisk, nonZeroPages, python, qemuDiskWriter, itWithVmdk } from './helpers.js';
 
 const TOOLS = ['qemu-img', 'tar', 'sha256sum', 'sha1sum', 'zip', 'python3'];
 
@@ -262,12 +262,7 @@ with tarfile.open(out, 'w', format=tarfile.USTAR_FORMAT) as t:
     expect(await readdir(dir)).not.toContain('evil.vmdk');
   });
 
-  itWith(TOOLS, 'extract -O converts every disk (needs the vmdk driver to read and the target driver to write)', async () => {
-    const missing = vmdkMissing();
-    if (missing) {
-      console.warn(`skipped: ${missing}`);
-      return;
-    }
+  itWithVmdk(TOOLS, 'extract -O converts every disk (needs the vmdk driver to read and the target driver to write)', async () => {
     const formats = ['vhd', 'vdi', 'vmdk'].filter((f) => {
       try {
         findDriver(f);
