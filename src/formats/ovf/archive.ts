@@ -5,7 +5,7 @@
  */
 import { readdir, realpath, stat } from 'node:fs/promises';
 import { dirname, isAbsolute, join, relative } from 'node:path';
-import { VdiskError } from '../../errors.js';
+import { VdiskError, fromSystemError } from '../../errors.js';
 import { FileStorage } from '../../storage/file.js';
 import type { Storage } from '../../storage/storage.js';
 import { safeMemberName } from './names.js';
@@ -107,6 +107,10 @@ export async function openArchive(storage: Storage, opts: ArchiveOptions = {}): 
   }
 }
 
+/** How deep, and how many files, a plain .ovf's folder is listed. */
+const MAX_FOLDER_DEPTH = 4;
+const MAX_FOLDER_FILES = 10_000;
+
 /** The files next to a plain .ovf descriptor, confined to its folder (symlinks out of it are refused). */
 export class FolderArchive implements Archive {
   readonly kind = 'folder';
@@ -116,15 +120,27 @@ export class FolderArchive implements Archive {
     readonly members: readonly ArchiveMember[],
   ) {}
 
-  /** The folder holding `descriptorPath`. */
+  /**
+   * The folder holding `descriptorPath`: its regular files, and those of its
+   * subfolders up to 4 deep (symbolic links are not followed, so not members).
+   */
   static async open(descriptorPath: string): Promise<FolderArchive> {
     const dir = dirname(descriptorPath);
-    const names = await readdir(dir, { withFileTypes: true });
     const members: ArchiveMember[] = [];
-    for (const d of names) {
-      if (!d.isFile()) continue;
-      members.push({ name: d.name, size: (await stat(join(dir, d.name))).size });
-    }
+    const walk = async (rel: string, depth: number): Promise<void> => {
+      const here = rel ? join(dir, rel) : dir;
+      const names = await readdir(here, { withFileTypes: true }).catch((err: unknown) => {
+        throw fromSystemError(err, here);
+      });
+      for (const d of names) {
+        const name = rel ? `${rel}/${d.name}` : d.name;
+        if (d.isDirectory() && depth < MAX_FOLDER_DEPTH) await walk(name, depth + 1);
+        if (!d.isFile()) continue;
+        if (members.length >= MAX_FOLDER_FILES) throw new VdiskError('E_UNSUPPORTED', `${dir}: more than ${MAX_FOLDER_FILES} files next to the descriptor`);
+        members.push({ name, size: (await stat(join(dir, name))).size });
+      }
+    };
+    await walk('', 0);
     return new FolderArchive(dir, dir, members);
   }
 

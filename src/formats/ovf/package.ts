@@ -7,7 +7,7 @@ import { mkdir, mkdtemp, realpath, rm, stat } from 'node:fs/promises';
 import { basename, dirname, extname, isAbsolute, join, relative } from 'node:path';
 import type { DiskImage } from '../../device/block-device.js';
 import { copyDevice } from '../../device/copy.js';
-import { VdiskError } from '../../errors.js';
+import { VdiskError, fromSystemError } from '../../errors.js';
 import { create } from '../../ops/create.js';
 import { FileStorage } from '../../storage/file.js';
 import { FileLocation, type ImageLocation } from '../../storage/location.js';
@@ -82,7 +82,9 @@ export async function createOva(out: string, sources: readonly string[], opts: C
   const stem = fileStem(opts.name);
   if (!opts.force && (await stat(out).then(() => true, () => false))) throw new VdiskError('E_EXISTS', `${out}: already exists (use --force to replace it)`);
 
-  const work = await mkdtemp(join(dirname(out), '.vdisk-ova-'));
+  const work = await mkdtemp(join(dirname(out), '.vdisk-ova-')).catch((err: unknown) => {
+    throw fromSystemError(err, dirname(out));
+  });
   const progress = opts.onProgress;
   try {
     const disks: Array<{ href: string; path: string; fileSize: number; capacity: number; populatedSize: number; digest: string }> = [];
@@ -424,12 +426,16 @@ export async function extractPackage(path: string, dir: string, opts: ExtractOpt
       const v = await verifyPackage(pkg, opts.onProgress);
       if (!v.ok) throw new VdiskError('E_CORRUPT', `${path}: manifest check failed (use --no-verify to extract anyway): ${v.problems.join('; ')}`);
     }
-    await mkdir(dir, { recursive: true });
+    await mkdir(dir, { recursive: true }).catch((err: unknown) => {
+      throw fromSystemError(err, dir);
+    });
     const root = await realpath(dir);
     const target = async (name: string): Promise<string> => {
       const p = join(root, name);
       if (!inside(root, p)) throw new VdiskError('E_PATH', `${name}: leads outside ${dir}`);
-      await mkdir(dirname(p), { recursive: true });
+      await mkdir(dirname(p), { recursive: true }).catch((err: unknown) => {
+        throw fromSystemError(err, dirname(p));
+      });
       // a symlinked folder inside DIR must not lead out of it
       if (!inside(root, await realpath(dirname(p)))) throw new VdiskError('E_PATH', `${name}: leads outside ${dir}`);
       if (opts.force) await rm(p, { force: true });

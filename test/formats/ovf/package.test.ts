@@ -1,4 +1,4 @@
-import { readFile, readdir, writeFile, mkdir, copyFile } from 'node:fs/promises';
+import { copyFile, mkdir, readFile, readdir, rm, symlink, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { beforeAll, describe, expect } from 'vitest';
 import { isVdiskError } from '../../../src/errors.js';
@@ -177,6 +177,27 @@ describe('OVA create → tar/manifest/extract, judged by tar, sha256sum and qemu
     } finally {
       await pkg.close();
     }
+  });
+
+  itWith(TOOLS, 'a plain .ovf whose hrefs lead into a subfolder; a symlink out of the folder is not a member', async () => {
+    const d = join(dir, 'sub-ovf');
+    await mkdir(join(d, 'disks'), { recursive: true });
+    const x = join(dir, 'tarx');
+    const ovf = (await readFile(join(x, 'app.ovf'), 'utf8')).replace(/ovf:href="app-/g, 'ovf:href="disks/app-');
+    await writeFile(join(d, 'app.ovf'), ovf);
+    for (const f of ['app-disk1.vmdk', 'app-disk2.vmdk']) await copyFile(join(x, f), join(d, 'disks', f));
+    const pkg = await openPackage(join(d, 'app.ovf'));
+    try {
+      expect(describePackage(pkg).disks.map((k) => k.href)).toEqual(['disks/app-disk1.vmdk', 'disks/app-disk2.vmdk']);
+    } finally {
+      await pkg.close();
+    }
+    const out = join(dir, 'sub-ovf-out');
+    await extractPackage(join(d, 'app.ovf'), out, { noVerify: true });
+    expect(await qemuSame(join(dir, 'a.raw'), 'raw', join(out, 'disks', 'app-disk1.vmdk'), 'vmdk')).toBe(true);
+    await rm(join(d, 'disks', 'app-disk2.vmdk'));
+    await symlink(join(x, 'app-disk2.vmdk'), join(d, 'disks', 'app-disk2.vmdk'));
+    await rejects(openPackage(join(d, 'app.ovf')), 'E_CORRUPT', /disks\/app-disk2\.vmdk" is not in the package/);
   });
 
   itWith(TOOLS, 'a manifest mismatch refuses extract (nothing written) unless noVerify', async () => {
