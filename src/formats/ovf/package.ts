@@ -413,8 +413,8 @@ function inside(root: string, p: string): boolean {
 
 /**
  * Extract the package at `path` into `dir`: its descriptor, manifest and disk files,
- * or with `format` the disks converted. The manifest is verified first (unless
- * `noVerify`); nothing is written outside `dir`, and on failure what was written is
+ * or with `format` the disks converted. A manifest, when there is one, is verified
+ * first (unless `noVerify`); nothing is written outside `dir`, and on failure what was written is
  * removed. Returns the files written.
  */
 export async function extractPackage(path: string, dir: string, opts: ExtractOptions = {}): Promise<string[]> {
@@ -422,7 +422,8 @@ export async function extractPackage(path: string, dir: string, opts: ExtractOpt
   const pkg = await openPackage(path, opts);
   const written: string[] = [];
   try {
-    if (!opts.noVerify) {
+    // A package without a manifest has nothing to check (manifests are optional, DSP0243 §5.1).
+    if (!opts.noVerify && pkg.manifest) {
       const v = await verifyPackage(pkg, opts.onProgress);
       if (!v.ok) throw new VdiskError('E_CORRUPT', `${path}: manifest check failed (use --no-verify to extract anyway): ${v.problems.join('; ')}`);
     }

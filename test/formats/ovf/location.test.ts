@@ -57,6 +57,12 @@ describe('ARCHIVE:MEMBER opens a disk in place', () => {
     for await (const e of img.extents()) kinds.push(`${e.kind}:${e.length}`);
     await img.close();
     expect(kinds).toEqual([`data:${128 * 1024}`, `zero:${896 * 1024}`, `data:${1024 * 1024}`]);
+    const loc = await archiveMemberLocation(join(dir, 'nest.zip:t.tar:disk.raw'));
+    expect(loc?.chain).toEqual(['t.tar', 'disk.raw']);
+    expect((await loc!.siblings()).sort()).toEqual([join(dir, 'nest.zip:t.tar:disk.raw'), join(dir, 'nest.zip:t.tar:other.txt')]);
+    expect(await loc!.exists(loc!.resolve('other.txt'))).toBe(true);
+    expect(await loc!.exists(loc!.resolve('none.txt'))).toBe(false);
+    expect(await code(loc!.create(loc!.resolve('new.raw')))).toMatch(/^E_READONLY/);
   });
 
   it('members are read-only, missing ones are E_NOENT, and a real file with a colon is a file', async () => {

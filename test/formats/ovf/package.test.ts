@@ -283,6 +283,36 @@ with tarfile.open(out, 'w', format=tarfile.USTAR_FORMAT) as t:
     expect(await readdir(dir)).not.toContain('evil.vmdk');
   });
 
+  itWith(TOOLS, 'extract -O converts disks read in place from the tar (a package of raw disks, no manifest)', async () => {
+    const d = join(dir, 'rawpkg');
+    await mkdir(d);
+    await copyFile(join(dir, 'a.raw'), join(d, 'a.raw'));
+    await copyFile(join(dir, 'b.raw'), join(d, 'b.raw'));
+    const ovf = (await readFile(join(dir, 'tarx', 'app.ovf'), 'utf8'))
+      .replace(/ovf:href="app-disk1.vmdk" ovf:id="file1" ovf:size="\d+"/, `ovf:href="a.raw" ovf:id="file1" ovf:size="${sizes[0]}"`)
+      .replace(/ovf:href="app-disk2.vmdk" ovf:id="file2" ovf:size="\d+"/, `ovf:href="b.raw" ovf:id="file2" ovf:size="${sizes[1]}"`);
+    await writeFile(join(d, 'raw.ovf'), ovf);
+    const t = join(dir, 'raw.ova');
+    await runOk('tar', ['-cf', t, '-C', d, 'raw.ovf', 'a.raw', 'b.raw']);
+    const formats = ['raw', 'vhd', 'vdi', 'vmdk'].filter((f) => {
+      try {
+        findDriver(f);
+        return true;
+      } catch {
+        return false;
+      }
+    });
+    for (const fmt of formats) {
+      const out = join(dir, `rawconv-${fmt}`);
+      const files = await extractPackage(t, out, { format: fmt });
+      expect(files.map((f) => f.slice(out.length + 1))).toEqual([`a.${fmt}`, `b.${fmt}`]);
+      const qfmt = fmt === 'vhd' ? 'vpc' : fmt;
+      expect(await qemuSame(join(dir, 'a.raw'), 'raw', files[0]!, qfmt)).toBe(true);
+      expect(await qemuSame(join(dir, 'b.raw'), 'raw', files[1]!, qfmt)).toBe(true);
+    }
+    await rejects(extractPackage(t, join(dir, 'rawconv-bad'), { format: 'qcow9' }), 'E_USAGE', /unknown format/);
+  });
+
   itWithVmdk(TOOLS, 'extract -O converts every disk (needs the vmdk driver to read and the target driver to write)', async () => {
     const formats = ['vhd', 'vdi', 'vmdk'].filter((f) => {
       try {
