@@ -447,7 +447,9 @@ export async function extractPackage(path: string, dir: string, opts: ExtractOpt
       : [pkg.descriptorName, pkg.manifestName, ...pkg.envelope.files.map((f) => f.href)].reduce((s, n) => s + (pkg.archive.members.find((m) => m.name === n)?.size ?? 0), 0);
     let done = 0;
     if (!opts.format) {
-      const names = [pkg.descriptorName, ...(pkg.manifestName ? [pkg.manifestName] : []), ...pkg.envelope.files.map((f) => f.href)];
+      const stem = pkg.descriptorName.slice(0, -extname(pkg.descriptorName).length);
+      const cert = pkg.archive.members.find((m) => m.name === `${stem}.cert`)?.name;
+      const names = [pkg.descriptorName, ...(pkg.manifestName ? [pkg.manifestName] : []), ...(cert ? [cert] : []), ...pkg.envelope.files.map((f) => f.href)];
       for (const name of [...new Set(names)]) {
         const src = await pkg.archive.openMember(name);
         try {
@@ -470,6 +472,7 @@ export async function extractPackage(path: string, dir: string, opts: ExtractOpt
     for (const d of pkg.envelope.disks) {
       const f = pkg.envelope.files.find((x) => x.id === d.fileRef);
       if (!f) continue;
+      if (f.compression) throw new VdiskError('E_UNSUPPORTED', `${path}: File ${f.id} is ${f.compression}-compressed; extract it without -O`);
       const base = basename(f.href, extname(f.href));
       const p = await target(`${base}.${fmt}`);
       const src = await openLocation(pkg.locationOf(f.href), { readOnly: true });
