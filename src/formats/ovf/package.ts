@@ -469,10 +469,12 @@ export async function extractPackage(path: string, dir: string, opts: ExtractOpt
       return written;
     }
     const fmt = findDriver(opts.format).name;
+    for (const f of pkg.envelope.files) {
+      if (f.compression) throw new VdiskError('E_UNSUPPORTED', `${path}: File ${f.id} is ${f.compression}-compressed; extract it without -O`);
+    }
     for (const d of pkg.envelope.disks) {
       const f = pkg.envelope.files.find((x) => x.id === d.fileRef);
       if (!f) continue;
-      if (f.compression) throw new VdiskError('E_UNSUPPORTED', `${path}: File ${f.id} is ${f.compression}-compressed; extract it without -O`);
       const base = basename(f.href, extname(f.href));
       const p = await target(`${base}.${fmt}`);
       const src = await openLocation(pkg.locationOf(f.href), { readOnly: true });
