@@ -283,6 +283,28 @@ with tarfile.open(out, 'w', format=tarfile.USTAR_FORMAT) as t:
     expect(await readdir(dir)).not.toContain('evil.vmdk');
   });
 
+  itWith(TOOLS, 'a zip bomb inside a zip package is refused and extract leaves DIR empty', async () => {
+    const ovf = (await readFile(join(dir, 'tarx', 'app.ovf'), 'utf8'))
+      .replace(/ovf:href="app-disk1.vmdk" ovf:id="file1" ovf:size="\d+"/, 'ovf:href="bomb.vmdk" ovf:id="file1"')
+      .replace(/<File ovf:href="app-disk2.vmdk"[^>]*>/, '')
+      .replace(/<Disk [^>]*vmdisk2[^>]*>/, '');
+    const z = join(dir, 'bomb.zip');
+    python(
+      `import sys, zipfile
+with zipfile.ZipFile(sys.argv[1], 'w', zipfile.ZIP_DEFLATED) as z:
+    z.writestr('app.ovf', sys.argv[2])
+    with z.open('bomb.vmdk', 'w') as f:
+        for i in range(64): f.write(bytes(1 << 20))
+`,
+      [z, ovf],
+    );
+    const out = join(dir, 'bomb-out');
+    await rejects(extractPackage(z, out), 'E_UNSUPPORTED', /bomb\.vmdk: compression ratio \d+:1 is over the limit/);
+    expect(await readdir(out).catch(() => [])).toEqual([]);
+    await rejects(extractPackage(z, out, { zipLimits: { maxRatio: 1e6, maxEntryBytes: 1024 * 1024 } }), 'E_UNSUPPORTED', /uncompressed size 67108864 is over the limit/);
+    expect(await readdir(out).catch(() => [])).toEqual([]);
+  });
+
   itWith(TOOLS, 'extract -O converts disks read in place from the tar (a package of raw disks, no manifest)', async () => {
     const d = join(dir, 'rawpkg');
     await mkdir(d);
