@@ -69,7 +69,10 @@ async function populated(dev: DiskImage): Promise<number> {
  */
 export async function createOva(out: string, sources: readonly string[], opts: CreateOvaOptions): Promise<CreateOvaResult> {
   if (sources.length === 0) throw new VdiskError('E_USAGE', `${out}: no disks given`);
-  if (!opts.name || /[\0\n]/.test(opts.name)) throw new VdiskError('E_USAGE', '--name must be a non-empty single line');
+  // XML 1.0 cannot carry control characters at all
+  const CONTROL = /[\u0000-\u001f\u007f]/;
+  if (!opts.name || CONTROL.test(opts.name)) throw new VdiskError('E_USAGE', '--name must be non-empty text without control characters');
+  for (const n of opts.networks ?? []) if (!n || CONTROL.test(n)) throw new VdiskError('E_USAGE', `--network "${n}" must be non-empty text without control characters`);
   const cpus = opts.cpus ?? 1;
   const memoryMiB = opts.memoryMiB ?? 1024;
   const osId = opts.osId ?? 1;
@@ -152,7 +155,7 @@ export async function createOva(out: string, sources: readonly string[], opts: C
     } finally {
       await tarOut.close();
     }
-    if (opts.force) await rm(out, { force: true });
+    // rename replaces an existing OVA (already allowed by --force) in one step
     await new FileLocation(partial).rename(partial, out);
     return { path: out, members };
   } finally {
