@@ -5,6 +5,7 @@
 import type { BlockDevice } from '../../device/block-device.js';
 import { VdiskError } from '../../errors.js';
 import type { Storage } from '../../storage/storage.js';
+import type { ControllerKind } from './descriptor.js';
 
 /** What a disk writer reports. */
 export interface DiskWriterResult {
@@ -14,16 +15,29 @@ export interface DiskWriterResult {
   populatedSize?: number;
 }
 
+/** What a disk writer is told besides the disk. */
+export interface DiskWriterOptions {
+  /** The controller the disk hangs on in the descriptor (sets the VMDK's ddb.adapterType). */
+  controller: ControllerKind;
+  /** Source bytes done so far. */
+  onProgress?: (done: number, total: number) => void;
+}
+
+/** ddb.adapterType for a disk on each controller kind (VMware writes `ide` for SATA disks too). */
+export const VMDK_ADAPTER_TYPE: Readonly<Record<ControllerKind, string>> = { ide: 'ide', sata: 'ide', scsi: 'lsilogic' };
+
 /**
  * Write all of `src` as a VMware-layout streamOptimized VMDK into the empty storage
- * `out`, front to back; `onProgress` gets source bytes done.
+ * `out`, front to back. The VMDK's extent name is `out.name`'s base name, which
+ * `ova create` makes equal to the href in the OVA.
  */
-export type DiskWriter = (src: BlockDevice, out: Storage, onProgress?: (done: number, total: number) => void) => Promise<DiskWriterResult>;
+export type DiskWriter = (src: BlockDevice, out: Storage, opts?: DiskWriterOptions) => Promise<DiskWriterResult>;
 
 /**
  * The writer `ova create` uses unless told otherwise.
- * MERGE NOTE: once the vmdk branch lands, replace the body with a call to its
- * streamOptimized writer (the only call site of DiskWriter in ova creation).
+ * MERGE NOTE: once the vmdk branch lands, replace the body with
+ *   `({ bytes: await writeStreamOptimized(src, out, { adapterType: VMDK_ADAPTER_TYPE[opts?.controller ?? 'scsi'] }) })`
+ * (`import { writeStreamOptimized } from '../vmdk/index.js'`); it is the only call site.
  */
 export const defaultDiskWriter: DiskWriter = async () => {
   throw new VdiskError('E_UNSUPPORTED', 'writing a streamOptimized VMDK needs the vmdk driver, which is not part of this build yet');

@@ -18,7 +18,7 @@ export {
   type OvfSpec,
   type OvfVirtualSystem,
 } from './descriptor.js';
-export { defaultDiskWriter, type DiskWriter, type DiskWriterResult } from './disk-writer.js';
+export { VMDK_ADAPTER_TYPE, defaultDiskWriter, type DiskWriter, type DiskWriterOptions, type DiskWriterResult } from './disk-writer.js';
 export { ArchiveLocation, archiveMemberLocation } from './location.js';
 export { MANIFEST_ALGORITHMS, buildManifest, digestStorage, parseManifest, type ManifestAlgorithm, type ManifestEntry } from './manifest.js';
 export {

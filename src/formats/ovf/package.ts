@@ -82,6 +82,7 @@ export async function createOva(out: string, sources: readonly string[], opts: C
   const networks = opts.networks?.length ? opts.networks : ['VM Network'];
   const algorithm = opts.algorithm ?? 'SHA256';
   const writer = opts.diskWriter ?? defaultDiskWriter;
+  const controller = opts.controller ?? 'scsi';
   const stem = fileStem(opts.name);
   if (!opts.force && (await stat(out).then(() => true, () => false))) throw new VdiskError('E_EXISTS', `${out}: already exists (use --force to replace it)`);
 
@@ -100,7 +101,7 @@ export async function createOva(out: string, sources: readonly string[], opts: C
         const target = await FileStorage.open(path, { create: 'new', noLock: true });
         let res;
         try {
-          res = await writer(dev, target, (d, t) => progress?.(d, t, `converting ${src}`));
+          res = await writer(dev, target, { controller, onProgress: (d, t) => progress?.(d, t, `converting ${src}`) });
           await target.flush();
         } finally {
           await target.close();
@@ -122,7 +123,7 @@ export async function createOva(out: string, sources: readonly string[], opts: C
       }
     }
     const descriptor = Buffer.from(
-      buildDescriptor({ name: opts.name, version: opts.ovfVersion ?? '1.0', cpus, memoryMiB, osId, networks, controller: opts.controller ?? 'scsi', disks }),
+      buildDescriptor({ name: opts.name, version: opts.ovfVersion ?? '1.0', cpus, memoryMiB, osId, networks, controller, disks }),
       'utf8',
     );
     const ovfName = `${stem}.ovf`;

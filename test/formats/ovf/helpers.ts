@@ -7,7 +7,7 @@ import { spawnSync } from 'node:child_process';
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import type { DiskWriter } from '../../../src/formats/ovf/disk-writer.js';
+import { VMDK_ADAPTER_TYPE, type DiskWriter } from '../../../src/formats/ovf/disk-writer.js';
 import { findDriver } from '../../../src/formats/registry.js';
 import { FileStorage } from '../../../src/storage/file.js';
 import { it } from 'vitest';
@@ -15,7 +15,7 @@ import { itWith, runOk } from '../../helpers/oracle.js';
 import { patternBytes } from '../../helpers/tmp.js';
 
 /** Test-only DiskWriter: copy the device to a raw file, let qemu-img write the streamOptimized VMDK. */
-export const qemuDiskWriter: DiskWriter = async (src, out, onProgress) => {
+export const qemuDiskWriter: DiskWriter = async (src, out, opts) => {
   const dir = await mkdtemp(join(tmpdir(), 'vdisk-qemu-writer-'));
   try {
     const raw = join(dir, 'src.raw');
@@ -36,13 +36,14 @@ export const qemuDiskWriter: DiskWriter = async (src, out, onProgress) => {
     } finally {
       await rs.close();
     }
-    await runOk('qemu-img', ['convert', '-f', 'raw', '-O', 'vmdk', '-o', 'subformat=streamOptimized', raw, vmdk]);
+    const adapter = VMDK_ADAPTER_TYPE[opts?.controller ?? 'scsi'];
+    await runOk('qemu-img', ['convert', '-f', 'raw', '-O', 'vmdk', '-o', `subformat=streamOptimized,adapter_type=${adapter}`, raw, vmdk]);
     const vs = await FileStorage.open(vmdk, { readOnly: true });
     try {
       const b = Buffer.alloc(vs.size);
       await vs.read(b, 0);
       await out.write(b, 0);
-      onProgress?.(src.size, src.size);
+      opts?.onProgress?.(src.size, src.size);
       return { bytes: b.length };
     } finally {
       await vs.close();
