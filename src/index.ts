@@ -54,3 +54,4 @@ export type { Chs } from './partitions/types.js';
 export type { VhdFooter, DynamicHeader, ParentLocator } from './formats/vhd/layout.js';
 export type { MetaRegion } from './formats/vhd/parse.js';
 export type { ExtentRun, ReadBelow } from './formats/vmdk/extent.js';
+export * from './formats/ovf/index.js';
