@@ -184,6 +184,42 @@ describe('vmdk compact', () => {
   });
 });
 
+describe('vmdk maintenance within one session and on bad input', () => {
+  itWith(['qemu-img'], 'writes after a resize that renamed the descriptor land in the new extent and update the new descriptor', async () => {
+    const p = join(dir, 'session.vmdk');
+    await (await create(p, { format: 'vmdk', size: '8M', options: { subformat: 'twoGbMaxExtentFlat' } })).close();
+    const img = await open(p);
+    const cid0 = (await img.info()).formatSpecific!['cid'];
+    await img.resize!(SPLIT + MiB);
+    await img.write(Buffer.alloc(4096, 7), SPLIT + 4096);
+    await img.close();
+    const text = await readFile(p, 'latin1');
+    expect(text).toContain('RW 2048 FLAT "session-f002.vmdk" 0');
+    expect(text).not.toContain(`CID=${(cid0 as number).toString(16).padStart(8, '0')}`);
+    const r = await run('qemu-io', ['-f', 'vmdk', '-c', `read -P 7 ${SPLIT + 4096} 4096`, p]);
+    expect(r.code, r.stdout + r.stderr).toBe(0);
+    expect(r.stdout).not.toContain('Pattern verification failed');
+  });
+
+  itWith(['qemu-img'], 'compact refuses a grain table entry that points into the metadata (E_CORRUPT), file unchanged', async () => {
+    const p = join(dir, 'bad.vmdk');
+    const img = await create(p, { format: 'vmdk', size: '4M' });
+    await img.write(patternBytes(2 * 65536, 11), 0);
+    await img.close();
+    const bytes = await readFile(p);
+    const gd = Number(bytes.readBigUInt64LE(56));
+    const gt = bytes.readUInt32LE(gd * 512);
+    const rgd = Number(bytes.readBigUInt64LE(48));
+    const rgt = bytes.readUInt32LE(rgd * 512);
+    // Both copies say grain 1 lives at sector 2 (inside the header/descriptor area).
+    bytes.writeUInt32LE(2, gt * 512 + 4);
+    bytes.writeUInt32LE(2, rgt * 512 + 4);
+    await writeFile(p, bytes);
+    await expect(compact(p)).rejects.toMatchObject({ code: 'E_CORRUPT', message: expect.stringContaining('grain table entry 1') });
+    expect((await readFile(p)).equals(bytes)).toBe(true);
+  });
+});
+
 describe('vmdk setBacking', () => {
   itWith(['qemu-img', 'vmdkinfo'], 'rebase -b "" makes a delta link stand alone (parentCID=ffffffff, no hint), content kept', async () => {
     const base = join(dir, 'sb-base.vmdk');
