@@ -14,7 +14,7 @@ import type { Storage } from '../../storage/storage.js';
 import type { DriverOpenOptions } from '../driver.js';
 import { CID_NONE, type Descriptor, type ExtentLine, MAX_DESCRIPTOR_BYTES, formatDescriptor, parseDescriptor } from './descriptor.js';
 import { SPLIT_EXTENT_SECTORS, writeSparseExtent } from './create.js';
-import { compactSparse, growSparse, packSparse, shrinkSparse } from './maintain.js';
+import { compactSparse, growSparse, packSparse, releaseGrains, shrinkSparse } from './maintain.js';
 import { StreamOptimizedWriter } from './stream.js';
 import { FlatExtent, type ReadBelow, type VmdkExtent, ZeroExtent } from './extent.js';
 import { COWD_MAGIC, FLAG_VALID_NEWLINE_TEST, HEADER_SIZE, SECTOR, SPARSE_MAGIC, type SparseHeader, decodeSparseHeader } from './header.js';
@@ -140,6 +140,18 @@ export class VmdkImage extends BlockDeviceBase implements DiskImage {
         await p.extent.write(zeroBuffer(n), extOff + done, this.below(p.start));
         done += n;
       }
+    });
+  }
+
+  /** Whole grains of sparse extents are released (the parent or zeros show through); flat extents keep their bytes. */
+  protected override async discardAt(offset: number, length: number): Promise<void> {
+    if (this.descriptor.createType === 'streamOptimized') return;
+    let any = false;
+    await this.forEach(offset, length, async (p, extOff, _bufOff, len) => {
+      if (!(p.extent instanceof SparseExtent) || p.extent.compressed) return;
+      if (!any) await this.updateCid();
+      any = true;
+      await releaseGrains(p.extent, extOff, len);
     });
   }
 

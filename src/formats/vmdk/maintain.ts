@@ -393,3 +393,34 @@ export async function packSparse(ext: SparseExtent): Promise<void> {
   checkWritable(ext);
   await pack(ext, await loadTables(ext));
 }
+
+/**
+ * Release the whole grains of `[offset, offset+length)` (extent bytes): their entries
+ * become unallocated (redundant copy cleared first), so reads fall through to the parent
+ * or read zeros. The grains' space is left for compact to take back.
+ */
+export async function releaseGrains(ext: SparseExtent, offset: number, length: number): Promise<void> {
+  checkWritable(ext);
+  const G = ext.grainBytes;
+  const n = ext.header.numGTEsPerGT;
+  const first = Math.ceil(offset / G);
+  // A partial last grain of the extent counts as whole when the range reaches the extent's end.
+  const end = offset + length >= ext.length ? Math.ceil(ext.length / G) : Math.floor((offset + length) / G);
+  for (let t = Math.floor(first / n); t * n < end; t++) {
+    const gt = await ext.table(t);
+    if (!gt) continue;
+    const next = Uint32Array.from(gt);
+    let changed = false;
+    for (let g = Math.max(first, t * n); g < Math.min(end, (t + 1) * n); g++) {
+      if (next[g % n] !== GTE_UNALLOCATED) {
+        next[g % n] = GTE_UNALLOCATED;
+        changed = true;
+      }
+    }
+    if (!changed) continue;
+    const r = ext.rgd?.[t] ?? 0;
+    const tables: Tables = { gt: new Map([[t, gt]]), rgt: new Map() };
+    if (r !== 0) tables.rgt.set(t, await ext.readTable(r, `redundant grain directory entry ${t}`));
+    await updateTable(ext, tables, t, next);
+  }
+}

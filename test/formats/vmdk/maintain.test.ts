@@ -6,6 +6,7 @@ import { readFile, readdir, stat, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect } from 'vitest';
 import { open } from '../../../src/formats/registry.js';
+import { commit } from '../../../src/ops/commit.js';
 import { compact } from '../../../src/ops/compact.js';
 import { create } from '../../../src/ops/create.js';
 import { rebase } from '../../../src/ops/rebase.js';
@@ -217,6 +218,36 @@ describe('vmdk maintenance within one session and on bad input', () => {
     await writeFile(p, bytes);
     await expect(compact(p)).rejects.toMatchObject({ code: 'E_CORRUPT', message: expect.stringContaining('grain table entry 1') });
     expect((await readFile(p)).equals(bytes)).toBe(true);
+  });
+});
+
+describe('vmdk commit', () => {
+  itWith(['qemu-img', 'vmdkinfo'], "commit re-links the child to the parent's new CID and releases the child's grains (compact then gives the space back)", async () => {
+    const base = join(dir, 'cm-base.vmdk');
+    const top = join(dir, 'cm-top.vmdk');
+    await (await create(base, { format: 'vmdk', size: '4M' })).close();
+    const b = await open(base);
+    await b.write(patternBytes(4 * MiB, 12), 0);
+    await b.close();
+    await (await create(top, { format: 'vmdk', backing: base })).close();
+    const t = await open(top);
+    await t.write(patternBytes(MiB, 13), MiB);
+    await t.close();
+    const ref = join(dir, 'cm.ref.raw');
+    await runOk('qemu-img', ['convert', '-f', 'vmdk', '-O', 'raw', top, ref]);
+    await commit(top);
+    expect(await qemuSame(top, 'vmdk', ref, 'raw')).toBe(true);
+    expect(await qemuSame(base, 'vmdk', ref, 'raw')).toBe(true);
+    // Nothing of the child's own shows in qemu's map any more: every range comes from the parent.
+    const map = JSON.parse(await runOk('qemu-img', ['map', '--output=json', '-f', 'vmdk', top])) as Array<{ depth: number; data: boolean }>;
+    expect(map.filter((m) => m.depth === 0 && m.data)).toEqual([]);
+    const before = (await stat(top)).size;
+    const r = await compact(top);
+    expect(r.sizeAfter).toBe(before - 16 * 65536);
+    expect(await qemuSame(top, 'vmdk', ref, 'raw')).toBe(true);
+    await qemuCheck(top);
+    await qemuCheck(base);
+    await vmdkinfoSize(top);
   });
 });
 
