@@ -2,10 +2,12 @@
  * VMDK resize, compact and re-linking in every subformat, judged by qemu-img (info,
  * check, compare; qemu-io writing into the grown space) and libvmdk's vmdkinfo.
  */
-import { readFile, readdir, stat, writeFile } from 'node:fs/promises';
+import { appendFile, readFile, readdir, rm, stat, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect } from 'vitest';
 import { open } from '../../../src/formats/registry.js';
+import { vmdkDriver } from '../../../src/formats/vmdk/index.js';
+import { FileLocation } from '../../../src/storage/location.js';
 import { commit } from '../../../src/ops/commit.js';
 import { compact } from '../../../src/ops/compact.js';
 import { create } from '../../../src/ops/create.js';
@@ -13,7 +15,6 @@ import { rebase } from '../../../src/ops/rebase.js';
 import { resize } from '../../../src/ops/resize.js';
 import { itWith, qemuInfo, qemuSame, run, runOk } from '../../helpers/oracle.js';
 import { patternBytes, tempDir } from '../../helpers/tmp.js';
-import { rm } from 'node:fs/promises';
 
 const MiB = 1024 * 1024;
 const SPLIT = 4192256 * 512;
@@ -147,6 +148,29 @@ describe('vmdk compact', () => {
     await qemuCheck(p);
     expect(await qemuSame(p, 'vmdk', ref, 'raw')).toBe(true);
     await vmdkinfoSize(p);
+  });
+
+  itWith(['qemu-img'], 'leaked space (unused grains in the middle, junk at the end) is given back; check then finds no leak', async () => {
+    const p = join(dir, 'leak.vmdk');
+    const img = await create(p, { format: 'vmdk', size: '4M' });
+    await img.write(patternBytes(8 * 65536, 14), 0);
+    // Released grains leave holes in the middle of the file.
+    await img.discard(2 * 65536, 2 * 65536);
+    await img.close();
+    await appendFile(p, Buffer.alloc(100 * 1024, 0x33));
+    const loc = new FileLocation(p);
+    const leaksBefore = await vmdkDriver.check!(await loc.open(p, { readOnly: true }), loc, { readOnly: true, openParent: () => Promise.reject(new Error('no')) });
+    expect(leaksBefore.problems.map((x) => x.severity)).toEqual(['leak']);
+    const ref = join(dir, 'leak.ref.raw');
+    await runOk('qemu-img', ['convert', '-f', 'vmdk', '-O', 'raw', p, ref]);
+    const r = await compact(p);
+    expect(r.releasedBlocks).toBe(0);
+    // 128 sectors of metadata, then the 6 grains still in use, back to back.
+    expect(r.sizeAfter).toBe(128 * 512 + 6 * 65536);
+    const after = await vmdkDriver.check!(await loc.open(p, { readOnly: true }), loc, { readOnly: true, openParent: () => Promise.reject(new Error('no')) });
+    expect(after.problems).toEqual([]);
+    expect(await qemuSame(p, 'vmdk', ref, 'raw')).toBe(true);
+    await qemuCheck(p);
   });
 
   itWith(['qemu-img'], 'a delta link keeps zero grains its parent would show through', async () => {
