@@ -302,6 +302,9 @@ export class VmdkImage extends BlockDeviceBase implements DiskImage {
     if (last.type === 'ZERO' || last.access !== 'RW' || !lp.storage) {
       throw new VdiskError('E_UNSUPPORTED', `${this.filename}: the last extent (${last.access} ${last.type}) cannot grow`);
     }
+    if (last.type !== 'SPARSE' && lines.some((l, i) => i !== li && this.placed[i]?.storage === lp.storage && l.offset > last.offset)) {
+      throw new VdiskError('E_UNSUPPORTED', `${this.filename}: the last extent is not at the end of its file "${last.file}", so it cannot grow`);
+    }
     const kind: 'SPARSE' | 'FLAT' = last.type === 'SPARSE' ? 'SPARSE' : 'FLAT';
     let rest = newSectors - this.size / SECTOR;
     const lastGrow = Math.min(rest, Math.max(0, maxSectors - last.sectors));
