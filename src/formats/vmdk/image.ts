@@ -672,7 +672,7 @@ export async function openVmdk(storage: Storage, location: ImageLocation, opts: 
       backing = await opts.openParent(fullBacking);
     }
     if (backing instanceof VmdkImage && !opts.parent && backing.cid !== d.parentCID) {
-      throw new VdiskError('E_CHAIN', `${name}: parentCID ${d.parentCID.toString(16)} does not match the parent's CID ${backing.cid.toString(16)} (the parent changed after this delta link was made)`);
+      throw new VdiskError('E_CHAIN', `${name}: parentCID ${d.parentCID.toString(16)} does not match the parent's CID ${backing.cid.toString(16)} (the parent changed after this delta link was made; if its content is known to be right, "vdisk rebase -u -b PARENT" re-links it)`);
     }
     storages.push(storage);
     return new VmdkImage(d, home, placed, storages, readOnly, backing, fullBacking, location);

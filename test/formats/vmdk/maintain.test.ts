@@ -276,6 +276,28 @@ describe('vmdk commit', () => {
 });
 
 describe('vmdk setBacking', () => {
+  itWith(['qemu-img'], 'a child whose parent changed after it (an interrupted commit) is refused, and rebase -u re-links it', async () => {
+    const base = join(dir, 'ic-base.vmdk');
+    const top = join(dir, 'ic-top.vmdk');
+    await (await create(base, { format: 'vmdk', size: '4M' })).close();
+    await (await create(top, { format: 'vmdk', backing: base })).close();
+    const t = await open(top);
+    await t.write(patternBytes(65536, 15), 0);
+    await t.close();
+    // What a crash between the parent's first write (new CID) and the child's re-link leaves.
+    const b = await open(base);
+    await b.write(patternBytes(65536, 15), 0);
+    await b.close();
+    await expect(open(top, { readOnly: true })).rejects.toMatchObject({ code: 'E_CHAIN', message: expect.stringContaining('rebase -u') });
+    await rebase(top, base, { unsafe: true });
+    const back = await open(top, { readOnly: true });
+    const got = Buffer.alloc(65536);
+    await back.read(got, 0);
+    await back.close();
+    expect(got.equals(patternBytes(65536, 15))).toBe(true);
+    await qemuCheck(top);
+  });
+
   itWith(['qemu-img', 'vmdkinfo'], 'rebase -b "" makes a delta link stand alone (parentCID=ffffffff, no hint), content kept', async () => {
     const base = join(dir, 'sb-base.vmdk');
     const top = join(dir, 'sb-top.vmdk');
