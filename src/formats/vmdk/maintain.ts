@@ -331,32 +331,38 @@ async function pack(ext: SparseExtent, tables: Tables): Promise<void> {
   for (let k = 1; k < items.length; k++) {
     if (items[k]!.start < items[k - 1]!.start + items[k - 1]!.size) throw corrupt(ext, `sector ${items[k]!.start} is used twice`);
   }
-  // Holes between items, in file order (they only ever shrink from the front).
+  // Holes between items, in file order; they only ever shrink from the front.
   const holes: Array<{ start: number; size: number }> = [];
   let cursor = h.overHead;
   for (const it of items) {
     if (it.start > cursor) holes.push({ start: cursor, size: it.start - cursor });
     cursor = Math.max(cursor, it.start + it.size);
   }
-  while (items.length > 0) {
-    const last = items[items.length - 1]!;
-    if (last.kind === 'fixed') break;
-    const hole = holes.find((x) => x.size >= last.size && x.start + last.size <= last.start);
+  // First hole that may still fit each item size (grains, tables): holes never grow, so these only advance.
+  const firstFit = new Map<number, number>();
+  const fit = (size: number, below: number): { start: number; size: number } | undefined => {
+    let i = firstFit.get(size) ?? 0;
+    while (i < holes.length && holes[i]!.size < size) i++;
+    firstFit.set(size, i);
+    const hole = holes[i];
+    return hole && hole.start + size <= below ? hole : undefined;
+  };
+  // Items are sorted and disjoint, so the last one not yet moved ends the file unless a moved one lies past it.
+  let k = items.length - 1;
+  let movedEnd = 0;
+  while (k >= 0) {
+    const last = items[k]!;
+    if (last.kind === 'fixed' || movedEnd >= last.start + last.size) break;
+    const hole = fit(last.size, last.start);
     if (!hole) break;
     const to = hole.start;
     await moveItem(ext, tables, last, to);
     hole.start += last.size;
     hole.size -= last.size;
-    items.pop();
-    const moved = { ...last, start: to };
-    let pos = items.length;
-    while (pos > 0 && items[pos - 1]!.start > to) pos--;
-    items.splice(pos, 0, moved);
-    // Holes that now lie past the end are gone.
-    const end = items[items.length - 1]!.start + items[items.length - 1]!.size;
-    while (holes.length > 0 && holes[holes.length - 1]!.start >= end) holes.pop();
+    movedEnd = Math.max(movedEnd, to + last.size);
+    k--;
   }
-  const end = Math.max(h.overHead, ...items.map((it) => it.start + it.size));
+  const end = Math.max(h.overHead, movedEnd, k >= 0 ? items[k]!.start + items[k]!.size : 0);
   if (end * SECTOR < s.size) {
     await s.flush();
     await s.truncate(end * SECTOR);
