@@ -54,6 +54,9 @@ export async function commit(path: string, opts: CommitOptions = {}): Promise<{ 
         opts.onProgress?.(done, total);
       }
       await parent.flush();
+      // Writing gives some parents a new identity (a VMDK's CID): re-link the child to the parent as it is now.
+      const ref = (await child.info()).backingFilename;
+      if (total > 0 && child.setBacking && ref !== undefined) await child.setBacking(parent, ref);
     } finally {
       await parent.close();
     }
