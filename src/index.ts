@@ -21,3 +21,7 @@ export { create, type CreateOptions } from './ops/create.js';
 export { describeImage, formatInfoHuman, info, type ImageInfoReport } from './ops/info.js';
 export { formatSize, parseSize } from './util/size.js';
 export { parseKeyValues } from './util/options.js';
+export { convert, convertImage, DEFAULT_SPARSE_SIZE, MAX_SPARSE_SIZE, type ConvertOptions, type ConvertFileOptions, type ConvertResult } from './ops/convert.js';
+export { mapImage, mapEntry, writeMapJson, writeMapHuman, renderMapSvg, cellSizeFor, type MapEntry, type MapSvgOptions } from './ops/map.js';
+export { compare, type CompareOptions, type CompareResult } from './ops/compare.js';
+export { check, checkLocation, checkExitCode, summariseCheck, formatCheckHuman, ChecksUnsupportedError, type CheckOptions, type CheckReport } from './ops/check.js';

@@ -3,6 +3,10 @@ import { readFileSync } from 'node:fs';
 import { Command } from 'commander';
 import { register as registerCreate } from './commands/create.js';
 import { register as registerInfo } from './commands/info.js';
+import { register as registerConvert } from './commands/convert.js';
+import { register as registerMap } from './commands/map.js';
+import { register as registerCompare } from './commands/compare.js';
+import { register as registerCheck } from './commands/check.js';
 
 function packageVersion(): string {
   const pkg = JSON.parse(readFileSync(new URL('../../package.json', import.meta.url), 'utf8')) as { version: string };
@@ -19,6 +23,7 @@ export function buildProgram(): Command {
     .showHelpAfterError()
     .configureOutput({ outputError: (str, write) => write(`vdisk: ${str.replace(/^error: /, '')}`) });
   for (const register of [registerInfo, registerCreate]) register(program);
+  for (const register of [registerConvert, registerMap, registerCompare, registerCheck]) register(program);
   return program;
 }
 
