@@ -100,6 +100,16 @@ export function cellSizeFor(size: number, maxCells: number): number {
   return cell;
 }
 
+/** An offset in the largest binary unit that shows it exactly with at most two decimals (`1023.75 GiB`). */
+function exactSize(n: number): string {
+  const names = ['B', 'KiB', 'MiB', 'GiB', 'TiB', 'PiB'];
+  for (let i = names.length - 1; i > 0; i--) {
+    const v = n / 1024 ** i;
+    if (v >= 1 && Number.isInteger(Math.round(v * 100)) && Math.abs(v * 100 - Math.round(v * 100)) < 1e-9) return `${Number(v.toFixed(2))} ${names[i]}`;
+  }
+  return `${n} B`;
+}
+
 const esc = (s: string): string => s.replace(/[&<>"]/g, (c) => ({ '&': '&amp;', '<': '&lt;', '>': '&gt;', '"': '&quot;' })[c] ?? c);
 
 /**
@@ -171,7 +181,7 @@ export async function renderMapSvg(dev: BlockDevice, opts: MapSvgOptions = {}): 
       if (n) parts.push([DEPTH_COLOURS[d]!, n, d === 0 ? 'data' : `data from depth ${d}`]);
     });
     if (c.zero) parts.push([ZERO_COLOUR, c.zero, 'zero']);
-    const tip = `${formatSize(i * cellBytes)} +${formatSize(span)}: ${parts.map(([, n, what]) => `${what} ${((100 * n) / span).toFixed(1)}%`).join(', ') || 'unallocated'}`;
+    const tip = `${exactSize(i * cellBytes)} +${exactSize(span)}: ${parts.map(([, n, what]) => `${what} ${((100 * n) / span).toFixed(1)}%`).join(', ') || 'unallocated'}`;
     out.push(`<g><title>${esc(tip)}</title><rect x="${x}" y="${y}" width="${cw - 1}" height="${ch - 1}" fill="${HOLE_COLOUR}" stroke="#ddd" stroke-width="0.5"/>`);
     // Bars fill from the bottom in proportion to each kind's share of the cell.
     let filled = 0;
