@@ -32,8 +32,8 @@ export function register(program: Command): void {
         const progress = o.progress ? makeProgress('convert') : noProgress;
         const abort = new AbortController();
         const onSignal = (): void => abort.abort();
-        process.once('SIGINT', onSignal);
-        process.once('SIGTERM', onSignal);
+        process.on('SIGINT', onSignal);
+        process.on('SIGTERM', onSignal);
         try {
           await convert(src, dst, {
             sourceFormat: o.format,
