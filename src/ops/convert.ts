@@ -118,6 +118,7 @@ export async function convertImage(source: BlockDevice, dst: string, opts: Conve
   const size = driver.name === 'raw' ? source.size : Math.ceil(source.size / 512) * 512;
   const dir = dirname(resolve(dst));
   const base = basename(dst);
+  if (!(await stat(dir).catch(() => undefined))?.isDirectory()) throw new VdiskError('E_NOENT', `${dirname(dst)}: no such folder for ${dst}`);
   const unlock = await acquireWriteLock(dst);
   const tmp = join(dir, `.${base}.vdisk-convert-${randomBytes(4).toString('hex')}`);
   try {

@@ -87,6 +87,7 @@ describe('convert raw → raw', () => {
     expect(await code(convert(src, join(dir, 'x'), { format: 'raw', sparseSize: 1000 }))).toMatch(/^E_USAGE: -S 1000/);
     expect(await code(convert(src, dir, { format: 'raw', force: true }))).toMatch(/^E_USAGE: .*is a folder/);
     expect(await code(convert(join(dir, 'missing.raw'), join(dir, 'x'), { format: 'raw' }))).toMatch(/^E_NOENT/);
+    expect(await code(convert(src, join(dir, 'no-folder', 'x.raw'), { format: 'raw' }))).toMatch(/^E_NOENT: .*no-folder: no such folder/);
     expect((await readdir(dir)).includes('x')).toBe(false);
     // --force replaces.
     await convert(src, existing, { format: 'raw', force: true });
