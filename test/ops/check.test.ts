@@ -11,7 +11,7 @@ import { MemoryLocation } from '../../src/storage/location.js';
 import { MemoryStorage } from '../../src/storage/memory.js';
 import { itWith, run } from '../helpers/oracle.js';
 import { patternBytes, tempDir } from '../helpers/tmp.js';
-import { VARIANTS, extension, qemuMake, registered, writePatternRaw } from './variants.js';
+import { VARIANTS, dataFile, extension, qemuMake, registered, writePatternRaw } from './variants.js';
 
 let dir = '';
 let raw = '';
@@ -89,7 +89,7 @@ describe('check summary, exit codes and output (qemu-img check conventions)', ()
 
 describe('check agrees with qemu-img check on qemu-made images', () => {
   for (const v of VARIANTS) {
-    const name = `${v.id}: clean when qemu-made; not clean when qemu-img finds the truncated file damaged`;
+    const name = `${v.id}: clean when qemu-made (as qemu-img check says); not clean once its data file is cut in half`;
     const hasCheck = registered(v.format) && findDriver(v.format).check !== undefined;
     if (!hasCheck) {
       it.skip(`${name} [skipped: ${registered(v.format) ? `driver ${v.format} has no check` : `driver ${v.format} not registered`}]`, () => undefined);
@@ -100,11 +100,18 @@ describe('check agrees with qemu-img check on qemu-made images', () => {
       await qemuMake(v, raw, img);
       const clean = await check(img);
       expect(checkExitCode(clean), formatCheckHuman(clean)).toBe(0);
-      if (v.qemuFormat !== 'vdi' && v.qemuFormat !== 'vmdk') return; // qemu-img cannot check vpc or raw
-      await truncate(img, Math.floor((await stat(img)).size / 2));
-      const q = await run('qemu-img', ['check', '-f', v.qemuFormat, img]);
-      const ours = await check(img).then(checkExitCode, () => 1);
-      expect(ours === 0, `qemu-img check exit ${q.code}, ours ${ours}`).toBe(q.code === 0);
+      const qemuChecks = v.qemuFormat === 'vdi' || v.qemuFormat === 'vmdk'; // qemu-img cannot check vpc or raw
+      if (qemuChecks) expect((await run('qemu-img', ['check', '-f', v.qemuFormat, img])).code).toBe(0);
+      // Half the data is gone: map entries now point past the end of the file. (qemu-img
+      // check does not look for that in vdi and flat vmdk, so it is not the judge here.)
+      const data = await dataFile(img);
+      await truncate(data, Math.floor((await stat(data)).size / 2));
+      const damaged = await check(img).then(
+        (r) => ({ exit: checkExitCode(r), text: formatCheckHuman(r) }),
+        (e: unknown) => ({ exit: 1, text: String(e) }),
+      );
+      expect(damaged.exit, damaged.text).not.toBe(0);
+      if (damaged.exit === 2) expect(damaged.text).toMatch(/ERROR .*\d/);
     });
   }
 });

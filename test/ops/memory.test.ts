@@ -65,7 +65,7 @@ describe('convert a 100 GiB sparse disk in flat memory', () => {
       continue;
     }
     itWith(['qemu-img', 'qemu-io'], name, async () => {
-      const out = join(dir, `synthetic.${extension(v)}`);
+      const out = join(dir, `synthetic-${v.id}.${extension(v)}`);
       const r = await child(['synthetic', '100', out, v.format]);
       expect(r.maxRssMiB, `synthetic → ${v.id}`).toBeLessThan(LIMIT_MIB);
       // Judge the result against a raw made from the same synthetic disk.

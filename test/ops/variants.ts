@@ -3,7 +3,8 @@
  * variant whose driver is not registered yet is skipped with that reason; once its
  * driver is in the registry the same tests run for real.
  */
-import { open as fsOpen } from 'node:fs/promises';
+import { open as fsOpen, readdir, stat } from 'node:fs/promises';
+import { basename, dirname, join } from 'node:path';
 import { findDriver } from '../../src/formats/registry.js';
 import { patternBytes } from '../helpers/tmp.js';
 import { runOk } from '../helpers/oracle.js';
@@ -82,4 +83,21 @@ export async function writePatternRaw(path: string, size = DISK_SIZE): Promise<v
 /** Make the variant from a raw file with `qemu-img convert` (the way users get such images). */
 export async function qemuMake(v: Variant, raw: string, out: string): Promise<void> {
   await runOk('qemu-img', ['convert', '-f', 'raw', '-O', v.qemuFormat, ...(v.qemuOptions ? ['-o', v.qemuOptions] : []), raw, out]);
+}
+
+/** The biggest file of a (possibly multi-file) image: where its data lives, the one to damage. */
+export async function dataFile(image: string): Promise<string> {
+  const folder = dirname(image);
+  const stem = basename(image).replace(/\.[^.]+$/, '');
+  let best = image;
+  let bestSize = -1;
+  for (const n of await readdir(folder)) {
+    if (!n.startsWith(stem)) continue;
+    const size = (await stat(join(folder, n))).size;
+    if (size > bestSize) {
+      best = join(folder, n);
+      bestSize = size;
+    }
+  }
+  return best;
 }
