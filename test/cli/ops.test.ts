@@ -32,6 +32,16 @@ describe('vdisk convert', () => {
     expect(await qemuSame(src, 'raw', join(dir, 'out.raw'), 'raw')).toBe(true);
   });
 
+  itWith(['script'], '-p on a terminal draws a cli-progress bar that ends full', async () => {
+    // script(1) gives the command a pseudo-terminal, as an interactive shell would.
+    const cmd = `${process.execPath} ${VDISK_BIN} convert -p -O raw src.raw tty.raw`;
+    const r = await run('script', ['-qec', cmd, '/dev/null'], { cwd: dir });
+    expect(r.code, r.stdout).toBe(0);
+    expect(r.stdout).toContain('convert [');
+    expect(r.stdout).toMatch(/\u2588{40}\] 100% \| 8\/8 MiB/);
+    expect(r.stdout).not.toMatch(/^convert: \d+%$/m);
+  });
+
   it('-S 0 allocates every byte', async () => {
     const r = await vdisk('convert', '-S', '0', '-O', 'raw', 'src.raw', 'full.raw');
     expect(r.code, r.stderr).toBe(0);
