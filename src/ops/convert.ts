@@ -13,7 +13,8 @@ import { forEachZeroRun } from '../device/zero.js';
 import { VdiskError, fromSystemError } from '../errors.js';
 import { findDriver, open } from '../formats/registry.js';
 import { acquireWriteLock } from '../storage/lock.js';
-import { FileLocation } from '../storage/location.js';
+import { FileLocation, type ImageLocation } from '../storage/location.js';
+import type { Storage } from '../storage/storage.js';
 import { checkOptionKeys } from '../util/options.js';
 
 /** Default for {@link ConvertOptions.sparseSize}: zero runs of a page or more stay unallocated (as qemu-img). */
@@ -44,6 +45,12 @@ export interface ConvertOptions {
   signal?: AbortSignal;
   /** Folders besides the images' own that references inside them may lead into. */
   allowPaths?: readonly string[];
+  /**
+   * `writeback` (default): flush the new image before renaming it into place, so a
+   * crash never leaves a DST whose bytes did not reach the disk. `unsafe`: the new
+   * image's files skip their flushes (qemu-img convert's default cache mode).
+   */
+  cache?: 'writeback' | 'unsafe';
 }
 
 /** Options for {@link convert}: those of {@link convertImage} plus how to open the source. */
@@ -126,7 +133,8 @@ export async function convertImage(source: BlockDevice, dst: string, opts: Conve
       throw fromSystemError(err, tmp);
     });
     try {
-      const location = new FileLocation(join(tmp, base), opts.allowPaths ?? []);
+      const fileLocation = new FileLocation(join(tmp, base), opts.allowPaths ?? []);
+      const location = opts.cache === 'unsafe' ? new UnsyncedLocation(fileLocation) : fileLocation;
       const out = await driver.create(location, { size, options });
       let bytesWritten: number;
       try {
@@ -145,6 +153,58 @@ export async function convertImage(source: BlockDevice, dst: string, opts: Conve
     }
   } finally {
     await unlock();
+  }
+}
+
+/** Storage whose flush does nothing (qemu-img's cache=unsafe); everything else passes through. */
+function withoutSync(s: Storage): Storage {
+  return {
+    name: s.name,
+    get size() {
+      return s.size;
+    },
+    readOnly: s.readOnly,
+    read: (b, o) => s.read(b, o),
+    write: (b, o) => s.write(b, o),
+    truncate: (n) => s.truncate(n),
+    flush: async () => undefined,
+    close: () => s.close(),
+    allocatedSize: s.allocatedSize ? () => s.allocatedSize!() : undefined,
+  };
+}
+
+/** A location whose files skip their durability calls: where `cache: 'unsafe'` builds the new image. */
+class UnsyncedLocation implements ImageLocation {
+  constructor(private readonly inner: ImageLocation) {}
+  get name(): string {
+    return this.inner.name;
+  }
+  resolve(ref: string): string {
+    return this.inner.resolve(ref);
+  }
+  relativeName(name: string): string {
+    return this.inner.relativeName(name);
+  }
+  async open(name: string, opts?: { readOnly?: boolean }): Promise<Storage> {
+    return withoutSync(await this.inner.open(name, opts));
+  }
+  async create(name: string): Promise<Storage> {
+    return withoutSync(await this.inner.create(name));
+  }
+  exists(name: string): Promise<boolean> {
+    return this.inner.exists(name);
+  }
+  remove(name: string): Promise<void> {
+    return this.inner.remove(name);
+  }
+  rename(from: string, to: string): Promise<void> {
+    return this.inner.rename(from, to);
+  }
+  siblings(): Promise<string[]> {
+    return this.inner.siblings();
+  }
+  at(name: string): ImageLocation {
+    return new UnsyncedLocation(this.inner.at(name));
   }
 }
 

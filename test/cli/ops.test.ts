@@ -42,6 +42,19 @@ describe('vdisk convert', () => {
     expect(r.stdout).not.toMatch(/^convert: \d+%$/m);
   });
 
+  itWith(['strace', 'qemu-img'], '-t unsafe skips fdatasync (qemu-img convert\'s default); the default flushes before renaming', async () => {
+    const count = async (extra: string[], out: string): Promise<number> => {
+      const r = await run('strace', ['-f', '-e', 'trace=fdatasync,fsync', process.execPath, VDISK_BIN, 'convert', ...extra, '-O', 'raw', 'src.raw', out], { cwd: dir });
+      expect(r.code, r.stderr).toBe(0);
+      expect(await qemuSame(src, 'raw', join(dir, out), 'raw')).toBe(true);
+      return (r.stderr.match(/fdatasync\(|fsync\(/g) ?? []).length;
+    };
+    expect(await count(['-t', 'unsafe'], 'unsafe.raw')).toBe(0);
+    expect(await count([], 'safe.raw')).toBeGreaterThan(0);
+    const bad = await vdisk('convert', '-t', 'none', '-O', 'raw', 'src.raw', 'none.raw');
+    expect([bad.code, bad.stderr]).toEqual([1, 'vdisk: -t must be writeback or unsafe, not "none"\n']);
+  });
+
   it('-S 0 allocates every byte', async () => {
     const r = await vdisk('convert', '-S', '0', '-O', 'raw', 'src.raw', 'full.raw');
     expect(r.code, r.stderr).toBe(0);

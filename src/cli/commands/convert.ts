@@ -17,6 +17,7 @@ export function register(program: Command): void {
     .requiredOption('-O, --output-format <fmt>', 'output format: raw, vhd (vpc), vdi or vmdk')
     .option('-o, --options <k=v,...>', 'output format options, e.g. subformat=streamOptimized (repeatable)', collect, [])
     .option('-S, --sparse-size <size>', 'zero runs at least this long stay unallocated; 0 allocates everything', '4K')
+    .option('-t, --cache <mode>', 'writeback (flush before renaming into place) or unsafe (no flush, as qemu-img convert)', 'writeback')
     .option('-p, --progress', 'show progress (a bar on a terminal, percentage lines otherwise)')
     .option('--force', 'replace an existing destination')
     .option('--allow-path <dir>', 'let references inside the source lead into DIR (repeatable)', collect, []);
@@ -26,9 +27,10 @@ export function register(program: Command): void {
       async (
         src: string,
         dst: string,
-        o: { format?: string; outputFormat: string; options: string[]; sparseSize: string; progress?: boolean; force?: boolean; allowPath: string[] },
+        o: { format?: string; cache: string; outputFormat: string; options: string[]; sparseSize: string; progress?: boolean; force?: boolean; allowPath: string[] },
       ) => {
         const sparseSize = parseSize(o.sparseSize, '-S size');
+        if (o.cache !== 'writeback' && o.cache !== 'unsafe') throw new VdiskError('E_USAGE', `-t must be writeback or unsafe, not "${o.cache}"`);
         const progress = o.progress ? makeProgress('convert') : noProgress;
         const abort = new AbortController();
         const onSignal = (): void => abort.abort();
@@ -40,6 +42,7 @@ export function register(program: Command): void {
             format: o.outputFormat,
             options: parseKeyValues(o.options),
             sparseSize,
+            cache: o.cache,
             force: o.force,
             allowPaths: o.allowPath,
             onProgress: (done, total) => progress.update(done, total),
