@@ -5,7 +5,7 @@
  * interrupted convert leaves no half image behind.
  */
 import { randomBytes } from 'node:crypto';
-import { mkdir, readdir, rm, stat } from 'node:fs/promises';
+import { mkdir, open as fsOpen, readdir, rm, stat } from 'node:fs/promises';
 import { basename, dirname, join, resolve } from 'node:path';
 import type { BlockDevice, DiskImage } from '../device/block-device.js';
 import { IO_CHUNK } from '../device/base.js';
@@ -143,14 +143,22 @@ export async function convertImage(source: BlockDevice, dst: string, opts: Conve
         }
         bytesWritten = await copyContents(source, out, sparse, opts);
         await out.flush();
-      } finally {
-        await out.close();
+      } catch (err) {
+        // The first failure is the one to report; closing a broken image may fail too.
+        await out.close().catch(() => undefined);
+        throw err;
       }
+      await out.close();
       const files = await moveIntoPlace(tmp, dir, base, opts.force ?? false);
+      if (opts.cache !== 'unsafe') await syncFolder(dir);
       return { path: dst, files: files.map((f) => (f === base ? dst : join(dirname(dst), f))), format: driver.name, size: out.size, bytesWritten };
     } finally {
       await rm(tmp, { recursive: true, force: true }).catch(() => undefined);
     }
+  } catch (err) {
+    // Name the destination, not the hidden folder it was being built in.
+    if (err instanceof VdiskError && err.message.includes(tmp)) throw new VdiskError(err.code, err.message.split(join(tmp, base)).join(dst).split(tmp).join(dirname(dst)), { cause: err });
+    throw err;
   } finally {
     await unlock();
   }
@@ -206,6 +214,14 @@ class UnsyncedLocation implements ImageLocation {
   at(name: string): ImageLocation {
     return new UnsyncedLocation(this.inner.at(name));
   }
+}
+
+/** Make the renames durable (best effort: not every file system lets a folder be synced). */
+async function syncFolder(dir: string): Promise<void> {
+  const fh = await fsOpen(dir, 'r').catch(() => undefined);
+  if (!fh) return;
+  await fh.sync().catch(() => undefined);
+  await fh.close();
 }
 
 /** Rename every file made in `tmp` into `dir`, the main file `base` last (so it appears only when its extents are there). */

@@ -3,8 +3,8 @@ import { spawn } from 'node:child_process';
 import { readdir, stat, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { beforeAll, describe, expect, it } from 'vitest';
-import { registered } from '../ops/variants.js';
-import { writePatternRaw } from '../ops/variants.js';
+import { findDriver } from '../../src/formats/registry.js';
+import { VARIANTS, extension, qemuMake, registered, writePatternRaw } from '../ops/variants.js';
 import { itWith, qemuSame, run, runOk } from '../helpers/oracle.js';
 import { VDISK_BIN, patternBytes, tempDir } from '../helpers/tmp.js';
 
@@ -143,6 +143,27 @@ describe('vdisk check', () => {
     expect(bad.code).toBe(1);
     expect(bad.stderr).toMatch(/-r must be leaks or all/);
   });
+});
+
+describe('vdisk check on formats that have one', () => {
+  for (const v of VARIANTS.filter((x) => x.id.endsWith('dynamic') || x.id === 'vmdk-monolithicSparse')) {
+    const name = `${v.id}: --output json has qemu-img check's fields, exit 0 on a qemu-made image`;
+    if (!registered(v.format) || !findDriver(v.format).check) {
+      it.skip(`${name} [skipped: driver ${v.format} not registered or without check]`, () => undefined);
+      continue;
+    }
+    itWith(['qemu-img'], name, async () => {
+      const img = `chk-${v.id}.${extension(v)}`;
+      await qemuMake(v, src, join(dir, img));
+      const r = await vdisk('check', '--output', 'json', img);
+      expect(r.code, r.stdout + r.stderr).toBe(0);
+      const report = JSON.parse(r.stdout) as Record<string, unknown>;
+      expect(report).toMatchObject({ filename: img, format: v.format, 'check-errors': 0 });
+      expect(report).not.toHaveProperty('corruptions');
+      const h = await vdisk('check', img);
+      expect(h.stdout).toMatch(/No errors were found on the image\./);
+    });
+  }
 });
 
 describe('vdisk info --backing-chain', () => {
