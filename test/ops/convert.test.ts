@@ -3,7 +3,7 @@ import { mkdir, readdir, readFile, stat, truncate, writeFile } from 'node:fs/pro
 import { join } from 'node:path';
 import { beforeAll, describe, expect, it } from 'vitest';
 import { isVdiskError } from '../../src/errors.js';
-import { open } from '../../src/formats/registry.js';
+import { formatDrivers, open } from '../../src/formats/registry.js';
 import { create } from '../../src/ops/create.js';
 import { convert } from '../../src/ops/convert.js';
 import { itWith, qemuSame, run, runOk } from '../helpers/oracle.js';
@@ -93,6 +93,16 @@ describe('convert raw → raw', () => {
     await convert(src, existing, { format: 'raw', force: true });
     expect((await stat(existing)).size).toBe(DISK_SIZE);
     expect(await leftovers(dir)).toEqual([]);
+  });
+
+  it('an unknown -o key names every valid key of that output format (each registered driver)', async () => {
+    for (const d of formatDrivers()) {
+      const err = await convert(src, join(dir, `opt.${d.name}`), { format: d.name, options: { no_such_key: '1' } }).then(() => undefined, (e: unknown) => e);
+      expect(isVdiskError(err, 'E_USAGE'), `${d.name}: ${String(err)}`).toBe(true);
+      const keys = Object.keys(d.createOptions);
+      expect((err as Error).message).toBe(`output format ${d.name} has no option "no_such_key" (valid: ${keys.length ? keys.join(', ') : 'none'})`);
+    }
+    expect((await readdir(dir)).filter((n) => n.startsWith('opt.'))).toEqual([]);
   });
 
   it('an aborted convert leaves no destination and no temporary folder', async () => {
