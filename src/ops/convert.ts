@@ -7,6 +7,7 @@
 import { randomBytes } from 'node:crypto';
 import { mkdir, open as fsOpen, readdir, rm, stat } from 'node:fs/promises';
 import { basename, dirname, join, resolve } from 'node:path';
+import { setImmediate as nextTurn } from 'node:timers/promises';
 import type { BlockDevice, DiskImage } from '../device/block-device.js';
 import { IO_CHUNK } from '../device/base.js';
 import { forEachZeroRun } from '../device/zero.js';
@@ -294,6 +295,9 @@ async function copyContents(source: BlockDevice, out: BlockDevice, sparse: numbe
   for (let i = 0; i < READ_AHEAD; i++) enqueue();
   try {
     for (;;) {
+      // File I/O is synchronous underneath, so give the event loop a turn: signals,
+      // progress timers and other clients get to run between pieces.
+      await nextTurn();
       if (opts.signal?.aborted) throw new VdiskError('E_IO', 'convert interrupted');
       const item = await queue.shift();
       if (!item) break;
