@@ -13,7 +13,7 @@ import type { IoBus } from './io.js';
 import { OPS } from './ops.js';
 
 import {
-  CS, SS, DS, EBX, ESP, EBP, ESI, EDI, CF, PF, AF, ZF, SF, TF, IF, OF, ARITH, FLAGS_WRITABLE, VEC_DB, VEC_UD, VEC_DF, L_NONE, L_ADD, L_ADC, L_SUB, L_SBB, L_LOGIC, L_INC, L_DEC, SIGN, PARITY,
+  CS, SS, DS, EBX, ESP, EBP, ESI, EDI, CF, PF, AF, ZF, SF, TF, IF, OF, ARITH, FLAGS_WRITABLE, VEC_DB, VEC_UD, VEC_GP, VEC_DF, L_NONE, L_ADD, L_ADC, L_SUB, L_SBB, L_LOGIC, L_INC, L_DEC, SIGN, PARITY,
 } from './consts.js';
 
 export * from './consts.js';
@@ -247,16 +247,38 @@ export class Cpu {
   /** Write CR0; setting PE (protected mode) is stage 2 and stops the machine. */
   setCr0(v: number): void {
     this.cr0 = (v | 0x10) >>> 0;
-    if (v & 1) {
-      this.unsupported = 'protected mode (CR0.PE) is not emulated yet';
+    if (v & 0x80000000) {
+      this.unsupported = 'paging (CR0.PG) is not emulated yet';
       this.stopRequested = true;
     }
+  }
+
+  /** CR0.PE: segment loads read descriptors (enough for the "unreal mode" trick DOS memory managers use). */
+  get protectedMode(): boolean {
+    return (this.cr0 & 1) !== 0;
   }
 
   /** Load a segment register (real mode: base = selector × 16). */
   loadSeg(seg: number, sel: number): void {
     this.sreg[seg] = sel;
-    this.sbase[seg] = sel << 4;
+    if (!(this.cr0 & 1)) {
+      this.sbase[seg] = sel << 4;
+      return;
+    }
+    // Protected mode (stage 1 subset): take the base from the GDT; limits are not
+    // enforced, 32-bit code segments and the LDT are stage 2.
+    if ((sel & ~3) === 0) {
+      this.sbase[seg] = 0;
+      return;
+    }
+    const d = this.gdtBase + (sel & ~7);
+    if (sel & 4 || (sel | 7) > this.gdtLimit) this.fault(VEC_GP);
+    const base = this.lin16(d + 2) | (this.lin8(d + 4) << 16) | (this.lin8(d + 7) << 24);
+    if (seg === CS && this.lin8(d + 6) & 0x40) {
+      this.unsupported = '32-bit protected-mode code is not emulated yet';
+      this.stopRequested = true;
+    }
+    this.sbase[seg] = base;
   }
 
   // ---------------------------------------------------------------- ModRM
@@ -475,6 +497,11 @@ export class Cpu {
 
   /** Deliver interrupt `vector` through the real-mode IVT. Returns false on a triple fault. */
   interrupt(vector: number): boolean {
+    if (this.cr0 & 1) {
+      this.unsupported = `interrupt ${vector} in protected mode is not emulated yet`;
+      this.stopRequested = true;
+      return false;
+    }
     if (vector * 4 + 3 > this.idtLimit) {
       // No valid vector: #GP, then double fault, then shutdown.
       if (vector === VEC_DF || vector * 4 + 3 > this.idtLimit) {
