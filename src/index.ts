@@ -21,3 +21,5 @@ export { create, type CreateOptions } from './ops/create.js';
 export { describeImage, formatInfoHuman, info, type ImageInfoReport } from './ops/info.js';
 export { formatSize, parseSize } from './util/size.js';
 export { parseKeyValues } from './util/options.js';
+export { boot, Machine, type BootOptions, type BootSession, type BootResult, type BootOutcome } from './emu/boot.js';
+export { OverlayDevice } from './device/overlay.js';
