@@ -56,7 +56,8 @@ export const L_DEC = 7;
 
 /** Masks and sign bits indexed by operand size in bytes. */
 export const MASK = [0, 0xff, 0xffff, 0, 0xffffffff];
-export const SIGN = [0, 0x80, 0x8000, 0, 0x80000000];
+/** 32-bit values are kept as signed int32 (no heap numbers), so the 32-bit sign bit is -2^31. */
+export const SIGN = [0, 0x80, 0x8000, 0, -0x80000000];
 
 export const PARITY = new Uint8Array(256);
 for (let i = 0; i < 256; i++) {

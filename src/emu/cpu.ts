@@ -13,7 +13,7 @@ import type { IoBus } from './io.js';
 import { OPS } from './ops.js';
 
 import {
-  CS, SS, DS, EBX, ESP, EBP, ESI, EDI, CF, PF, AF, ZF, SF, TF, IF, OF, ARITH, FLAGS_WRITABLE, VEC_DB, VEC_UD, VEC_GP, VEC_DF, L_NONE, L_ADD, L_ADC, L_SUB, L_SBB, L_LOGIC, L_INC, L_DEC, SIGN, PARITY,
+  CS, SS, DS, EBX, ESP, EBP, ESI, EDI, CF, PF, AF, ZF, SF, TF, IF, OF, ARITH, FLAGS_WRITABLE, VEC_DB, VEC_UD, VEC_GP, VEC_DF, L_NONE, L_ADD, L_ADC, L_SUB, L_SBB, L_LOGIC, L_INC, L_DEC, SIGN, MASK, PARITY,
 } from './consts.js';
 
 export * from './consts.js';
@@ -168,9 +168,9 @@ export class Cpu {
   }
   rd32(base: number, off: number): number {
     if (off <= 0xffff && off > 0xfffc) {
-      return (this.rd16(base, off) | (this.rd16(base, (off + 2) & 0xffff) << 16)) >>> 0;
+      return this.rd16(base, off) | (this.rd16(base, (off + 2) & 0xffff) << 16);
     }
-    return (this.lin16(base + off) | (this.lin16(base + off + 2) << 16)) >>> 0;
+    return this.lin16(base + off) | (this.lin16(base + off + 2) << 16);
   }
   wr32(base: number, off: number, v: number): void {
     if (off <= 0xffff && off > 0xfffc) {
@@ -207,7 +207,7 @@ export class Cpu {
   }
   fetch32(): number {
     const lo = this.fetch16();
-    return (lo | (this.fetch16() << 16)) >>> 0;
+    return lo | (this.fetch16() << 16);
   }
   /** Fetch an immediate of operand size `sz`. */
   fetchSz(sz: number): number {
@@ -233,10 +233,10 @@ export class Cpu {
     this.reg[i] = (this.reg[i]! & ~0xffff) | (v & 0xffff);
   }
   r32(i: number): number {
-    return this.reg[i]! >>> 0;
+    return this.reg[i]!;
   }
   rSz(sz: number, i: number): number {
-    return sz === 1 ? this.r8(i) : sz === 2 ? this.reg[i]! & 0xffff : this.reg[i]! >>> 0;
+    return sz === 1 ? this.r8(i) : sz === 2 ? this.reg[i]! & 0xffff : this.reg[i]!;
   }
   setRSz(sz: number, i: number, v: number): void {
     if (sz === 1) this.setR8(i, v);
@@ -359,10 +359,10 @@ export class Cpu {
 
   getCF(): boolean {
     switch (this.lop) {
-      case L_ADD: return this.lres < this.ldst;
-      case L_ADC: return this.lres <= this.ldst;
-      case L_SUB: return this.ldst < this.lsrc;
-      case L_SBB: return this.ldst <= this.lsrc;
+      case L_ADD: return this.lres >>> 0 < this.ldst >>> 0;
+      case L_ADC: return this.lres >>> 0 <= this.ldst >>> 0;
+      case L_SUB: return this.ldst >>> 0 < this.lsrc >>> 0;
+      case L_SBB: return this.ldst >>> 0 <= this.lsrc >>> 0;
       case L_LOGIC: return false;
       default: return (this.flags & CF) !== 0;
     }
@@ -382,7 +382,7 @@ export class Cpu {
       case L_SBB: return ((this.ldst ^ this.lsrc) & (this.ldst ^ this.lres) & s) !== 0;
       case L_LOGIC: return false;
       case L_INC: return this.lres === s;
-      case L_DEC: return this.lres === s - 1;
+      case L_DEC: return this.lres === ((s - 1) & MASK[this.lsz]!);
       default: return (this.flags & OF) !== 0;
     }
   }

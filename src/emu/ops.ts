@@ -27,7 +27,7 @@ for (let i = 0; i < 256; i++) {
 }
 
 function m(v: number, sz: number): number {
-  return sz === 4 ? v >>> 0 : v & MASK[sz]!;
+  return v & MASK[sz]!;
 }
 function sx8(v: number): number {
   return (v << 24) >> 24;
@@ -287,7 +287,7 @@ for (let r = 0; r < 8; r++) {
   OPS[0x40 + r] = (c) => c.setRSz(osz(c), r, inc(c, c.rSz(osz(c), r), osz(c)));
   OPS[0x48 + r] = (c) => c.setRSz(osz(c), r, dec(c, c.rSz(osz(c), r), osz(c)));
   OPS[0x50 + r] = (c) => {
-    if (c.os32) c.push32(c.reg[r]! >>> 0);
+    if (c.os32) c.push32(c.reg[r]!);
     else c.push16(c.reg[r]! & 0xffff);
   };
   OPS[0x58 + r] = (c) => {
@@ -341,7 +341,7 @@ function imul3(c: Cpu, a: number, b: number, sz: number): number {
     r &= 0xffff;
   } else {
     const p = BigInt(a | 0) * BigInt(b | 0);
-    r = Number(BigInt.asUintN(32, p));
+    r = Number(BigInt.asIntN(32, p));
     ok = BigInt.asIntN(32, p) === p;
   }
   c.setArith(c.szp(r & 0xff ? r : r, sz) | (ok ? 0 : CF | OF));
@@ -934,10 +934,10 @@ function shd(left: boolean, imm: boolean): Op {
         cf = (pair >>> (cnt - 1)) & 1;
       }
     } else if (left) {
-      r = ((dst << cnt) | (src >>> (bits - cnt))) >>> 0;
+      r = (dst << cnt) | (src >>> (bits - cnt));
       cf = (dst >>> (bits - cnt)) & 1;
     } else {
-      r = ((dst >>> cnt) | (src << (bits - cnt))) >>> 0;
+      r = (dst >>> cnt) | (src << (bits - cnt));
       cf = (dst >>> (cnt - 1)) & 1;
     }
     const of = ((r ^ dst) & S) !== 0;
@@ -1000,7 +1000,7 @@ function grp3(c: Cpu, sz: number): void {
         c.setR16(EDX, r >>> 16);
         hiNZ = r > 0xffff;
       } else {
-        const [l, h] = mulU32(c.reg[EAX]! >>> 0, v);
+        const [l, h] = mulU32(c.reg[EAX]! >>> 0, v >>> 0);
         c.reg[EAX] = l;
         c.reg[EDX] = h;
         lo = l;
@@ -1026,7 +1026,7 @@ function grp3(c: Cpu, sz: number): void {
         ok = r === sx16(lo);
       } else {
         const p = BigInt(c.reg[EAX]! | 0) * BigInt(v | 0);
-        lo = Number(BigInt.asUintN(32, p));
+        lo = Number(BigInt.asIntN(32, p));
         c.reg[EAX] = lo;
         c.reg[EDX] = Number(BigInt.asUintN(32, p >> 32n));
         ok = BigInt.asIntN(32, p) === p;
@@ -1050,10 +1050,10 @@ function grp3(c: Cpu, sz: number): void {
         c.setR16(EDX, n % v);
       } else {
         const n = (BigInt(c.reg[EDX]! >>> 0) << 32n) | BigInt(c.reg[EAX]! >>> 0);
-        const q = n / BigInt(v);
+        const q = n / BigInt(v >>> 0);
         if (q > 0xffffffffn) c.fault(VEC_DE);
         c.reg[EAX] = Number(q);
-        c.reg[EDX] = Number(n % BigInt(v));
+        c.reg[EDX] = Number(n % BigInt(v >>> 0));
       }
       return;
     }
