@@ -53,6 +53,8 @@ export const L_SBB = 4; // subtract with borrow-in 1
 export const L_LOGIC = 5;
 export const L_INC = 6;
 export const L_DEC = 7;
+/** SF/ZF/PF from the result; CF, OF and AF already in `flags`. */
+export const L_SZP = 8;
 
 /** Masks and sign bits indexed by operand size in bytes. */
 export const MASK = [0, 0xff, 0xffff, 0, 0xffffffff];

@@ -13,7 +13,7 @@ import type { IoBus } from './io.js';
 import { OPS } from './ops.js';
 
 import {
-  CS, SS, DS, EBX, ESP, EBP, ESI, EDI, CF, PF, AF, ZF, SF, TF, IF, OF, ARITH, FLAGS_WRITABLE, VEC_DB, VEC_UD, VEC_GP, VEC_DF, L_NONE, L_ADD, L_ADC, L_SUB, L_SBB, L_LOGIC, L_INC, L_DEC, SIGN, MASK, PARITY,
+  CS, SS, DS, EBX, ESP, EBP, ESI, EDI, CF, PF, AF, ZF, SF, TF, IF, OF, ARITH, FLAGS_WRITABLE, VEC_DB, VEC_UD, VEC_GP, VEC_DF, L_NONE, L_ADD, L_ADC, L_SUB, L_SBB, L_LOGIC, L_INC, L_DEC, L_SZP, SIGN, MASK, PARITY,
 } from './consts.js';
 
 export * from './consts.js';
@@ -90,6 +90,8 @@ export class Cpu {
 
   readonly ram: Uint8Array;
   readonly ramSize: number;
+  /** The A20 address mask, mirrored from Memory so the hot path reads one field. */
+  amask: number;
 
   constructor(
     readonly mem: Memory,
@@ -97,6 +99,8 @@ export class Cpu {
   ) {
     this.ram = mem.ram;
     this.ramSize = mem.ram.length;
+    this.amask = mem.a20Mask;
+    mem.onA20 = (mask) => (this.amask = mask);
     this.reset();
   }
 
@@ -120,23 +124,23 @@ export class Cpu {
 
   /** Read a byte at a linear address. */
   lin8(a: number): number {
-    a = (a & this.mem.a20Mask) >>> 0;
-    return a < this.ramSize ? this.ram[a]! : this.mem.readUnmapped(a);
+    a &= this.amask;
+    return a >= 0 && a < this.ramSize ? this.ram[a]! : this.mem.readUnmapped(a >>> 0);
   }
   /** Write a byte at a linear address. */
   linW8(a: number, v: number): void {
-    a = (a & this.mem.a20Mask) >>> 0;
-    if (a < this.ramSize) this.ram[a] = v;
-    else this.mem.writeUnmapped(a, v);
+    a &= this.amask;
+    if (a >= 0 && a < this.ramSize) this.ram[a] = v;
+    else this.mem.writeUnmapped(a >>> 0, v);
   }
   lin16(a: number): number {
-    const p = (a & this.mem.a20Mask) >>> 0;
-    if (p + 1 < this.ramSize) return this.ram[p]! | (this.ram[p + 1]! << 8);
+    const p = a & this.amask;
+    if (p >= 0 && p + 1 < this.ramSize) return this.ram[p]! | (this.ram[p + 1]! << 8);
     return this.lin8(a) | (this.lin8(a + 1) << 8);
   }
   linW16(a: number, v: number): void {
-    const p = (a & this.mem.a20Mask) >>> 0;
-    if (p + 1 < this.ramSize) {
+    const p = a & this.amask;
+    if (p >= 0 && p + 1 < this.ramSize) {
       this.ram[p] = v;
       this.ram[p + 1] = v >> 8;
     } else {
@@ -364,7 +368,7 @@ export class Cpu {
       case L_SUB: return this.ldst >>> 0 < this.lsrc >>> 0;
       case L_SBB: return this.ldst >>> 0 <= this.lsrc >>> 0;
       case L_LOGIC: return false;
-      default: return (this.flags & CF) !== 0;
+      default: return (this.flags & CF) !== 0; // L_NONE, L_INC, L_DEC, L_SZP keep CF in flags
     }
   }
   getZF(): boolean {
@@ -383,7 +387,7 @@ export class Cpu {
       case L_LOGIC: return false;
       case L_INC: return this.lres === s;
       case L_DEC: return this.lres === ((s - 1) & MASK[this.lsz]!);
-      default: return (this.flags & OF) !== 0;
+      default: return (this.flags & OF) !== 0; // L_NONE, L_SZP
     }
   }
   getPF(): boolean {
@@ -392,6 +396,7 @@ export class Cpu {
   getAF(): boolean {
     if (this.lop === L_NONE) return (this.flags & AF) !== 0;
     if (this.lop === L_LOGIC) return false;
+    if (this.lop === L_SZP) return (this.flags & AF) !== 0;
     return ((this.ldst ^ this.lsrc ^ this.lres) & 0x10) !== 0;
   }
 
@@ -424,6 +429,14 @@ export class Cpu {
     this.lop = L_NONE;
     this.flags = (this.flags & ~ARITH) | (f & ARITH);
   }
+  /** Set CF, OF and AF from `f` now and SF, ZF, PF lazily from `res` (shifts, multiplies). */
+  setSZPLazy(f: number, res: number, sz: number): void {
+    this.flags = (this.flags & ~(CF | OF | AF)) | (f & (CF | OF | AF));
+    this.lop = L_SZP;
+    this.lres = res;
+    this.lsz = sz;
+  }
+
   /** SF, ZF and PF of a result, as flag bits. */
   szp(res: number, sz: number): number {
     return (res & SIGN[sz]! ? SF : 0) | (res === 0 ? ZF : 0) | PARITY[res & 0xff]!;
@@ -535,18 +548,24 @@ export class Cpu {
       this.stepRaw();
     } catch (e) {
       if (e !== FAULT) throw e;
+      this.resetPrefixes();
       this.deliverFault(FAULT.vector);
     }
   }
 
   /** Decode and execute one instruction; may throw the fault sentinel. */
   stepRaw(): void {
+    // Prefix handlers restore segOv/os32/as32/rep after their instruction; a fault
+    // resets them in the catch path.
     this.startEip = this.eip;
+    OPS[this.fetch8()]!(this);
+  }
+
+  private resetPrefixes(): void {
     this.segOv = -1;
     this.os32 = false;
     this.as32 = false;
     this.rep = 0;
-    OPS[this.fetch8()]!(this);
   }
 
   /** Run up to `limit` instructions; returns why it stopped. */
@@ -582,6 +601,7 @@ export class Cpu {
         return 'limit';
       } catch (e) {
         if (e !== FAULT) throw e;
+        this.resetPrefixes();
         n++;
         this.deliverFault(FAULT.vector);
         if (this.tripleFault) {

@@ -16,7 +16,7 @@ export class Memory {
   /** All RAM, physical address = index. */
   readonly ram: Uint8Array;
   /** Address mask: bit 20 cleared while the A20 gate is off (1 MiB wrap-around). */
-  a20Mask = 0xffefffff;
+  a20Mask = 0xffefffff | 0;
 
   /** Allocate `mib` MiB of RAM (at least 1 MiB plus the HMA). */
   constructor(mib: number) {
@@ -32,7 +32,10 @@ export class Memory {
   }
   set a20(on: boolean) {
     this.a20Mask = on ? -1 : 0xffefffff | 0;
+    this.onA20(this.a20Mask);
   }
+  /** Told about every A20 change (the CPU caches the mask). */
+  onA20: (mask: number) => void = () => {};
 
   /** Bytes past the end of RAM read as all ones (an open bus). */
   readUnmapped(_addr: number): number {

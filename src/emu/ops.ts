@@ -111,6 +111,18 @@ for (let op = 0; op < 8; op++) {
   OPS[b + 1] = (c) => {
     const sz = osz(c);
     const modrm = c.fetch8();
+    if (modrm >= 0xc0) {
+      const d = modrm & 7;
+      const reg = c.reg;
+      if (sz === 4) {
+        const r = alu(c, op, reg[d]!, reg[(modrm >> 3) & 7]!, 4);
+        if (write) reg[d] = r;
+      } else {
+        const r = alu(c, op, reg[d]! & 0xffff, reg[(modrm >> 3) & 7]! & 0xffff, 2);
+        if (write) reg[d] = (reg[d]! & ~0xffff) | r;
+      }
+      return;
+    }
     const r = alu(c, op, c.readRM(sz, modrm), c.rSz(sz, (modrm >> 3) & 7), sz);
     if (write) c.writeRM(sz, modrm, r);
   };
@@ -124,6 +136,17 @@ for (let op = 0; op < 8; op++) {
     const sz = osz(c);
     const modrm = c.fetch8();
     const reg = (modrm >> 3) & 7;
+    if (modrm >= 0xc0) {
+      const rr = c.reg;
+      if (sz === 4) {
+        const r = alu(c, op, rr[reg]!, rr[modrm & 7]!, 4);
+        if (write) rr[reg] = r;
+      } else {
+        const r = alu(c, op, rr[reg]! & 0xffff, rr[modrm & 7]! & 0xffff, 2);
+        if (write) rr[reg] = (rr[reg]! & ~0xffff) | r;
+      }
+      return;
+    }
     const r = alu(c, op, c.rSz(sz, reg), c.readRM(sz, modrm), sz);
     if (write) c.setRSz(sz, reg, r);
   };
@@ -142,8 +165,10 @@ for (let op = 0; op < 8; op++) {
 
 function prefixSeg(seg: number): Op {
   return (c) => {
+    const prev = c.segOv;
     c.segOv = seg;
     OPS[c.fetch8()]!(c);
+    c.segOv = prev;
   };
 }
 OPS[0x26] = prefixSeg(ES);
@@ -155,19 +180,23 @@ OPS[0x65] = prefixSeg(GS);
 OPS[0x66] = (c) => {
   c.os32 = true;
   OPS[c.fetch8()]!(c);
+  c.os32 = false;
 };
 OPS[0x67] = (c) => {
   c.as32 = true;
   OPS[c.fetch8()]!(c);
+  c.as32 = false;
 };
 OPS[0xf0] = (c) => OPS[c.fetch8()]!(c);
 OPS[0xf2] = (c) => {
   c.rep = 0xf2;
   OPS[c.fetch8()]!(c);
+  c.rep = 0;
 };
 OPS[0xf3] = (c) => {
   c.rep = 0xf3;
   OPS[c.fetch8()]!(c);
+  c.rep = 0;
 };
 OPS[0x0f] = (c) => OPS0F[c.fetch8()]!(c);
 
@@ -828,9 +857,9 @@ export function shift(c: Cpu, op: number, v: number, cnt: number, sz: number): n
   if (cnt === 0) return v;
   const bits = sz * 8;
   const S = SIGN[sz]!;
-  c.materialize();
-  let f = c.flags & ARITH;
   let r: number;
+  if (op < 4) c.materialize();
+  let f = c.flags & ARITH;
   switch (op) {
     case 0: {
       const n = cnt & (bits - 1);
@@ -874,21 +903,21 @@ export function shift(c: Cpu, op: number, v: number, cnt: number, sz: number): n
     case 6: {
       r = m(v << cnt, sz);
       const cf = cnt <= bits ? (v >>> (bits - cnt)) & 1 : 0;
-      f = c.szp(r, sz) | (cf ? CF : 0) | ((r & S ? 1 : 0) ^ cf ? OF : 0);
-      break;
+      c.setSZPLazy((cf ? CF : 0) | ((r & S ? 1 : 0) ^ cf ? OF : 0), r, sz);
+      return r;
     }
     case 5: {
-      r = v >>> cnt;
+      r = m(v >>> cnt, sz);
       const cf = (v >>> (cnt - 1)) & 1;
-      f = c.szp(r, sz) | (cf ? CF : 0) | (v & S ? OF : 0);
-      break;
+      c.setSZPLazy((cf ? CF : 0) | (v & S ? OF : 0), r, sz);
+      return r;
     }
     default: {
       const sv = sxSz(v, sz);
       r = m(sv >> cnt, sz);
       const cf = (sv >> (cnt - 1)) & 1;
-      f = c.szp(r, sz) | (cf ? CF : 0);
-      break;
+      c.setSZPLazy(cf ? CF : 0, r, sz);
+      return r;
     }
   }
   c.flags = (c.flags & ~ARITH) | f;
