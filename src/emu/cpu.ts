@@ -575,28 +575,42 @@ export class Cpu {
     this.stopRequested = false;
     for (;;) {
       try {
+        const ram = this.ram;
+        const ramSize = this.ramSize;
+        const sbase = this.sbase;
         while (n < limit) {
-          if (this.irqLine && this.inhibit === 0 && (this.flags & IF) !== 0 && this.intr) {
-            const v = this.intr.acknowledge();
-            if (v >= 0) {
-              this.halted = false;
-              this.interrupt(v);
+          if (this.irqLine || this.halted || this.inhibit !== 0 || (this.flags & TF) !== 0) {
+            if (this.irqLine && this.inhibit === 0 && (this.flags & IF) !== 0 && this.intr) {
+              const v = this.intr.acknowledge();
+              if (v >= 0) {
+                this.halted = false;
+                this.interrupt(v);
+              }
+            }
+            if (this.halted) {
+              this.instructions = start + n;
+              return 'halt';
+            }
+            if (this.inhibit > 0) this.inhibit--;
+            if (this.flags & TF) {
+              this.stepRaw();
+              n++;
+              if (this.flags & TF) this.interrupt(VEC_DB);
+              if (this.stopRequested) break;
+              continue;
             }
           }
-          if (this.halted) {
-            this.instructions = start + n;
-            return 'halt';
-          }
-          if (this.inhibit > 0) this.inhibit--;
-          const tf = this.flags & TF;
-          this.stepRaw();
+          // Inline fetch of the opcode byte.
+          const ip = this.eip;
+          this.startEip = ip;
+          const a = (sbase[CS]! + ip) & this.amask;
+          this.eip = (ip + 1) & 0xffff;
+          OPS[a >= 0 && a < ramSize ? ram[a]! : this.mem.readUnmapped(a >>> 0)]!(this);
           n++;
-          if (tf !== 0 && (this.flags & TF) !== 0) this.interrupt(VEC_DB);
-          if (this.stopRequested) {
-            this.instructions = start + n;
-            return this.tripleFault ? 'triple-fault' : this.halted ? 'halt' : 'stop';
-          }
+          if (this.stopRequested) break;
         }
+        this.instructions = start + n;
+        if (this.stopRequested) return this.tripleFault ? 'triple-fault' : this.halted ? 'halt' : 'stop';
         this.instructions = start + n;
         return 'limit';
       } catch (e) {

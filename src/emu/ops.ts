@@ -313,8 +313,16 @@ OPS[0xd6] = (c) => c.setR8(0, c.getCF() ? 0xff : 0); // SALC
 // ------------------------------------------------------------------ inc/dec/push/pop reg
 
 for (let r = 0; r < 8; r++) {
-  OPS[0x40 + r] = (c) => c.setRSz(osz(c), r, inc(c, c.rSz(osz(c), r), osz(c)));
-  OPS[0x48 + r] = (c) => c.setRSz(osz(c), r, dec(c, c.rSz(osz(c), r), osz(c)));
+  OPS[0x40 + r] = (c) => {
+    const reg = c.reg;
+    if (c.os32) reg[r] = inc(c, reg[r]!, 4);
+    else reg[r] = (reg[r]! & ~0xffff) | inc(c, reg[r]! & 0xffff, 2);
+  };
+  OPS[0x48 + r] = (c) => {
+    const reg = c.reg;
+    if (c.os32) reg[r] = dec(c, reg[r]!, 4);
+    else reg[r] = (reg[r]! & ~0xffff) | dec(c, reg[r]! & 0xffff, 2);
+  };
   OPS[0x50 + r] = (c) => {
     if (c.os32) c.push32(c.reg[r]!);
     else c.push16(c.reg[r]! & 0xffff);
