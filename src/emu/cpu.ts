@@ -159,16 +159,24 @@ export class Cpu {
     this.linW8(base + off, v);
   }
   rd16(base: number, off: number): number {
-    if ((off & 0xffff) === 0xffff && off <= 0xffff) return this.lin8(base + off) | (this.lin8(base) << 8);
-    return this.lin16(base + off);
+    if (off !== 0xffff) {
+      const p = (base + off) & this.amask;
+      if (p >= 0 && p + 1 < this.ramSize) return this.ram[p]! | (this.ram[p + 1]! << 8);
+      return this.lin16(base + off);
+    }
+    return this.lin8(base + off) | (this.lin8(base) << 8);
   }
   wr16(base: number, off: number, v: number): void {
-    if ((off & 0xffff) === 0xffff && off <= 0xffff) {
-      this.linW8(base + off, v & 0xff);
-      this.linW8(base, (v >> 8) & 0xff);
+    if (off !== 0xffff) {
+      const p = (base + off) & this.amask;
+      if (p >= 0 && p + 1 < this.ramSize) {
+        this.ram[p] = v;
+        this.ram[p + 1] = v >> 8;
+      } else this.linW16(base + off, v);
       return;
     }
-    this.linW16(base + off, v);
+    this.linW8(base + off, v & 0xff);
+    this.linW8(base, (v >> 8) & 0xff);
   }
   rd32(base: number, off: number): number {
     if (off <= 0xffff && off > 0xfffc) {
@@ -197,17 +205,17 @@ export class Cpu {
   // ---------------------------------------------------------------- fetch
 
   fetch8(): number {
-    const v = this.lin8(this.sbase[CS]! + this.eip);
-    this.eip = (this.eip + 1) & 0xffff;
-    return v;
+    const ip = this.eip;
+    const a = (this.sbase[CS]! + ip) & this.amask;
+    this.eip = (ip + 1) & 0xffff;
+    return a >= 0 && a < this.ramSize ? this.ram[a]! : this.mem.readUnmapped(a >>> 0);
   }
   fetch16(): number {
     const ip = this.eip;
-    let v: number;
-    if (ip === 0xffff) v = this.lin8(this.sbase[CS]! + ip) | (this.lin8(this.sbase[CS]!) << 8);
-    else v = this.lin16(this.sbase[CS]! + ip);
+    const a = (this.sbase[CS]! + ip) & this.amask;
     this.eip = (ip + 2) & 0xffff;
-    return v;
+    if (ip !== 0xffff && a >= 0 && a + 1 < this.ramSize) return this.ram[a]! | (this.ram[a + 1]! << 8);
+    return this.lin8(this.sbase[CS]! + ip) | (this.lin8(this.sbase[CS]! + ((ip + 1) & 0xffff)) << 8);
   }
   fetch32(): number {
     const lo = this.fetch16();

@@ -409,10 +409,17 @@ function jmpRel(c: Cpu, rel: number): void {
   c.eip = c.os32 ? (c.eip + rel) >>> 0 : (c.eip + rel) & 0xffff;
 }
 for (let cc = 0; cc < 16; cc++) {
-  OPS[0x70 + cc] = (c) => {
-    const rel = c.fetchS8();
-    if (c.cond(cc)) c.eip = (c.eip + rel) & 0xffff;
-  };
+  OPS[0x70 + cc] =
+    cc === 4 || cc === 5
+      ? (c) => {
+          // JZ/JNZ: the commonest branches, without the generic condition switch.
+          const rel = c.fetchS8();
+          if (c.getZF() === (cc === 4)) c.eip = (c.eip + rel) & 0xffff;
+        }
+      : (c) => {
+          const rel = c.fetchS8();
+          if (c.cond(cc)) c.eip = (c.eip + rel) & 0xffff;
+        };
   OPS0F[0x80 + cc] = (c) => {
     const rel = c.os32 ? c.fetch32() | 0 : sx16(c.fetch16());
     if (c.cond(cc)) jmpRel(c, rel);
