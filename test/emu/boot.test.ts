@@ -141,3 +141,47 @@ describe('bad input', () => {
     expect(logs).toContain('#UD: undefined opcode at 0000:7C10');
   });
 });
+
+describe('BIOS services', () => {
+  itWith(['nasm'], 'reports memory sizes through INT 12h, 15h (88h, E801h, E820h, C0h) and 11h', async () => {
+    const img = join(dir, 'mem.img');
+    bootSectorImage(img, nasm(dir, 'memory'), 64);
+    const r = await bootFile(img, { timeoutMs: 10_000, memoryMiB: 32 });
+    expect(r.serial).toBe(
+      [
+        'int12 0280', // 640 KiB
+        'int15 88h 7C00', // 31 MiB above 1 MiB, in KiB
+        'int15 e801h 3C00', // AX = 15 MiB in KiB
+        '01003C000100', // BX, CX, DX: 16 MiB above 16 MiB in 64 KiB units (0100h), 15 MiB again, 0100h again
+        'e820 00000000 000A0000 0001',
+        'e820 000F0000 00010000 0002',
+        'e820 00100000 01F00000 0001',
+        'int15 c0h 70FC', // model FCh, feature byte 70h
+        'int11 0220', // colour 80x25, one serial port, no floppy
+        '',
+      ].join('\r\n'),
+    );
+  });
+
+  itWith(['nasm'], 'draws INT 10h characters with their attributes in VGA text memory', async () => {
+    const img = join(dir, 'biosprobe.img');
+    const code = nasm(dir, 'bios');
+    const data = Buffer.alloc(8 * 1024 * 1024);
+    code.copy(data);
+    const { writeFileSync } = await import('node:fs');
+    writeFileSync(img, data);
+    const dev = await open(img, { readOnly: true });
+    const s = boot(dev, { timeoutMs: 20_000, snapshot: true });
+    const r = await s.result;
+    await dev.close();
+    expect(r.serial).toContain('sector 5 read by CHS');
+    // The program's later teletype output overwrites the characters but keeps the
+    // attributes: the three 1Eh cells of AH=09h on row 6 and the two 2Fh cells of
+    // AH=13h on row 7 have moved up to rows 5 and 6 with the scroll.
+    const { attrs } = s.machine.vga.cells();
+    expect([...attrs.subarray(5 * 80, 5 * 80 + 4)]).toEqual([0x1e, 0x1e, 0x1e, 0x07]);
+    expect([...attrs.subarray(6 * 80, 6 * 80 + 3)]).toEqual([0x2f, 0x2f, 0x07]);
+    expect(r.screen[5]).toBe('a20 onE58');
+    expect(s.machine.vga.cursorOffset).toBe(r.screen.findLastIndex((l) => l.length > 0) * 80 + 80);
+  });
+});

@@ -37,6 +37,17 @@ function image(name: string, code: Buffer): string {
 }
 
 describe('COM1 output matches qemu-system-i386', () => {
+  itWith(['nasm', 'qemu-system-i386'], 'BIOS probe: INT 10h, A20 (INT 15h, port 92h, 8042), IRQ 0 tick, RTC, INT 13h CHS', async () => {
+    const code = nasm(dir, 'bios');
+    const img = join(dir, 'bios.img');
+    const data = Buffer.alloc(8 * 1024 * 1024);
+    code.copy(data);
+    writeFileSync(img, data);
+    const [ours, theirs] = await Promise.all([vdiskSerial(img), qemuSerial(img, { timeoutMs: 30_000 })]);
+    expect(theirs).toContain('sector 5 read by CHS');
+    expect(ours).toBe(theirs);
+  });
+
   const BLOCKS = 150;
   for (const seed of [1, 2, 3]) {
     itWith(['nasm', 'qemu-system-i386'], `generated ALU/shift/mul/div/bit/BCD/string program, seed ${seed}`, async () => {

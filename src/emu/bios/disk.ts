@@ -162,7 +162,8 @@ export class DiskBios {
       case 0x05:
         return this.ok(c, dl);
       case 0x08: {
-        const cyl = Math.min(d.cylinders, 1024) - 1;
+        // Hard disks report one cylinder fewer: the AT BIOS keeps the last one for diagnostics (SeaBIOS does too).
+        const cyl = Math.max(0, Math.min(d.cylinders, 1024) - (dl < 0x80 ? 1 : 2));
         c.setR8(5, cyl & 0xff);
         c.setR8(1, (d.sectorsPerTrack & 0x3f) | ((cyl >> 2) & 0xc0));
         c.setR8(6, d.heads - 1);

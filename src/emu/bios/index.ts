@@ -4,7 +4,7 @@
  * emulators do). Services that touch the disk are asynchronous: the trap stops the
  * CPU's batch and the machine awaits `pending` before resuming.
  */
-import { ARITH, CF, ZF, EAX, EBX, ECX, EDX, ES, ESP, SS, IF } from '../consts.js';
+import { ARITH, ZF, EAX, EBX, ECX, EDX, ES, ESP, SS, IF } from '../consts.js';
 import type { Cpu } from '../cpu.js';
 import type { Cmos } from '../devices/cmos.js';
 import type { Vga } from '../devices/vga.js';
@@ -404,12 +404,12 @@ export class Bios {
 
   /** INT 15h E820h: the memory map, one entry per call (ACPI spec §15.1). */
   private e820(c: Cpu): void {
+    // [base, length, type]: 1 = usable RAM, 2 = reserved (the BIOS ROM).
     const map: [number, number, number][] = [
       [0, BASE_MEMORY_KB * 1024, 1],
-      [0x9fc00 + 0x400, 0x100000 - 0xa0000 + 0, 2],
+      [ROM_BASE, 0x10000, 2],
       [0x100000, this.host.memoryBytes - 0x100000, 1],
     ];
-    map[1] = [0xf0000, 0x10000, 2];
     const i = c.reg[EBX]!;
     const e = map[i];
     if (!e || c.r32(ECX) < 20) {
@@ -467,7 +467,6 @@ export class Bios {
         return; // setting the clock is accepted and ignored: the host clock stays authoritative
       default:
         c.setCFbit(true);
-        void CF;
     }
   }
 }
