@@ -200,6 +200,7 @@ export class Machine extends EventEmitter {
     let lastYield = t0;
     let lastCheck = t0;
     const limit = this.opts.maxInstructions ?? Infinity;
+    let idleSpins = 0;
     while (!this.outcome) {
       const before = this.cpu.instructions;
       const reason = this.cpu.run(Math.min(BATCH, limit - before));
@@ -221,6 +222,12 @@ export class Machine extends EventEmitter {
       if (reason === 'halt') {
         if (!(this.cpu.flags & IF)) {
           this.finish('halt', `the guest halted with interrupts disabled at ${this.where()}`);
+          break;
+        }
+        // Halted with every interrupt source masked: nothing can ever wake it.
+        idleSpins = this.cpu.instructions === before ? idleSpins + 1 : 0;
+        if (idleSpins > 1000) {
+          this.finish('halt', `the guest halted waiting for an interrupt that cannot arrive at ${this.where()}`);
           break;
         }
         const next = this.pit.nextEvent();
