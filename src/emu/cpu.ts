@@ -613,7 +613,13 @@ export class Cpu {
           this.startEip = ip;
           const a = (sbase[CS]! + ip) & this.amask;
           this.eip = (ip + 1) & 0xffff;
-          OPS[a >= 0 && a < ramSize ? ram[a]! : this.mem.readUnmapped(a >>> 0)]!(this);
+          const op = a >= 0 && a < ramSize ? ram[a]! : this.mem.readUnmapped(a >>> 0);
+          if (op === 0x66) {
+            // The operand-size prefix is common in 386 code: handle it here, saving a dispatch.
+            this.os32 = true;
+            OPS[this.fetch8()]!(this);
+            this.os32 = false;
+          } else OPS[op]!(this);
           n++;
           if (this.stopRequested) break;
         }

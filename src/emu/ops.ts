@@ -100,65 +100,99 @@ function dec(c: Cpu, v: number, sz: number): number {
   return r;
 }
 
+/** An ALU operation: returns the result and records the flags. */
+type AluFn = (c: Cpu, a: number, b: number, sz: number) => number;
+/** ADD OR ADC SBB AND SUB XOR CMP as separate functions, so each opcode's handler calls one target. */
+const ALU_FNS: AluFn[] = Array.from({ length: 8 }, (_, op): AluFn => {
+  switch (op) {
+    case 0: return (c, a, b, sz) => { const r = m(a + b, sz); c.setLazy(L_ADD, r, a, b, sz); return r; };
+    case 1: return (c, a, b, sz) => { const r = m(a | b, sz); c.setLazy(L_LOGIC, r, a, b, sz); return r; };
+    case 4: return (c, a, b, sz) => { const r = m(a & b, sz); c.setLazy(L_LOGIC, r, a, b, sz); return r; };
+    case 6: return (c, a, b, sz) => { const r = m(a ^ b, sz); c.setLazy(L_LOGIC, r, a, b, sz); return r; };
+    case 5:
+    case 7: return (c, a, b, sz) => { const r = m(a - b, sz); c.setLazy(L_SUB, r, a, b, sz); return r; };
+    default: return (c, a, b, sz) => alu(c, op, a, b, sz);
+  }
+});
+
+/**
+ * The six forms of one ALU opcode row (r/m8,r8 · r/m,r · r8,r/m8 · r,r/m · AL,imm8 ·
+ * eAX,imm). Written without free variables so {@link specialize} can copy it.
+ */
+function aluRow(fn: AluFn, write: boolean): Op[] {
+  return [
+    (c) => {
+      const modrm = c.fetch8();
+      const r = fn(c, c.readRM(1, modrm), c.r8((modrm >> 3) & 7), 1);
+      if (write) c.writeRM(1, modrm, r);
+    },
+    (c) => {
+      const sz = c.os32 ? 4 : 2;
+      const modrm = c.fetch8();
+      if (modrm >= 0xc0) {
+        const d = modrm & 7;
+        const reg = c.reg;
+        if (sz === 4) {
+          const r = fn(c, reg[d]!, reg[(modrm >> 3) & 7]!, 4);
+          if (write) reg[d] = r;
+        } else {
+          const r = fn(c, reg[d]! & 0xffff, reg[(modrm >> 3) & 7]! & 0xffff, 2);
+          if (write) reg[d] = (reg[d]! & ~0xffff) | r;
+        }
+        return;
+      }
+      const r = fn(c, c.readRM(sz, modrm), c.rSz(sz, (modrm >> 3) & 7), sz);
+      if (write) c.writeRM(sz, modrm, r);
+    },
+    (c) => {
+      const modrm = c.fetch8();
+      const reg = (modrm >> 3) & 7;
+      const r = fn(c, c.r8(reg), c.readRM(1, modrm), 1);
+      if (write) c.setR8(reg, r);
+    },
+    (c) => {
+      const sz = c.os32 ? 4 : 2;
+      const modrm = c.fetch8();
+      const reg = (modrm >> 3) & 7;
+      if (modrm >= 0xc0) {
+        const rr = c.reg;
+        if (sz === 4) {
+          const r = fn(c, rr[reg]!, rr[modrm & 7]!, 4);
+          if (write) rr[reg] = r;
+        } else {
+          const r = fn(c, rr[reg]! & 0xffff, rr[modrm & 7]! & 0xffff, 2);
+          if (write) rr[reg] = (rr[reg]! & ~0xffff) | r;
+        }
+        return;
+      }
+      const r = fn(c, c.rSz(sz, reg), c.readRM(sz, modrm), sz);
+      if (write) c.setRSz(sz, reg, r);
+    },
+    (c) => {
+      const r = fn(c, c.reg[0]! & 0xff, c.fetch8(), 1);
+      if (write) c.setR8(0, r);
+    },
+    (c) => {
+      const sz = c.os32 ? 4 : 2;
+      const r = fn(c, c.rSz(sz, 0), c.fetchSz(sz), sz);
+      if (write) c.setRSz(sz, 0, r);
+    },
+  ];
+}
+
+/**
+ * A fresh copy of a handler factory. V8 shares type feedback between all closures
+ * of one function literal, so handlers made in a loop see every opcode's callee
+ * and cannot inline it; a copy per opcode row gets its own feedback. The factory
+ * must not use free variables (everything comes in as arguments).
+ */
+export function specialize<F extends (...args: never[]) => unknown>(factory: F): F {
+  return new Function(`return (${factory.toString()});`)() as F;
+}
+
 for (let op = 0; op < 8; op++) {
-  const b = op << 3;
-  const write = op !== 7;
-  OPS[b] = (c) => {
-    const modrm = c.fetch8();
-    const r = alu(c, op, c.readRM(1, modrm), c.r8((modrm >> 3) & 7), 1);
-    if (write) c.writeRM(1, modrm, r);
-  };
-  OPS[b + 1] = (c) => {
-    const sz = osz(c);
-    const modrm = c.fetch8();
-    if (modrm >= 0xc0) {
-      const d = modrm & 7;
-      const reg = c.reg;
-      if (sz === 4) {
-        const r = alu(c, op, reg[d]!, reg[(modrm >> 3) & 7]!, 4);
-        if (write) reg[d] = r;
-      } else {
-        const r = alu(c, op, reg[d]! & 0xffff, reg[(modrm >> 3) & 7]! & 0xffff, 2);
-        if (write) reg[d] = (reg[d]! & ~0xffff) | r;
-      }
-      return;
-    }
-    const r = alu(c, op, c.readRM(sz, modrm), c.rSz(sz, (modrm >> 3) & 7), sz);
-    if (write) c.writeRM(sz, modrm, r);
-  };
-  OPS[b + 2] = (c) => {
-    const modrm = c.fetch8();
-    const reg = (modrm >> 3) & 7;
-    const r = alu(c, op, c.r8(reg), c.readRM(1, modrm), 1);
-    if (write) c.setR8(reg, r);
-  };
-  OPS[b + 3] = (c) => {
-    const sz = osz(c);
-    const modrm = c.fetch8();
-    const reg = (modrm >> 3) & 7;
-    if (modrm >= 0xc0) {
-      const rr = c.reg;
-      if (sz === 4) {
-        const r = alu(c, op, rr[reg]!, rr[modrm & 7]!, 4);
-        if (write) rr[reg] = r;
-      } else {
-        const r = alu(c, op, rr[reg]! & 0xffff, rr[modrm & 7]! & 0xffff, 2);
-        if (write) rr[reg] = (rr[reg]! & ~0xffff) | r;
-      }
-      return;
-    }
-    const r = alu(c, op, c.rSz(sz, reg), c.readRM(sz, modrm), sz);
-    if (write) c.setRSz(sz, reg, r);
-  };
-  OPS[b + 4] = (c) => {
-    const r = alu(c, op, c.reg[EAX]! & 0xff, c.fetch8(), 1);
-    if (write) c.setR8(0, r);
-  };
-  OPS[b + 5] = (c) => {
-    const sz = osz(c);
-    const r = alu(c, op, c.rSz(sz, EAX), c.fetchSz(sz), sz);
-    if (write) c.setRSz(sz, EAX, r);
-  };
+  const row = specialize(aluRow)(ALU_FNS[op]!, op !== 7);
+  for (let i = 0; i < 6; i++) OPS[(op << 3) + i] = row[i]!;
 }
 
 // ------------------------------------------------------------------ prefixes
