@@ -578,65 +578,61 @@ export class Cpu {
 
   /** Run up to `limit` instructions; returns why it stopped. */
   run(limit: number): StopReason {
-    const start = this.instructions;
-    let n = 0;
+    const end = this.instructions + limit;
     this.stopRequested = false;
     for (;;) {
       try {
-        const ram = this.ram;
-        const ramSize = this.ramSize;
-        const sbase = this.sbase;
-        while (n < limit) {
-          if (this.irqLine || this.halted || this.inhibit !== 0 || (this.flags & TF) !== 0) {
-            if (this.irqLine && this.inhibit === 0 && (this.flags & IF) !== 0 && this.intr) {
-              const v = this.intr.acknowledge();
-              if (v >= 0) {
-                this.halted = false;
-                this.interrupt(v);
-              }
-            }
-            if (this.halted) {
-              this.instructions = start + n;
-              return 'halt';
-            }
-            if (this.inhibit > 0) this.inhibit--;
-            if (this.flags & TF) {
-              this.stepRaw();
-              n++;
-              if (this.flags & TF) this.interrupt(VEC_DB);
-              if (this.stopRequested) break;
-              continue;
-            }
-          }
-          // Inline fetch of the opcode byte.
-          const ip = this.eip;
-          this.startEip = ip;
-          const a = (sbase[CS]! + ip) & this.amask;
-          this.eip = (ip + 1) & 0xffff;
-          const op = a >= 0 && a < ramSize ? ram[a]! : this.mem.readUnmapped(a >>> 0);
-          if (op === 0x66) {
-            // The operand-size prefix is common in 386 code: handle it here, saving a dispatch.
-            this.os32 = true;
-            OPS[this.fetch8()]!(this);
-            this.os32 = false;
-          } else OPS[op]!(this);
-          n++;
-          if (this.stopRequested) break;
-        }
-        this.instructions = start + n;
-        if (this.stopRequested) return this.tripleFault ? 'triple-fault' : this.halted ? 'halt' : 'stop';
-        this.instructions = start + n;
-        return 'limit';
+        return this.runBlock(end);
       } catch (e) {
         if (e !== FAULT) throw e;
         this.resetPrefixes();
-        n++;
+        this.instructions++;
         this.deliverFault(FAULT.vector);
-        if (this.tripleFault) {
-          this.instructions = start + n;
-          return 'triple-fault';
-        }
+        if (this.tripleFault) return 'triple-fault';
       }
     }
+  }
+
+  /** The hot loop, kept free of try/catch (faults unwind to {@link run}). */
+  private runBlock(end: number): StopReason {
+    const ram = this.ram;
+    const ramSize = this.ramSize;
+    const sbase = this.sbase;
+    while (this.instructions < end) {
+      if (this.irqLine || this.halted || this.inhibit !== 0 || (this.flags & TF) !== 0) {
+        if (this.irqLine && this.inhibit === 0 && (this.flags & IF) !== 0 && this.intr) {
+          const v = this.intr.acknowledge();
+          if (v >= 0) {
+            this.halted = false;
+            this.interrupt(v);
+          }
+        }
+        if (this.halted) return 'halt';
+        if (this.inhibit > 0) this.inhibit--;
+        if (this.flags & TF) {
+          this.stepRaw();
+          this.instructions++;
+          if (this.flags & TF) this.interrupt(VEC_DB);
+          if (this.stopRequested) break;
+          continue;
+        }
+      }
+      // Inline fetch of the opcode byte.
+      const ip = this.eip;
+      this.startEip = ip;
+      const a = (sbase[CS]! + ip) & this.amask;
+      this.eip = (ip + 1) & 0xffff;
+      const op = a >= 0 && a < ramSize ? ram[a]! : this.mem.readUnmapped(a >>> 0);
+      if (op === 0x66) {
+        // The operand-size prefix is common in 386 code: handle it here, saving a dispatch.
+        this.os32 = true;
+        OPS[this.fetch8()]!(this);
+        this.os32 = false;
+      } else OPS[op]!(this);
+      this.instructions++;
+      if (this.stopRequested) break;
+    }
+    if (this.stopRequested) return this.tripleFault ? 'triple-fault' : this.halted ? 'halt' : 'stop';
+    return 'limit';
   }
 }
