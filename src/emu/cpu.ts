@@ -598,7 +598,9 @@ export class Cpu {
     const ram = this.ram;
     const ramSize = this.ramSize;
     const sbase = this.sbase;
-    while (this.instructions < end) {
+    const ops = OPS;
+    let n = this.instructions;
+    while (n < end) {
       if (this.irqLine || this.halted || this.inhibit !== 0 || (this.flags & TF) !== 0) {
         if (this.irqLine && this.inhibit === 0 && (this.flags & IF) !== 0 && this.intr) {
           const v = this.intr.acknowledge();
@@ -611,7 +613,7 @@ export class Cpu {
         if (this.inhibit > 0) this.inhibit--;
         if (this.flags & TF) {
           this.stepRaw();
-          this.instructions++;
+          n = ++this.instructions;
           if (this.flags & TF) this.interrupt(VEC_DB);
           if (this.stopRequested) break;
           continue;
@@ -626,10 +628,10 @@ export class Cpu {
       if (op === 0x66) {
         // The operand-size prefix is common in 386 code: handle it here, saving a dispatch.
         this.os32 = true;
-        OPS[this.fetch8()]!(this);
+        ops[this.fetch8()]!(this);
         this.os32 = false;
-      } else OPS[op]!(this);
-      this.instructions++;
+      } else ops[op]!(this);
+      n = ++this.instructions;
       if (this.stopRequested) break;
     }
     if (this.stopRequested) return this.tripleFault ? 'triple-fault' : this.halted ? 'halt' : 'stop';
