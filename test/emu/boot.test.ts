@@ -107,6 +107,25 @@ describe('syslinux mbr.bin', () => {
   });
 });
 
+describe('syslinux installed in the FAT partition', () => {
+  itWith(['sfdisk', 'mkfs.fat', 'syslinux'], 'mbr.bin, the SYSLINUX boot sector and ldlinux.sys (EDD reads) run until ldlinux enters 32-bit protected mode', async () => {
+    if (!existsSync(SYSLINUX_MBR)) return;
+    const { readFileSync, writeFileSync } = await import('node:fs');
+    const part = join(dir, 'sl.part');
+    execFileSync('mkfs.fat', ['-C', '-F', '16', '-n', 'VDISKSL', part, String(16 * 1024)]);
+    execFileSync('syslinux', ['--install', part]);
+    const img = join(dir, 'syslinux-installed.img');
+    partitionedImage(img, 18, 2048, '6', readFileSync(SYSLINUX_MBR), undefined);
+    const disk = readFileSync(img);
+    readFileSync(part).copy(disk, 2048 * 512);
+    writeFileSync(img, disk);
+    const r = await bootFile(img, { timeoutMs: 20_000, snapshot: true });
+    expect(r.screen.join('\n')).toMatch(/SYSLINUX \d+\.\d+ EDD/);
+    expect(r.outcome).toBe('unsupported');
+    expect(r.message).toMatch(/^32-bit protected-mode code is not emulated yet \(at [0-9A-F]{4}:[0-9A-F]{4}\)$/);
+  });
+});
+
 describe('bad input', () => {
   it('refuses a disk without 55AA', async () => {
     const img = join(dir, 'blank.img');
