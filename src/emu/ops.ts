@@ -972,21 +972,25 @@ export function shift(c: Cpu, op: number, v: number, cnt: number, sz: number): n
   c.flags = (c.flags & ~ARITH) | f;
   return r;
 }
-function shiftOp(sz: number, count: (c: Cpu) => number): Op {
+/** Where a shift's count comes from. */
+const COUNT_IMM8 = 0;
+const COUNT_ONE = 1;
+const COUNT_CL = 2;
+function shiftOp(sz: number, countFrom: number): Op {
   return (c) => {
-    const size = sz === 0 ? osz(c) : sz;
+    const size = sz === 0 ? (c.os32 ? 4 : 2) : sz;
     const modrm = c.fetch8();
     const v = c.readRM(size, modrm);
-    const n = count(c);
+    const n = countFrom === COUNT_ONE ? 1 : countFrom === COUNT_CL ? c.reg[ECX]! & 0xff : c.fetch8();
     c.writeRM(size, modrm, shift(c, (modrm >> 3) & 7, v, n, size));
   };
 }
-OPS[0xc0] = shiftOp(1, (c) => c.fetch8());
-OPS[0xc1] = shiftOp(0, (c) => c.fetch8());
-OPS[0xd0] = shiftOp(1, () => 1);
-OPS[0xd1] = shiftOp(0, () => 1);
-OPS[0xd2] = shiftOp(1, (c) => c.reg[ECX]! & 0xff);
-OPS[0xd3] = shiftOp(0, (c) => c.reg[ECX]! & 0xff);
+OPS[0xc0] = shiftOp(1, COUNT_IMM8);
+OPS[0xc1] = shiftOp(0, COUNT_IMM8);
+OPS[0xd0] = shiftOp(1, COUNT_ONE);
+OPS[0xd1] = shiftOp(0, COUNT_ONE);
+OPS[0xd2] = shiftOp(1, COUNT_CL);
+OPS[0xd3] = shiftOp(0, COUNT_CL);
 
 function shd(left: boolean, imm: boolean): Op {
   return (c) => {
