@@ -162,7 +162,7 @@ describe('bad input', () => {
 });
 
 describe('BIOS services', () => {
-  itWith(['nasm'], 'reports memory sizes through INT 12h, 15h (88h, E801h, E820h, C0h) and 11h', async () => {
+  itWith(['nasm'], 'reports memory sizes through INT 12h, 15h (88h, E801h, E820h, C0h) and 11h, and the time through 1Ah', async () => {
     const img = join(dir, 'mem.img');
     bootSectorImage(img, nasm(dir, 'memory'), 64);
     const r = await bootFile(img, { timeoutMs: 10_000, memoryMiB: 32 });
@@ -177,6 +177,7 @@ describe('BIOS services', () => {
         'e820 00100000 01F00000 0001',
         'int15 c0h 70FC', // model FCh, feature byte 70h
         'int11 0220', // colour 80x25, one serial port, no floppy
+        'int1a bcd time',
         '',
       ].join('\r\n'),
     );
