@@ -70,8 +70,13 @@ export class Cpu {
   eaBase = 0;
   eaOff = 0;
 
-  /** Set by the interrupt controller when it has a request for the CPU. */
+  /** Set by the interrupt controller when it has a request for the CPU (use {@link setIrq}). */
   irqLine = false;
+  /**
+   * True when the hot loop must look at interrupts, HLT, the interrupt shadow or TF
+   * before the next instruction; one field so the common case tests one thing.
+   */
+  attention = true;
   halted = false;
   /** Instructions during which interrupts stay blocked (after STI, MOV SS). */
   inhibit = 0;
@@ -116,6 +121,7 @@ export class Cpu {
     this.idtBase = 0;
     this.idtLimit = 0x3ff;
     this.halted = false;
+    this.attention = true;
     this.tripleFault = false;
   }
 
@@ -256,7 +262,23 @@ export class Cpu {
     else this.reg[i] = v;
   }
 
-  /** Write CR0; setting PE (protected mode) is stage 2 and stops the machine. */
+  /** The interrupt controller's INTR output. */
+  setIrq(on: boolean): void {
+    this.irqLine = on;
+    if (on) this.attention = true;
+  }
+  /** Enter the HLT state. */
+  halt(): void {
+    this.halted = true;
+    this.attention = true;
+  }
+  /** Block interrupts for one instruction (after STI, MOV SS, POP SS). */
+  shadowInterrupts(): void {
+    this.inhibit = 1;
+    this.attention = true;
+  }
+
+  /** Write CR0; PE switches segment loads to descriptors, PG (paging) is stage 2 and stops the machine. */
   setCr0(v: number): void {
     this.cr0 = (v | 0x10) >>> 0;
     if (v & 0x80000000) {
@@ -431,6 +453,7 @@ export class Cpu {
   setFlags(v: number, mask = FLAGS_WRITABLE): void {
     this.lop = L_NONE;
     this.flags = ((this.flags & ~mask) | (v & mask) | 2) & 0xffff7fd7;
+    if (this.flags & TF || (this.flags & IF && this.irqLine)) this.attention = true;
   }
   /** Set the arithmetic flags to `f` (bits in ARITH), eagerly. */
   setArith(f: number): void {
@@ -601,7 +624,7 @@ export class Cpu {
     const ops = OPS;
     let n = this.instructions;
     while (n < end) {
-      if (this.irqLine || this.halted || this.inhibit !== 0 || (this.flags & TF) !== 0) {
+      if (this.attention) {
         if (this.irqLine && this.inhibit === 0 && (this.flags & IF) !== 0 && this.intr) {
           const v = this.intr.acknowledge();
           if (v >= 0) {
@@ -611,6 +634,8 @@ export class Cpu {
         }
         if (this.halted) return 'halt';
         if (this.inhibit > 0) this.inhibit--;
+        // A request stays pending while IF=0; STI, POPF and IRET raise attention again.
+        this.attention = (this.irqLine && (this.flags & IF) !== 0) || this.inhibit !== 0 || (this.flags & TF) !== 0;
         if (this.flags & TF) {
           this.stepRaw();
           n = ++this.instructions;

@@ -100,7 +100,7 @@ export class Machine extends EventEmitter {
     this.mem = new Memory(mib);
     this.cpu = new Cpu(this.mem, this.io);
     this.pic = new Pic8259Pair(this.io);
-    this.pic.onChange = (on) => (this.cpu.irqLine = on);
+    this.pic.onChange = (on) => this.cpu.setIrq(on);
     this.cpu.intr = this.pic;
     const now = (): number => this.clock;
     this.pit = new Pit8254(this.io, now, () => this.pic.raise(0));

@@ -242,7 +242,7 @@ function pushSeg(seg: number): Op {
 function popSeg(seg: number): Op {
   return (c) => {
     c.loadSeg(seg, c.popOs() & 0xffff);
-    if (seg === SS) c.inhibit = 1;
+    if (seg === SS) c.shadowInterrupts();
   };
 }
 OPS[0x06] = pushSeg(ES);
@@ -650,7 +650,7 @@ OPS[0x8e] = (c) => {
   const seg = (modrm >> 3) & 7;
   if (seg > 5 || seg === CS) c.undefinedOpcode();
   c.loadSeg(seg, c.readRM(2, modrm));
-  if (seg === SS) c.inhibit = 1;
+  if (seg === SS) c.shadowInterrupts();
 };
 OPS[0x8f] = (c) => {
   const sz = osz(c);
@@ -677,7 +677,7 @@ OPS[0x9d] = (c) => {
   const v = c.popOs();
   const wasIF = c.flags & IF;
   c.setFlags(v, c.os32 ? 0x7fd5 : 0x7fd5);
-  if (!wasIF && c.flags & IF) c.inhibit = 1;
+  if (!wasIF && c.flags & IF) c.shadowInterrupts();
 };
 OPS[0x9e] = (c) => {
   c.materialize();
@@ -731,7 +731,7 @@ function loadFar(seg: number): Op {
     const sel = c.rd16(c.eaBase, m(c.eaOff + sz, c.as32 ? 4 : 2));
     c.loadSeg(seg, sel);
     c.setRSz(sz, (modrm >> 3) & 7, off);
-    if (seg === SS) c.inhibit = 1;
+    if (seg === SS) c.shadowInterrupts();
   };
 }
 OPS[0xc4] = loadFar(ES);
@@ -1221,7 +1221,7 @@ OPS[0xff] = (c) => {
 // ------------------------------------------------------------------ flag instructions, hlt
 
 OPS[0xf4] = (c) => {
-  c.halted = true;
+  c.halt();
   c.stopRequested = true;
 };
 OPS[0xf5] = (c) => c.setCFbit(!c.getCF());
@@ -1231,7 +1231,7 @@ OPS[0xfa] = (c) => {
   c.flags &= ~IF;
 };
 OPS[0xfb] = (c) => {
-  if (!(c.flags & IF)) c.inhibit = 1;
+  if (!(c.flags & IF)) c.shadowInterrupts();
   c.flags |= IF;
 };
 OPS[0xfc] = (c) => {

@@ -276,7 +276,7 @@ export class Bios {
           this.host.keyWanted();
           c.eip = c.startEip;
           c.flags |= IF;
-          c.halted = true;
+          c.halt();
           c.stopRequested = true;
           return;
         }
