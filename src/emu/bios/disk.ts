@@ -18,7 +18,7 @@ export const DISK_NOT_READY = 0xaa;
 export const DISK_TIMEOUT = 0x80;
 
 const SECTOR = 512;
-/** Most sectors one call moves (a 64 KiB buffer... plus EDD's 127-sector limit). */
+/** Most blocks one EDD packet may move (EDD 1.1 says 127; SeaBIOS, like us, takes up to 255). */
 const MAX_SECTORS_PER_CALL = 255;
 
 /** A drive the BIOS knows: its device and the geometry it reports. */

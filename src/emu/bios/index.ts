@@ -107,7 +107,11 @@ export class Bios {
       this.w16(v * 4, 0);
       this.w16(v * 4 + 2, 0);
     }
-    for (let v = 0x60; v < 0x68; v++) this.w16(v * 4 + 2, 0), this.w16(v * 4, 0);
+    for (let v = 0x60; v < 0x68; v++) {
+      // User vectors start out null, as DOS programs probing for TSRs expect.
+      this.w16(v * 4, 0);
+      this.w16(v * 4 + 2, 0);
+    }
 
     const floppies = [...this.drives.keys()].filter((k) => k < 0x80).length;
     const disks = [...this.drives.keys()].filter((k) => k >= 0x80).length;

@@ -27,8 +27,9 @@ class Channel {
   count(now: number): number {
     const elapsed = Math.floor(now - this.start);
     if (this.mode === 0 || this.mode === 1) return (this.reload - elapsed) & 0xffff;
-    const period = this.mode === 3 ? this.reload : this.reload;
-    return (this.reload - (elapsed % period)) & 0xffff;
+    // Modes 2 and 3 reload and count down again every `reload` ticks (mode 3 counts by
+    // twos twice per period on the chip; software reading it only needs a falling count).
+    return (this.reload - (elapsed % this.reload)) & 0xffff;
   }
   output(now: number): boolean {
     const elapsed = now - this.start;
