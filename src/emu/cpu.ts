@@ -30,6 +30,10 @@ class Fault {
 }
 const FAULT = new Fault();
 
+const BLOCK_LIMIT = 0;
+const BLOCK_STOP = 1;
+const BLOCK_HALT = 2;
+
 /** Why the CPU stopped running a batch. */
 export type StopReason = 'limit' | 'halt' | 'stop' | 'triple-fault';
 
@@ -605,7 +609,10 @@ export class Cpu {
     this.stopRequested = false;
     for (;;) {
       try {
-        return this.runBlock(end);
+        const r = this.runBlock(end);
+        if (r === BLOCK_LIMIT) return 'limit';
+        if (r === BLOCK_HALT) return 'halt';
+        return this.tripleFault ? 'triple-fault' : this.halted ? 'halt' : 'stop';
       } catch (e) {
         if (e !== FAULT) throw e;
         this.resetPrefixes();
@@ -616,8 +623,13 @@ export class Cpu {
     }
   }
 
-  /** The hot loop, kept free of try/catch (faults unwind to {@link run}). */
-  private runBlock(end: number): StopReason {
+  /**
+   * The hot loop, kept free of try/catch (faults unwind to {@link run}). It returns
+   * a number and touches no object after the loop: V8 optimises it on-stack while
+   * the loop runs, and code after the loop that never ran before would deoptimise
+   * it at every batch ("insufficient type feedback").
+   */
+  private runBlock(end: number): number {
     const ram = this.ram;
     const ramSize = this.ramSize;
     const sbase = this.sbase;
@@ -632,7 +644,7 @@ export class Cpu {
             this.interrupt(v);
           }
         }
-        if (this.halted) return 'halt';
+        if (this.halted) return BLOCK_HALT;
         if (this.inhibit > 0) this.inhibit--;
         // A request stays pending while IF=0; STI, POPF and IRET raise attention again.
         this.attention = (this.irqLine && (this.flags & IF) !== 0) || this.inhibit !== 0 || (this.flags & TF) !== 0;
@@ -640,7 +652,7 @@ export class Cpu {
           this.stepRaw();
           n = ++this.instructions;
           if (this.flags & TF) this.interrupt(VEC_DB);
-          if (this.stopRequested) break;
+          if (this.stopRequested) return BLOCK_STOP;
           continue;
         }
       }
@@ -657,9 +669,8 @@ export class Cpu {
         this.os32 = false;
       } else ops[op]!(this);
       n = ++this.instructions;
-      if (this.stopRequested) break;
+      if (this.stopRequested) return BLOCK_STOP;
     }
-    if (this.stopRequested) return this.tripleFault ? 'triple-fault' : this.halted ? 'halt' : 'stop';
-    return 'limit';
+    return BLOCK_LIMIT;
   }
 }
