@@ -2,11 +2,12 @@
 import { execFileSync, spawn } from 'node:child_process';
 import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
+import { SHARED_DIR } from '../helpers/shared.js';
 
 /** Folder of the nasm sources. */
 export const FIXTURES = new URL('../../fixtures/emu/', import.meta.url).pathname;
 /** The FreeDOS floppy shared by the project (never copied into the repo). */
-export const FREEDOS = new URL('../../../../shared/guests/freedos722.img', import.meta.url).pathname;
+export const FREEDOS = join(SHARED_DIR, 'guests', 'freedos722.img');
 export const SYSLINUX_MBR = '/usr/lib/syslinux/mbr/mbr.bin';
 
 /** Assemble `fixtures/emu/<name>.asm` (or `source` text) into `dir`; returns the bytes. */

@@ -4,8 +4,10 @@ import { gunzipSync } from 'node:zlib';
 import { Cpu, CS, DS, EAX, EBP, EBX, ECX, EDI, EDX, ES, ESI, ESP, SS } from '../../src/emu/cpu.js';
 import { IoBus } from '../../src/emu/io.js';
 import { Memory } from '../../src/emu/memory.js';
+import { join } from 'node:path';
+import { SHARED_DIR } from '../helpers/shared.js';
 
-export const SUITE = new URL('../../../../shared/cpu-tests/8086/', import.meta.url).pathname;
+export const SUITE = join(SHARED_DIR, 'cpu-tests', '8086') + '/';
 
 interface Regs {
   ax?: number; bx?: number; cx?: number; dx?: number; cs?: number; ss?: number; ds?: number; es?: number;
