@@ -1,0 +1,138 @@
+/**
+ * Crash safety of VHD resize and compact: a fault at every write (clean and torn,
+ * ordered and power-loss) leaves an image that opens with either the old or the new
+ * size, holds the guest content it had (zeros where it grew), has nothing worse than
+ * leaks in `check`, and can finish the operation when it is run again.
+ */
+import { describe, expect, it } from 'vitest';
+import type { DiskImage } from '../../../src/device/block-device.js';
+import { openLocation } from '../../../src/formats/registry.js';
+import { vhdDriver } from '../../../src/formats/vhd/index.js';
+import type { MemoryLocation } from '../../../src/storage/location.js';
+import { crashSweep } from '../../helpers/crash.js';
+import { patternBytes } from '../../helpers/tmp.js';
+import { folder, smallImage, snapshot } from './helpers.js';
+
+const K = 1024;
+
+/** Apply `edit` to the image of a memory folder and return the files after it. */
+async function edited(files: Map<string, Buffer>, edit: (img: DiskImage) => Promise<void>): Promise<Map<string, Buffer>> {
+  const loc = folder(files);
+  const img = await openLocation(loc);
+  await edit(img);
+  await img.close();
+  return snapshot(loc);
+}
+
+async function readAll(loc: MemoryLocation): Promise<Buffer> {
+  const img = await openLocation(loc, { readOnly: true });
+  const all = Buffer.alloc(img.size);
+  await img.read(all, 0);
+  await img.close();
+  return all;
+}
+
+/** Problems `check` finds that are worse than leaks (a footer copy that differs from the trailing one is a warning both readers survive). */
+async function seriousProblems(loc: MemoryLocation): Promise<string[]> {
+  const storage = await loc.open('img.vhd');
+  const r = await vhdDriver.check!(storage, loc, { readOnly: true, openParent: (n) => openLocation(loc.at(n), { readOnly: true }) });
+  return r.problems.filter((p) => p.severity === 'corrupt' || (p.severity === 'warning' && !/differs from the trailing footer/.test(p.message))).map((p) => p.message);
+}
+
+/**
+ * Sweep `op` over `initial`: after a crash the image holds `before` cut or padded
+ * with zeros to its size, which is the old or the new one; running `op` again
+ * reaches `newSize` with the same content.
+ */
+async function sweep(initial: Map<string, Buffer>, op: (img: DiskImage) => Promise<void>, newSize: number): Promise<number> {
+  const before = await readAll(folder(initial));
+  const expectAt = (size: number): Buffer => {
+    const b = Buffer.alloc(size);
+    before.copy(b, 0, 0, Math.min(size, before.length));
+    return b;
+  };
+  let sawOld = false;
+  let sawNew = false;
+  const writes = await crashSweep({
+    initial,
+    name: 'img.vhd',
+    workload: async (loc) => {
+      const img = await openLocation(loc);
+      await op(img);
+      await img.close();
+    },
+    verify: async (files) => {
+      const loc = folder(files);
+      const all = await readAll(loc);
+      expect([before.length, newSize]).toContain(all.length);
+      if (all.length === newSize) sawNew = true;
+      if (all.length === before.length) sawOld = true;
+      expect(all.equals(expectAt(all.length)), 'guest content changed').toBe(true);
+      expect(await seriousProblems(loc)).toEqual([]);
+      // Running the operation again finishes it.
+      const img = await openLocation(loc);
+      await op(img);
+      await img.close();
+      const done = await readAll(loc);
+      expect(done.equals(expectAt(newSize))).toBe(true);
+      expect(await seriousProblems(loc)).toEqual([]);
+    },
+  });
+  // The first crash point always leaves the old image; shrinking flips the size before its last writes.
+  expect(sawOld).toBe(true);
+  if (newSize < before.length) expect(sawNew).toBe(true);
+  return writes;
+}
+
+describe('VHD resize crash safety', () => {
+  it('fixed: grow and shrink', async () => {
+    const initial = await smallImage('fixed');
+    expect(await sweep(initial, (img) => img.resize!(96 * K), 96 * K)).toBeGreaterThanOrEqual(3);
+    expect(await sweep(initial, (img) => img.resize!(32 * K), 32 * K)).toBeGreaterThanOrEqual(3);
+  });
+
+  it('dynamic: grow inside the BAT sector, and shrink to a size that ends inside a block', async () => {
+    const initial = await smallImage('dynamic');
+    await sweep(initial, (img) => img.resize!(256 * K), 256 * K);
+    // 18.5 KiB: block 4 is cut in the middle; the bytes past the end are zeroed for a later grow.
+    await sweep(initial, (img) => img.resize!(18 * K + 512), 18 * K + 512);
+  });
+
+  it('dynamic: grow past the BAT sector moves the first blocks out of the way', async () => {
+    const initial = await smallImage('dynamic');
+    const writes = await sweep(initial, (img) => img.resize!(1024 * K), 1024 * K);
+    expect(writes).toBeGreaterThanOrEqual(7);
+  });
+
+  it('differencing: grow past the BAT sector moves the parent locators (with the header) and blocks', async () => {
+    const initial = await smallImage('differencing');
+    await sweep(initial, (img) => img.resize!(1024 * K), 1024 * K);
+  });
+});
+
+describe('VHD compact crash safety', () => {
+  it('dynamic: zeroed blocks are released and the last blocks move into the holes', async () => {
+    const initial = await edited(await smallImage('dynamic'), async (img) => {
+      await img.write(Buffer.alloc(4 * K), 0);
+      await img.write(patternBytes(4 * K, 8), 60 * K);
+    });
+    const writes = await sweep(initial, async (img) => {
+      const r = await img.compact!();
+      expect(r.sizeAfter).toBeLessThanOrEqual(r.sizeBefore);
+    }, 64 * K);
+    expect(writes).toBeGreaterThan(3);
+  });
+
+  it('differencing: blocks equal to the parent are released, others kept', async () => {
+    const initial = await edited(await smallImage('differencing'), async (img) => {
+      const parentBytes = Buffer.alloc(4 * K);
+      await img.backing!.read(parentBytes, 8 * K);
+      await img.write(parentBytes, 8 * K);
+      await img.write(Buffer.alloc(4 * K), 40 * K);
+      await img.write(patternBytes(4 * K, 9), 56 * K);
+    });
+    await sweep(initial, async (img) => {
+      await img.compact!();
+    }, 64 * K);
+  });
+});
