@@ -276,7 +276,9 @@ function checkNewSize(meta: VhdMeta, name: string, newSize: number): VhdFooter {
       throw new VdiskError('E_UNSUPPORTED', `${name}: this VHD's creator (${meta.footer.creatorApplication}) makes readers take the size from the CHS geometry; ${newSize} bytes has none (nearest below: ${chs})`);
     }
   }
-  return { ...meta.footer, uniqueId: Buffer.from(meta.footer.uniqueId), currentSize: newSize, ...geometry };
+  // original_size is "the size at creation" in the spec, but libvhdi (vhdiinfo) reports
+  // it as the media size, so both fields follow, as they agree in a new image.
+  return { ...meta.footer, uniqueId: Buffer.from(meta.footer.uniqueId), originalSize: newSize, currentSize: newSize, ...geometry };
 }
 
 /**

@@ -1,0 +1,183 @@
+/**
+ * VHD maintenance judged by others: after resize, compact and rebase, qemu-img reads
+ * the expected size and content, vhdiinfo parses the headers (including a BAT that
+ * grew and a header that moved), vhdimount (libvhdi) reads the same bytes as vdisk,
+ * and vdisk's own check finds nothing.
+ */
+import { existsSync } from 'node:fs';
+import { mkdir, readFile, stat, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { describe, expect } from 'vitest';
+import { open } from '../../../src/formats/registry.js';
+import { vhdDriver } from '../../../src/formats/vhd/index.js';
+import { compact } from '../../../src/ops/compact.js';
+import { create } from '../../../src/ops/create.js';
+import { rebase } from '../../../src/ops/rebase.js';
+import { resize } from '../../../src/ops/resize.js';
+import { FileLocation } from '../../../src/storage/location.js';
+import { FileStorage } from '../../../src/storage/file.js';
+import { itWith, qemuInfo, qemuSame, run, runOk } from '../../helpers/oracle.js';
+import { patternBytes, tempDir } from '../../helpers/tmp.js';
+
+const dir = await tempDir('vdisk-vhd-maintain-');
+const MiB = 1024 * 1024;
+const FUSE = existsSync('/dev/fuse') ? ['vhdimount', 'umount'] : ['vhdimount', 'umount', '/dev/fuse'];
+
+async function readAll(file: string): Promise<Buffer> {
+  const img = await open(file, { readOnly: true });
+  try {
+    const buf = Buffer.alloc(img.size);
+    await img.read(buf, 0);
+    return buf;
+  } finally {
+    await img.close();
+  }
+}
+
+/** vdisk's check of a VHD file: every problem message (none expected). */
+async function checkProblems(file: string): Promise<string[]> {
+  const storage = await FileStorage.open(file, { readOnly: true });
+  const loc = new FileLocation(file);
+  try {
+    const r = await vhdDriver.check!(storage, loc, { readOnly: true, openParent: (n) => open(n, { readOnly: true }) });
+    return r.problems.map((p) => `${p.severity}: ${p.message}`);
+  } finally {
+    await storage.close();
+  }
+}
+
+/** vhdiinfo's output (it exits non-zero on a file it cannot parse). */
+async function vhdiinfo(file: string): Promise<string> {
+  return runOk('vhdiinfo', [file]);
+}
+
+/** The last layer of `file` as libvhdi reads it. */
+async function libvhdiBytes(file: string, layer: string): Promise<Buffer> {
+  const mnt = join(dir, `mnt-${Date.now()}`);
+  await mkdir(mnt, { recursive: true });
+  const mounted = await run('vhdimount', [file, mnt]);
+  expect(mounted.code, mounted.stderr).toBe(0);
+  try {
+    return await readFile(join(mnt, layer));
+  } finally {
+    await run('umount', [mnt]);
+  }
+}
+
+/** Everything an outside reader can say about a standalone VHD: size, content, headers. */
+async function judge(file: string, expected: Buffer): Promise<void> {
+  expect((await qemuInfo(file, 'vpc'))['virtual-size']).toBe(expected.length);
+  const ref = `${file}.expected.raw`;
+  await writeFile(ref, expected);
+  expect(await qemuSame(file, 'vpc', ref, 'raw')).toBe(true);
+  expect(await vhdiinfo(file)).toContain(`(${expected.length} bytes)`);
+  expect((await readAll(file)).equals(expected)).toBe(true);
+  expect(await checkProblems(file)).toEqual([]);
+}
+
+describe('VHD resize and compact, as qemu-img, vhdiinfo and vhdimount see them', () => {
+  itWith(['qemu-img', 'vhdiinfo', ...FUSE], 'dynamic: grow past the BAT sector, compact, shrink', async () => {
+    const f = join(dir, 'dyn.vhd');
+    // 64 KiB blocks: 8 MiB needs 128 entries, exactly one BAT sector; 16 MiB needs two.
+    await (await create(f, { format: 'vhd', size: 8 * MiB, options: { block_size: '64K' } })).close();
+    let expected = Buffer.alloc(8 * MiB);
+    const pieces: Array<[number, Buffer]> = [
+      [0, patternBytes(200 * 1024, 1)],
+      [5 * MiB, patternBytes(64 * 1024, 2)],
+      [8 * MiB - 4096, patternBytes(4096, 3)],
+    ];
+    const img = await open(f);
+    for (const [off, data] of pieces) {
+      await img.write(data, off);
+      data.copy(expected, off);
+    }
+    await img.close();
+
+    await resize(f, '16M');
+    const grown = Buffer.alloc(16 * MiB);
+    expected.copy(grown);
+    expected = grown;
+    await judge(f, expected);
+    expect(await vhdiinfo(f)).toContain('Dynamic');
+    expect((await libvhdiBytes(f, 'vhdi1')).equals(expected)).toBe(true);
+
+    // Zero the first blocks (they were moved to the end by the BAT growth) and compact.
+    const w = await open(f);
+    await w.write(Buffer.alloc(192 * 1024), 0);
+    await w.close();
+    expected.fill(0, 0, 192 * 1024);
+    const before = (await stat(f)).size;
+    const r = await compact(f);
+    expect(r.releasedBlocks).toBe(3);
+    expect(r.sizeAfter).toBe((await stat(f)).size);
+    expect(before - r.sizeAfter).toBeGreaterThanOrEqual(3 * (64 * 1024 + 512));
+    await judge(f, expected);
+    expect((await libvhdiBytes(f, 'vhdi1')).equals(expected)).toBe(true);
+
+    const s = await stat(f);
+    await resize(f, '6M', { shrink: true });
+    expect((await stat(f)).size).toBeLessThan(s.size);
+    await judge(f, expected.subarray(0, 6 * MiB));
+    expect((await libvhdiBytes(f, 'vhdi1')).equals(expected.subarray(0, 6 * MiB))).toBe(true);
+    // Growing again shows zeros where the cut-off data was.
+    await resize(f, '8M');
+    const regrown = Buffer.alloc(8 * MiB);
+    expected.copy(regrown, 0, 0, 6 * MiB);
+    await judge(f, regrown);
+  });
+
+  itWith(['qemu-img', 'vhdiinfo', ...FUSE], 'fixed: grow and shrink move the footer', async () => {
+    const f = join(dir, 'fixed.vhd');
+    await (await create(f, { format: 'vhd', size: 4 * MiB, options: { subformat: 'fixed' } })).close();
+    const expected = Buffer.alloc(12 * MiB);
+    const img = await open(f);
+    await img.write(patternBytes(4 * MiB, 4), 0);
+    await img.close();
+    patternBytes(4 * MiB, 4).copy(expected);
+    await resize(f, '12M');
+    expect((await stat(f)).size).toBe(12 * MiB + 512);
+    await judge(f, expected);
+    expect(await vhdiinfo(f)).toContain('Fixed');
+    await resize(f, '3M', { shrink: true });
+    expect((await stat(f)).size).toBe(3 * MiB + 512);
+    await judge(f, expected.subarray(0, 3 * MiB));
+    expect((await libvhdiBytes(f, 'vhdi1')).equals(expected.subarray(0, 3 * MiB))).toBe(true);
+  });
+});
+
+describe('VHD rebase, as vhdiinfo and qemu-img see it', () => {
+  itWith(['qemu-img', 'vhdiinfo', ...FUSE], 'a new parent is named in the moved header; removing the parent makes a dynamic disk', async () => {
+    const a = join(dir, 'ra.vhd');
+    const b = join(dir, 'rb-longer-name.vhd');
+    const top = join(dir, 'rtop.vhd');
+    for (const [p, seed] of [[a, 5], [b, 6]] as const) {
+      const img = await create(p, { format: 'vhd', size: 8 * MiB });
+      await img.write(patternBytes(3 * MiB, seed), MiB);
+      await img.close();
+    }
+    const c = await create(top, { format: 'vhd', backing: a });
+    await c.write(patternBytes(2 * MiB, 7), 6 * MiB); // one whole block of its own
+    await c.close();
+    const view = await readAll(top);
+
+    await rebase(top, b);
+    expect((await readAll(top)).equals(view)).toBe(true);
+    const info = await vhdiinfo(top);
+    expect(info).toContain('Differential');
+    expect(info).toContain('Parent filename\t\t: rb-longer-name.vhd');
+    const parentId = /\tIdentifier\s+: (\S+)/.exec(await vhdiinfo(b))?.[1];
+    expect(parentId).toMatch(/^[0-9a-f-]{36}$/);
+    expect(/Parent identifier\s+: (\S+)/.exec(info)?.[1]).toBe(parentId);
+    expect(await checkProblems(top)).toEqual([]);
+    const ours = await open(top, { readOnly: true });
+    expect((await ours.info()).backingFilename).toBe('.\\rb-longer-name.vhd');
+    await ours.close();
+
+    await rebase(top, undefined);
+    const detached = await vhdiinfo(top);
+    expect(detached).toContain('Dynamic');
+    expect(detached).not.toContain('Parent filename');
+    await judge(top, view);
+    expect((await libvhdiBytes(top, 'vhdi1')).equals(view)).toBe(true);
+  });
+});
