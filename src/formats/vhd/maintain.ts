@@ -253,15 +253,66 @@ class VhdEditor {
       await this.moveBlock(last.block!, dest);
       moved++;
     }
-    const usedEnd = roundUpSector(this.usedRegions().reduce((m, r) => Math.max(m, r.end), 0));
-    if (usedEnd < this.end) {
-      await this.storage.write(this.footerBytes, usedEnd);
-      await this.flush();
-      await this.storage.truncate(usedEnd + FOOTER_SIZE);
-      await this.flush();
-      this.end = usedEnd;
-    }
+    await this.trimEnd();
     return moved;
+  }
+
+  /** Cut unused space at the end of the file: the footer moves back over it first, then the file is truncated. */
+  async trimEnd(): Promise<void> {
+    const usedEnd = roundUpSector(this.usedRegions().reduce((m, r) => Math.max(m, r.end), 0));
+    if (usedEnd >= this.end) return;
+    await this.storage.write(this.footerBytes, usedEnd);
+    await this.flush();
+    await this.storage.truncate(usedEnd + FOOTER_SIZE);
+    await this.flush();
+    this.end = usedEnd;
+  }
+
+  /**
+   * Replace the dynamic header (and locator data) crash-safely, ending with the header
+   * back at its old offset: first a copy with its locators at the end of the file goes
+   * live (relocateHeader); then the header is written at its old place (now unused)
+   * and the footers flip back to it, with the locator data moved into the old
+   * locators' space when it fits there and `reuseLocatorSpace` allows; last, space no
+   * longer used at the end is cut. Keeping the header before the BAT matters: qemu
+   * appends new blocks right after the BAT or the last block, over anything there.
+   */
+  async rewriteHeader(h: DynamicHeader, locatorData: Array<Buffer | undefined>, footerChange: (f: VhdFooter) => void, reuseLocatorSpace: boolean): Promise<void> {
+    const home = this.footer.dataOffset;
+    const oldSpaces = this.header!.parentLocators.filter((l) => l.platformCode !== 0 && l.platformDataLength > 0 && l.platformDataOffset >= 0).map((l) => ({ start: l.platformDataOffset, end: roundUpSector(l.platformDataOffset + l.platformDataLength) }));
+    await this.relocateHeader(h, locatorData, footerChange);
+    const overlapsUsed = (start: number, end: number): boolean => this.usedRegions().some((r) => start < r.end && end > r.start);
+    if (overlapsUsed(home, home + DYNAMIC_HEADER_SIZE)) return;
+    const header: DynamicHeader = { ...this.header!, parentLocators: this.header!.parentLocators.map((l) => ({ ...l })) };
+    // First fit of each new locator into the old locators' space (unused since the flip).
+    const place: Array<{ at: number; data: Buffer }> = [];
+    if (reuseLocatorSpace) {
+      const free = oldSpaces.filter((r) => !overlapsUsed(r.start, r.end)).map((r) => ({ ...r }));
+      let fits = true;
+      header.parentLocators.forEach((l, i) => {
+        const d = locatorData[i];
+        if (!d || !fits) return;
+        const need = roundUpSector(Math.max(d.length, 1));
+        const r = free.find((x) => x.end - x.start >= need);
+        if (!r) {
+          fits = false;
+          return;
+        }
+        place.push({ at: r.start, data: d });
+        l.platformDataOffset = r.start;
+        r.start += need;
+      });
+      if (!fits) {
+        place.length = 0;
+        header.parentLocators = this.header!.parentLocators.map((l) => ({ ...l }));
+      }
+    }
+    for (const p of place) await this.storage.write(p.data, p.at);
+    await this.storage.write(encodeDynamicHeader(header), home);
+    await this.flush();
+    await this.writeFooters({ ...this.footer, dataOffset: home });
+    Object.assign(this.header!, header);
+    await this.trimEnd();
   }
 }
 
@@ -360,7 +411,7 @@ async function resizeDynamic(storage: Storage, meta: VhdMeta, newSize: number): 
       if (moveLocators.some(Boolean)) {
         const data: Array<Buffer | undefined> = [];
         for (const [i, l] of h.parentLocators.entries()) data.push(moveLocators[i] ? await ed.locatorData(l) : undefined);
-        await ed.relocateHeader({ ...h, parentLocators: h.parentLocators.map((l) => ({ ...l })) }, data);
+        await ed.rewriteHeader({ ...h, parentLocators: h.parentLocators.map((l) => ({ ...l })) }, data, () => undefined, false);
       }
       if (inWay(0, FOOTER_SIZE) || inWay(ed.footer.dataOffset, ed.footer.dataOffset + DYNAMIC_HEADER_SIZE)) {
         throw new VdiskError('E_UNSUPPORTED', `${name}: the BAT (table_offset ${h.tableOffset}) cannot grow to ${newN} entries: the footer copy or dynamic header follows it`);
@@ -455,31 +506,36 @@ export async function compactVhd(storage: Storage, meta: VhdMeta, parent: DiskIm
 /**
  * Point a differencing VHD at `link` (or make it a dynamic disk with `undefined`).
  * A new header with the parent's unique id, time stamp, name and W2ru/W2ku locators
- * is written with its locator data at the end of the file; the footers flip to it
- * last, so until then the old header and locators (the old link) stay valid.
+ * is written as rewriteHeader describes: every step leaves one valid header, the old
+ * link until the footers flip, the new one after.
  */
 export async function relinkVhd(storage: Storage, meta: VhdMeta, link: { uniqueId: Buffer; timestamp: number; ref: string; absolute: string } | undefined): Promise<void> {
   const name = storage.name;
   const type = meta.footer.diskType;
   if (type === DISK_TYPE_FIXED) throw new VdiskError('E_UNSUPPORTED', `${name}: a fixed VHD cannot have a parent`);
   const ed = new VhdEditor(storage, meta);
+  const h = ed.header!;
+  const empty = (): ParentLocator => ({ platformCode: 0, platformDataSpace: 0, platformDataLength: 0, platformDataOffset: 0 });
   if (!link) {
     if (type === DISK_TYPE_DYNAMIC) return;
-    // The parent's blocks were copied in by the caller: clear bits now read as zeros, which they are.
-    await ed.writeFooters({ ...ed.footer, diskType: DISK_TYPE_DYNAMIC });
+    // The parent's data was copied in by the caller: clear bits now read as zeros, which they are.
+    // A dynamic disk names no parent: its locators go too (their space could be taken by blocks).
+    const header: DynamicHeader = { ...h, parentUniqueId: Buffer.alloc(16), parentTimestamp: 0, parentUnicodeName: '', parentLocators: h.parentLocators.map(empty) };
+    await ed.rewriteHeader(header, [], (f) => {
+      f.diskType = DISK_TYPE_DYNAMIC;
+    }, false);
     return;
   }
   const { name: parentName, locators } = parentLinkData(link.ref, link.absolute);
-  const h = ed.header!;
   const entries: ParentLocator[] = [];
   const data: Array<Buffer | undefined> = [];
   for (let i = 0; i < PARENT_LOCATOR_COUNT; i++) {
     const l = locators[i];
-    entries.push({ platformCode: l?.code ?? 0, platformDataSpace: 0, platformDataLength: 0, platformDataOffset: 0 });
+    entries.push({ ...empty(), platformCode: l?.code ?? 0 });
     data.push(l?.data);
   }
   const header: DynamicHeader = { ...h, parentUniqueId: Buffer.from(link.uniqueId), parentTimestamp: link.timestamp, parentUnicodeName: parentName, parentLocators: entries };
-  await ed.relocateHeader(header, data, (f) => {
+  await ed.rewriteHeader(header, data, (f) => {
     f.diskType = DISK_TYPE_DIFFERENCING;
-  });
+  }, true);
 }

@@ -44,7 +44,7 @@ async function seriousProblems(loc: MemoryLocation): Promise<string[]> {
  * with zeros to its size, which is the old or the new one; running `op` again
  * reaches `newSize` with the same content.
  */
-async function sweep(initial: Map<string, Buffer>, op: (img: DiskImage) => Promise<void>, newSize: number): Promise<number> {
+async function sweep(initial: Map<string, Buffer>, op: (img: DiskImage, loc: MemoryLocation) => Promise<void>, newSize: number, verifyMore?: (loc: MemoryLocation) => Promise<void>): Promise<number> {
   const before = await readAll(folder(initial));
   const expectAt = (size: number): Buffer => {
     const b = Buffer.alloc(size);
@@ -58,7 +58,7 @@ async function sweep(initial: Map<string, Buffer>, op: (img: DiskImage) => Promi
     name: 'img.vhd',
     workload: async (loc) => {
       const img = await openLocation(loc);
-      await op(img);
+      await op(img, loc);
       await img.close();
     },
     verify: async (files) => {
@@ -69,9 +69,10 @@ async function sweep(initial: Map<string, Buffer>, op: (img: DiskImage) => Promi
       if (all.length === before.length) sawOld = true;
       expect(all.equals(expectAt(all.length)), 'guest content changed').toBe(true);
       expect(await seriousProblems(loc)).toEqual([]);
+      await verifyMore?.(loc);
       // Running the operation again finishes it.
       const img = await openLocation(loc);
-      await op(img);
+      await op(img, loc);
       await img.close();
       const done = await readAll(loc);
       expect(done.equals(expectAt(newSize))).toBe(true);
@@ -134,5 +135,56 @@ describe('VHD compact crash safety', () => {
     await sweep(initial, async (img) => {
       await img.compact!();
     }, 64 * K);
+  });
+});
+
+describe('VHD parent link change crash safety', () => {
+  /** A differencing image over base.vhd, and other.vhd: same content as base, another unique id. */
+  async function twoParents(): Promise<Map<string, Buffer>> {
+    const files = await smallImage('differencing');
+    const loc = folder(files);
+    const base = await openLocation(loc.at('base.vhd'), { readOnly: true });
+    const all = Buffer.alloc(base.size);
+    await base.read(all, 0);
+    await base.close();
+    const other = await vhdDriver.create(loc.at('other.vhd'), { size: all.length, options: { block_size: '4K' } });
+    await other.write(all, 0);
+    await other.close();
+    return snapshot(loc);
+  }
+
+  /** The parent the image opens with: base or other, matched by unique id (the open checks it). */
+  async function parentName(loc: MemoryLocation): Promise<string | undefined> {
+    const img = await openLocation(loc, { readOnly: true });
+    const name = img.backing?.filename;
+    await img.close();
+    return name;
+  }
+
+  it('re-pointing at another parent: the old link or the new one, never neither', async () => {
+    const initial = await twoParents();
+    const seen = new Set<string | undefined>();
+    await sweep(initial, async (img, loc) => {
+      const other = await openLocation(loc.at('other.vhd'), { readOnly: true });
+      await img.setBacking!(other, 'other.vhd');
+    }, 64 * K, async (loc) => {
+      seen.add(await parentName(loc));
+    });
+    expect([...seen].sort()).toEqual(['base.vhd', 'other.vhd']);
+  });
+
+  it('removing the parent (after its data was copied in): differencing or dynamic, same content', async () => {
+    const initial = await edited(await smallImage('differencing'), async (img) => {
+      const all = Buffer.alloc(img.size);
+      await img.read(all, 0);
+      await img.write(all, 0);
+    });
+    const seen = new Set<string | undefined>();
+    await sweep(initial, async (img) => {
+      await img.setBacking!(undefined, undefined);
+    }, 64 * K, async (loc) => {
+      seen.add(await parentName(loc));
+    });
+    expect([...seen].sort()).toEqual(['base.vhd', undefined]);
   });
 });

@@ -146,7 +146,7 @@ describe('VHD resize and compact, as qemu-img, vhdiinfo and vhdimount see them',
 });
 
 describe('VHD rebase, as vhdiinfo and qemu-img see it', () => {
-  itWith(['qemu-img', 'vhdiinfo', ...FUSE], 'a new parent is named in the moved header; removing the parent makes a dynamic disk', async () => {
+  itWith(['qemu-img', 'qemu-io', 'vhdiinfo', ...FUSE], 'a new parent is named in the moved header; removing the parent makes a dynamic disk', async () => {
     const a = join(dir, 'ra.vhd');
     const b = join(dir, 'rb-longer-name.vhd');
     const top = join(dir, 'rtop.vhd');
@@ -179,5 +179,10 @@ describe('VHD rebase, as vhdiinfo and qemu-img see it', () => {
     expect(detached).not.toContain('Parent filename');
     await judge(top, view);
     expect((await libvhdiBytes(top, 'vhdi1')).equals(view)).toBe(true);
+    // qemu appends new blocks after the BAT or the last block: nothing of ours may lie there.
+    await runOk('qemu-io', ['-f', 'vpc', '-c', 'write -P 0x5c 2m 64k', top]);
+    view.fill(0x5c, 2 * MiB, 2 * MiB + 64 * 1024);
+    expect(await checkProblems(top)).toEqual([]);
+    expect((await readAll(top)).equals(view)).toBe(true);
   });
 });
