@@ -460,10 +460,12 @@ export async function resizeVhd(storage: Storage, meta: VhdMeta, newSize: number
  */
 export async function compactVhd(storage: Storage, meta: VhdMeta, parent: DiskImage | undefined, onProgress?: (done: number, total: number) => void): Promise<{ released: number }> {
   if (meta.footer.diskType === DISK_TYPE_FIXED) throw new VdiskError('E_UNSUPPORTED', `${storage.name}: a fixed VHD has no blocks to release`);
+  const differencing = meta.footer.diskType === DISK_TYPE_DIFFERENCING;
+  // Without the parent, nothing says which blocks read the same as what lies below.
+  if (differencing && !parent) throw new VdiskError('E_CHAIN', `${storage.name}: compacting a differencing VHD needs its parent open`);
   const ed = new VhdEditor(storage, meta);
   const bs = meta.blockSize;
   const bat = ed.bat!;
-  const differencing = meta.footer.diskType === DISK_TYPE_DIFFERENCING;
   const chunk = Math.min(bs, IO_CHUNK);
   const data = Buffer.alloc(chunk);
   const below = Buffer.alloc(chunk);

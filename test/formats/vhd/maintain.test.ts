@@ -7,7 +7,7 @@
 import { existsSync } from 'node:fs';
 import { mkdir, readFile, stat, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { describe, expect } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { open } from '../../../src/formats/registry.js';
 import { vhdDriver } from '../../../src/formats/vhd/index.js';
 import { compact } from '../../../src/ops/compact.js';
@@ -18,6 +18,7 @@ import { FileLocation } from '../../../src/storage/location.js';
 import { FileStorage } from '../../../src/storage/file.js';
 import { itWith, qemuInfo, qemuSame, run, runOk } from '../../helpers/oracle.js';
 import { patternBytes, tempDir } from '../../helpers/tmp.js';
+import { editFooter } from './helpers.js';
 
 const dir = await tempDir('vdisk-vhd-maintain-');
 const MiB = 1024 * 1024;
@@ -184,5 +185,94 @@ describe('VHD rebase, as vhdiinfo and qemu-img see it', () => {
     view.fill(0x5c, 2 * MiB, 2 * MiB + 64 * 1024);
     expect(await checkProblems(top)).toEqual([]);
     expect((await readAll(top)).equals(view)).toBe(true);
+  });
+});
+
+describe('VHD maintenance of images others made, and of chains', () => {
+  itWith(['qemu-img', 'qemu-io', 'vhdiinfo'], 'a dynamic VHD made by qemu-img grows past its BAT sector and compacts; qemu reads it', async () => {
+    const f = join(dir, 'q.vhd');
+    // force_size=on: qemu writes creator "qem2" and an exact current_size.
+    await runOk('qemu-img', ['create', '-q', '-f', 'vpc', '-o', 'force_size=on', f, '64M']);
+    for (const cmd of ['write -P 0x11 0 1m', 'write -P 0x22 2m 2m', 'write -P 0 2m 2m', 'write -P 0x33 63m 1m']) await runOk('qemu-io', ['-f', 'vpc', '-c', cmd, f]);
+    // The expected disk as a sparse raw file (no 300 MiB buffers in memory).
+    const ref = `${f}.raw`;
+    await runOk('qemu-img', ['convert', '-f', 'vpc', '-O', 'raw', f, ref]);
+    await runOk('qemu-img', ['resize', '-q', '-f', 'raw', ref, '300M']);
+    const same = async (): Promise<void> => {
+      expect((await qemuInfo(f, 'vpc'))['virtual-size']).toBe(300 * MiB);
+      expect(await qemuSame(f, 'vpc', ref, 'raw')).toBe(true);
+      expect(await vhdiinfo(f)).toContain(`(${300 * MiB} bytes)`);
+      expect(await checkProblems(f)).toEqual([]);
+    };
+    // 64 MiB / 2 MiB = 32 entries; 300 MiB needs 150, more than one BAT sector.
+    await resize(f, '300M');
+    await same();
+    const r = await compact(f);
+    expect(r.releasedBlocks).toBe(1);
+    expect(r.sizeAfter).toBeLessThan(r.sizeBefore);
+    await same();
+    await runOk('qemu-io', ['-f', 'vpc', '-c', 'write -P 0x44 250m 4k', f]);
+    await runOk('qemu-io', ['-f', 'raw', '-c', 'write -P 0x44 250m 4k', ref]);
+    await same();
+    const img = await open(f, { readOnly: true });
+    const piece = Buffer.alloc(4096);
+    await img.read(piece, 250 * MiB);
+    await img.close();
+    expect(piece.every((x) => x === 0x44)).toBe(true);
+  });
+
+  itWith(['vhdiinfo'], 'a differencing child grows past its BAT sector: the parent link survives the moved locators', async () => {
+    const base = join(dir, 'g-base.vhd');
+    const child = join(dir, 'g-child.vhd');
+    const b = await create(base, { format: 'vhd', size: 8 * MiB, options: { block_size: '64K' } });
+    await b.write(patternBytes(8 * MiB, 31), 0);
+    await b.close();
+    const c = await create(child, { format: 'vhd', backing: base, options: { block_size: '64K' } });
+    await c.write(patternBytes(100 * 1024, 32), 3 * MiB);
+    await c.close();
+    const view = await readAll(child);
+    await resize(child, '12M');
+    const expected = Buffer.alloc(12 * MiB);
+    view.copy(expected);
+    expect((await readAll(child)).equals(expected)).toBe(true);
+    expect(await checkProblems(child)).toEqual([]);
+    const info = await vhdiinfo(child);
+    expect(info).toContain('Parent filename\t\t: g-base.vhd');
+    expect(info).toContain(`(${12 * MiB} bytes)`);
+    // Shrinking below the parent is refused; the child is unchanged.
+    const bytes = await readFile(child);
+    await expect(resize(child, '4M', { shrink: true })).rejects.toMatchObject({ code: 'E_USAGE', message: expect.stringContaining("parent's size") });
+    expect((await readFile(child)).equals(bytes)).toBe(true);
+  });
+
+  it('refusals leave the file unchanged: damaged trailing footer, size without CHS geometry for a "vpc " creator', async () => {
+    const f = join(dir, 'refuse.vhd');
+    await (await create(f, { format: 'vhd', size: 8 * MiB })).close();
+    const w = await open(f);
+    await w.write(patternBytes(4096, 40), 0);
+    await w.close();
+    const good = await readFile(f);
+    // The trailing footer's checksum broken: the image opens from the copy at 0, but is not resized or compacted.
+    const broken = Buffer.from(good);
+    broken[broken.length - 512 + 70]! ^= 0xff;
+    await writeFile(f, broken);
+    await expect(resize(f, '16M')).rejects.toMatchObject({ code: 'E_CORRUPT', message: expect.stringContaining('trailing footer') });
+    await expect(compact(f)).rejects.toMatchObject({ code: 'E_CORRUPT' });
+    expect((await readFile(f)).equals(broken)).toBe(true);
+
+    // A Virtual PC image: readers take the size from CHS geometry, so only CHS sizes can be set.
+    const vpc = editFooter(good, (ft) => {
+      ft.creatorApplication = 'vpc ';
+    });
+    await writeFile(f, vpc);
+    await expect(resize(f, '16M')).rejects.toMatchObject({ code: 'E_UNSUPPORTED', message: expect.stringContaining('CHS geometry') });
+    expect((await readFile(f)).equals(vpc)).toBe(true);
+    // 1040 cylinders x 16 heads x 63 sectors is a CHS size: accepted, and read back by CHS.
+    const chs = 1040 * 16 * 63 * 512;
+    await resize(f, chs);
+    const img = await open(f, { readOnly: true });
+    expect(img.size).toBe(chs);
+    await img.close();
+    expect(await checkProblems(f)).toEqual([]);
   });
 });
