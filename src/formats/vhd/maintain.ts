@@ -287,7 +287,13 @@ class VhdEditor {
     // First fit of each new locator into the old locators' space (unused since the flip).
     const place: Array<{ at: number; data: Buffer }> = [];
     if (reuseLocatorSpace) {
-      const free = oldSpaces.filter((r) => !overlapsUsed(r.start, r.end)).map((r) => ({ ...r }));
+      // The old locators' sectors that nothing uses now, neighbours merged.
+      const free: Array<{ start: number; end: number }> = [];
+      for (const r of oldSpaces.filter((x) => !overlapsUsed(x.start, x.end)).sort((x, y) => x.start - y.start)) {
+        const prev = free[free.length - 1];
+        if (prev && prev.end >= r.start) prev.end = Math.max(prev.end, r.end);
+        else free.push({ ...r });
+      }
       let fits = true;
       header.parentLocators.forEach((l, i) => {
         const d = locatorData[i];

@@ -161,8 +161,14 @@ describe('VHD rebase, as vhdiinfo and qemu-img see it', () => {
     await c.close();
     const view = await readAll(top);
 
+    const sizeBefore = (await stat(top)).size;
     await rebase(top, b);
     expect((await readAll(top)).equals(view)).toBe(true);
+    // The new header is back at offset 512 and its locators in the old locators' space:
+    // the file grew only by the blocks rebase copied in (2 MiB + bitmap each).
+    const bytes = await readFile(top);
+    expect(bytes.toString('latin1', 512, 520)).toBe('cxsparse');
+    expect((bytes.length - sizeBefore) % (2 * MiB + 512)).toBe(0);
     const info = await vhdiinfo(top);
     expect(info).toContain('Differential');
     expect(info).toContain('Parent filename\t\t: rb-longer-name.vhd');
