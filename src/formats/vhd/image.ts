@@ -443,6 +443,7 @@ export class VhdImage extends BlockDeviceBase implements DiskImage {
   /** Change the virtual size in place; a crash leaves the old or the new size (maintain.ts). */
   async resize(newSize: number): Promise<void> {
     this.writable();
+    if (newSize === this.size) return;
     await this.reload();
     try {
       await resizeVhd(this.storage, this.meta, newSize);

@@ -188,3 +188,47 @@ describe('VHD parent link change crash safety', () => {
     expect([...seen].sort()).toEqual(['base.vhd', undefined]);
   });
 });
+
+describe('VHD compact results', () => {
+  it('releases exactly the blocks that read the same without them, and gives back leaked spans', async () => {
+    // Differencing: block 2 holds the parent's own bytes, block 10 zeros over the parent's zeros, block 14 new data.
+    const diff = await edited(await smallImage('differencing'), async (img) => {
+      const parentBytes = Buffer.alloc(4 * K);
+      await img.backing!.read(parentBytes, 8 * K);
+      await img.write(parentBytes, 8 * K);
+      await img.write(Buffer.alloc(4 * K), 40 * K);
+      await img.write(patternBytes(4 * K, 9), 56 * K);
+    });
+    const loc = folder(diff);
+    const before = await readAll(loc);
+    const img = await openLocation(loc);
+    const r = await img.compact!();
+    await img.close();
+    expect(r.releasedBlocks).toBe(2);
+    expect(r.sizeBefore - r.sizeAfter).toBe(2 * (4 * K + 512));
+    expect((await readAll(loc)).equals(before)).toBe(true);
+
+    // Dynamic: a block whose BAT entry was lost (as a crash before the entry leaves it) is leaked space.
+    const files = await smallImage('dynamic');
+    const bytes = Buffer.from(files.get('img.vhd')!);
+    const batAt = 1536;
+    const lost = bytes.readUInt32BE(batAt); // block 0, the first one written
+    expect(lost).not.toBe(0xffffffff);
+    bytes.writeUInt32BE(0xffffffff, batAt);
+    files.set('img.vhd', bytes);
+    const leaky = folder(files);
+    expect((await seriousProblems(leaky)).length).toBe(0);
+    const storage = await leaky.open('img.vhd');
+    const leaks = (await vhdDriver.check!(storage, leaky, { readOnly: true, openParent: (n) => openLocation(leaky.at(n), { readOnly: true }) })).problems;
+    expect(leaks.map((p) => p.severity)).toEqual(['leak']);
+    const content = await readAll(leaky);
+    const d = await openLocation(leaky);
+    const rd = await d.compact!();
+    await d.close();
+    expect(rd.releasedBlocks).toBe(0);
+    expect(rd.sizeBefore - rd.sizeAfter).toBe(4 * K + 512);
+    expect((await readAll(leaky)).equals(content)).toBe(true);
+    const after = await leaky.open('img.vhd');
+    expect((await vhdDriver.check!(after, leaky, { readOnly: true, openParent: (n) => openLocation(leaky.at(n), { readOnly: true }) })).problems).toEqual([]);
+  });
+});
