@@ -300,6 +300,26 @@ export class VhdImage extends BlockDeviceBase implements DiskImage {
     this.cacheBitmap(idx, bitmap);
   }
 
+  /**
+   * Release every whole block inside the range (its BAT entry becomes unused: zeros in
+   * a dynamic disk, the parent in a differencing one). One 4-byte write per block;
+   * partial blocks are left as they are (a discard is a hint).
+   */
+  protected override async discardAt(offset: number, length: number): Promise<void> {
+    if (this.isFixed) return;
+    const bs = this.meta.blockSize;
+    const first = Math.ceil(offset / bs);
+    // The last block counts as whole when the range reaches the end of the disk.
+    const end = offset + length >= this.size ? this.meta.bat!.length : Math.floor((offset + length) / bs);
+    const unused = Buffer.alloc(4, 0xff);
+    for (let idx = first; idx < end; idx++) {
+      if (this.meta.bat![idx] === BAT_UNUSED) continue;
+      await this.storage.write(unused, this.meta.header!.tableOffset + idx * 4);
+      this.meta.bat![idx] = BAT_UNUSED;
+      this.bitmaps.delete(idx);
+    }
+  }
+
   // ---- extents -------------------------------------------------------------
 
   protected async *extentsIn(offset: number, length: number): AsyncIterable<Extent> {

@@ -232,3 +232,25 @@ describe('VHD compact results', () => {
     expect((await vhdDriver.check!(after, leaky, { readOnly: true, openParent: (n) => openLocation(leaky.at(n), { readOnly: true }) })).problems).toEqual([]);
   });
 });
+
+describe('VHD discard', () => {
+  it('releases whole blocks (parent or zeros show through) and leaves partial ones', async () => {
+    for (const kind of ['dynamic', 'differencing'] as const) {
+      const loc = folder(await smallImage(kind));
+      const parent = kind === 'differencing' ? await readAll(folder(await smallImage(kind)).at('base.vhd') as MemoryLocation) : Buffer.alloc(64 * K);
+      const before = await readAll(loc);
+      const img = await openLocation(loc);
+      const allocated = async (): Promise<number> => ((await img.info()).formatSpecific!['allocated-blocks'] as number);
+      const n0 = await allocated();
+      // 16 KiB - 512 .. 36 KiB: blocks 4 to 8 are whole, block 3 only partly covered.
+      await img.discard(16 * K - 512, 20 * K + 512);
+      expect(await allocated()).toBeLessThan(n0);
+      await img.close();
+      const after = await readAll(loc);
+      const expected = Buffer.from(before);
+      parent.copy(expected, 16 * K, 16 * K, 36 * K);
+      expect(after.equals(expected)).toBe(true);
+      expect(await seriousProblems(loc)).toEqual([]);
+    }
+  });
+});
