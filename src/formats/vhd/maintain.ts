@@ -224,34 +224,35 @@ class VhdEditor {
   }
 
   /**
-   * Pack blocks: while a gap of at least one block span lies before the last block,
-   * move the last block into the lowest such gap. Then move the footer back to the
-   * end of what is used and cut the file. Returns blocks moved.
+   * Pack blocks: fill each gap of at least one block span, lowest first, with the
+   * block that lies last in the file, while that block lies after the gap; then cut
+   * the file. One pass over the regions (a huge image is not rescanned per move).
+   * Returns blocks moved.
    */
   async pack(): Promise<number> {
+    const regions = this.usedRegions();
+    const gone = new Set<number>();
+    let hi = regions.length - 1;
+    /** Index of the last block still in its place. */
+    const lastBlock = (): number => {
+      while (hi >= 0 && (regions[hi]!.block === undefined || gone.has(hi))) hi--;
+      return hi;
+    };
     let moved = 0;
-    for (;;) {
-      const regions = this.usedRegions();
-      const last = [...regions].reverse().find((r) => r.block !== undefined);
-      if (!last) break;
-      let pos = 0;
-      let dest = -1;
-      for (const r of regions) {
-        if (r === last) break;
-        const gapStart = roundUpSector(pos);
-        if (r.start - gapStart >= this.span) {
-          dest = gapStart;
-          break;
-        }
-        pos = Math.max(pos, r.end);
+    let pos = 0;
+    for (let i = 0; i < regions.length && lastBlock() >= i; i++) {
+      const r = regions[i]!;
+      let gapStart = roundUpSector(pos);
+      for (;;) {
+        const l = lastBlock();
+        if (l < i || r.start - gapStart < this.span || regions[l]!.start < gapStart + this.span) break;
+        await this.moveBlock(regions[l]!.block!, gapStart);
+        gone.add(l);
+        moved++;
+        gapStart += this.span;
+        pos = gapStart;
       }
-      if (dest < 0) {
-        const gapStart = roundUpSector(pos);
-        if (last.start - gapStart >= this.span) dest = gapStart;
-      }
-      if (dest < 0) break;
-      await this.moveBlock(last.block!, dest);
-      moved++;
+      if (!gone.has(i)) pos = Math.max(pos, r.end);
     }
     await this.trimEnd();
     return moved;
