@@ -60,6 +60,9 @@ export function parentLinkData(ref: string, absolute: string): { name: string; l
   return { name, locators: out };
 }
 
+/** Block data copied between two flushes while packing. */
+const PACK_BATCH_BYTES = 64 * 1024 * 1024;
+
 /** Zeros to write in pieces. */
 const ZEROS = Buffer.alloc(IO_CHUNK);
 
@@ -226,8 +229,10 @@ class VhdEditor {
   /**
    * Pack blocks: fill each gap of at least one block span, lowest first, with the
    * block that lies last in the file, while that block lies after the gap; then cut
-   * the file. One pass over the regions (a huge image is not rescanned per move).
-   * Returns blocks moved.
+   * the file. The moves are planned in one pass over the regions, then done in
+   * batches: copies into the gaps (free space below every block still in place, so
+   * no copy lands on a block another move reads), one flush, the BAT entries, one
+   * flush. Returns blocks moved.
    */
   async pack(): Promise<number> {
     const regions = this.usedRegions();
@@ -238,7 +243,7 @@ class VhdEditor {
       while (hi >= 0 && (regions[hi]!.block === undefined || gone.has(hi))) hi--;
       return hi;
     };
-    let moved = 0;
+    const moves: Array<{ block: number; from: number; to: number }> = [];
     let pos = 0;
     for (let i = 0; i < regions.length && lastBlock() >= i; i++) {
       const r = regions[i]!;
@@ -246,16 +251,23 @@ class VhdEditor {
       for (;;) {
         const l = lastBlock();
         if (l < i || r.start - gapStart < this.span || regions[l]!.start < gapStart + this.span) break;
-        await this.moveBlock(regions[l]!.block!, gapStart);
+        moves.push({ block: regions[l]!.block!, from: regions[l]!.start, to: gapStart });
         gone.add(l);
-        moved++;
         gapStart += this.span;
         pos = gapStart;
       }
       if (!gone.has(i)) pos = Math.max(pos, r.end);
     }
+    const perBatch = Math.max(1, Math.floor(PACK_BATCH_BYTES / this.span));
+    for (let k = 0; k < moves.length; k += perBatch) {
+      const batch = moves.slice(k, k + perBatch);
+      for (const m of batch) await this.copy(m.from, m.to, this.span);
+      await this.flush();
+      for (const m of batch) await this.setBatEntry(m.block, m.to / SECTOR_SIZE);
+      await this.flush();
+    }
     await this.trimEnd();
-    return moved;
+    return moves.length;
   }
 
   /** Cut unused space at the end of the file: the footer moves back over it first, then the file is truncated. */
