@@ -47,7 +47,9 @@ const MAX_BAT_SECTOR = 0xfffffffe;
 
 /** The W2ku (absolute) spelling of a parent reference, as seen from the child's location. */
 export function absoluteRef(location: ImageLocation | undefined, ref: string): string {
-  if (location instanceof FileLocation) return isAbsolute(ref) ? ref : resolvePath(posix.dirname(resolvePath(location.name)), ref);
+  // A reference read back from a W2ru locator is spelled like `.\name`: resolve it with `/`.
+  const norm = ref.replace(/\\/g, '/');
+  if (location instanceof FileLocation) return isAbsolute(norm) ? norm : resolvePath(posix.dirname(resolvePath(location.name)), norm);
   return ref;
 }
 
