@@ -10,6 +10,7 @@ import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { open } from '../../../src/formats/registry.js';
 import { vhdDriver } from '../../../src/formats/vhd/index.js';
+import { readParentRefs, readVhdMeta } from '../../../src/formats/vhd/parse.js';
 import { compact } from '../../../src/ops/compact.js';
 import { create } from '../../../src/ops/create.js';
 import { rebase } from '../../../src/ops/rebase.js';
@@ -42,6 +43,17 @@ async function checkProblems(file: string): Promise<string[]> {
   try {
     const r = await vhdDriver.check!(storage, loc, { readOnly: true, openParent: (n) => open(n, { readOnly: true }) });
     return r.problems.map((p) => `${p.severity}: ${p.message}`);
+  } finally {
+    await storage.close();
+  }
+}
+
+/** The path in a VHD's W2ku (absolute) parent locator. */
+async function w2kuPath(file: string): Promise<string | undefined> {
+  const storage = await FileStorage.open(file, { readOnly: true });
+  try {
+    const { refs } = await readParentRefs(storage, (await readVhdMeta(storage)).header!);
+    return refs.find((r) => r.platform === 'W2ku')?.ref;
   } finally {
     await storage.close();
   }
@@ -179,6 +191,14 @@ describe('VHD rebase, as vhdiinfo and qemu-img see it', () => {
     const ours = await open(top, { readOnly: true });
     expect((await ours.info()).backingFilename).toBe('.\\rb-longer-name.vhd');
     await ours.close();
+    // Re-linking with the stored W2ru spelling (as commit does) keeps a right absolute W2ku path.
+    const again = await open(top);
+    const parentB = await open(b, { readOnly: true });
+    await again.setBacking!(parentB, '.\\rb-longer-name.vhd');
+    await again.close();
+    await parentB.close();
+    expect(await w2kuPath(top)).toBe(join(dir, 'rb-longer-name.vhd'));
+    expect((await readAll(top)).equals(view)).toBe(true);
 
     await rebase(top, undefined);
     const detached = await vhdiinfo(top);
