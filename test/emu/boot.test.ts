@@ -48,7 +48,7 @@ describe('nasm MBR + VBR fixture', () => {
     expect(q).toBe(MBR_VBR_SERIAL);
   });
 
-  for (const [fmt, args] of [['vpc', ['-o', 'subformat=dynamic']], ['vdi', []], ['vmdk', []]] as const) {
+  for (const [fmt, args] of [['vpc', ['-o', 'subformat=dynamic,force_size=on']], ['vdi', []], ['vmdk', []]] as const) {
     const name = fmt === 'vpc' ? 'vhd' : fmt;
     const registered = formatDrivers().some((d) => d.name === name);
     const itConv = registered ? itWith : (_tools: readonly string[], title: string) => it.skip(`${title} [no ${name} driver registered yet]`, () => undefined);
@@ -78,7 +78,7 @@ describe('FreeDOS floppy', () => {
     expect(r.screen.join('\n')).toMatch(/A:\\>dir/);
   });
 
-  for (const [fmt, args] of [['vpc', ['-o', 'subformat=dynamic']], ['vdi', []], ['vmdk', []]] as const) {
+  for (const [fmt, args] of [['vpc', ['-o', 'subformat=dynamic,force_size=on']], ['vdi', []], ['vmdk', []]] as const) {
     const name = fmt === 'vpc' ? 'vhd' : fmt;
     const registered = formatDrivers().some((d) => d.name === name);
     const itConv = registered && existsSync(FREEDOS) ? itWith : (_tools: readonly string[], title: string) => it.skip(`${title} [no ${name} driver registered yet, or no FreeDOS image]`, () => undefined);
