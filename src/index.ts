@@ -17,6 +17,7 @@ export { isZero, forEachZeroRun } from './device/zero.js';
 export type { CheckProblem, CheckResult, DriverCheckOptions, DriverCreateOptions, DriverOpenOptions, FormatDriver } from './formats/driver.js';
 export { MAX_CHAIN_DEPTH, findDriver, formatDrivers, open, openLocation, probeFormat, type OpenOptions } from './formats/registry.js';
 export { RawImage, rawDriver } from './formats/raw/index.js';
+export { VdiImage, checkVdi, vdiDriver, type VdiHeader } from './formats/vdi/index.js';
 export { create, type CreateOptions } from './ops/create.js';
 export { describeImage, formatInfoHuman, info, type ImageInfoReport } from './ops/info.js';
 export { formatSize, parseSize } from './util/size.js';

@@ -9,9 +9,10 @@ import { FileLocation, type ImageLocation } from '../storage/location.js';
 import type { Storage } from '../storage/storage.js';
 import type { DriverOpenOptions, FormatDriver } from './driver.js';
 import { rawDriver } from './raw/index.js';
+import { vdiDriver } from './vdi/index.js';
 
 /** Every driver, probed in this order; raw matches anything and comes last. */
-const DRIVERS: readonly FormatDriver[] = [rawDriver];
+const DRIVERS: readonly FormatDriver[] = [vdiDriver, rawDriver];
 
 /** Longest differencing chain vdisk follows (child + 63 ancestors). */
 export const MAX_CHAIN_DEPTH = 64;
