@@ -240,16 +240,26 @@ export class VdiImage extends BlockDeviceBase implements DiskImage {
     this.owner[e] = -1;
     this.mapped--;
     this.headerStale = true;
-    // Keep data blocks dense (VirtualBox and qemu append at cBlocksAllocated).
-    this.trimTail();
-    if (e < this.nextSlot) {
-      await this.move(this.nextSlot - 1, e);
-      this.trimTail();
-    }
+    this.freed.push(e);
   }
 
-  /** After releasing blocks: the header's count, then the file's tail. */
+  /** Data blocks released by the current request, to be refilled by finishRelease. */
+  private freed: number[] = [];
+
+  /**
+   * After releasing blocks: keep data blocks dense (VirtualBox and qemu append at
+   * cBlocksAllocated) by moving the last ones into the holes, then write the
+   * header's count, then trim the file's tail.
+   */
   private async finishRelease(): Promise<void> {
+    const holes = this.freed.sort((a, b) => a - b);
+    this.freed = [];
+    this.trimTail();
+    for (const hole of holes) {
+      if (hole >= this.nextSlot) break;
+      await this.move(this.nextSlot - 1, hole);
+      this.trimTail();
+    }
     if (this.headerStale) await this.writeHeader();
     const end = this.header.offData + this.nextSlot * this.stride;
     if (this.storage.size > end) await this.storage.truncate(end);
