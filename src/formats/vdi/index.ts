@@ -9,6 +9,7 @@ import type { DiskImage } from '../../device/block-device.js';
 import { VdiskError, isVdiskError } from '../../errors.js';
 import type { ImageLocation } from '../../storage/location.js';
 import type { Storage } from '../../storage/storage.js';
+import { boolOption } from '../../util/options.js';
 import type { CheckProblem, CheckResult, DriverCheckOptions, DriverCreateOptions, DriverOpenOptions, FormatDriver } from '../driver.js';
 import { blockStride, readBlockMap, scanBlockMap, type BlockMapScan } from './blockmap.js';
 import {
@@ -163,6 +164,7 @@ export const vdiDriver: FormatDriver = {
   name: 'vdi',
   createOptions: {
     subformat: 'dynamic (default: blocks allocated as written) or fixed (preallocated)',
+    static: 'on = subformat=fixed (qemu-img\'s spelling)',
   },
 
   async probe(storage: Storage): Promise<boolean> {
@@ -177,7 +179,7 @@ export const vdiDriver: FormatDriver = {
   },
 
   async create(location: ImageLocation, opts: DriverCreateOptions): Promise<DiskImage> {
-    const sub = (opts.options.subformat ?? 'dynamic').toLowerCase();
+    const sub = (opts.options.subformat ?? (boolOption(opts.options, 'static', false) ? 'fixed' : 'dynamic')).toLowerCase();
     if (sub !== 'dynamic' && sub !== 'fixed') throw new VdiskError('E_USAGE', `vdi: subformat=${sub}: expected dynamic or fixed`);
     const fixed = sub === 'fixed';
     let type: number = fixed ? VdiImageType.FIXED : VdiImageType.NORMAL;

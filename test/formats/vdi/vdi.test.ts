@@ -146,6 +146,10 @@ describe('vdi images', () => {
     expect(file.length).toBe(2 * MiB + 3 * MiB);
     expect([0, 1, 2].map((i) => mapEntry(file, i))).toEqual([0, 1, 2]);
     expect(file.subarray(2 * MiB + 1234, 2 * MiB + 2234).equals(patternBytes(1000, 3))).toBe(true);
+    // qemu-img's spelling works too.
+    const q = await vdiDriver.create(folder.at('s.vdi'), { size: MiB, options: { static: 'on' } });
+    await q.close();
+    expect(decodeHeader(await bytesOf(folder, 's.vdi'), 's').type).toBe(2);
   });
 
   it('writeZeroes over whole blocks marks them ZERO without writing data, and keeps data blocks dense', async () => {
