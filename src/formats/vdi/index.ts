@@ -141,7 +141,8 @@ async function openVdi(storage: Storage, location: ImageLocation, opts: DriverOp
 function needsSettling(h: VdiHeader, scan: BlockMapScan, fileSize: number): boolean {
   if (h.cBlocksAllocated !== scan.mapped) return true;
   if (scan.mapped !== scan.nextSlot) return true;
-  return fileSize > h.offData + scan.nextSlot * blockStride(h);
+  // Bytes past a preallocated image's last block are left alone.
+  return h.type !== VdiImageType.FIXED && fileSize > h.offData + scan.nextSlot * blockStride(h);
 }
 
 /** Write a new image's header and block map. */
