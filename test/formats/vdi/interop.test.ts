@@ -12,6 +12,9 @@ import { listExtents } from '../../../src/device/base.js';
 import type { DiskImage } from '../../../src/device/block-device.js';
 import { open } from '../../../src/formats/registry.js';
 import { decodeHeader } from '../../../src/formats/vdi/header.js';
+import { checkVdi } from '../../../src/formats/vdi/index.js';
+import { MemoryLocation } from '../../../src/storage/location.js';
+import { MemoryStorage } from '../../../src/storage/memory.js';
 import { create } from '../../../src/ops/create.js';
 import { itWith, qemuInfo, qemuSame, run, runOk } from '../../helpers/oracle.js';
 import { VDISK_BIN, patternBytes, tempDir } from '../../helpers/tmp.js';
@@ -145,6 +148,35 @@ describe('vdi interop with qemu', async () => {
     expect(refused.code).not.toBe(0);
     expect(refused.stderr).toMatch(/link UUID/i);
     expect((await run('qemu-img', ['check', '-f', 'vdi', parentFile])).code).toBe(0);
+  });
+
+  itWith(QEMU, 'check finds the block-map damage qemu-img check finds', async () => {
+    const f = join(dir, 'damaged.vdi');
+    await runOk('qemu-img', ['create', '-f', 'vdi', f, '4M']);
+    for (const w of ['write -P 1 0 512', 'write -P 2 1M 512', 'write -P 3 3M 512']) await runOk('qemu-io', ['-f', 'vdi', '-c', w, f]);
+    const good = await readFile(f);
+    const h = decodeHeader(good, f);
+    const cases: Array<[string, (b: Buffer) => void, RegExp | null]> = [
+      ['clean', () => undefined, null],
+      ['two entries naming one block', (b) => b.writeUInt32LE(b.readUInt32LE(h.offBlocks), h.offBlocks + 2 * 4), /both name data block/],
+      ['entry past cBlocks', (b) => b.writeUInt32LE(9, h.offBlocks + 4), /past cBlocks/],
+    ];
+    for (const [what, damage, ours] of cases) {
+      const b = Buffer.from(good);
+      damage(b);
+      await writeFile(f, b);
+      const q = await run('qemu-img', ['check', '-f', 'vdi', f]);
+      const storage = new MemoryStorage(b, { name: f });
+      const r = await checkVdi(storage, new MemoryLocation(f), {});
+      const corrupt = r.problems.filter((p) => p.severity === 'corrupt');
+      if (ours === null) {
+        expect(q.code, what).toBe(0);
+        expect(r.problems, what).toEqual([]);
+      } else {
+        expect(q.code, `${what}: ${q.stderr}`).toBe(2); // qemu-img check: corruptions found
+        expect(corrupt.some((p) => ours.test(p.message)), what).toBe(true);
+      }
+    }
   });
 
   itWith(QEMU, 'vdisk create -f vdi -o subformat=fixed|dynamic and -b PARENT from the CLI', async () => {

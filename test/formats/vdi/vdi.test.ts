@@ -289,6 +289,21 @@ describe('vdi differencing images', () => {
     await child.close();
   });
 
+  it('follows a chain of two differencing images by uuid', async () => {
+    const { folder, model } = await family();
+    const child = await openIn(folder, 'child.vdi', { readOnly: true });
+    const grand = await createIn(folder, 'grand.vdi', 3 * MiB, { parent: child });
+    await grand.write(Buffer.alloc(512, 0xee), 2 * MiB + 512);
+    model.fill(0xee, 2 * MiB + 512, 2 * MiB + 1024);
+    await grand.close();
+    const img = await openIn(folder, 'grand.vdi', { readOnly: true });
+    expect(img.backing?.backing?.filename).toBe('base.vdi');
+    expect((await readAll(img)).equals(model)).toBe(true);
+    const ext = await listExtents(img, MiB, MiB);
+    expect(ext).toEqual([{ offset: MiB, length: MiB, kind: 'data', depth: 1 }]);
+    await img.close();
+  });
+
   it('takes an explicit parent, reads undo images like differencing ones', async () => {
     const { folder, model } = await family();
     const file = await bytesOf(folder, 'child.vdi');
