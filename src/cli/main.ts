@@ -3,6 +3,7 @@ import { readFileSync } from 'node:fs';
 import { Command } from 'commander';
 import { register as registerCreate } from './commands/create.js';
 import { register as registerInfo } from './commands/info.js';
+import { register as registerMaintain } from './commands/maintain.js';
 
 function packageVersion(): string {
   const pkg = JSON.parse(readFileSync(new URL('../../package.json', import.meta.url), 'utf8')) as { version: string };
@@ -18,7 +19,7 @@ export function buildProgram(): Command {
     .option('--debug', 'print stack traces with errors')
     .showHelpAfterError()
     .configureOutput({ outputError: (str, write) => write(`vdisk: ${str.replace(/^error: /, '')}`) });
-  for (const register of [registerInfo, registerCreate]) register(program);
+  for (const register of [registerInfo, registerCreate, registerMaintain]) register(program);
   return program;
 }
 

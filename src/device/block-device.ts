@@ -80,4 +80,36 @@ export interface DiskImage extends BlockDevice {
   info(): Promise<ImageInfo>;
   /** Bytes this image's own files occupy on disk (all extents, not the parent). */
   actualSize(): Promise<number | undefined>;
+  /**
+   * Change the virtual size in place (grow, or shrink when allowed), ordered so a
+   * crash leaves either the old or the new size readable. Formats that cannot resize
+   * leave this out.
+   */
+  resize?(newSize: number): Promise<void>;
+  /**
+   * Give back space: release blocks that hold only zeros (when no parent shows
+   * through) or that no map entry uses, and shorten the file. Guest content is unchanged.
+   */
+  compact?(opts?: CompactOptions): Promise<CompactResult>;
+  /**
+   * Point this differencing image at another parent, changing only the link (the
+   * caller keeps guest content right). `ref` is how the child names the parent;
+   * `undefined` for both makes the image stand alone.
+   */
+  setBacking?(parent: DiskImage | undefined, ref: string | undefined): Promise<void>;
+}
+
+/** Options for {@link DiskImage.compact}. */
+export interface CompactOptions {
+  /** Called with work done so far, for progress display. */
+  onProgress?: (done: number, total: number) => void;
+}
+
+/** What {@link DiskImage.compact} did. */
+export interface CompactResult {
+  /** Blocks (or grains) released. */
+  releasedBlocks: number;
+  /** File size before and after, in bytes. */
+  sizeBefore: number;
+  sizeAfter: number;
 }

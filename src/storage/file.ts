@@ -1,4 +1,6 @@
+import { fdatasync, fstatSync, readSync, writeSync } from 'node:fs';
 import { open, stat, type FileHandle } from 'node:fs/promises';
+import { promisify } from 'node:util';
 import { VdiskError, fromSystemError } from '../errors.js';
 import { checkInside, checkIoArgs } from './checks.js';
 import { acquireWriteLock } from './lock.js';
@@ -14,7 +16,18 @@ export interface FileOpenOptions {
   noLock?: boolean;
 }
 
-/** Storage over a local file through an fs/promises FileHandle. */
+const fdatasyncP = promisify(fdatasync);
+
+/** Largest single system call; reads and writes are split into slices this big. */
+const SLICE = 128 * 1024;
+
+/**
+ * Storage over a local file. Reads and writes are positional system calls made
+ * synchronously in 128 KiB slices: Node's threadpool round trip costs 50-100 µs a
+ * call, more than a page-cache copy of the slice, and 128 KiB slices keep the copy
+ * cache-friendly (measured with bench/run.mjs read). `flush` (fdatasync) stays
+ * asynchronous since it may wait for the disk.
+ */
 export class FileStorage implements Storage {
   readonly name: string;
   readonly readOnly: boolean;
@@ -42,6 +55,8 @@ export class FileStorage implements Storage {
           throw fromSystemError(err, path);
         });
         if (st.isDirectory()) throw new VdiskError('E_USAGE', `${path}: is a folder, not an image`);
+        // Opening a FIFO or socket would block (or hang a search through a folder): refuse before open.
+        if (!st.isFile() && !st.isBlockDevice()) throw new VdiskError('E_USAGE', `${path}: not a regular file or block device`);
       }
       const flags = readOnly ? 'r' : opts.create === 'new' ? 'wx+' : opts.create === 'overwrite' ? 'w+' : 'r+';
       const fh = await open(path, flags, 0o644).catch((err: unknown) => {
@@ -64,13 +79,13 @@ export class FileStorage implements Storage {
   }
 
   async read(buf: Uint8Array, offset: number): Promise<void> {
-    const fh = this.handle();
+    const fd = this.fd();
     checkInside(this.name, offset, buf.length, this.length);
     let done = 0;
     while (done < buf.length) {
       let n: number;
       try {
-        ({ bytesRead: n } = await fh.read(buf, done, buf.length - done, offset + done));
+        n = readSync(fd, buf, done, Math.min(SLICE, buf.length - done), offset + done);
       } catch (err) {
         throw fromSystemError(err, this.name);
       }
@@ -80,14 +95,13 @@ export class FileStorage implements Storage {
   }
 
   async write(buf: Uint8Array, offset: number): Promise<void> {
-    const fh = this.handle();
+    const fd = this.fd();
     this.writable();
     checkIoArgs(this.name, offset, buf.length);
     let done = 0;
     while (done < buf.length) {
       try {
-        const { bytesWritten } = await fh.write(buf, done, buf.length - done, offset + done);
-        done += bytesWritten;
+        done += writeSync(fd, buf, done, Math.min(SLICE, buf.length - done), offset + done);
       } catch (err) {
         throw fromSystemError(err, this.name);
       }
@@ -111,7 +125,7 @@ export class FileStorage implements Storage {
     const fh = this.handle();
     if (this.readOnly) return;
     try {
-      await fh.datasync();
+      await fdatasyncP(fh.fd);
     } catch (err) {
       throw fromSystemError(err, this.name);
     }
@@ -130,8 +144,11 @@ export class FileStorage implements Storage {
   }
 
   async allocatedSize(): Promise<number> {
-    const st = await this.handle().stat();
-    return st.blocks * 512;
+    return fstatSync(this.fd()).blocks * 512;
+  }
+
+  private fd(): number {
+    return this.handle().fd;
   }
 
   private handle(): FileHandle {

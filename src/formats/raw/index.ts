@@ -18,7 +18,7 @@ export class RawImage extends BlockDeviceBase implements DiskImage {
   readonly format = 'raw';
   readonly filename: string;
   readonly readOnly: boolean;
-  readonly size: number;
+  size: number;
 
   constructor(private readonly storage: Storage, readOnly: boolean) {
     super();
@@ -67,6 +67,14 @@ export class RawImage extends BlockDeviceBase implements DiskImage {
 
   async actualSize(): Promise<number | undefined> {
     return this.storage.allocatedSize?.();
+  }
+
+  /** A raw image's size is its file's size: truncate, which keeps holes sparse. */
+  async resize(newSize: number): Promise<void> {
+    this.writable();
+    await this.storage.truncate(newSize);
+    await this.storage.flush();
+    this.size = newSize;
   }
 }
 

@@ -1,0 +1,77 @@
+import type { DiskImage } from '../device/block-device.js';
+import { IO_CHUNK } from '../device/base.js';
+import { VdiskError } from '../errors.js';
+import { open } from '../formats/registry.js';
+import { FileLocation } from '../storage/location.js';
+
+/** Options for {@link rebase}. */
+export interface RebaseOptions {
+  /** Change only the link (qemu-img rebase -u): the caller vouches that content matches. */
+  unsafe?: boolean;
+  /** Format of the new parent (detected when absent). */
+  backingFormat?: string;
+  /** Folders references inside the image may lead into. */
+  allowPaths?: readonly string[];
+  /** Called with bytes compared so far and the total. */
+  onProgress?: (done: number, total: number) => void;
+}
+
+/**
+ * Re-point a differencing image at `newParent` (or at nothing, with `undefined`),
+ * keeping its guest content: wherever the child shows its old parent and the new
+ * parent differs, the old content is first copied into the child. Only then does the
+ * link change, so a crash leaves the old chain intact.
+ */
+export async function rebase(path: string, newParent: string | undefined, opts: RebaseOptions = {}): Promise<{ copied: number }> {
+  const child = await open(path, { allowPaths: opts.allowPaths });
+  let parent: DiskImage | undefined;
+  try {
+    if (!child.setBacking) throw new VdiskError('E_UNSUPPORTED', `${path}: ${child.format} images of this kind cannot change their backing file`);
+    if (newParent !== undefined) parent = await open(newParent, { format: opts.backingFormat, readOnly: true, allowPaths: opts.allowPaths });
+    if (parent && parent.size !== child.size && !opts.unsafe) {
+      throw new VdiskError('E_USAGE', `${path}: the new parent ${newParent} is ${parent.size} bytes but the image is ${child.size}; use -u to change only the link`);
+    }
+    let copied = 0;
+    if (!opts.unsafe) {
+      const a = Buffer.alloc(IO_CHUNK);
+      const b = Buffer.alloc(IO_CHUNK);
+      let done = 0;
+      for await (const e of child.extents()) {
+        if (e.depth === 0 && e.kind !== 'hole') {
+          done += e.length;
+          continue;
+        }
+        for (let off = e.offset; off < e.offset + e.length; off += IO_CHUNK) {
+          const n = Math.min(IO_CHUNK, e.offset + e.length - off);
+          const oldView = a.subarray(0, n);
+          const newView = b.subarray(0, n);
+          await child.read(oldView, off);
+          if (parent && off < parent.size) await parent.read(newView.subarray(0, Math.min(n, parent.size - off)), off);
+          if (parent && off + n > parent.size) newView.fill(0, Math.max(0, parent.size - off));
+          if (!parent) newView.fill(0);
+          // Copy only the sectors that differ, so the child stays as sparse as it can.
+          for (let s = 0; s < n; ) {
+            if (Buffer.compare(oldView.subarray(s, s + 512), newView.subarray(s, s + 512)) === 0) {
+              s += 512;
+              continue;
+            }
+            let t = s + 512;
+            while (t < n && Buffer.compare(oldView.subarray(t, t + 512), newView.subarray(t, t + 512)) !== 0) t += 512;
+            await child.write(oldView.subarray(s, t), off + s);
+            copied += t - s;
+            s = t;
+          }
+          done += n;
+          opts.onProgress?.(done, child.size);
+        }
+      }
+      await child.flush();
+    }
+    const ref = newParent === undefined ? undefined : new FileLocation(path).relativeName(newParent);
+    await child.setBacking(parent, ref);
+    return { copied };
+  } finally {
+    await child.close();
+    await parent?.close();
+  }
+}

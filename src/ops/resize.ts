@@ -1,0 +1,64 @@
+import type { DiskImage } from '../device/block-device.js';
+import { VdiskError } from '../errors.js';
+import { open } from '../formats/registry.js';
+import { formatSize, parseSize } from '../util/size.js';
+
+/** Options for {@link resize}. */
+export interface ResizeOptions {
+  /** Allow the new size to be smaller than the old one. */
+  shrink?: boolean;
+  /** Format name (detected when absent). */
+  format?: string;
+  /** Folders references inside the image may lead into. */
+  allowPaths?: readonly string[];
+}
+
+/** Parse `SIZE`, `+SIZE` or `-SIZE` against the current size. */
+export function resolveNewSize(spec: string | number, current: number): number {
+  if (typeof spec === 'number') return spec;
+  const t = spec.trim();
+  if (t.startsWith('+')) return current + parseSize(t.slice(1));
+  if (t.startsWith('-')) return current - parseSize(t.slice(1));
+  return parseSize(t);
+}
+
+/** End of the last range of `image` that holds data anywhere in its chain (0 if none). */
+export async function usedSize(image: DiskImage): Promise<number> {
+  let end = 0;
+  for await (const e of image.extents()) if (e.kind === 'data') end = e.offset + e.length;
+  return end;
+}
+
+/** Change an image's virtual size in place; returns the old and new sizes. */
+export async function resizeImage(image: DiskImage, spec: string | number, opts: ResizeOptions = {}): Promise<{ oldSize: number; newSize: number }> {
+  const oldSize = image.size;
+  const newSize = resolveNewSize(spec, oldSize);
+  if (!Number.isSafeInteger(newSize) || newSize <= 0) throw new VdiskError('E_USAGE', `${image.filename}: new size ${newSize} is not a positive number of bytes`);
+  if (newSize % 512 !== 0) throw new VdiskError('E_USAGE', `${image.filename}: new size ${newSize} is not a multiple of 512 bytes`);
+  if (newSize === oldSize) return { oldSize, newSize };
+  if (newSize < oldSize) {
+    if (image.backing && newSize < image.backing.size) {
+      throw new VdiskError('E_USAGE', `${image.filename}: cannot shrink a differencing image below its parent's size (${image.backing.size} bytes)`);
+    }
+    if (!opts.shrink) {
+      const used = await usedSize(image);
+      throw new VdiskError(
+        'E_USAGE',
+        `${image.filename}: ${formatSize(newSize)} is smaller than the current ${formatSize(oldSize)} (data reaches ${used} bytes); pass --shrink to cut the end off`,
+      );
+    }
+  }
+  if (!image.resize) throw new VdiskError('E_UNSUPPORTED', `${image.filename}: ${image.format} images of this kind cannot be resized`);
+  await image.resize(newSize);
+  return { oldSize, newSize };
+}
+
+/** Open `path` for writing and resize it to `spec` (`SIZE`, `+SIZE`, `-SIZE`). */
+export async function resize(path: string, spec: string | number, opts: ResizeOptions = {}): Promise<{ oldSize: number; newSize: number }> {
+  const image = await open(path, { format: opts.format, allowPaths: opts.allowPaths });
+  try {
+    return await resizeImage(image, spec, opts);
+  } finally {
+    await image.close();
+  }
+}

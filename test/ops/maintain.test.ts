@@ -1,0 +1,207 @@
+/**
+ * resize, compact, commit and rebase, judged by qemu-img (info for the size, compare
+ * for the content, check where qemu can check the format). Formats whose drivers are
+ * not registered are reported as skipped; once registered, their cases run.
+ */
+import { execFile } from 'node:child_process';
+import { copyFile, readFile, stat, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { promisify } from 'node:util';
+import { beforeAll, describe, expect, it } from 'vitest';
+import { findDriver, open } from '../../src/formats/registry.js';
+import { commit } from '../../src/ops/commit.js';
+import { compact } from '../../src/ops/compact.js';
+import { create } from '../../src/ops/create.js';
+import { rebase } from '../../src/ops/rebase.js';
+import { resize } from '../../src/ops/resize.js';
+import { itWith, qemuInfo, qemuSame, run, runOk } from '../helpers/oracle.js';
+import { VDISK_BIN, patternBytes, tempDir } from '../helpers/tmp.js';
+
+const execFileP = promisify(execFile);
+const MiB = 1024 * 1024;
+
+let dir: string;
+beforeAll(async () => {
+  dir = await tempDir();
+});
+
+/** qemu-img's name for our format. */
+const QEMU_FMT: Record<string, string> = { raw: 'raw', vhd: 'vpc', vdi: 'vdi', vmdk: 'vmdk' };
+/** Formats qemu-img can check. */
+const QEMU_CHECKS = new Set(['vdi', 'vmdk']);
+
+function registered(fmt: string): boolean {
+  try {
+    findDriver(fmt);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+/** Write the same pieces into our image and into a raw reference file. */
+async function fill(path: string, ref: string, pieces: Array<[number, Buffer]>, size: number): Promise<void> {
+  const img = await open(path);
+  for (const [off, data] of pieces) await img.write(data, off);
+  await img.close();
+  const reference = Buffer.alloc(size);
+  for (const [off, data] of pieces) data.copy(reference, off);
+  await writeFile(ref, reference);
+}
+
+async function qemuCheckClean(path: string, fmt: string): Promise<void> {
+  if (!QEMU_CHECKS.has(fmt)) return;
+  const r = await run('qemu-img', ['check', '-f', QEMU_FMT[fmt]!, path]);
+  expect(r.code, `${r.stdout}${r.stderr}`).toBe(0);
+}
+
+for (const fmt of ['raw', 'vhd', 'vdi', 'vmdk']) {
+  describe.skipIf(!registered(fmt))(`resize ${fmt}`, () => {
+    itWith(['qemu-img'], `grows and (with --shrink) shrinks a ${fmt} image, content kept`, async () => {
+      const p = join(dir, `grow.${fmt}`);
+      const ref = join(dir, `grow-${fmt}.raw`);
+      await (await create(p, { format: fmt, size: '8M' })).close();
+      const pieces: Array<[number, Buffer]> = [
+        [0, patternBytes(64 * 1024, 1)],
+        [5 * MiB + 512, patternBytes(3 * 512, 2)],
+      ];
+      await fill(p, ref, pieces, 8 * MiB);
+
+      expect(await resize(p, '+24M')).toEqual({ oldSize: 8 * MiB, newSize: 32 * MiB });
+      expect((await qemuInfo(p, QEMU_FMT[fmt]))['virtual-size']).toBe(32 * MiB);
+      await runOk('qemu-img', ['resize', '-f', 'raw', ref, '32M']);
+      expect(await qemuSame(p, QEMU_FMT[fmt]!, ref, 'raw')).toBe(true);
+      await qemuCheckClean(p, fmt);
+
+      // Data written past the old end lands in the new space.
+      const tail = patternBytes(4096, 3);
+      const img = await open(p);
+      await img.write(tail, 30 * MiB);
+      await img.close();
+      const refImg = await open(ref);
+      await refImg.write(tail, 30 * MiB);
+      await refImg.close();
+      expect(await qemuSame(p, QEMU_FMT[fmt]!, ref, 'raw')).toBe(true);
+
+      await expect(resize(p, '16M')).rejects.toMatchObject({ code: 'E_USAGE', message: expect.stringMatching(/--shrink.*|data reaches/) });
+      expect((await qemuInfo(p, QEMU_FMT[fmt]))['virtual-size']).toBe(32 * MiB);
+
+      expect(await resize(p, '16M', { shrink: true })).toEqual({ oldSize: 32 * MiB, newSize: 16 * MiB });
+      expect((await qemuInfo(p, QEMU_FMT[fmt]))['virtual-size']).toBe(16 * MiB);
+      await runOk('qemu-img', ['resize', '-f', 'raw', '--shrink', ref, '16M']);
+      expect(await qemuSame(p, QEMU_FMT[fmt]!, ref, 'raw')).toBe(true);
+      await qemuCheckClean(p, fmt);
+    });
+  });
+}
+
+for (const fmt of ['vhd', 'vdi', 'vmdk']) {
+  describe.skipIf(!registered(fmt))(`chains of ${fmt}`, () => {
+    itWith(['qemu-img'], `commit merges a ${fmt} child into its parent, which then holds the child's view`, async () => {
+      const base = join(dir, `base-c.${fmt}`);
+      const top = join(dir, `top-c.${fmt}`);
+      const ref = join(dir, `commit-${fmt}.raw`);
+      await (await create(base, { format: fmt, size: '8M' })).close();
+      await fill(base, ref, [[0, patternBytes(2 * MiB, 4)]], 8 * MiB);
+      await (await create(top, { format: fmt, backing: base })).close();
+      const childData = patternBytes(3 * 512, 5);
+      const img = await open(top);
+      await img.write(childData, MiB + 1024);
+      await img.write(patternBytes(MiB, 6), 6 * MiB);
+      await img.close();
+      const expected = Buffer.alloc(8 * MiB);
+      patternBytes(2 * MiB, 4).copy(expected, 0);
+      childData.copy(expected, MiB + 1024);
+      patternBytes(MiB, 6).copy(expected, 6 * MiB);
+      await writeFile(ref, expected);
+
+      const r = await commit(top);
+      expect(r.bytes).toBeGreaterThanOrEqual(MiB + 3 * 512);
+      expect(await qemuSame(base, QEMU_FMT[fmt]!, ref, 'raw')).toBe(true);
+      await qemuCheckClean(base, fmt);
+      // The child still shows the same disk through the updated parent.
+      const child = await open(top, { readOnly: true });
+      const all = Buffer.alloc(8 * MiB);
+      await child.read(all, 0);
+      await child.close();
+      expect(all.equals(expected)).toBe(true);
+    });
+
+    itWith(['qemu-img'], `rebase of a ${fmt} child keeps its content; -u changes only the link`, async () => {
+      const a = join(dir, `a-r.${fmt}`);
+      const b = join(dir, `b-r.${fmt}`);
+      const top = join(dir, `top-r.${fmt}`);
+      await (await create(a, { format: fmt, size: '4M' })).close();
+      await fill(a, join(dir, 'a.raw'), [[0, patternBytes(4 * MiB, 7)]], 4 * MiB);
+      await (await create(b, { format: fmt, size: '4M' })).close();
+      await fill(b, join(dir, 'b.raw'), [[MiB, patternBytes(MiB, 8)]], 4 * MiB);
+      await (await create(top, { format: fmt, backing: a })).close();
+      const before = Buffer.alloc(4 * MiB);
+      {
+        const t = await open(top);
+        await t.write(patternBytes(512, 9), 2 * MiB);
+        await t.read(before, 0);
+        await t.close();
+      }
+      const r = await rebase(top, b);
+      expect(r.copied).toBeGreaterThan(0);
+      const t = await open(top, { readOnly: true });
+      expect(t.backing?.filename).toContain(`b-r.${fmt}`);
+      const after = Buffer.alloc(4 * MiB);
+      await t.read(after, 0);
+      await t.close();
+      expect(after.equals(before)).toBe(true);
+
+      const small = join(dir, `small.${fmt}`);
+      await (await create(small, { format: fmt, size: '2M' })).close();
+      await expect(rebase(top, small)).rejects.toMatchObject({ code: 'E_USAGE' });
+      await rebase(top, a, { unsafe: true });
+      const u = await open(top, { readOnly: true });
+      expect(u.backing?.filename).toContain(`a-r.${fmt}`);
+      await u.close();
+    });
+
+    itWith(['qemu-img'], `compact releases zeroed blocks of a ${fmt} image and keeps content`, async () => {
+      const p = join(dir, `compact.${fmt}`);
+      await (await create(p, { format: fmt, size: '16M' })).close();
+      const img = await open(p);
+      await img.write(patternBytes(4 * MiB, 10), 0);
+      await img.write(Buffer.alloc(4 * MiB, 0), 8 * MiB);
+      await img.write(Buffer.alloc(4 * MiB, 0), 0);
+      await img.write(patternBytes(4096, 11), 12 * MiB);
+      await img.close();
+      const ref = join(dir, `compact-${fmt}.raw`);
+      await runOk('qemu-img', ['convert', '-f', QEMU_FMT[fmt]!, '-O', 'raw', p, ref]);
+      const sizeBefore = (await stat(p)).size;
+      const r = await compact(p);
+      expect(r.sizeBefore).toBe(sizeBefore);
+      expect(r.sizeAfter).toBeLessThan(sizeBefore);
+      expect((await stat(p)).size).toBe(r.sizeAfter);
+      expect(await qemuSame(p, QEMU_FMT[fmt]!, ref, 'raw')).toBe(true);
+      await qemuCheckClean(p, fmt);
+    });
+  });
+}
+
+describe('maintenance refusals leave the image unchanged', () => {
+  it('compact of an image open for writing elsewhere is E_LOCKED; resize of raw below use needs --shrink', async () => {
+    const p = join(dir, 'locked.img');
+    const img = await create(p, { format: 'raw', size: '4M' });
+    await img.write(patternBytes(4096, 12), 3 * MiB);
+    await expect(compact(p)).rejects.toMatchObject({ code: 'E_LOCKED' });
+    await img.close();
+    const copy = join(dir, 'locked-copy.img');
+    await copyFile(p, copy);
+    const r = await execFileP(process.execPath, [VDISK_BIN, 'resize', p, '2M'], { encoding: 'utf8' }).catch((e: { code: number; stderr: string }) => e);
+    expect((r as { code: number }).code).toBe(1);
+    expect((r as { stderr: string }).stderr).toMatch(/data reaches 3149824 bytes.*--shrink/);
+    expect((await stat(p)).size).toBe(4 * MiB);
+    expect((await readFile(p)).equals(await readFile(copy))).toBe(true);
+  });
+
+  it('commit of an image with no parent is refused', async () => {
+    const p = join(dir, 'alone.img');
+    await (await create(p, { format: 'raw', size: '1M' })).close();
+    await expect(commit(p)).rejects.toMatchObject({ code: 'E_CHAIN' });
+  });
+});
