@@ -42,6 +42,13 @@ export const VDI_MIN_BLOCK_SIZE = 512;
 /** Largest block size (and cbBlockExtra) vdisk accepts: 256 MiB bounds any buffer a block needs. */
 export const VDI_MAX_BLOCK_SIZE = 256 * 1024 * 1024;
 
+/** Largest cbDisk vdisk writes: 2^32 blocks of 1 MiB less one byte (as create allows). */
+export const VDI_MAX_DISK_SIZE = 2 ** 32 * 1024 * 1024 - 1;
+/** Cylinder limit of the LCHS geometry (BIOS INT 13h addressing: 1024 cylinders). */
+export const VDI_MAX_LCHS_CYLINDERS = 1024;
+/** Cylinder limit of the legacy (physical CHS) geometry, as ATA disks report it. */
+export const VDI_MAX_PCHS_CYLINDERS = 16383;
+
 /** VDIIMAGETYPE. */
 export const VdiImageType = {
   /** Dynamically growing base image. */
@@ -153,6 +160,18 @@ function encodeGeometry(b: Buffer, off: number, g: VdiGeometry): void {
   b.writeUInt32LE(g.heads, off + 4);
   b.writeUInt32LE(g.sectors, off + 8);
   b.writeUInt32LE(g.sectorSize, off + 12);
+}
+
+/**
+ * The geometry for a disk of `size` bytes keeping heads and sectors per track:
+ * cylinders = size / (heads × sectors × sector size), capped at `maxCylinders`. An
+ * unset geometry (0 heads or sectors: "compute on demand") stays unset.
+ */
+export function followGeometry(g: VdiGeometry, size: number, maxCylinders: number): VdiGeometry {
+  if (g.heads === 0 || g.sectors === 0) return { ...g };
+  const sectorSize = g.sectorSize || VDI_SECTOR_SIZE;
+  const cylinders = Math.max(1, Math.min(maxCylinders, Math.floor(size / (g.heads * g.sectors * sectorSize))));
+  return { ...g, cylinders };
 }
 
 function cString(b: Buffer): string {

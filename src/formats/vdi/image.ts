@@ -5,19 +5,28 @@
  * entry first and moves the last data block into the hole, so a crash leaves at worst
  * a leak that the next writable open (or `check -r`) compacts away.
  */
-import type { DiskImage, Extent, ImageInfo } from '../../device/block-device.js';
+import type { CompactOptions, CompactResult, DiskImage, Extent, ImageInfo } from '../../device/block-device.js';
 import { BlockDeviceBase, IO_CHUNK } from '../../device/base.js';
 import { VdiskError } from '../../errors.js';
 import type { Storage } from '../../storage/storage.js';
-import { blockStride, encodeMapEntry, isAllocated } from './blockmap.js';
+import { isZero } from '../../device/zero.js';
+import { VDI_MAX_BLOCKS, blockStride, encodeMapEntry, isAllocated } from './blockmap.js';
 import {
+  NULL_UUID,
   VDI_BLOCK_FREE,
   VDI_BLOCK_ZERO,
   VDI_HEADER1PLUS_SIZE,
   VDI_MAP_ENTRY_SIZE,
+  VDI_MAX_DISK_SIZE,
+  VDI_MAX_LCHS_CYLINDERS,
+  VDI_MAX_PCHS_CYLINDERS,
+  VDI_PREHEADER_SIZE,
+  VDI_SECTOR_SIZE,
   VDI_TYPE_NAMES,
   VdiImageType,
+  alignUp,
   encodeHeader,
+  followGeometry,
   newUuid,
   type VdiHeader,
 } from './header.js';
@@ -53,16 +62,18 @@ export class VdiImage extends BlockDeviceBase implements DiskImage {
   readonly format = 'vdi';
   readonly filename: string;
   readonly readOnly: boolean;
-  readonly size: number;
-  readonly backing?: DiskImage;
+  /** Virtual size (changes with {@link resize}). */
+  size: number;
+  /** The parent (changes with {@link setBacking}). */
+  backing?: DiskImage;
   private readonly storage: Storage;
   private readonly header: VdiHeader;
   private readonly headerRaw: Buffer;
-  private readonly map: Uint32Array;
-  private readonly owner: Int32Array;
+  private map: Uint32Array;
+  private owner: Int32Array;
   private nextSlot: number;
   private mapped: number;
-  private readonly ownsParent: boolean;
+  private ownsParent: boolean;
   private readonly warnings: string[];
   private modified = false;
 
@@ -257,6 +268,8 @@ export class VdiImage extends BlockDeviceBase implements DiskImage {
     this.trimTail();
     for (const hole of holes) {
       if (hole >= this.nextSlot) break;
+      // compactSlots may have filled it already.
+      if (this.owner[hole]! >= 0) continue;
       await this.move(this.nextSlot - 1, hole);
       this.trimTail();
     }
@@ -269,7 +282,7 @@ export class VdiImage extends BlockDeviceBase implements DiskImage {
    * Move the last data block into each hole, then trim the file. Each move copies
    * the data before repointing its map entry, so a crash mid-way leaves only a leak.
    */
-  private async compact(): Promise<void> {
+  private async compactSlots(): Promise<void> {
     this.trimTail();
     for (let hole = 0; hole < this.nextSlot; hole++) {
       if (this.owner[hole]! >= 0) continue;
@@ -312,8 +325,259 @@ export class VdiImage extends BlockDeviceBase implements DiskImage {
     const before = this.storage.size;
     let holes = false;
     for (let n = 0; n < this.nextSlot; n++) if (this.owner[n]! < 0) holes = true;
-    await this.compact();
+    await this.compactSlots();
     return { movedOrTrimmed: holes || this.storage.size !== before, countFixed };
+  }
+
+  // ---- Maintenance: resize, compact, setBacking (DiskImage hooks) ----
+
+  /** Write `next` as the header in one write (one sector: the switch point of every layout change). */
+  private async switchHeader(next: VdiHeader): Promise<void> {
+    await this.storage.write(encodeHeader(next, this.headerRaw), 0);
+    Object.assign(this.header, next);
+    this.headerStale = false;
+  }
+
+  /** Rebuild owner/nextSlot/mapped from the map (after a layout switch renumbered it). */
+  private reindex(): void {
+    this.owner = new Int32Array(Math.max(this.header.cBlocks, this.nextSlot)).fill(-1);
+    this.mapped = 0;
+    this.nextSlot = 0;
+    for (let i = 0; i < this.map.length; i++) {
+      const e = this.map[i]!;
+      if (!isAllocated(e)) continue;
+      this.owner[e] = i;
+      this.mapped++;
+      if (e + 1 > this.nextSlot) this.nextSlot = e + 1;
+    }
+  }
+
+  /**
+   * Change the virtual size in place. Growing writes the new block map entries where
+   * nothing reads them yet (after the old map; before it; or, when neither has room,
+   * in the space of the first data blocks, which are first copied to the end and
+   * repointed one by one), then switches to the new layout with one header write.
+   * Shrinking releases the blocks past the new end (their map entries first), moves
+   * the last data blocks into the holes and truncates, then writes the header.
+   * A crash leaves the old or the new layout, with at most leaked blocks; during a
+   * shrink the part being cut off may already read as zeros.
+   */
+  async resize(newSize: number): Promise<void> {
+    this.writable();
+    const h = this.header;
+    if (!Number.isSafeInteger(newSize) || newSize <= 0 || newSize % 512 !== 0) {
+      throw new VdiskError('E_USAGE', `${this.filename}: new size ${newSize} is not a positive multiple of 512 bytes`);
+    }
+    if (newSize > VDI_MAX_DISK_SIZE) throw new VdiskError('E_USAGE', `${this.filename}: ${newSize} bytes is too large for a VDI image (cbDisk)`);
+    const blocks = Math.ceil(newSize / h.cbBlock);
+    if (blocks > VDI_MAX_BLOCKS) throw new VdiskError('E_UNSUPPORTED', `${this.filename}: ${newSize} bytes needs ${blocks} blocks (cBlocks), more than the ${VDI_MAX_BLOCKS} vdisk handles`);
+    if (newSize === this.size) return;
+    if (newSize < this.size) await this.shrinkTo(newSize, blocks);
+    else await this.growTo(newSize, blocks);
+  }
+
+  /** The header fields that follow the size: cbDisk, cBlocks and both CHS geometries (heads and sectors kept). */
+  private sized(newSize: number, blocks: number): VdiHeader {
+    const h = this.header;
+    const next: VdiHeader = { ...h, cbDisk: newSize, cBlocks: blocks, legacyGeometry: followGeometry(h.legacyGeometry, newSize, VDI_MAX_PCHS_CYLINDERS) };
+    if (h.lchsGeometry) next.lchsGeometry = followGeometry(h.lchsGeometry, newSize, VDI_MAX_LCHS_CYLINDERS);
+    return next;
+  }
+
+  private async shrinkTo(newSize: number, blocks: number): Promise<void> {
+    const h = this.header;
+    this.noteModified();
+    // 1. Release the blocks past the new end (map entries first), keep data blocks dense.
+    for (let i = blocks; i < h.cBlocks; i++) if (isAllocated(this.map[i]!)) await this.release(i, VDI_BLOCK_FREE);
+    // 2. Zero what stays of the last block past the new end, so a later grow reads zeros there.
+    const last = this.map[blocks - 1]!;
+    const cut = newSize - (blocks - 1) * h.cbBlock;
+    if (isAllocated(last) && cut < h.cbBlock) await this.storage.write(Buffer.alloc(h.cbBlock - cut), this.dataOffset(last) + cut);
+    this.headerStale = true;
+    await this.compactSlots();
+    // 3. Every data block left is now below `mapped` <= blocks: switch the header.
+    const next = this.sized(newSize, blocks);
+    next.cBlocksAllocated = this.mapped;
+    await this.switchHeader(next);
+    this.map = this.map.slice(0, blocks);
+    this.size = newSize;
+    this.reindex();
+    await this.storage.flush();
+  }
+
+  private async growTo(newSize: number, blocks: number): Promise<void> {
+    const h = this.header;
+    const oldBlocks = h.cBlocks;
+    const stride = this.stride;
+    const fixed = h.type === VdiImageType.FIXED;
+    const mapBytes = blocks * VDI_MAP_ENTRY_SIZE;
+    const headerEnd = VDI_PREHEADER_SIZE + h.cbHeader;
+    // Plan where the new map goes, before changing anything.
+    let mapAt = h.offBlocks;
+    let shift = 0; // data blocks the map takes over at the start of the data area
+    if (h.offBlocks + mapBytes > h.offData) {
+      const before = alignUp(headerEnd, VDI_SECTOR_SIZE);
+      if (before + mapBytes <= h.offBlocks) {
+        mapAt = before;
+      } else {
+        mapAt = alignUp(h.offBlocks + oldBlocks * VDI_MAP_ENTRY_SIZE, VDI_SECTOR_SIZE);
+        shift = Math.ceil((mapAt + mapBytes - h.offData) / stride);
+      }
+    }
+    let toMove = 0;
+    for (let n = 0; n < Math.min(shift, this.nextSlot); n++) if (this.owner[n]! >= 0) toMove++;
+    const firstDest = Math.max(this.nextSlot, shift);
+    if (toMove > 0 && firstDest + toMove > oldBlocks) {
+      throw new VdiskError(
+        'E_UNSUPPORTED',
+        `${this.filename}: the block map for ${blocks} blocks needs the space of the first ${shift} data blocks, and with ${this.mapped} of ${oldBlocks} blocks allocated there is no free data block number (cBlocks ${oldBlocks}) to move them to; compact the image or convert it`,
+      );
+    }
+    // A partial last block over a bigger parent must read zeros past the old end: give it a block of its own.
+    const oldSize = this.size;
+    const lastOld = oldBlocks - 1;
+    const tailFrom = oldSize - lastOld * h.cbBlock;
+    const parentShows = this.backing !== undefined && this.backing.size > oldSize;
+    const tailBlock = tailFrom < h.cbBlock && this.map[lastOld] === VDI_BLOCK_FREE && parentShows;
+    const tailSlot = Math.max(toMove > 0 ? firstDest + toMove : this.nextSlot, shift);
+    if (tailBlock && tailSlot >= oldBlocks) {
+      throw new VdiskError('E_UNSUPPORTED', `${this.filename}: no free data block number (cBlocks ${oldBlocks}) to give the last block zeros past the old end`);
+    }
+
+    this.noteModified();
+    // 1. Move the data blocks in the new map's way to the end (data, then map entry).
+    let dest = firstDest;
+    for (let n = 0; n < Math.min(shift, this.nextSlot); n++) {
+      if (this.owner[n]! < 0) continue;
+      await this.move(n, dest);
+      dest++;
+      if (dest > this.nextSlot) this.nextSlot = dest;
+    }
+    // 2. Make the old last block read zeros past the old end (invisible until the switch).
+    if (tailFrom < h.cbBlock) {
+      const e = this.map[lastOld]!;
+      if (isAllocated(e)) {
+        await this.storage.write(Buffer.alloc(h.cbBlock - tailFrom), this.dataOffset(e) + tailFrom);
+      } else if (tailBlock) {
+        const body = Buffer.alloc(h.cbBlock);
+        await this.readAt(body.subarray(0, tailFrom), lastOld * h.cbBlock);
+        this.nextSlot = tailSlot;
+        await this.allocate({ block: lastOld, within: 0, at: 0, length: h.cbBlock }, body, VDI_BLOCK_ZERO);
+      }
+    }
+    // 3. The new map, in memory: renumbered by `shift`; new blocks FREE, ZERO where a
+    //    parent would show through, or (fixed) preallocated after the last data block.
+    const map = new Uint32Array(blocks);
+    for (let i = 0; i < oldBlocks; i++) {
+      const e = this.map[i]!;
+      map[i] = isAllocated(e) ? e - shift : e;
+    }
+    let slotsAfter = Math.max(0, this.nextSlot - shift);
+    for (let i = oldBlocks; i < blocks; i++) {
+      if (fixed) map[i] = slotsAfter++;
+      else map[i] = this.backing && i * h.cbBlock < this.backing.size ? VDI_BLOCK_ZERO : VDI_BLOCK_FREE;
+    }
+    const offData = h.offData + shift * stride;
+    // 4. The file must reach the new data area (and hold a fixed image's new blocks, zeroed).
+    const dataEnd = offData + Math.max(0, this.nextSlot - shift) * stride;
+    if (fixed && this.storage.size > dataEnd) await this.storage.truncate(dataEnd);
+    const end = offData + slotsAfter * stride;
+    if (this.storage.size < end) await this.storage.truncate(end);
+    // 5. Write the map where the old header reads nothing: only the new entries when in place.
+    const raw = Buffer.alloc(mapBytes);
+    for (let i = 0; i < blocks; i++) raw.writeUInt32LE(map[i]!, i * VDI_MAP_ENTRY_SIZE);
+    if (mapAt === h.offBlocks) await this.storage.write(raw.subarray(oldBlocks * VDI_MAP_ENTRY_SIZE), mapAt + oldBlocks * VDI_MAP_ENTRY_SIZE);
+    else await this.storage.write(raw, mapAt);
+    await this.storage.flush();
+    // 6. Switch: one header write names the new map, data area, block count and size.
+    const next = this.sized(newSize, blocks);
+    next.offBlocks = mapAt;
+    next.offData = offData;
+    next.cBlocksAllocated = this.mapped + (fixed ? blocks - oldBlocks : 0);
+    await this.switchHeader(next);
+    this.map = map;
+    this.size = newSize;
+    this.reindex();
+    await this.storage.flush();
+  }
+
+  /**
+   * Give back space: data blocks that read only zeros are released (FREE when what
+   * lies below reads zeros too, else ZERO so a parent's data stays hidden), blocks
+   * no map entry names are reclaimed, the last data blocks move into the holes and
+   * the file is truncated. Guest content is unchanged, so uuidModify is kept and
+   * children stay linked.
+   */
+  async compact(opts: CompactOptions = {}): Promise<CompactResult> {
+    this.writable();
+    if (!this.canDeallocate) {
+      throw new VdiskError('E_UNSUPPORTED', `${this.filename}: a fixed (preallocated) VDI keeps every block; convert it to a dynamic one to compact it`);
+    }
+    const h = this.header;
+    const sizeBefore = this.storage.size;
+    const slotsInFile = sizeBefore > h.offData ? Math.floor((sizeBefore - h.offData) / this.stride) : 0;
+    let released = 0;
+    for (let n = 0; n < Math.min(slotsInFile, this.owner.length); n++) if (this.owner[n]! < 0) released++;
+    const buf = Buffer.alloc(Math.min(IO_CHUNK, h.cbBlock));
+    for (let i = 0; i < h.cBlocks; i++) {
+      const e = this.map[i]!;
+      if (isAllocated(e)) {
+        const start = i * h.cbBlock;
+        const len = Math.min(h.cbBlock, this.size - start);
+        if (await this.readsZero(buf, (b, off) => this.storage.read(b, this.dataOffset(e) + off), len)) {
+          const belowZero = await this.readsZero(buf, (b, off) => this.readBelow(b, start + off), len);
+          await this.release(i, belowZero ? VDI_BLOCK_FREE : VDI_BLOCK_ZERO);
+          released++;
+        }
+      }
+      opts.onProgress?.(i + 1, h.cBlocks);
+    }
+    await this.compactSlots();
+    await this.storage.flush();
+    return { releasedBlocks: released, sizeBefore, sizeAfter: this.storage.size };
+  }
+
+  /** True when `len` bytes read through `read` in chunks of `buf` are all zero. */
+  private async readsZero(buf: Buffer, read: (b: Buffer, off: number) => Promise<void>, len: number): Promise<boolean> {
+    for (let off = 0; off < len; off += buf.length) {
+      const piece = buf.subarray(0, Math.min(buf.length, len - off));
+      await read(piece, off);
+      if (!isZero(piece)) return false;
+    }
+    return true;
+  }
+
+  /**
+   * Point this image at another parent (only the link: uuidLinkage and
+   * uuidParentModify become the new parent's uuids; the type becomes diff), or with
+   * `undefined` make it a normal standalone image. A VDI finds its parent by uuid in
+   * its own folder, so the parent must be a VDI there. One header write.
+   */
+  async setBacking(parent: DiskImage | undefined, ref: string | undefined): Promise<void> {
+    this.writable();
+    const h = this.header;
+    let link = { type: h.type, uuidLinkage: NULL_UUID, uuidParentModify: NULL_UUID };
+    if (parent === undefined) {
+      if (h.type === VdiImageType.DIFF || h.type === VdiImageType.UNDO) link.type = VdiImageType.NORMAL;
+    } else {
+      if (!(parent instanceof VdiImage)) {
+        throw new VdiskError('E_UNSUPPORTED', `${this.filename}: a VDI links to its parent by uuid, so the parent must be a VDI image (${parent.filename} is ${parent.format})`);
+      }
+      if (h.type === VdiImageType.FIXED) throw new VdiskError('E_UNSUPPORTED', `${this.filename}: a fixed VDI cannot have a parent (u32Type fixed)`);
+      if (ref !== undefined && /[\\/]/.test(ref)) {
+        throw new VdiskError('E_UNSUPPORTED', `${this.filename}: a VDI finds its parent by uuid among the files of its own folder; ${ref} is in another folder`);
+      }
+      for (let p: DiskImage | undefined = parent; p; p = p.backing) {
+        if (p instanceof VdiImage && p.uuid === h.uuidCreate) throw new VdiskError('E_CHAIN', `${this.filename}: ${parent.filename} is this image or one of its children (uuid ${h.uuidCreate}); that would make a loop`);
+      }
+      link = { type: h.type === VdiImageType.NORMAL ? VdiImageType.DIFF : h.type, uuidLinkage: parent.uuid, uuidParentModify: parent.modificationUuid };
+    }
+    this.noteModified();
+    await this.switchHeader({ ...h, ...link, cBlocksAllocated: this.mapped });
+    await this.storage.flush();
+    if (this.backing !== parent && this.ownsParent) await this.backing?.close();
+    this.backing = parent;
+    this.ownsParent = false;
   }
 
   protected async *extentsIn(offset: number, length: number): AsyncIterable<Extent> {
