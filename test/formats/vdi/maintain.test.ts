@@ -6,10 +6,12 @@
 import { describe, expect, it } from 'vitest';
 import type { DiskImage } from '../../../src/device/block-device.js';
 import { isVdiskError } from '../../../src/errors.js';
-import { decodeHeader, VDI_BLOCK_FREE, VDI_BLOCK_ZERO, VdiImageType } from '../../../src/formats/vdi/header.js';
+import { rawDriver } from '../../../src/formats/raw/index.js';
+import { VDI_BLOCK_FREE, VDI_BLOCK_ZERO, VdiImageType, decodeHeader, encodeHeader } from '../../../src/formats/vdi/header.js';
 import { checkVdi } from '../../../src/formats/vdi/index.js';
 import { resizeImage } from '../../../src/ops/resize.js';
 import type { MemoryLocation } from '../../../src/storage/location.js';
+import { MemoryStorage } from '../../../src/storage/memory.js';
 import { patternBytes } from '../../helpers/tmp.js';
 import { MiB, bytesOf, createIn, memFolder, openIn, putFile, readAll, smallVdi } from './util.js';
 
@@ -166,7 +168,6 @@ describe('vdi resize', () => {
     const h0 = header(raw);
     h0.lchsGeometry = { cylinders: 8, heads: 16, sectors: 63, sectorSize: 512 };
     h0.legacyGeometry = { cylinders: 8, heads: 16, sectors: 63, sectorSize: 512 };
-    const { encodeHeader } = await import('../../../src/formats/vdi/header.js');
     encodeHeader(h0, raw).copy(raw, 0);
     putFile(f, 'f.vdi', raw);
     await withImage(f, 'f.vdi', (i) => resizeImage(i, 64 * MiB));
@@ -289,9 +290,7 @@ describe('vdi setBacking', () => {
       expect(all.subarray(MiB).equals(patternBytes(MiB, 10))).toBe(true);
     });
     // Refusals: a non-VDI parent, a parent elsewhere, a loop.
-    const { MemoryStorage } = await import('../../../src/storage/memory.js');
-    const { rawDriver } = await import('../../../src/formats/raw/index.js');
-    const rawImg = await rawDriver.open(new MemoryStorage(Buffer.alloc(MiB), { name: 'r.img' }), f.at('r.img'), { openParent: () => Promise.reject(new Error('none')) });
+    const rawImg = await rawDriver.open(new MemoryStorage(Buffer.alloc(MiB), { name: 'r.img' }), f.at('r.img'), { readOnly: true, openParent: () => Promise.reject(new Error('none')) });
     const before = await bytesOf(f, 'c.vdi');
     await withImage(f, 'c.vdi', (i) => expectCode(i.setBacking!(rawImg, 'r.img'), 'E_UNSUPPORTED', 'raw'));
     await withImage(f, 'c.vdi', (i) => expectCode(i.setBacking!(pb, 'sub/b.vdi'), 'E_UNSUPPORTED', 'another folder'));
