@@ -396,6 +396,7 @@ export class VdiImage extends BlockDeviceBase implements DiskImage {
     this.headerStale = true;
     await this.compactSlots();
     // 3. Every data block left is now below `mapped` <= blocks: switch the header.
+    await this.storage.flush();
     const next = this.sized(newSize, blocks);
     next.cBlocksAllocated = this.mapped;
     await this.switchHeader(next);
