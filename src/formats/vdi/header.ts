@@ -288,7 +288,8 @@ export function validateHeader(h: VdiHeader, fileSize: number, name: string): vo
   if (h.cBlocks === 0) throw bad('cBlocks', 'is 0');
   const needed = Math.ceil(h.cbDisk / h.cbBlock);
   if (h.cBlocks < needed) throw bad('cBlocks', `${h.cBlocks} blocks of ${h.cbBlock} bytes cannot hold cbDisk ${h.cbDisk}`);
-  if (h.cBlocks > needed) throw bad('cBlocks', `${h.cBlocks} is more blocks than cbDisk ${h.cbDisk} needs (${needed})`);
+  // More blocks than cbDisk needs is allowed (VirtualBox's vdiValidateHeader and qemu's
+  // vdi_open only ask cbBlock × cBlocks >= cbDisk); an interrupted resize leaves that.
   if (h.cBlocksAllocated > h.cBlocks) throw bad('cBlocksAllocated', `${h.cBlocksAllocated} is more than cBlocks ${h.cBlocks}`);
   if (h.offBlocks < VDI_PREHEADER_SIZE + h.cbHeader) {
     throw bad('offBlocks', `${h.offBlocks} overlaps the header (which ends at ${VDI_PREHEADER_SIZE + h.cbHeader})`);

@@ -408,44 +408,70 @@ export class VdiImage extends BlockDeviceBase implements DiskImage {
 
   private async growTo(newSize: number, blocks: number): Promise<void> {
     const h = this.header;
+    const oldSize = this.size;
+    // An interrupted grow can leave more map entries than the size needs (cBlocks past
+    // the last visible block); bring cBlocks back to the size first.
+    const visible = Math.ceil(oldSize / h.cbBlock);
+    if (h.cBlocks > visible) await this.shrinkTo(oldSize, visible);
     const oldBlocks = h.cBlocks;
     const stride = this.stride;
     const fixed = h.type === VdiImageType.FIXED;
     const mapBytes = blocks * VDI_MAP_ENTRY_SIZE;
     const headerEnd = VDI_PREHEADER_SIZE + h.cbHeader;
-    // Plan where the new map goes, before changing anything.
-    let mapAt = h.offBlocks;
-    let shift = 0; // data blocks the map takes over at the start of the data area
-    if (h.offBlocks + mapBytes > h.offData) {
-      const before = alignUp(headerEnd, VDI_SECTOR_SIZE);
-      if (before + mapBytes <= h.offBlocks) {
-        mapAt = before;
-      } else {
-        mapAt = alignUp(h.offBlocks + oldBlocks * VDI_MAP_ENTRY_SIZE, VDI_SECTOR_SIZE);
-        shift = Math.ceil((mapAt + mapBytes - h.offData) / stride);
-      }
-    }
-    let toMove = 0;
-    for (let n = 0; n < Math.min(shift, this.nextSlot); n++) if (this.owner[n]! >= 0) toMove++;
-    const firstDest = Math.max(this.nextSlot, shift);
-    if (toMove > 0 && firstDest + toMove > oldBlocks) {
-      throw new VdiskError(
-        'E_UNSUPPORTED',
-        `${this.filename}: the block map for ${blocks} blocks needs the space of the first ${shift} data blocks, and with ${this.mapped} of ${oldBlocks} blocks allocated there is no free data block number (cBlocks ${oldBlocks}) to move them to; compact the image or convert it`,
-      );
-    }
-    // A partial last block over a bigger parent must read zeros past the old end: give it a block of its own.
-    const oldSize = this.size;
+    // A partial last block over a bigger parent must read zeros past the old end: it gets a block of its own.
     const lastOld = oldBlocks - 1;
     const tailFrom = oldSize - lastOld * h.cbBlock;
     const parentShows = this.backing !== undefined && this.backing.size > oldSize;
     const tailBlock = tailFrom < h.cbBlock && this.map[lastOld] === VDI_BLOCK_FREE && parentShows;
-    const tailSlot = Math.max(toMove > 0 ? firstDest + toMove : this.nextSlot, shift);
-    if (tailBlock && tailSlot >= oldBlocks) {
-      throw new VdiskError('E_UNSUPPORTED', `${this.filename}: no free data block number (cBlocks ${oldBlocks}) to give the last block zeros past the old end`);
+
+    // Plan where the new map goes, before changing anything.
+    /** The move plan when `count` data block numbers (cBlocks) are usable while moving. */
+    const planFor = (count: number, mapAt: number) => {
+      const shift = Math.max(0, Math.ceil((mapAt + mapBytes - h.offData) / stride));
+      let toMove = 0;
+      for (let n = 0; n < Math.min(shift, this.nextSlot); n++) if (this.owner[n]! >= 0) toMove++;
+      const firstDest = Math.max(this.nextSlot, shift);
+      const tailSlot = Math.max(toMove > 0 ? firstDest + toMove : this.nextSlot, shift);
+      const fits = (toMove === 0 || firstDest + toMove <= count) && (!tailBlock || tailSlot < count);
+      return { mapAt, shift, toMove, firstDest, tailSlot, fits, count };
+    };
+    let plan = planFor(oldBlocks, h.offBlocks);
+    if (h.offBlocks + mapBytes > h.offData) {
+      const before = alignUp(headerEnd, VDI_SECTOR_SIZE);
+      if (before + mapBytes <= h.offBlocks) {
+        plan = { ...planFor(oldBlocks, before), shift: 0 };
+      } else {
+        plan = planFor(oldBlocks, alignUp(h.offBlocks + oldBlocks * VDI_MAP_ENTRY_SIZE, VDI_SECTOR_SIZE));
+        if (!plan.fits) {
+          // More data block numbers: extend the map into its slack (cBlocks above what
+          // the size needs, which VirtualBox and qemu accept) with the size unchanged.
+          const room = Math.min(VDI_MAX_BLOCKS, Math.floor((h.offData - h.offBlocks) / VDI_MAP_ENTRY_SIZE));
+          if (room > oldBlocks) plan = planFor(room, alignUp(h.offBlocks + room * VDI_MAP_ENTRY_SIZE, VDI_SECTOR_SIZE));
+        }
+      }
     }
+    if (!plan.fits) {
+      throw new VdiskError(
+        'E_UNSUPPORTED',
+        `${this.filename}: the block map for ${blocks} blocks needs the space of the first ${plan.shift} data blocks, and with ${this.mapped} of ${oldBlocks} blocks allocated there is no free data block number (cBlocks ${plan.count}) to move them to; compact the image or convert it`,
+      );
+    }
+    const { mapAt, shift, firstDest, tailSlot } = plan;
 
     this.noteModified();
+    // 0. More block numbers when the moves need them: FREE entries in the slack after
+    //    the map (read by nothing yet), then a header with more cBlocks and the same size.
+    if (plan.count > oldBlocks) {
+      await this.storage.write(Buffer.alloc((plan.count - oldBlocks) * VDI_MAP_ENTRY_SIZE, 0xff), h.offBlocks + oldBlocks * VDI_MAP_ENTRY_SIZE);
+      await this.storage.flush();
+      await this.switchHeader({ ...h, cBlocks: plan.count, cBlocksAllocated: this.mapped });
+      const map = new Uint32Array(plan.count).fill(VDI_BLOCK_FREE);
+      map.set(this.map);
+      this.map = map;
+      const owner = new Int32Array(plan.count).fill(-1);
+      owner.set(this.owner.subarray(0, Math.min(this.owner.length, plan.count)));
+      this.owner = owner;
+    }
     // 1. Move the data blocks in the new map's way to the end (data, then map entry).
     let dest = firstDest;
     for (let n = 0; n < Math.min(shift, this.nextSlot); n++) {

@@ -141,6 +141,14 @@ describe('vdi resize and compact crash safety', async () => {
     expect(writes).toBeGreaterThanOrEqual(10); // 4 blocks moved (data + entry each) for 16 KiB of map, map, header
   }, 120_000);
 
+  it('grow of a full qemu-layout image: cBlocks raised into the slack first, then moves, new map, header', async () => {
+    const f = memFolder();
+    f.files.set('full.vdi', new MemoryStorage(qemuLike(16), { name: 'full.vdi' }));
+    const files = await filesOf(f);
+    const writes = await opSweep({ files, name: 'full.vdi', op: (i) => resizeImage(i, 2 * MiB).then(() => undefined), expected: withTail(await viewOf(files, 'full.vdi'), 2 * MiB) });
+    expect(writes).toBeGreaterThanOrEqual(6); // slack entries, header, 1 move (data + entry), map, header
+  }, 120_000);
+
   it('grow of a fixed image (new blocks preallocated)', async () => {
     const f = memFolder();
     const img = await createIn(f, 'f.vdi', 2 * MiB, { fixed: true });

@@ -77,6 +77,23 @@ describe('vdi resize and compact against qemu', async () => {
     expect(hs.cBlocksAllocated).toBe(3); // blocks 0, 3 and 5
   });
 
+  itWith(QEMU, 'grows a qemu-made static VDI to 200 MiB, past its map sector (every block in use: cBlocks raised into the sector first)', async () => {
+    const f = join(dir, 'qs.vdi');
+    const raw = join(dir, 'qs.raw');
+    await runOk('qemu-img', ['create', '-f', 'vdi', '-o', 'static=on', f, '8M']);
+    await runOk('qemu-img', ['create', '-f', 'raw', raw, '8M']);
+    await both(f, raw, 'write -P 0x21 0 8M');
+    await both(f, raw, 'write -P 0x43 1M 4k');
+    await vdisk('resize', f, '200M');
+    await runOk('qemu-img', ['resize', '-f', 'raw', raw, '200M']);
+    const h = await header(f);
+    expect([h.type, h.cBlocks, h.cBlocksAllocated, h.offBlocks, h.offData]).toEqual([2, 200, 200, 1024, 1024 + MiB]);
+    expect((await qemuInfo(f, 'vdi'))['virtual-size']).toBe(200 * MiB);
+    await qemuCheck(f);
+    expect(await qemuSame(f, 'vdi', raw, 'raw')).toBe(true);
+    expect((await stat(f)).size).toBe(h.offData + 200 * MiB);
+  });
+
   itWith(QEMU, 'grows and shrinks a fixed VDI of ours; qemu sees every block preallocated', async () => {
     const f = join(dir, 'fixed.vdi');
     const raw = join(dir, 'fixed.raw');

@@ -124,16 +124,47 @@ describe('vdi resize', () => {
     expect(all.subarray(0, 64 * KiB).equals(expected)).toBe(true);
   });
 
-  it('refuses (image unchanged) to grow a full image whose map would need its first data blocks', async () => {
+  it('grows a full image by first raising cBlocks into the map\'s slack (size unchanged), so the first block has somewhere to go', async () => {
     const f = memFolder();
     putFile(f, 'full.vdi', qemuLike(16));
-    const before = await bytesOf(f, 'full.vdi');
-    await withImage(f, 'full.vdi', (i) => expectCode(resizeImage(i, 1 * MiB), 'E_UNSUPPORTED', 'cBlocks'));
-    expect((await bytesOf(f, 'full.vdi')).equals(before)).toBe(true);
-    // Growing within the map's slack still works.
-    await withImage(f, 'full.vdi', (i) => resizeImage(i, 128 * 4 * KiB));
-    expect(header(await bytesOf(f, 'full.vdi')).cBlocks).toBe(128);
+    const expected = await withImage(f, 'full.vdi', readAll);
+    await withImage(f, 'full.vdi', (i) => resizeImage(i, 1 * MiB));
+    const file = await bytesOf(f, 'full.vdi');
+    const h = header(file);
+    // The map (256 entries) starts after the raised one (128 entries from 512) and takes one block.
+    expect([h.cBlocks, h.cBlocksAllocated, h.offBlocks, h.offData]).toEqual([256, 16, 1024, 1024 + 4 * KiB]);
+    expect(file.length).toBe(h.offData + 16 * 4 * KiB);
     await expectClean(f, 'full.vdi');
+    const all = await withImage(f, 'full.vdi', readAll);
+    expect(all.subarray(0, 64 * KiB).equals(expected)).toBe(true);
+    expect(all.subarray(64 * KiB).every((b) => b === 0)).toBe(true);
+  });
+
+  it('refuses (image unchanged) to grow a full image whose map fills its space exactly', async () => {
+    const f = memFolder();
+    const entries: Record<number, number> = {};
+    for (let i = 0; i < 128; i++) entries[i] = 127 - i;
+    putFile(f, 'tight.vdi', smallVdi({ cbDisk: 128 * 4 * KiB, cbBlock: 4 * KiB, entries }));
+    const before = await bytesOf(f, 'tight.vdi');
+    expect(header(before).offData).toBe(1024);
+    await withImage(f, 'tight.vdi', (i) => expectCode(resizeImage(i, 2 * MiB), 'E_UNSUPPORTED', 'no free data block number'));
+    expect((await bytesOf(f, 'tight.vdi')).equals(before)).toBe(true);
+  });
+
+  it('an image left with more cBlocks than its size needs (an interrupted grow) reads, shrinks back and grows', async () => {
+    const f = memFolder();
+    const file = smallVdi({ cbDisk: 40 * KiB, cbBlock: 4 * KiB, entries: { 0: 0, 9: 1, 12: 2 }, tweak: (h) => { h.cBlocks = 16; } }); // block 12 is past the size: invisible, dropped on grow
+    putFile(f, 'over.vdi', file);
+    const expected = await withImage(f, 'over.vdi', readAll);
+    expect(expected.length).toBe(40 * KiB);
+    await expectClean(f, 'over.vdi');
+    await withImage(f, 'over.vdi', (i) => resizeImage(i, 80 * KiB));
+    const h = header(await bytesOf(f, 'over.vdi'));
+    expect([h.cbDisk, h.cBlocks]).toEqual([80 * KiB, 20]);
+    const all = await withImage(f, 'over.vdi', readAll);
+    expect(all.subarray(0, 40 * KiB).equals(expected)).toBe(true);
+    expect(all.subarray(40 * KiB).every((b) => b === 0)).toBe(true);
+    await expectClean(f, 'over.vdi');
   });
 
   it('shrinks: blocks past the end are released, data blocks stay dense, the file is shorter; a later grow reads zeros past the cut', async () => {
