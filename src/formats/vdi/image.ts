@@ -357,10 +357,10 @@ export class VdiImage extends BlockDeviceBase implements DiskImage {
    * nothing reads them yet (after the old map; before it; or, when neither has room,
    * in the space of the first data blocks, which are first copied to the end and
    * repointed one by one), then switches to the new layout with one header write.
-   * Shrinking releases the blocks past the new end (their map entries first), moves
-   * the last data blocks into the holes and truncates, then writes the header.
-   * A crash leaves the old or the new layout, with at most leaked blocks; during a
-   * shrink the part being cut off may already read as zeros.
+   * Shrinking first writes the new size with the old block count (so the part cut
+   * off is invisible at once), then releases the blocks past the new end, moves the
+   * last data blocks into the holes, truncates, and lowers cBlocks last. A crash
+   * leaves the old or the new size and content, with at most leaked blocks.
    */
   async resize(newSize: number): Promise<void> {
     this.writable();
@@ -387,21 +387,26 @@ export class VdiImage extends BlockDeviceBase implements DiskImage {
   private async shrinkTo(newSize: number, blocks: number): Promise<void> {
     const h = this.header;
     this.noteModified();
-    // 1. Release the blocks past the new end (map entries first), keep data blocks dense.
-    for (let i = blocks; i < h.cBlocks; i++) if (isAllocated(this.map[i]!)) await this.release(i, VDI_BLOCK_FREE);
+    // 1. The new size with the block count kept (cBlocks above what cbDisk needs is
+    //    valid): from here on what lies past the new end is invisible.
+    if (newSize !== this.size) {
+      await this.switchHeader({ ...this.sized(newSize, h.cBlocks), cBlocksAllocated: this.mapped });
+      this.size = newSize;
+      await this.storage.flush();
+    }
     // 2. Zero what stays of the last block past the new end, so a later grow reads zeros there.
     const last = this.map[blocks - 1]!;
     const cut = newSize - (blocks - 1) * h.cbBlock;
     if (isAllocated(last) && cut < h.cbBlock) await this.storage.write(Buffer.alloc(h.cbBlock - cut), this.dataOffset(last) + cut);
+    // 3. Release the blocks past the new end (map entries first), move the last data
+    //    blocks into the holes, write the count, truncate.
+    for (let i = blocks; i < h.cBlocks; i++) if (isAllocated(this.map[i]!)) await this.release(i, VDI_BLOCK_FREE);
     this.headerStale = true;
     await this.compactSlots();
-    // 3. Every data block left is now below `mapped` <= blocks: switch the header.
     await this.storage.flush();
-    const next = this.sized(newSize, blocks);
-    next.cBlocksAllocated = this.mapped;
-    await this.switchHeader(next);
+    // 4. Every data block left is now below `mapped` <= blocks: the block count follows.
+    await this.switchHeader({ ...h, cBlocks: blocks, cBlocksAllocated: this.mapped });
     this.map = this.map.slice(0, blocks);
-    this.size = newSize;
     this.reindex();
     await this.storage.flush();
   }
