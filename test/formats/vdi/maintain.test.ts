@@ -140,6 +140,30 @@ describe('vdi resize', () => {
     expect(all.subarray(64 * KiB).every((b) => b === 0)).toBe(true);
   });
 
+  it('moves whole blocks with their cbBlockExtra service bytes, and compacts them', async () => {
+    const f = memFolder();
+    const entries: Record<number, number> = {};
+    [4, 0, 9, 13, 2].forEach((b, slot) => (entries[b] = slot));
+    const file = smallVdi({ cbDisk: 64 * KiB, cbBlock: 4 * KiB, entries, fill: (b) => (b === 9 ? 0 : 0x40 + b), tweak: (h) => (h.cbBlockExtra = 512) });
+    putFile(f, 'x.vdi', file);
+    const expected = await withImage(f, 'x.vdi', readAll);
+    await withImage(f, 'x.vdi', (i) => resizeImage(i, 2 * MiB));
+    let h = header(await bytesOf(f, 'x.vdi'));
+    expect([h.cBlocks, h.cbBlockExtra, h.offData]).toEqual([512, 512, 1024 + (4 * KiB + 512)]); // 2 KiB of map from 1024: one 4.5 KiB block taken over
+    await expectClean(f, 'x.vdi');
+    let all = await withImage(f, 'x.vdi', readAll);
+    expect(all.subarray(0, 64 * KiB).equals(expected)).toBe(true);
+    const r = await withImage(f, 'x.vdi', (i) => i.compact!());
+    expect(r.releasedBlocks).toBe(1); // block 9 holds zeros
+    const after = await bytesOf(f, 'x.vdi');
+    h = header(after);
+    expect(after.length).toBe(h.offData + 4 * (4 * KiB + 512));
+    all = await withImage(f, 'x.vdi', readAll);
+    expect(all.subarray(0, 64 * KiB).equals(expected)).toBe(true);
+    expect(all.subarray(64 * KiB).every((b) => b === 0)).toBe(true);
+    await expectClean(f, 'x.vdi');
+  });
+
   it('refuses (image unchanged) to grow a full image whose map fills its space exactly', async () => {
     const f = memFolder();
     const entries: Record<number, number> = {};
