@@ -6,13 +6,14 @@
  * qemu-io writes afterwards.
  */
 import { execFile } from 'node:child_process';
-import { readFile, stat } from 'node:fs/promises';
+import { readFile, stat, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { describe, expect } from 'vitest';
 import { decodeHeader } from '../../../src/formats/vdi/header.js';
 import { itWith, qemuInfo, qemuSame, run, runOk } from '../../helpers/oracle.js';
 import { VDISK_BIN, tempDir } from '../../helpers/tmp.js';
+import { vboxLayoutImage } from './vbox-layout.js';
 
 const execFileP = promisify(execFile);
 const MiB = 1024 * 1024;
@@ -92,6 +93,25 @@ describe('vdi resize and compact against qemu', async () => {
     await qemuCheck(f);
     expect(await qemuSame(f, 'vdi', raw, 'raw')).toBe(true);
     expect((await stat(f)).size).toBe(h.offData + 200 * MiB);
+  });
+
+  itWith(QEMU, 'grows a VirtualBox-layout VDI past 256 GiB (map beyond its 1 MiB area): qemu checks it and reads the same blocks', async () => {
+    const f = join(dir, 'vbox.vdi');
+    const raw = join(dir, 'vbox.raw');
+    const img = vboxLayoutImage({ disk: 8 * MiB, written: [3, 0, 5], zero: [6] });
+    await writeFile(f, img.file);
+    await writeFile(raw, img.contents);
+    await vdisk('resize', f, '300G');
+    await runOk('qemu-img', ['resize', '-f', 'raw', raw, '300G']);
+    const h = await header(f);
+    expect([h.cBlocks, h.offBlocks, h.offData, h.cBlocksAllocated]).toEqual([300 * 1024, MiB + 512, 3 * MiB, 3]);
+    expect(h.lchsGeometry).toEqual({ cylinders: 1024, heads: 16, sectors: 63, sectorSize: 512 });
+    expect((await qemuInfo(f, 'vdi'))['virtual-size']).toBe(300 * 1024 * MiB);
+    await qemuCheck(f);
+    expect(await qemuSame(f, 'vdi', raw, 'raw')).toBe(true);
+    await both(f, raw, 'write -P 0x99 299G 1M');
+    await qemuCheck(f);
+    expect(await qemuSame(f, 'vdi', raw, 'raw')).toBe(true);
   });
 
   itWith(QEMU, 'grows and shrinks a fixed VDI of ours; qemu sees every block preallocated', async () => {
