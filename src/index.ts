@@ -18,6 +18,8 @@ export type { CheckProblem, CheckResult, DriverCheckOptions, DriverCreateOptions
 export { MAX_CHAIN_DEPTH, findDriver, formatDrivers, open, openLocation, probeFormat, type OpenOptions } from './formats/registry.js';
 export { RawImage, rawDriver } from './formats/raw/index.js';
 export { VdiImage, checkVdi, vdiDriver, type VdiHeader } from './formats/vdi/index.js';
+export { VhdImage, vhdDriver } from './formats/vhd/index.js';
+export { VmdkImage, vmdkDriver, writeStreamOptimized, type WriteStreamOptimizedOptions } from './formats/vmdk/index.js';
 export { create, type CreateOptions } from './ops/create.js';
 export { describeImage, formatInfoHuman, info, type ImageInfoReport } from './ops/info.js';
 export { formatSize, parseSize } from './util/size.js';
@@ -26,3 +28,31 @@ export { resize, resizeImage, resolveNewSize, usedSize, type ResizeOptions } fro
 export { commit, type CommitOptions } from './ops/commit.js';
 export { rebase, type RebaseOptions } from './ops/rebase.js';
 export { compact, type CompactOpsOptions } from './ops/compact.js';
+export {
+  checkPartitions,
+  formatPartitionsHuman,
+  minimumDiskSize,
+  moveBackupGptToEnd,
+  partitionSpans,
+  readPartitions,
+  repairBackupGpt,
+  repairPrimaryGpt,
+  updateProtectiveMbr,
+  type GptHeaderInfo,
+  type GptPartition,
+  type GptRewrite,
+  type GptTable,
+  type MbrPartition,
+  type MbrTable,
+  type NoPartitionTable,
+  type PartitionSpan,
+  type PartitionTable,
+} from './partitions/index.js';
+export type { VhdMeta } from './formats/vhd/parse.js';
+export type { Descriptor, ExtentLine } from './formats/vmdk/descriptor.js';
+export type { VmdkExtent } from './formats/vmdk/extent.js';
+export type { Chs } from './partitions/types.js';
+export type { VhdFooter, DynamicHeader, ParentLocator } from './formats/vhd/layout.js';
+export type { MetaRegion } from './formats/vhd/parse.js';
+export type { ExtentRun, ReadBelow } from './formats/vmdk/extent.js';
+export * from './formats/ovf/index.js';

@@ -4,6 +4,7 @@ import { Command } from 'commander';
 import { register as registerCreate } from './commands/create.js';
 import { register as registerInfo } from './commands/info.js';
 import { register as registerMaintain } from './commands/maintain.js';
+import { register as registerOva } from './commands/ova.js';
 
 function packageVersion(): string {
   const pkg = JSON.parse(readFileSync(new URL('../../package.json', import.meta.url), 'utf8')) as { version: string };
@@ -19,7 +20,7 @@ export function buildProgram(): Command {
     .option('--debug', 'print stack traces with errors')
     .showHelpAfterError()
     .configureOutput({ outputError: (str, write) => write(`vdisk: ${str.replace(/^error: /, '')}`) });
-  for (const register of [registerInfo, registerCreate, registerMaintain]) register(program);
+  for (const register of [registerInfo, registerCreate, registerMaintain, registerOva]) register(program);
   return program;
 }
 

@@ -8,11 +8,14 @@ import { VdiskError } from '../errors.js';
 import { FileLocation, type ImageLocation } from '../storage/location.js';
 import type { Storage } from '../storage/storage.js';
 import type { DriverOpenOptions, FormatDriver } from './driver.js';
+import { archiveMemberLocation } from './ovf/location.js';
 import { rawDriver } from './raw/index.js';
 import { vdiDriver } from './vdi/index.js';
+import { vhdDriver } from './vhd/index.js';
+import { vmdkDriver } from './vmdk/index.js';
 
 /** Every driver, probed in this order; raw matches anything and comes last. */
-const DRIVERS: readonly FormatDriver[] = [vdiDriver, rawDriver];
+const DRIVERS: readonly FormatDriver[] = [vhdDriver, vmdkDriver, vdiDriver, rawDriver];
 
 /** Longest differencing chain vdisk follows (child + 63 ancestors). */
 export const MAX_CHAIN_DEPTH = 64;
@@ -95,7 +98,12 @@ export function openLocation(location: ImageLocation, opts: OpenOptions = {}): P
   return openAt(location, opts, { depth: 0, seen: new Set([key]) });
 }
 
-/** Open the image file at `path` with its differencing chain; the format is detected unless given. */
-export function open(path: string, opts: OpenOptions = {}): Promise<DiskImage> {
-  return openLocation(new FileLocation(path, opts.allowPaths ?? []), opts);
+/**
+ * Open the image file at `path` with its differencing chain; the format is detected
+ * unless given. `ARCHIVE:MEMBER` (e.g. `app.ova:disk1.vmdk`) opens a disk inside a
+ * tar or zip in place, read-only.
+ */
+export async function open(path: string, opts: OpenOptions = {}): Promise<DiskImage> {
+  const member = await archiveMemberLocation(path);
+  return openLocation(member ?? new FileLocation(path, opts.allowPaths ?? []), opts);
 }

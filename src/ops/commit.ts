@@ -57,6 +57,16 @@ export async function commit(path: string, opts: CommitOptions = {}): Promise<{ 
     } finally {
       await parent.close();
     }
+    // Writing changed the parent's modification id (VMDK CID, VDI uuidModify): link the child to it again.
+    if (child.setBacking && total > 0) {
+      const ref = (await child.info()).backingFilename;
+      const relinked = await open(parentRo.filename, { readOnly: true, allowPaths: opts.allowPaths });
+      try {
+        await child.setBacking(relinked, ref);
+      } finally {
+        await relinked.close();
+      }
+    }
     if (!opts.keepChild) {
       // The parent now holds everything; releasing the child's blocks lets reads fall through.
       for (const e of own) await child.discard(e.offset, e.length);

@@ -1,4 +1,6 @@
 import type { DiskImage } from '../device/block-device.js';
+import { isVdiskError } from '../errors.js';
+import { formatPartitionsHuman, readPartitions, type PartitionTable } from '../partitions/index.js';
 import { formatSize } from '../util/size.js';
 
 /** What `vdisk info --output json` prints, with qemu-img's field names. */
@@ -14,6 +16,8 @@ export interface ImageInfoReport {
   'format-specific'?: { type: string; data: Record<string, unknown> };
   /** Facts worth telling the user (vdisk's addition). */
   warnings?: string[];
+  /** The MBR/GPT partition table with its problems (vdisk's addition; absent when there is none). */
+  partitions?: PartitionTable;
 }
 
 /** Describe one opened image (not its parents). */
@@ -34,6 +38,14 @@ export async function describeImage(image: DiskImage): Promise<ImageInfoReport> 
     report['format-specific'] = { type: image.format, data: facts.formatSpecific };
   }
   if (facts.warnings?.length) report.warnings = facts.warnings;
+  try {
+    const table = await readPartitions(image);
+    if (table.scheme !== 'none' || table.problems.length > 0) report.partitions = table;
+  } catch (err) {
+    // A table that cannot even be read (a broken chain) must not hide the header facts.
+    if (!isVdiskError(err)) throw err;
+    report.warnings = [...(report.warnings ?? []), `partition table not read: ${err.message}`];
+  }
   return report;
 }
 
@@ -75,5 +87,6 @@ export function formatInfoHuman(r: ImageInfoReport): string {
     }
   }
   for (const w of r.warnings ?? []) lines.push(`warning: ${w}`);
+  if (r.partitions) lines.push(...formatPartitionsHuman(r.partitions));
   return lines.join('\n');
 }

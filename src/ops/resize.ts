@@ -1,6 +1,7 @@
 import type { DiskImage } from '../device/block-device.js';
 import { VdiskError } from '../errors.js';
 import { open } from '../formats/registry.js';
+import { minimumDiskSize, moveBackupGptToEnd, readPartitions } from '../partitions/index.js';
 import { formatSize, parseSize } from '../util/size.js';
 
 /** Options for {@link resize}. */
@@ -49,7 +50,16 @@ export async function resizeImage(image: DiskImage, spec: string | number, opts:
     }
   }
   if (!image.resize) throw new VdiskError('E_UNSUPPORTED', `${image.filename}: ${image.format} images of this kind cannot be resized`);
+  const table = await readPartitions(image);
+  if (newSize < oldSize && table.scheme !== 'none') {
+    const needed = minimumDiskSize(table);
+    if (newSize < needed) {
+      throw new VdiskError('E_USAGE', `${image.filename}: ${formatSize(newSize)} would cut into the ${table.scheme.toUpperCase()} partitions, which need ${needed} bytes`);
+    }
+  }
   await image.resize(newSize);
+  // A GPT keeps its backup copy in the last sectors: move it to the new end.
+  if (table.scheme === 'gpt') await moveBackupGptToEnd(image);
   return { oldSize, newSize };
 }
 

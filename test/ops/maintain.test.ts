@@ -205,3 +205,20 @@ describe('maintenance refusals leave the image unchanged', () => {
     await expect(commit(p)).rejects.toMatchObject({ code: 'E_CHAIN' });
   });
 });
+
+describe('resize keeps a GPT right', () => {
+  itWith(['sgdisk', 'qemu-img'], 'moves the backup GPT to the new end (sgdisk -v clean) and refuses to cut a partition', async () => {
+    const p = join(dir, 'gpt.img');
+    await runOk('qemu-img', ['create', '-f', 'raw', p, '16M']);
+    await runOk('sgdisk', ['-n', '1:2048:+4M', '-c', '1:data', '-n', '2:0:+4M', p]);
+    await resize(p, '64M');
+    const v = await runOk('sgdisk', ['-v', p]);
+    expect(v).toContain('No problems found');
+    const list = await runOk('sgdisk', ['-p', p]);
+    expect(list).toMatch(/Disk .*: 131072 sectors/);
+    expect(list).toMatch(/1\s+2048\s+10239\s+4\.0 MiB\s+8300\s+data/);
+    await expect(resize(p, '8M', { shrink: true })).rejects.toMatchObject({ code: 'E_USAGE', message: expect.stringContaining('cut into the GPT partitions') });
+    await resize(p, '12M', { shrink: true });
+    expect(await runOk('sgdisk', ['-v', p])).toContain('No problems found');
+  });
+});

@@ -1,0 +1,424 @@
+/**
+ * An opened VHD: fixed (data then footer), dynamic (BAT + blocks, each a sector
+ * bitmap then data) or differencing (a dynamic disk whose clear bitmap bits fall
+ * through to the parent, sector by sector).
+ */
+import type { DiskImage, Extent, ImageInfo } from '../../device/block-device.js';
+import { BlockDeviceBase, IO_CHUNK } from '../../device/base.js';
+import { isZero } from '../../device/zero.js';
+import { VdiskError } from '../../errors.js';
+import type { Storage } from '../../storage/storage.js';
+import {
+  BAT_UNUSED,
+  DISK_TYPE_DIFFERENCING,
+  DISK_TYPE_FIXED,
+  FOOTER_SIZE,
+  SECTOR_SIZE,
+  bitmapGet,
+  bitmapSet,
+  fourCC,
+  timestampToIso,
+  uuidString,
+} from './layout.js';
+import type { VhdMeta } from './parse.js';
+
+/** Bytes of block bitmaps an image keeps in memory (512 B each for 2 MiB blocks). */
+const BITMAP_CACHE_BYTES = 8 * 1024 * 1024;
+/** Largest sector number a BAT entry can hold. */
+const MAX_BAT_SECTOR = 0xfffffffe;
+
+/** Names of the disk types for info. */
+const TYPE_NAMES: Record<number, string> = { 2: 'fixed', 3: 'dynamic', 4: 'differencing' };
+
+/** Parent facts for a differencing image. */
+export interface VhdParentInfo {
+  /** The reference as stored in the locator used. */
+  ref?: string;
+  /** The resolved name it was opened by. */
+  resolved?: string;
+  /** The platform code of that locator. */
+  platform?: string;
+}
+
+/** A VHD image of any of the three types. */
+export class VhdImage extends BlockDeviceBase implements DiskImage {
+  readonly format = 'vhd';
+  readonly filename: string;
+  readonly readOnly: boolean;
+  readonly size: number;
+  readonly backing?: DiskImage;
+  private readonly footerBytes: Buffer;
+  private readonly bitmaps = new Map<number, Buffer>();
+  private readonly bitmapCacheLimit: number;
+  /** Where the next block goes: the trailing footer's place (or the end of what is there). */
+  private nextFree: number;
+
+  constructor(
+    private readonly storage: Storage,
+    readonly meta: VhdMeta,
+    opts: { readOnly: boolean; dataEnd: number; parent?: DiskImage; parentInfo?: VhdParentInfo; warnings?: string[] },
+  ) {
+    super();
+    this.filename = storage.name;
+    this.size = meta.virtualSize;
+    this.readOnly = opts.readOnly || storage.readOnly;
+    if (opts.parent) this.backing = opts.parent;
+    this.parentInfo = opts.parentInfo ?? {};
+    this.warnings = opts.warnings ?? [];
+    this.footerBytes = meta.footerBytes;
+    this.bitmapCacheLimit = Math.max(4, Math.floor(BITMAP_CACHE_BYTES / Math.max(1, meta.bitmapSize)));
+    // Never overwrite anything but a valid trailing footer: a damaged tail is left in place (a leak check reports).
+    // BAT entries count sectors, so a block starts on a sector even when the file size is odd.
+    const tail = meta.footerSource === 'trailing' ? meta.fileSize - FOOTER_SIZE : meta.fileSize;
+    this.nextFree = Math.ceil(Math.max(tail, opts.dataEnd) / SECTOR_SIZE) * SECTOR_SIZE;
+  }
+
+  private readonly parentInfo: VhdParentInfo;
+  private readonly warnings: string[];
+
+  /** The 16-byte unique id from the footer. */
+  get uniqueId(): Buffer {
+    return this.meta.footer.uniqueId;
+  }
+
+  /** The footer's timestamp (seconds since 2000-01-01 UTC). */
+  get timestamp(): number {
+    return this.meta.footer.timestamp;
+  }
+
+  /** Block size of a dynamic or differencing disk; 0 for fixed. */
+  get blockSize(): number {
+    return this.meta.blockSize;
+  }
+
+  private get isFixed(): boolean {
+    return this.meta.footer.diskType === DISK_TYPE_FIXED;
+  }
+
+  private get isDifferencing(): boolean {
+    return this.meta.footer.diskType === DISK_TYPE_DIFFERENCING;
+  }
+
+  // ---- reading -------------------------------------------------------------
+
+  protected async readAt(buf: Uint8Array, offset: number): Promise<void> {
+    if (this.isFixed) return this.storage.read(buf, offset);
+    const bs = this.meta.blockSize;
+    let done = 0;
+    while (done < buf.length) {
+      const pos = offset + done;
+      const idx = Math.floor(pos / bs);
+      const inOff = pos - idx * bs;
+      const n = Math.min(buf.length - done, bs - inOff);
+      const piece = buf.subarray(done, done + n);
+      const entry = this.meta.bat![idx]!;
+      if (entry === BAT_UNUSED) {
+        await this.readBelow(piece, pos);
+      } else {
+        const bitmap = await this.bitmap(idx);
+        const dataStart = entry * SECTOR_SIZE + this.meta.bitmapSize;
+        await this.forEachRun(bitmap, inOff, n, async (a, b, set) => {
+          const part = piece.subarray(a - inOff, b - inOff);
+          if (set) await this.storage.read(part, dataStart + a);
+          else await this.readBelow(part, idx * bs + a);
+        });
+      }
+      done += n;
+    }
+  }
+
+  /** Read what lies below this image: the parent's bytes (zeros past its end), or zeros. */
+  private async readBelow(buf: Uint8Array, offset: number): Promise<void> {
+    const p = this.backing;
+    if (!p || offset >= p.size) {
+      buf.fill(0);
+      return;
+    }
+    const n = Math.min(buf.length, p.size - offset);
+    await p.read(buf.subarray(0, n), offset);
+    if (n < buf.length) buf.fill(0, n);
+  }
+
+  /** Call `fn` for each run of sectors with the same bitmap bit over bytes [inOff, inOff+n) of a block. */
+  private async forEachRun(bitmap: Buffer, inOff: number, n: number, fn: (a: number, b: number, set: boolean) => Promise<void>): Promise<void> {
+    const end = inOff + n;
+    let a = inOff;
+    while (a < end) {
+      const s = Math.floor(a / SECTOR_SIZE);
+      const set = bitmapGet(bitmap, s);
+      let t = s + 1;
+      while (t * SECTOR_SIZE < end && bitmapGet(bitmap, t) === set) t++;
+      const b = Math.min(end, t * SECTOR_SIZE);
+      await fn(a, b, set);
+      a = b;
+    }
+  }
+
+  private async bitmap(idx: number): Promise<Buffer> {
+    const cached = this.bitmaps.get(idx);
+    if (cached) return cached;
+    const b = Buffer.alloc(this.meta.bitmapSize);
+    await this.storage.read(b, this.meta.bat![idx]! * SECTOR_SIZE);
+    this.cacheBitmap(idx, b);
+    return b;
+  }
+
+  private cacheBitmap(idx: number, b: Buffer): void {
+    if (this.bitmaps.size >= this.bitmapCacheLimit) this.bitmaps.delete(this.bitmaps.keys().next().value!);
+    this.bitmaps.set(idx, b);
+  }
+
+  // ---- writing -------------------------------------------------------------
+
+  protected async writeAt(buf: Uint8Array, offset: number): Promise<void> {
+    if (this.isFixed) return this.storage.write(buf, offset);
+    const end = offset + buf.length;
+    if (offset % SECTOR_SIZE === 0 && end % SECTOR_SIZE === 0) return this.writeSectors(buf, offset);
+    // Partial sectors: read the whole sectors (through the parent), merge, write whole sectors.
+    const a0 = Math.floor(offset / SECTOR_SIZE) * SECTOR_SIZE;
+    const a1 = Math.min(this.size, Math.ceil(end / SECTOR_SIZE) * SECTOR_SIZE);
+    for (let p = a0; p < a1; p += IO_CHUNK) {
+      const n = Math.min(IO_CHUNK, a1 - p);
+      const tmp = Buffer.alloc(n);
+      const from = Math.max(p, offset);
+      const to = Math.min(p + n, end);
+      if (from > p || to < p + n) await this.readAt(tmp, p);
+      tmp.set(buf.subarray(from - offset, to - offset), from - p);
+      await this.writeSectors(tmp, p);
+    }
+  }
+
+  /** Write whole sectors of a dynamic or differencing disk, block by block. */
+  private async writeSectors(buf: Uint8Array, offset: number): Promise<void> {
+    const bs = this.meta.blockSize;
+    let done = 0;
+    while (done < buf.length) {
+      const pos = offset + done;
+      const idx = Math.floor(pos / bs);
+      const inOff = pos - idx * bs;
+      const n = Math.min(buf.length - done, bs - inOff);
+      const piece = buf.subarray(done, done + n);
+      const entry = this.meta.bat![idx]!;
+      if (entry === BAT_UNUSED) {
+        // Zeros over a hole of a dynamic disk (nothing below it) need no block.
+        if (!this.isDifferencing && isZero(piece)) {
+          done += n;
+          continue;
+        }
+        await this.allocateBlock(idx, piece, inOff);
+      } else {
+        const blockStart = entry * SECTOR_SIZE;
+        // Data first, then the bitmap bits that make it visible.
+        await this.storage.write(piece, blockStart + this.meta.bitmapSize + inOff);
+        const bitmap = await this.bitmap(idx);
+        const first = inOff / SECTOR_SIZE;
+        const last = (inOff + n) / SECTOR_SIZE;
+        let lo = -1;
+        let hi = -1;
+        for (let s = first; s < last; s++) {
+          if (!bitmapGet(bitmap, s)) {
+            bitmapSet(bitmap, s);
+            if (lo < 0) lo = s;
+            hi = s;
+          }
+        }
+        if (lo >= 0) {
+          const b0 = Math.floor((lo >> 3) / SECTOR_SIZE) * SECTOR_SIZE;
+          const b1 = Math.floor((hi >> 3) / SECTOR_SIZE) * SECTOR_SIZE + SECTOR_SIZE;
+          try {
+            await this.storage.write(bitmap.subarray(b0, b1), blockStart + b0);
+          } catch (err) {
+            this.bitmaps.delete(idx); // the cached copy ran ahead of the file
+            throw err;
+          }
+        }
+      }
+      done += n;
+    }
+  }
+
+  /**
+   * Give block `idx` space at the end of the file, holding `piece` at `inOff`.
+   * Order (crash safety): the footer goes to the new end first, so the file always
+   * ends in a valid footer; then the bitmap and data over the old footer's place;
+   * the BAT entry that makes the block live comes last. A crash before the BAT
+   * entry leaves only leaked space.
+   */
+  private async allocateBlock(idx: number, piece: Uint8Array, inOff: number): Promise<void> {
+    const bs = this.meta.blockSize;
+    const bmSize = this.meta.bitmapSize;
+    const start = this.nextFree;
+    const span = bmSize + bs;
+    if (start / SECTOR_SIZE > MAX_BAT_SECTOR) throw new VdiskError('E_NOSPC', `${this.filename}: file is too large for another VHD block (BAT entries are 32-bit sectors)`);
+    const oldSize = this.storage.size;
+    await this.storage.write(this.footerBytes, start + span);
+
+    const bitmap = Buffer.alloc(bmSize);
+    const sectors = bs / SECTOR_SIZE;
+    if (this.isDifferencing) {
+      // Only the sectors written: the rest still falls through to the parent.
+      for (let s = inOff / SECTOR_SIZE; s < (inOff + piece.length) / SECTOR_SIZE; s++) bitmapSet(bitmap, s);
+    } else {
+      // A dynamic disk's new block is all data (zeros where not written), as qemu and Hyper-V read it.
+      for (let s = 0; s < sectors; s++) bitmapSet(bitmap, s);
+    }
+    // Write the block: bitmap, then data. Bytes beyond the old file end already read as
+    // zeros (the footer write extended the file), so only chunks holding the bitmap,
+    // the new data, or old content (the old footer, leaked space) are written.
+    const dataStart = start + bmSize;
+    const dataLo = dataStart + inOff;
+    const dataHi = dataLo + piece.length;
+    for (let p = start; p < start + span; p += IO_CHUNK) {
+      const q = Math.min(p + IO_CHUNK, start + span);
+      let need = p;
+      if (p < dataStart) need = Math.max(need, Math.min(q, dataStart));
+      if (p < dataHi && q > dataLo) need = Math.max(need, Math.min(q, dataHi));
+      if (p < oldSize) need = Math.max(need, Math.min(q, oldSize));
+      if (need === p) continue;
+      const chunk = Buffer.alloc(need - p);
+      if (p < dataStart) bitmap.copy(chunk, 0, 0, Math.min(bmSize, need - p));
+      const a = Math.max(p, dataLo);
+      const b = Math.min(need, dataHi);
+      if (a < b) chunk.set(piece.subarray(a - dataLo, b - dataLo), a - p);
+      await this.storage.write(chunk, p);
+    }
+
+    const entry = Buffer.alloc(4);
+    entry.writeUInt32BE(start / SECTOR_SIZE);
+    await this.storage.write(entry, this.meta.header!.tableOffset + idx * 4);
+    this.meta.bat![idx] = start / SECTOR_SIZE;
+    this.nextFree = start + span;
+    this.cacheBitmap(idx, bitmap);
+  }
+
+  // ---- extents -------------------------------------------------------------
+
+  protected async *extentsIn(offset: number, length: number): AsyncIterable<Extent> {
+    if (this.isFixed) {
+      yield { offset, length, kind: 'data', depth: 0 };
+      return;
+    }
+    const bs = this.meta.blockSize;
+    const end = offset + length;
+    // Runs that fall through are gathered so the parent is asked once per run.
+    let below: { offset: number; length: number } | undefined;
+    const flushBelow = async function* (self: VhdImage): AsyncIterable<Extent> {
+      if (!below) return;
+      const r = below;
+      below = undefined;
+      yield* self.extentsBelow(r.offset, r.length);
+    };
+    for (let pos = offset; pos < end; ) {
+      const idx = Math.floor(pos / bs);
+      const inOff = pos - idx * bs;
+      let n = Math.min(end - pos, bs - inOff);
+      const bat = this.meta.bat!;
+      const entry = bat[idx]!;
+      const runs: Array<[number, number, boolean]> = [];
+      if (entry === BAT_UNUSED) {
+        // One run over every unallocated block in a row (a huge empty disk is one step).
+        let j = idx + 1;
+        while (j * bs < end && bat[j] === BAT_UNUSED) j++;
+        n = Math.min(end, j * bs) - pos;
+        runs.push([pos, pos + n, false]);
+      } else {
+        const bitmap = await this.bitmap(idx);
+        await this.forEachRun(bitmap, inOff, n, async (a, b, set) => {
+          runs.push([idx * bs + a, idx * bs + b, set]);
+        });
+      }
+      for (const [a, b, set] of runs) {
+        if (set) {
+          yield* flushBelow(this);
+          yield { offset: a, length: b - a, kind: 'data', depth: 0 };
+        } else if (below && below.offset + below.length === a) {
+          below.length += b - a;
+        } else {
+          yield* flushBelow(this);
+          below = { offset: a, length: b - a };
+        }
+      }
+      pos += n;
+    }
+    yield* flushBelow(this);
+  }
+
+  /** Extents of what lies below: the parent's with depth + 1, holes past it or without one. */
+  private async *extentsBelow(offset: number, length: number): AsyncIterable<Extent> {
+    const p = this.backing;
+    if (!p || !this.isDifferencing) {
+      yield { offset, length, kind: 'hole', depth: 0 };
+      return;
+    }
+    const inside = Math.max(0, Math.min(length, p.size - offset));
+    if (inside > 0) {
+      for await (const e of p.extents(offset, inside)) yield { ...e, depth: e.depth + 1 };
+    }
+    if (inside < length) yield { offset: offset + inside, length: length - inside, kind: 'hole', depth: 1 };
+  }
+
+  // ---- the rest ------------------------------------------------------------
+
+  protected flushAll(): Promise<void> {
+    return this.storage.flush();
+  }
+
+  protected async closeAll(): Promise<void> {
+    try {
+      await this.storage.close();
+    } finally {
+      await this.backing?.close();
+    }
+  }
+
+  /** Blocks that have space in the file. */
+  allocatedBlocks(): number {
+    let n = 0;
+    for (const e of this.meta.bat ?? []) if (e !== BAT_UNUSED) n++;
+    return n;
+  }
+
+  async info(): Promise<ImageInfo> {
+    const f = this.meta.footer;
+    const facts: Record<string, unknown> = {
+      type: TYPE_NAMES[f.diskType],
+      'virtual-size': this.size,
+      'size-source': this.meta.sizeSource,
+      'current-size': f.currentSize,
+      'original-size': f.originalSize,
+      geometry: { cylinders: f.cylinders, heads: f.heads, 'sectors-per-track': f.sectorsPerTrack },
+      creator: { application: f.creatorApplication.replace(/\0/g, '\\0'), version: `${f.creatorVersion >>> 16}.${f.creatorVersion & 0xffff}`, 'host-os': fourCC(f.creatorHostOs) },
+      timestamp: timestampToIso(f.timestamp),
+      uuid: uuidString(f.uniqueId),
+      'saved-state': f.savedState !== 0,
+      'footer-source': this.meta.footerSource,
+    };
+    const out: ImageInfo = { formatSpecific: facts };
+    if (!this.isFixed) {
+      const h = this.meta.header!;
+      facts['block-size'] = h.blockSize;
+      facts['allocated-blocks'] = this.allocatedBlocks();
+      facts['total-blocks'] = this.meta.bat!.length;
+      facts['max-table-entries'] = h.maxTableEntries;
+      out.clusterSize = h.blockSize;
+    }
+    if (this.isDifferencing) {
+      const h = this.meta.header!;
+      facts['parent-uuid'] = uuidString(h.parentUniqueId);
+      facts['parent-name'] = h.parentUnicodeName;
+      facts['parent-timestamp'] = timestampToIso(h.parentTimestamp);
+      if (this.parentInfo.ref !== undefined) {
+        facts['parent-path'] = this.parentInfo.ref;
+        facts['parent-locator'] = this.parentInfo.platform;
+        out.backingFilename = this.parentInfo.ref;
+      } else if (h.parentUnicodeName) out.backingFilename = h.parentUnicodeName;
+      if (this.parentInfo.resolved !== undefined) out.fullBackingFilename = this.parentInfo.resolved;
+    }
+    if (this.warnings.length) out.warnings = [...this.warnings];
+    return out;
+  }
+
+  async actualSize(): Promise<number | undefined> {
+    return this.storage.allocatedSize?.();
+  }
+}

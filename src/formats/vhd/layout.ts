@@ -1,0 +1,431 @@
+/**
+ * VHD on-disk structures (Microsoft "Virtual Hard Disk Image Format Specification",
+ * v1.0, 2006): the hard disk footer, the dynamic disk header with its parent
+ * locators, the block allocation table and sector bitmaps. Every structure is
+ * described once here as a decode/encode pair; all integers are big-endian.
+ */
+import { VdiskError } from '../../errors.js';
+
+/** Bytes in a sector; VHD counts everything in 512-byte sectors. */
+export const SECTOR_SIZE = 512;
+/** Hard disk footer size (spec "Hard Disk Footer Format"). */
+export const FOOTER_SIZE = 512;
+/** Dynamic disk header size (spec "Dynamic Disk Header Format"). */
+export const DYNAMIC_HEADER_SIZE = 1024;
+/** Footer cookie. */
+export const FOOTER_COOKIE = 'conectix';
+/** Dynamic header cookie. */
+export const DYNAMIC_COOKIE = 'cxsparse';
+/** Features field: bit 1 "reserved" must always be set. */
+export const FEATURES_RESERVED = 0x00000002;
+/** File format version 1.0. */
+export const FILE_FORMAT_VERSION = 0x00010000;
+/** Dynamic header version 1.0. */
+export const HEADER_VERSION = 0x00010000;
+/** Data offset of a fixed disk: all ones ("0xFFFFFFFF" in the spec). */
+export const NO_DATA_OFFSET = -1;
+/** Unused BAT entry. */
+export const BAT_UNUSED = 0xffffffff;
+/** Disk types (spec "Disk Type"). */
+export const DISK_TYPE_FIXED = 2;
+export const DISK_TYPE_DYNAMIC = 3;
+export const DISK_TYPE_DIFFERENCING = 4;
+/** Default block size: 2 MiB (spec "Block Size"). */
+export const DEFAULT_BLOCK_SIZE = 2 * 1024 * 1024;
+/** Largest disk VHD can describe: 2040 GiB (0xff000000 sectors, as Hyper-V and qemu limit it). */
+export const MAX_DISK_SIZE = 0xff000000 * SECTOR_SIZE;
+/** Largest CHS geometry: 65535 cylinders, 16 heads, 255 sectors per track (spec appendix "CHS Calculation"). */
+export const MAX_CHS_SECTORS = 65535 * 16 * 255;
+/** Number of parent locator entries in the dynamic header. */
+export const PARENT_LOCATOR_COUNT = 8;
+/** Seconds between the Unix epoch and the VHD epoch (2000-01-01 00:00:00 UTC). */
+export const VHD_EPOCH_SECONDS = 946684800;
+/** Our creator application: current_size is authoritative in images we write. */
+export const CREATOR_APPLICATION = 'vdsk';
+/** Creator version we record (major.minor in the high/low 16 bits). */
+export const CREATOR_VERSION = 0x00010000;
+/** Creator host OS "Wi2k" (Windows), as qemu and Hyper-V write. */
+export const HOST_OS_WINDOWS = 0x5769326b;
+
+/** Parent locator platform codes (spec "Parent Locator Entry"). */
+export const PLATFORM = {
+  NONE: 0,
+  /** Deprecated Windows relative path, ANSI. */
+  Wi2r: 0x57693272,
+  /** Deprecated Windows absolute path, ANSI. */
+  Wi2k: 0x5769326b,
+  /** Windows relative path, UTF-16LE. */
+  W2ru: 0x57327275,
+  /** Windows absolute path, UTF-16LE. */
+  W2ku: 0x57326b75,
+  /** Mac OS alias record. */
+  Mac: 0x4d616320,
+  /** Mac OS X file URL, UTF-8. */
+  MacX: 0x4d616358,
+} as const;
+
+/** Printable name of a four-character code. */
+export function fourCC(code: number): string {
+  const b = Buffer.alloc(4);
+  b.writeUInt32BE(code >>> 0);
+  return b.toString('latin1').replace(/\0/g, '\\0');
+}
+
+/** The hard disk footer (spec "Hard Disk Footer Format"). */
+export interface VhdFooter {
+  cookie: string;
+  features: number;
+  formatVersion: number;
+  /** Offset of the dynamic header, or -1 for a fixed disk. */
+  dataOffset: number;
+  /** Seconds since 2000-01-01 UTC. */
+  timestamp: number;
+  /** Four bytes, e.g. `vpc `, `qemu`, `qem2`, `win `, `wa\0\0`, `vdsk`. */
+  creatorApplication: string;
+  creatorVersion: number;
+  creatorHostOs: number;
+  originalSize: number;
+  currentSize: number;
+  cylinders: number;
+  heads: number;
+  sectorsPerTrack: number;
+  diskType: number;
+  checksum: number;
+  uniqueId: Buffer;
+  savedState: number;
+}
+
+/** Footer field offsets. */
+const F = {
+  cookie: 0,
+  features: 8,
+  formatVersion: 12,
+  dataOffset: 16,
+  timestamp: 24,
+  creatorApplication: 28,
+  creatorVersion: 32,
+  creatorHostOs: 36,
+  originalSize: 40,
+  currentSize: 48,
+  cylinders: 56,
+  heads: 58,
+  sectorsPerTrack: 59,
+  diskType: 60,
+  checksum: 64,
+  uniqueId: 68,
+  savedState: 84,
+} as const;
+
+/** The footer's field layout, for fuzzing and tests. */
+export const FOOTER_FIELDS = F;
+
+/** One's complement of the byte sum, skipping the 4-byte checksum field at `skip` (spec "Checksum"). */
+export function vhdChecksum(buf: Uint8Array, skip: number): number {
+  let sum = 0;
+  for (let i = 0; i < buf.length; i++) {
+    if (i >= skip && i < skip + 4) continue;
+    sum += buf[i]!;
+  }
+  return ~sum >>> 0;
+}
+
+/**
+ * Read an unsigned 64-bit field as a number; all ones becomes -1. Values past 2^53
+ * lose precision but stay huge, so the range checks against the file size reject them.
+ */
+function u64(buf: Buffer, off: number): number {
+  const v = buf.readBigUInt64BE(off);
+  if (v === 0xffffffffffffffffn) return -1;
+  return Number(v);
+}
+
+function putU64(buf: Buffer, off: number, v: number): void {
+  if (v >= 2 ** 64 || !Number.isInteger(v)) throw new VdiskError('E_USAGE', `64-bit VHD field value ${v} is out of range`);
+  buf.writeBigUInt64BE(v < 0 ? 0xffffffffffffffffn : BigInt(v), off);
+}
+
+/** Decode a 512-byte footer; `valid` says whether the cookie and checksum are right. */
+export function decodeFooter(buf: Buffer): { footer: VhdFooter; valid: boolean; why?: string } {
+  const cookie = buf.toString('latin1', F.cookie, F.cookie + 8);
+  const checksum = buf.readUInt32BE(F.checksum);
+  const footer: VhdFooter = {
+    cookie,
+    features: buf.readUInt32BE(F.features),
+    formatVersion: buf.readUInt32BE(F.formatVersion),
+    dataOffset: u64(buf, F.dataOffset),
+    timestamp: buf.readUInt32BE(F.timestamp),
+    creatorApplication: buf.toString('latin1', F.creatorApplication, F.creatorApplication + 4),
+    creatorVersion: buf.readUInt32BE(F.creatorVersion),
+    creatorHostOs: buf.readUInt32BE(F.creatorHostOs),
+    originalSize: u64(buf, F.originalSize),
+    currentSize: u64(buf, F.currentSize),
+    cylinders: buf.readUInt16BE(F.cylinders),
+    heads: buf.readUInt8(F.heads),
+    sectorsPerTrack: buf.readUInt8(F.sectorsPerTrack),
+    diskType: buf.readUInt32BE(F.diskType),
+    checksum,
+    uniqueId: Buffer.from(buf.subarray(F.uniqueId, F.uniqueId + 16)),
+    savedState: buf.readUInt8(F.savedState),
+  };
+  if (cookie !== FOOTER_COOKIE) return { footer, valid: false, why: `footer cookie is "${cookie.replace(/[^\x20-\x7e]/g, '?')}", not "${FOOTER_COOKIE}"` };
+  const expected = vhdChecksum(buf.subarray(0, FOOTER_SIZE), F.checksum);
+  if (expected !== checksum) return { footer, valid: false, why: `footer checksum is 0x${hex(checksum)}, expected 0x${hex(expected)}` };
+  return { footer, valid: true };
+}
+
+/** Encode a footer with its checksum computed. */
+export function encodeFooter(f: VhdFooter): Buffer {
+  const buf = Buffer.alloc(FOOTER_SIZE);
+  buf.write(f.cookie, F.cookie, 8, 'latin1');
+  buf.writeUInt32BE(f.features >>> 0, F.features);
+  buf.writeUInt32BE(f.formatVersion >>> 0, F.formatVersion);
+  putU64(buf, F.dataOffset, f.dataOffset);
+  buf.writeUInt32BE(f.timestamp >>> 0, F.timestamp);
+  buf.write(f.creatorApplication.padEnd(4, '\0').slice(0, 4), F.creatorApplication, 4, 'latin1');
+  buf.writeUInt32BE(f.creatorVersion >>> 0, F.creatorVersion);
+  buf.writeUInt32BE(f.creatorHostOs >>> 0, F.creatorHostOs);
+  putU64(buf, F.originalSize, f.originalSize);
+  putU64(buf, F.currentSize, f.currentSize);
+  buf.writeUInt16BE(f.cylinders, F.cylinders);
+  buf.writeUInt8(f.heads, F.heads);
+  buf.writeUInt8(f.sectorsPerTrack, F.sectorsPerTrack);
+  buf.writeUInt32BE(f.diskType >>> 0, F.diskType);
+  f.uniqueId.copy(buf, F.uniqueId, 0, 16);
+  buf.writeUInt8(f.savedState, F.savedState);
+  f.checksum = vhdChecksum(buf, F.checksum);
+  buf.writeUInt32BE(f.checksum, F.checksum);
+  return buf;
+}
+
+/** One parent locator entry (spec "Parent Locator Entries"). */
+export interface ParentLocator {
+  platformCode: number;
+  /** Space reserved for the locator data (Microsoft writes bytes, the spec says sectors). */
+  platformDataSpace: number;
+  /** Bytes of locator data. */
+  platformDataLength: number;
+  /** Absolute file offset of the locator data. */
+  platformDataOffset: number;
+}
+
+/** The dynamic disk header (spec "Dynamic Disk Header Format"). */
+export interface DynamicHeader {
+  cookie: string;
+  dataOffset: number;
+  /** Absolute offset of the block allocation table. */
+  tableOffset: number;
+  headerVersion: number;
+  maxTableEntries: number;
+  blockSize: number;
+  checksum: number;
+  parentUniqueId: Buffer;
+  parentTimestamp: number;
+  /** The parent's file name (UTF-16BE in the file). */
+  parentUnicodeName: string;
+  parentLocators: ParentLocator[];
+}
+
+/** Dynamic header field offsets. */
+const H = {
+  cookie: 0,
+  dataOffset: 8,
+  tableOffset: 16,
+  headerVersion: 24,
+  maxTableEntries: 28,
+  blockSize: 32,
+  checksum: 36,
+  parentUniqueId: 40,
+  parentTimestamp: 56,
+  parentUnicodeName: 64,
+  parentUnicodeNameSize: 512,
+  parentLocators: 576,
+  parentLocatorSize: 24,
+} as const;
+
+/** The dynamic header's field layout, for fuzzing and tests. */
+export const HEADER_FIELDS = H;
+
+/** Decode a 1024-byte dynamic header; `valid` says whether cookie and checksum are right. */
+export function decodeDynamicHeader(buf: Buffer): { header: DynamicHeader; valid: boolean; why?: string } {
+  const cookie = buf.toString('latin1', H.cookie, H.cookie + 8);
+  const locators: ParentLocator[] = [];
+  for (let i = 0; i < PARENT_LOCATOR_COUNT; i++) {
+    const o = H.parentLocators + i * H.parentLocatorSize;
+    locators.push({
+      platformCode: buf.readUInt32BE(o),
+      platformDataSpace: buf.readUInt32BE(o + 4),
+      platformDataLength: buf.readUInt32BE(o + 8),
+      platformDataOffset: u64(buf, o + 16),
+    });
+  }
+  const header: DynamicHeader = {
+    cookie,
+    dataOffset: u64(buf, H.dataOffset),
+    tableOffset: u64(buf, H.tableOffset),
+    headerVersion: buf.readUInt32BE(H.headerVersion),
+    maxTableEntries: buf.readUInt32BE(H.maxTableEntries),
+    blockSize: buf.readUInt32BE(H.blockSize),
+    checksum: buf.readUInt32BE(H.checksum),
+    parentUniqueId: Buffer.from(buf.subarray(H.parentUniqueId, H.parentUniqueId + 16)),
+    parentTimestamp: buf.readUInt32BE(H.parentTimestamp),
+    parentUnicodeName: utf16be(buf.subarray(H.parentUnicodeName, H.parentUnicodeName + H.parentUnicodeNameSize)),
+    parentLocators: locators,
+  };
+  if (cookie !== DYNAMIC_COOKIE) return { header, valid: false, why: `dynamic header cookie is "${cookie.replace(/[^\x20-\x7e]/g, '?')}", not "${DYNAMIC_COOKIE}"` };
+  const expected = vhdChecksum(buf.subarray(0, DYNAMIC_HEADER_SIZE), H.checksum);
+  if (expected !== header.checksum) {
+    return { header, valid: false, why: `dynamic header checksum is 0x${hex(header.checksum)}, expected 0x${hex(expected)}` };
+  }
+  return { header, valid: true };
+}
+
+/** Encode a dynamic header with its checksum computed. */
+export function encodeDynamicHeader(h: DynamicHeader): Buffer {
+  const buf = Buffer.alloc(DYNAMIC_HEADER_SIZE);
+  buf.write(h.cookie, H.cookie, 8, 'latin1');
+  putU64(buf, H.dataOffset, h.dataOffset);
+  putU64(buf, H.tableOffset, h.tableOffset);
+  buf.writeUInt32BE(h.headerVersion >>> 0, H.headerVersion);
+  buf.writeUInt32BE(h.maxTableEntries >>> 0, H.maxTableEntries);
+  buf.writeUInt32BE(h.blockSize >>> 0, H.blockSize);
+  h.parentUniqueId.copy(buf, H.parentUniqueId, 0, 16);
+  buf.writeUInt32BE(h.parentTimestamp >>> 0, H.parentTimestamp);
+  const nameBytes = toUtf16be(h.parentUnicodeName).subarray(0, H.parentUnicodeNameSize);
+  nameBytes.copy(buf, H.parentUnicodeName);
+  for (let i = 0; i < PARENT_LOCATOR_COUNT; i++) {
+    const l = h.parentLocators[i];
+    if (!l) continue;
+    const o = H.parentLocators + i * H.parentLocatorSize;
+    buf.writeUInt32BE(l.platformCode >>> 0, o);
+    buf.writeUInt32BE(l.platformDataSpace >>> 0, o + 4);
+    buf.writeUInt32BE(l.platformDataLength >>> 0, o + 8);
+    putU64(buf, o + 16, l.platformDataOffset);
+  }
+  h.checksum = vhdChecksum(buf, H.checksum);
+  buf.writeUInt32BE(h.checksum, H.checksum);
+  return buf;
+}
+
+function utf16be(b: Uint8Array): string {
+  const swapped = Buffer.from(b);
+  swapped.swap16();
+  const s = swapped.toString('utf16le');
+  const nul = s.indexOf('\0');
+  return nul < 0 ? s : s.slice(0, nul);
+}
+
+function toUtf16be(s: string): Buffer {
+  const b = Buffer.from(s, 'utf16le');
+  return b.swap16();
+}
+
+/** Decode the data of a parent locator into a path as stored (may use `\`); undefined if the platform is unknown. */
+export function decodeLocatorData(platformCode: number, data: Buffer): string | undefined {
+  const trim = (s: string): string => {
+    const nul = s.indexOf('\0');
+    return (nul < 0 ? s : s.slice(0, nul)).trim();
+  };
+  switch (platformCode) {
+    case PLATFORM.W2ru:
+    case PLATFORM.W2ku:
+      return trim(data.subarray(0, data.length & ~1).toString('utf16le'));
+    case PLATFORM.Wi2r:
+    case PLATFORM.Wi2k:
+      return trim(data.toString('latin1'));
+    case PLATFORM.MacX: {
+      // A file URL such as file://localhost/Users/x/parent.vhd.
+      const url = trim(data.toString('utf8'));
+      const m = /^file:\/\/[^/]*(\/.*)$/.exec(url);
+      try {
+        return m ? decodeURIComponent(m[1]!) : url;
+      } catch {
+        return undefined;
+      }
+    }
+    case PLATFORM.Mac: {
+      // A classic Mac OS alias record: the target's file name is a Str63 at offset 50;
+      // the folder is not recoverable without the Alias Manager, so look beside the child.
+      if (data.length < 51) return undefined;
+      const len = Math.min(data[50]!, 63, data.length - 51);
+      return len > 0 ? trim(data.toString('latin1', 51, 51 + len)) : undefined;
+    }
+    default:
+      return undefined;
+  }
+}
+
+/** Encode a path for a W2ru/W2ku locator (UTF-16LE, no terminator). */
+export function encodeLocatorData(path: string): Buffer {
+  return Buffer.from(path, 'utf16le');
+}
+
+/** CHS geometry for a disk of `size` bytes by the spec's algorithm (appendix "CHS Calculation"). */
+export function chsGeometry(size: number): { cylinders: number; heads: number; sectorsPerTrack: number } {
+  let totalSectors = Math.floor(size / SECTOR_SIZE);
+  if (totalSectors > MAX_CHS_SECTORS) totalSectors = MAX_CHS_SECTORS;
+  let sectorsPerTrack: number;
+  let heads: number;
+  let cylinderTimesHeads: number;
+  if (totalSectors >= 65535 * 16 * 63) {
+    sectorsPerTrack = 255;
+    heads = 16;
+    cylinderTimesHeads = Math.floor(totalSectors / sectorsPerTrack);
+  } else {
+    sectorsPerTrack = 17;
+    cylinderTimesHeads = Math.floor(totalSectors / sectorsPerTrack);
+    heads = Math.floor((cylinderTimesHeads + 1023) / 1024);
+    if (heads < 4) heads = 4;
+    if (cylinderTimesHeads >= heads * 1024 || heads > 16) {
+      sectorsPerTrack = 31;
+      heads = 16;
+      cylinderTimesHeads = Math.floor(totalSectors / sectorsPerTrack);
+    }
+    if (cylinderTimesHeads >= heads * 1024) {
+      sectorsPerTrack = 63;
+      heads = 16;
+      cylinderTimesHeads = Math.floor(totalSectors / sectorsPerTrack);
+    }
+  }
+  return { cylinders: Math.floor(cylinderTimesHeads / heads), heads, sectorsPerTrack };
+}
+
+/** Bytes of a block's sector bitmap: one bit per sector, padded to a whole sector. */
+export function bitmapBytes(blockSize: number): number {
+  const bits = blockSize / SECTOR_SIZE;
+  return Math.ceil(bits / 8 / SECTOR_SIZE) * SECTOR_SIZE;
+}
+
+/** True when sector `i`'s bit is set (most significant bit first, spec "Sector Bitmap"). */
+export function bitmapGet(bitmap: Uint8Array, i: number): boolean {
+  return ((bitmap[i >> 3] ?? 0) & (0x80 >> (i & 7))) !== 0;
+}
+
+/** Set sector `i`'s bit. */
+export function bitmapSet(bitmap: Uint8Array, i: number): void {
+  bitmap[i >> 3] = (bitmap[i >> 3] ?? 0) | (0x80 >> (i & 7));
+}
+
+/** A VHD timestamp for a JS date. */
+export function vhdTimestamp(date: Date): number {
+  return Math.max(0, Math.floor(date.getTime() / 1000) - VHD_EPOCH_SECONDS) >>> 0;
+}
+
+/** ISO date of a VHD timestamp. */
+export function timestampToIso(ts: number): string {
+  return new Date((ts + VHD_EPOCH_SECONDS) * 1000).toISOString();
+}
+
+/** A 16-byte unique id printed as a GUID string (bytes in file order, as libvhdi prints them). */
+export function uuidString(id: Uint8Array): string {
+  const h = Buffer.from(id).toString('hex');
+  return `${h.slice(0, 8)}-${h.slice(8, 12)}-${h.slice(12, 16)}-${h.slice(16, 20)}-${h.slice(20, 32)}`;
+}
+
+/** Round up to a whole sector. */
+export function roundUpSector(n: number): number {
+  return Math.ceil(n / SECTOR_SIZE) * SECTOR_SIZE;
+}
+
+function hex(n: number): string {
+  return n.toString(16).padStart(8, '0');
+}

@@ -1,0 +1,50 @@
+/**
+ * vmdk: VMware's virtual disk format. A descriptor names the extents (sparse, flat,
+ * zero), either in its own text file or embedded in a sparse extent; delta links
+ * name a parent. See header.ts (binary layouts), descriptor.ts (text), sparse.ts
+ * (grain directory/tables), stream.ts (stream-optimized output), image.ts (the disk),
+ * create.ts and check.ts.
+ */
+import type { DiskImage } from '../../device/block-device.js';
+import type { ImageLocation } from '../../storage/location.js';
+import type { Storage } from '../../storage/storage.js';
+import type { CheckResult, DriverCheckOptions, DriverCreateOptions, DriverOpenOptions, FormatDriver } from '../driver.js';
+import { checkVmdk } from './check.js';
+import { createVmdk } from './create.js';
+import { looksLikeDescriptor } from './descriptor.js';
+import { COWD_MAGIC, SPARSE_MAGIC } from './header.js';
+import { openVmdk } from './image.js';
+
+export { VmdkImage, openVmdk } from './image.js';
+export { createVmdk, SPLIT_EXTENT_SECTORS } from './create.js';
+export { writeStreamOptimized, StreamOptimizedWriter, type StreamOptimizedOptions, type WriteStreamOptimizedOptions } from './stream.js';
+export { parseDescriptor, formatDescriptor, type Descriptor, type ExtentLine } from './descriptor.js';
+export { checkVmdk } from './check.js';
+
+/** The vmdk format driver. */
+export const vmdkDriver: FormatDriver = {
+  name: 'vmdk',
+  createOptions: {
+    subformat: 'monolithicSparse (default), monolithicFlat, twoGbMaxExtentSparse, twoGbMaxExtentFlat or streamOptimized',
+    adapter_type: 'ide (default), lsilogic, buslogic or legacyESX',
+    hwversion: 'ddb.virtualHWVersion (default 4)',
+  },
+  async probe(storage: Storage): Promise<boolean> {
+    const n = Math.min(storage.size, 1024);
+    if (n < 4) return false;
+    const head = Buffer.alloc(n);
+    await storage.read(head, 0);
+    const magic = head.readUInt32LE(0);
+    if (magic === SPARSE_MAGIC || magic === COWD_MAGIC) return true;
+    return looksLikeDescriptor(head.toString('latin1'));
+  },
+  open(storage: Storage, location: ImageLocation, opts: DriverOpenOptions): Promise<DiskImage> {
+    return openVmdk(storage, location, opts);
+  },
+  create(location: ImageLocation, opts: DriverCreateOptions): Promise<DiskImage> {
+    return createVmdk(location, opts);
+  },
+  check(storage: Storage, location: ImageLocation, opts: DriverCheckOptions & DriverOpenOptions): Promise<CheckResult> {
+    return checkVmdk(storage, location, opts);
+  },
+};
