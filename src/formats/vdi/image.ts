@@ -5,6 +5,7 @@
  * entry first and moves the last data block into the hole, so a crash leaves at worst
  * a leak that the next writable open (or `check -r`) compacts away.
  */
+import { dirname, resolve } from 'node:path';
 import type { CompactOptions, CompactResult, DiskImage, Extent, ImageInfo } from '../../device/block-device.js';
 import { BlockDeviceBase, IO_CHUNK } from '../../device/base.js';
 import { VdiskError } from '../../errors.js';
@@ -585,7 +586,7 @@ export class VdiImage extends BlockDeviceBase implements DiskImage {
    * `undefined` make it a normal standalone image. A VDI finds its parent by uuid in
    * its own folder, so the parent must be a VDI there. One header write.
    */
-  async setBacking(parent: DiskImage | undefined, ref: string | undefined): Promise<void> {
+  async setBacking(parent: DiskImage | undefined, ref?: string): Promise<void> {
     this.writable();
     const h = this.header;
     let link = { type: h.type, uuidLinkage: NULL_UUID, uuidParentModify: NULL_UUID };
@@ -596,8 +597,9 @@ export class VdiImage extends BlockDeviceBase implements DiskImage {
         throw new VdiskError('E_UNSUPPORTED', `${this.filename}: a VDI links to its parent by uuid, so the parent must be a VDI image (${parent.filename} is ${parent.format})`);
       }
       if (h.type === VdiImageType.FIXED) throw new VdiskError('E_UNSUPPORTED', `${this.filename}: a fixed VDI cannot have a parent (u32Type fixed)`);
-      if (ref !== undefined && /[\\/]/.test(ref)) {
-        throw new VdiskError('E_UNSUPPORTED', `${this.filename}: a VDI finds its parent by uuid among the files of its own folder; ${ref} is in another folder`);
+      // `ref` is not stored: a VDI names its parent only by uuid.
+      if (dirname(resolve(parent.filename)) !== dirname(resolve(this.filename))) {
+        throw new VdiskError('E_UNSUPPORTED', `${this.filename}: a VDI finds its parent by uuid among the files of its own folder; ${ref ?? parent.filename} is in another folder`);
       }
       for (let p: DiskImage | undefined = parent; p; p = p.backing) {
         if (p instanceof VdiImage && p.uuid === h.uuidCreate) throw new VdiskError('E_CHAIN', `${this.filename}: ${parent.filename} is this image or one of its children (uuid ${h.uuidCreate}); that would make a loop`);

@@ -348,7 +348,10 @@ describe('vdi setBacking', () => {
     const rawImg = await rawDriver.open(new MemoryStorage(Buffer.alloc(MiB), { name: 'r.img' }), f.at('r.img'), { readOnly: true, openParent: () => Promise.reject(new Error('none')) });
     const before = await bytesOf(f, 'c.vdi');
     await withImage(f, 'c.vdi', (i) => expectCode(i.setBacking!(rawImg, 'r.img'), 'E_UNSUPPORTED', 'raw'));
-    await withImage(f, 'c.vdi', (i) => expectCode(i.setBacking!(pb, 'sub/b.vdi'), 'E_UNSUPPORTED', 'another folder'));
+    await (await createIn(f, 'sub/d.vdi', 2 * MiB)).close();
+    const elsewhere = await openIn(f, 'sub/d.vdi', { readOnly: true });
+    await withImage(f, 'c.vdi', (i) => expectCode(i.setBacking!(elsewhere, 'sub/d.vdi'), 'E_UNSUPPORTED', 'another folder'));
+    await elsewhere.close();
     const self = await openIn(f, 'c.vdi', { readOnly: true });
     await withImage(f, 'b.vdi', (i) => expectCode(i.setBacking!(self, 'c.vdi'), 'E_CHAIN', 'loop'));
     await self.close();
