@@ -18,6 +18,7 @@ export type { CheckProblem, CheckResult, DriverCheckOptions, DriverCreateOptions
 export { MAX_CHAIN_DEPTH, findDriver, formatDrivers, open, openLocation, probeFormat, type OpenOptions } from './formats/registry.js';
 export { RawImage, rawDriver } from './formats/raw/index.js';
 export { VdiImage, checkVdi, vdiDriver, type VdiHeader } from './formats/vdi/index.js';
+export type { VdiGeometry, VdiImageParts } from './formats/vdi/index.js';
 export { VhdImage, vhdDriver } from './formats/vhd/index.js';
 export { VmdkImage, vmdkDriver, writeStreamOptimized, type WriteStreamOptimizedOptions } from './formats/vmdk/index.js';
 export { create, type CreateOptions } from './ops/create.js';

@@ -30,8 +30,8 @@ import {
 } from './header.js';
 import { VdiImage } from './image.js';
 
-export { VdiImage } from './image.js';
-export { decodeHeader as decodeVdiHeader, encodeHeader as encodeVdiHeader, type VdiHeader } from './header.js';
+export { VdiImage, type VdiImageParts } from './image.js';
+export { decodeHeader as decodeVdiHeader, encodeHeader as encodeVdiHeader, type VdiGeometry, type VdiHeader } from './header.js';
 
 /** Header bytes, decoded and checked against the file. */
 async function loadHeader(storage: Storage): Promise<{ header: VdiHeader; raw: Buffer }> {
