@@ -10,6 +10,7 @@ import { readFile, stat, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { describe, expect } from 'vitest';
+import { open } from '../../../src/formats/registry.js';
 import { decodeHeader } from '../../../src/formats/vdi/header.js';
 import { itWith, qemuInfo, qemuSame, run, runOk } from '../../helpers/oracle.js';
 import { VDISK_BIN, tempDir } from '../../helpers/tmp.js';
@@ -131,6 +132,29 @@ describe('vdi resize and compact against qemu', async () => {
     await qemuCheck(f);
     expect(await qemuSame(f, 'vdi', raw, 'raw')).toBe(true);
     expect((await stat(f)).size).toBe((await header(f)).offData + 3 * MiB);
+  });
+
+  itWith(QEMU, 'rebase -b "" turns a differencing child into a normal VDI that qemu opens, checks and reads as the flattened chain', async () => {
+    const base = join(dir, 'rb-base.vdi');
+    const child = join(dir, 'rb-child.vdi');
+    const raw = join(dir, 'rb.raw');
+    await runOk('qemu-img', ['create', '-f', 'vdi', base, '6M']);
+    await runOk('qemu-img', ['create', '-f', 'raw', raw, '6M']);
+    await both(base, raw, 'write -P 0x31 0 3M');
+    await vdisk('create', '-f', 'vdi', '-b', base, child);
+    // qemu refuses a VDI with a link uuid, so the child's own writes go through vdisk.
+    const img = await open(child);
+    const piece = Buffer.alloc(4096, 0x5c);
+    await img.write(piece, MiB + 512);
+    await img.writeZeroes(2 * MiB, MiB);
+    await img.close();
+    await runOk('qemu-io', ['-f', 'raw', '-c', 'write -P 0x5c 1049088 4k', '-c', 'write -z 2M 1M', raw]);
+    expect((await run('qemu-img', ['info', '-f', 'vdi', child])).code).not.toBe(0);
+    await vdisk('rebase', '-b', '', child);
+    const h = await header(child);
+    expect([h.type, h.uuidLinkage]).toEqual([1, '00000000-0000-0000-0000-000000000000']);
+    await qemuCheck(child);
+    expect(await qemuSame(child, 'vdi', raw, 'raw')).toBe(true);
   });
 
   itWith(QEMU, 'compacts a qemu-made VDI whose guest zeroed blocks (qemu writes them as data): smaller file, same content, qemu map agrees', async () => {
