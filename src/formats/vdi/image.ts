@@ -1,9 +1,11 @@
 /**
  * A VDI image as a BlockDevice: reads and writes through the block map, allocating
- * data blocks at the end of the file. Write order (DESIGN.md): data block, then its
- * map entry, then the header's cBlocksAllocated; releasing a block clears its map
- * entry first and moves the last data block into the hole, so a crash leaves at worst
- * a leak that the next writable open (or `check -r`) compacts away.
+ * data blocks at the end of the file. Write order: data block, then the header's
+ * cBlocksAllocated (the allocation pointer every VDI writer appends at), then the
+ * map entry; releasing a block clears its map entry first, moves the last data block
+ * into the hole and lowers the count last. So cBlocksAllocated is never behind the
+ * map and a crash leaves at worst a leak that the next writable open (or `check -r`)
+ * compacts away.
  */
 import { dirname, resolve } from 'node:path';
 import type { CompactOptions, CompactResult, DiskImage, Extent, ImageInfo } from '../../device/block-device.js';
@@ -152,7 +154,6 @@ export class VdiImage extends BlockDeviceBase implements DiskImage {
 
   protected async writeAt(buf: Uint8Array, offset: number): Promise<void> {
     this.noteModified();
-    let allocated = false;
     for (const pc of this.pieces(offset, buf.length)) {
       const piece = buf.subarray(pc.at, pc.at + pc.length);
       const e = this.map[pc.block]!;
@@ -160,10 +161,9 @@ export class VdiImage extends BlockDeviceBase implements DiskImage {
         await this.storage.write(piece, this.dataOffset(e) + pc.within);
       } else {
         await this.allocate(pc, piece, e);
-        allocated = true;
       }
     }
-    if (allocated || this.headerStale) await this.writeHeader();
+    if (this.headerStale) await this.writeHeader();
   }
 
   /** Give virtual block `pc.block` a data block holding `piece` over what it read before. */
@@ -182,8 +182,14 @@ export class VdiImage extends BlockDeviceBase implements DiskImage {
       body.set(piece, pc.within);
       data = b;
     }
-    // 1. data, 2. map entry, 3. (caller) header count.
+    // 1. data, 2. header count, 3. map entry (as VirtualBox and qemu order it): a crash
+    // leaves cBlocksAllocated at most one ahead of the map, a leak; never behind it,
+    // where the next writer (qemu, VirtualBox: both allocate at cBlocksAllocated)
+    // would hand out a block that is in use.
     await this.storage.write(data, h.offData + slot * this.stride);
+    this.header.cBlocksAllocated = this.mapped + 1;
+    await this.storage.write(encodeHeader(this.header, this.headerRaw), 0);
+    this.headerStale = false;
     await this.storage.write(encodeMapEntry(slot), h.offBlocks + pc.block * VDI_MAP_ENTRY_SIZE);
     this.map[pc.block] = slot;
     this.owner[slot] = pc.block;

@@ -216,9 +216,9 @@ export const vdiDriver: FormatDriver = {
 
 /**
  * Check a VDI image: map entries past cBlocks or the file's end, data blocks named
- * twice (corrupt); a cBlocksAllocated that disagrees with the map (an interrupted
- * allocation or release: a warning, since the map is authoritative and vdisk
- * recounts on open); data blocks no entry names (leaks). `repair` compacts leaks and
+ * twice (corrupt); a cBlocksAllocated above the map's count (an interrupted
+ * allocation or release: a leak) or below it (a warning: no VDI writer leaves that,
+ * and the map is authoritative); data blocks no entry names (leaks). `repair` compacts leaks and
  * fixes the count when nothing is corrupt.
  */
 export async function checkVdi(storage: Storage, _location: ImageLocation, opts: DriverCheckOptions & Partial<DriverOpenOptions>): Promise<CheckResult> {
@@ -230,7 +230,10 @@ export async function checkVdi(storage: Storage, _location: ImageLocation, opts:
   const repairable: CheckProblem[] = [];
   if (header.cBlocksAllocated !== scan.mapped) {
     repairable.push({
-      severity: 'warning',
+      // Counted but unmapped blocks are leaked; a count behind the map is worse
+      // (qemu and VirtualBox would allocate over a block in use) but the map is
+      // authoritative and vdisk recounts on open.
+      severity: header.cBlocksAllocated > scan.mapped ? 'leak' : 'warning',
       offset: VdiField.cBlocksAllocated,
       message: `${storage.name}: cBlocksAllocated is ${header.cBlocksAllocated} but the block map uses ${scan.mapped} blocks`,
     });

@@ -77,7 +77,8 @@ async function sweep(initial: Map<string, Buffer>, name: string, start: Buffer, 
       }
       const storage = folder.files.get(name)!;
       const r1 = await checkVdi(storage, folder.at(name), {});
-      expect(r1.problems.filter((p) => p.severity === 'corrupt')).toEqual([]);
+      // Only leaks: cBlocksAllocated is never behind the map (qemu would allocate over a block).
+      expect(r1.problems.filter((p) => p.severity !== 'leak')).toEqual([]);
       // The next writable open settles whatever the crash left (count, leaks).
       const rw = await openLocation(folder.at(name));
       expect((await readAll(rw)).equals(got)).toBe(true);

@@ -410,8 +410,9 @@ describe('vdi check', () => {
     expect(h.cBlocksAllocated).toBe(3);
     f.writeUInt32LE(VDI_BLOCK_FREE, h.offBlocks + 1 * 4); // data block 1 is now a leak in the middle
     const { r, s } = await run(Buffer.concat([f, Buffer.alloc(100, 1)]), 'leaks');
+    // A count ahead of the map is a leak too (the interrupted-allocation state).
     expect(r.problems.map((p) => [p.severity, p.repaired])).toEqual([
-      ['warning', true],
+      ['leak', true],
       ['leak', true],
     ]);
     expect(r.problems[1]!.message).toMatch(/1 data blocks and 100 bytes/);
@@ -427,6 +428,12 @@ describe('vdi check', () => {
     want.fill(1, 0, 4096);
     want.fill(6, 5 * 4096, 6 * 4096);
     expect((await readAll(img)).equals(want)).toBe(true);
+    // A count behind the map (no VDI writer leaves that) is a warning, repaired too.
+    const behind = sample();
+    behind.writeUInt32LE(1, VdiField.cBlocksAllocated);
+    const b = await run(behind, 'behind');
+    expect(b.r.problems.map((p) => [p.severity, p.repaired])).toEqual([['warning', true]]);
+    expect(decodeHeader(b.s.snapshot(), 'b').cBlocksAllocated).toBe(3);
   });
 
   it('is the driver check', async () => {
