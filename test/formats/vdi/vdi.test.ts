@@ -431,7 +431,7 @@ describe('vdi check', () => {
     // A count behind the map (no VDI writer leaves that) is a warning, repaired too.
     const behind = sample();
     behind.writeUInt32LE(1, VdiField.cBlocksAllocated);
-    const b = await run(behind, 'behind');
+    const b = await run(behind, 'leaks');
     expect(b.r.problems.map((p) => [p.severity, p.repaired])).toEqual([['warning', true]]);
     expect(decodeHeader(b.s.snapshot(), 'b').cBlocksAllocated).toBe(3);
   });
