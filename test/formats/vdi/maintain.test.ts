@@ -266,6 +266,25 @@ describe('vdi resize', () => {
   });
 });
 
+describe('vdi resize refusals leave the bytes unchanged', () => {
+  it('too many blocks, below a parent, read-only', async () => {
+    const f = memFolder();
+    const base = await createIn(f, 'base.vdi', 4 * MiB);
+    await base.close();
+    const parent = await openIn(f, 'base.vdi', { readOnly: true });
+    await (await createIn(f, 'child.vdi', 4 * MiB, { parent })).close();
+    await parent.close();
+    const before = await bytesOf(f, 'child.vdi');
+    await withImage(f, 'child.vdi', (i) => expectCode(resizeImage(i, '40T'), 'E_UNSUPPORTED', 'cBlocks'));
+    await withImage(f, 'child.vdi', (i) => expectCode(resizeImage(i, '2M', { shrink: true }), 'E_USAGE', "parent's size"));
+    const ro = await openIn(f, 'child.vdi', { readOnly: true });
+    await expectCode(ro.resize!(8 * MiB), 'E_READONLY');
+    await expectCode(ro.compact!(), 'E_READONLY');
+    await ro.close();
+    expect((await bytesOf(f, 'child.vdi')).equals(before)).toBe(true);
+  });
+});
+
 describe('vdi compact', () => {
   it('releases zero blocks (FREE), reclaims blocks no entry names and shortens the file', async () => {
     const f = memFolder();
