@@ -57,3 +57,7 @@ export type { VhdFooter, DynamicHeader, ParentLocator } from './formats/vhd/layo
 export type { MetaRegion } from './formats/vhd/parse.js';
 export type { ExtentRun, ReadBelow } from './formats/vmdk/extent.js';
 export * from './formats/ovf/index.js';
+export { convert, convertImage, DEFAULT_SPARSE_SIZE, MAX_SPARSE_SIZE, type ConvertOptions, type ConvertFileOptions, type ConvertResult } from './ops/convert.js';
+export { mapImage, mapEntry, writeMapJson, writeMapHuman, renderMapSvg, cellSizeFor, type MapEntry, type MapSvgOptions } from './ops/map.js';
+export { compare, type CompareOptions, type CompareResult } from './ops/compare.js';
+export { check, checkLocation, checkExitCode, summariseCheck, formatCheckHuman, ChecksUnsupportedError, type CheckOptions, type CheckReport } from './ops/check.js';

@@ -5,6 +5,10 @@ import { register as registerCreate } from './commands/create.js';
 import { register as registerInfo } from './commands/info.js';
 import { register as registerMaintain } from './commands/maintain.js';
 import { register as registerOva } from './commands/ova.js';
+import { register as registerConvert } from './commands/convert.js';
+import { register as registerMap } from './commands/map.js';
+import { register as registerCompare } from './commands/compare.js';
+import { register as registerCheck } from './commands/check.js';
 
 function packageVersion(): string {
   const pkg = JSON.parse(readFileSync(new URL('../../package.json', import.meta.url), 'utf8')) as { version: string };
@@ -20,7 +24,7 @@ export function buildProgram(): Command {
     .option('--debug', 'print stack traces with errors')
     .showHelpAfterError()
     .configureOutput({ outputError: (str, write) => write(`vdisk: ${str.replace(/^error: /, '')}`) });
-  for (const register of [registerInfo, registerCreate, registerMaintain, registerOva]) register(program);
+  for (const register of [registerInfo, registerCreate, registerConvert, registerMap, registerCompare, registerCheck, registerMaintain, registerOva]) register(program);
   return program;
 }
 

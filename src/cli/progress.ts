@@ -1,28 +1,34 @@
+/**
+ * `-p` progress for long commands: a cli-progress bar when stderr is a terminal,
+ * otherwise one "NN%" line per whole percent (readable in logs and pipes).
+ */
 import cliProgress from 'cli-progress';
 
-/** A progress reporter for `-p`: a bar on a terminal, percentage lines otherwise. */
+/** A progress reporter: call `update` often, `stop` once at the end. */
 export interface Progress {
   update(done: number, total: number): void;
   stop(): void;
 }
 
-/** Make a reporter for `label`; a no-op one when `enabled` is false. */
-export function progress(label: string, enabled: boolean): Progress {
-  if (!enabled) return { update: () => undefined, stop: () => undefined };
-  if (process.stderr.isTTY) {
+/** A reporter that prints nothing. */
+export const noProgress: Progress = { update: () => undefined, stop: () => undefined };
+
+/** Make a reporter for `label` writing to `stream` (a bar on a TTY, percentage lines otherwise). */
+export function makeProgress(label: string, stream: NodeJS.WriteStream = process.stderr): Progress {
+  if (stream.isTTY) {
     const bar = new cliProgress.SingleBar(
-      { format: `${label} [{bar}] {percentage}% | {value}/{total} MiB`, stream: process.stderr, hideCursor: true },
+      { format: `${label} [{bar}] {percentage}% | {value}/{total} MiB`, stream, hideCursor: true, clearOnComplete: false },
       cliProgress.Presets.shades_classic,
     );
     let started = false;
     return {
       update(done, total) {
-        const d = Math.floor(done / 2 ** 20);
-        const t = Math.max(1, Math.ceil(total / 2 ** 20));
+        const mib = (n: number): number => Math.round(n / 2 ** 20);
         if (!started) {
-          bar.start(t, d);
+          bar.start(mib(total), 0);
           started = true;
-        } else bar.update(d);
+        }
+        bar.update(mib(done));
       },
       stop() {
         if (started) bar.stop();
@@ -32,14 +38,12 @@ export function progress(label: string, enabled: boolean): Progress {
   let last = -1;
   return {
     update(done, total) {
-      const pct = total > 0 ? Math.floor((done / total) * 100) : 100;
+      const pct = total > 0 ? Math.floor((100 * done) / total) : 100;
       if (pct !== last) {
         last = pct;
-        process.stderr.write(`${label}: ${pct}%\n`);
+        stream.write(`${label}: ${pct}%\n`);
       }
     },
-    stop() {
-      if (last !== 100) process.stderr.write(`${label}: 100%\n`);
-    },
+    stop() {},
   };
 }

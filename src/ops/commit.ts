@@ -54,18 +54,11 @@ export async function commit(path: string, opts: CommitOptions = {}): Promise<{ 
         opts.onProgress?.(done, total);
       }
       await parent.flush();
+      // Writing gives some parents a new identity (a VMDK's CID): re-link the child to the parent as it is now.
+      const ref = (await child.info()).backingFilename;
+      if (total > 0 && child.setBacking && ref !== undefined) await child.setBacking(parent, ref);
     } finally {
       await parent.close();
-    }
-    // Writing changed the parent's modification id (VMDK CID, VDI uuidModify): link the child to it again.
-    if (child.setBacking && total > 0) {
-      const ref = (await child.info()).backingFilename;
-      const relinked = await open(parentRo.filename, { readOnly: true, allowPaths: opts.allowPaths });
-      try {
-        await child.setBacking(relinked, ref);
-      } finally {
-        await relinked.close();
-      }
     }
     if (!opts.keepChild) {
       // The parent now holds everything; releasing the child's blocks lets reads fall through.

@@ -23,7 +23,8 @@ export interface RebaseOptions {
  * link change, so a crash leaves the old chain intact.
  */
 export async function rebase(path: string, newParent: string | undefined, opts: RebaseOptions = {}): Promise<{ copied: number }> {
-  const child = await open(path, { allowPaths: opts.allowPaths });
+  // -u reads nothing through the old parent, so it is not opened: a link that no longer opens (a VMDK parent whose CID changed) can be repaired.
+  const child = await open(path, { allowPaths: opts.allowPaths, noBacking: opts.unsafe === true });
   let parent: DiskImage | undefined;
   try {
     if (!child.setBacking) throw new VdiskError('E_UNSUPPORTED', `${path}: ${child.format} images of this kind cannot change their backing file`);

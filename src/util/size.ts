@@ -30,5 +30,6 @@ export function formatSize(bytes: number): string {
   }
   if (i === 0) return `${bytes} B`;
   const s = v >= 100 ? v.toFixed(0) : v >= 10 ? v.toFixed(1) : v.toFixed(2);
-  return `${s.replace(/\.?0+$/, '')} ${names[i]}`;
+  // Strip trailing zeros of a fraction only ("1.50" → "1.5"), never of a whole number ("700").
+  return `${s.includes('.') ? s.replace(/\.?0+$/, '') : s} ${names[i]}`;
 }

@@ -5,7 +5,11 @@ import { rebase } from '../../ops/rebase.js';
 import { resize } from '../../ops/resize.js';
 import { formatSize } from '../../util/size.js';
 import { action, collect } from '../common.js';
-import { progress } from '../progress.js';
+import { makeProgress, noProgress, type Progress } from '../progress.js';
+
+function progress(label: string, enabled: boolean): Progress {
+  return enabled ? makeProgress(label) : noProgress;
+}
 
 /** `vdisk resize|compact|commit|rebase`: change images in place. */
 export function register(program: Command): void {

@@ -4,15 +4,18 @@
  */
 import { randomInt } from 'node:crypto';
 import { posix } from 'node:path';
-import type { DiskImage, Extent, ImageInfo } from '../../device/block-device.js';
+import type { CompactOptions, CompactResult, DiskImage, Extent, ImageInfo } from '../../device/block-device.js';
 import { BlockDeviceBase, IO_CHUNK } from '../../device/base.js';
-import { zeroBuffer } from '../../device/zero.js';
+import { isZero, zeroBuffer } from '../../device/zero.js';
 import { VdiskError } from '../../errors.js';
 import { MAX_OFFSET } from '../../storage/checks.js';
 import type { ImageLocation } from '../../storage/location.js';
 import type { Storage } from '../../storage/storage.js';
 import type { DriverOpenOptions } from '../driver.js';
-import { CID_NONE, type Descriptor, MAX_DESCRIPTOR_BYTES, formatDescriptor, parseDescriptor } from './descriptor.js';
+import { CID_NONE, type Descriptor, type ExtentLine, MAX_DESCRIPTOR_BYTES, formatDescriptor, parseDescriptor } from './descriptor.js';
+import { SPLIT_EXTENT_SECTORS, writeSparseExtent } from './create.js';
+import { compactSparse, growSparse, packSparse, releaseGrains, shrinkSparse } from './maintain.js';
+import { StreamOptimizedWriter } from './stream.js';
 import { FlatExtent, type ReadBelow, type VmdkExtent, ZeroExtent } from './extent.js';
 import { COWD_MAGIC, FLAG_VALID_NEWLINE_TEST, HEADER_SIZE, SECTOR, SPARSE_MAGIC, type SparseHeader, decodeSparseHeader } from './header.js';
 import { SparseExtent, readSparseHeader } from './sparse.js';
@@ -34,10 +37,14 @@ export const READABLE_CREATE_TYPES = new Set([
 /** Where the descriptor lives, so a new CID can be written back. */
 type DescriptorHome = { kind: 'file'; storage: Storage } | { kind: 'embedded'; storage: Storage; offset: number; size: number };
 
-/** One extent placed in the disk. */
+/** One extent placed in the disk (one per descriptor extent line, in order). */
 interface Placed {
   start: number;
   extent: VmdkExtent;
+  /** The file holding it (absent for ZERO extents). */
+  storage?: Storage;
+  /** The file's resolved name. */
+  file?: string;
 }
 
 /** Refuse extent names that are absolute or climb out with `..` (the CVE-2022-47951 class). */
@@ -53,8 +60,10 @@ export class VmdkImage extends BlockDeviceBase implements DiskImage {
   readonly format = 'vmdk';
   readonly filename: string;
   readonly readOnly: boolean;
-  readonly size: number;
+  size: number;
   private cidUpdated = false;
+  /** A descriptor file was replaced by rename: the open `home` storage is stale and never written again. */
+  private descriptorReplaced = false;
 
   constructor(
     readonly descriptor: Descriptor,
@@ -64,6 +73,7 @@ export class VmdkImage extends BlockDeviceBase implements DiskImage {
     readOnly: boolean,
     readonly backing: DiskImage | undefined,
     private readonly fullBackingFilename: string | undefined,
+    private readonly location: ImageLocation,
   ) {
     super();
     this.filename = home.storage.name;
@@ -133,6 +143,18 @@ export class VmdkImage extends BlockDeviceBase implements DiskImage {
     });
   }
 
+  /** Whole grains of sparse extents are released (the parent or zeros show through); flat extents keep their bytes. */
+  protected override async discardAt(offset: number, length: number): Promise<void> {
+    if (this.descriptor.createType === 'streamOptimized') return;
+    let any = false;
+    await this.forEach(offset, length, async (p, extOff, _bufOff, len) => {
+      if (!(p.extent instanceof SparseExtent) || p.extent.compressed) return;
+      if (!any) await this.updateCid();
+      any = true;
+      await releaseGrains(p.extent, extOff, len);
+    });
+  }
+
   /** On the first write, give the disk a new content ID (spec: CID changes when the contents do). */
   private async updateCid(): Promise<void> {
     if (this.cidUpdated) return;
@@ -140,7 +162,8 @@ export class VmdkImage extends BlockDeviceBase implements DiskImage {
     if (cid === this.descriptor.cid || cid === CID_NONE) cid = (cid + 1) % 0xffffffff;
     this.descriptor.cid = cid;
     // A bare sparse extent opened by itself has no descriptor to update.
-    if (this.home.kind === 'file' || this.home.size > 0) await writeDescriptor(this.home, this.descriptor);
+    if (this.home.kind === 'file' && this.descriptorReplaced) await this.saveDescriptor();
+    else if (this.home.kind === 'file' || this.home.size > 0) await writeDescriptor(this.home, this.descriptor);
     this.cidUpdated = true;
   }
 
@@ -177,6 +200,327 @@ export class VmdkImage extends BlockDeviceBase implements DiskImage {
     if (errors.length) throw errors[0];
   }
 
+  /** Total bytes of this disk's own files. */
+  private filesSize(): number {
+    let total = 0;
+    const seen = new Set<Storage>();
+    for (const p of this.placed) if (p.storage && !seen.has(p.storage)) seen.add(p.storage);
+    if (this.home.kind === 'file') seen.add(this.home.storage);
+    for (const s of seen) total += s.size;
+    return total;
+  }
+
+  /**
+   * Write the descriptor for a maintenance change: an embedded one in place (its
+   * reserved sectors), a descriptor file as a temp file renamed over it, so a crash
+   * leaves the old or the new text whole.
+   */
+  private async saveDescriptor(): Promise<void> {
+    if (this.home.kind === 'embedded') {
+      if (this.home.size === 0) throw new VdiskError('E_UNSUPPORTED', `${this.filename}: a bare sparse extent has no descriptor to change; open the disk's descriptor`);
+      await writeDescriptor(this.home, this.descriptor);
+      await this.home.storage.flush();
+      return;
+    }
+    const tmp = `${this.filename}.vdisk-tmp`;
+    if (await this.location.exists(tmp)) await this.location.remove(tmp);
+    const s = await this.location.create(tmp);
+    try {
+      await s.write(Buffer.from(formatDescriptor(this.descriptor), 'utf8'), 0);
+      await s.flush();
+    } finally {
+      await s.close();
+    }
+    await this.location.rename(tmp, this.filename);
+    this.descriptorReplaced = true;
+  }
+
+  /** Rebuild the extent objects from the descriptor's lines (after their files changed). */
+  private async reopenExtents(): Promise<void> {
+    const fresh: Placed[] = [];
+    let start = 0;
+    for (const [i, line] of this.descriptor.extents.entries()) {
+      const len = line.sectors * SECTOR;
+      const old = this.placed[i];
+      const ro = this.readOnly || line.access !== 'RW';
+      if (line.type === 'ZERO') fresh.push({ start, extent: new ZeroExtent(len) });
+      else {
+        const s = old?.storage;
+        if (!s) throw new VdiskError('E_IO', `${this.filename}: extent ${i} has no open file`);
+        const extent = line.type === 'SPARSE' ? await SparseExtent.open(s, len, ro) : new FlatExtent(s, len, line.offset * SECTOR, ro, line.type);
+        fresh.push({ start, extent, storage: s, file: old.file });
+      }
+      start += len;
+    }
+    this.placed.splice(0, this.placed.length, ...fresh);
+    this.size = start;
+  }
+
+  /** A name for a new extent file after `lines`, following the last one's numbering (disk-s002.vmdk → disk-s003.vmdk). */
+  private nextExtentName(lines: readonly ExtentLine[], type: 'SPARSE' | 'FLAT'): string {
+    const used = new Set(lines.map((l) => l.file));
+    const last = [...lines].reverse().find((l) => l.file !== undefined)?.file ?? '';
+    const m = /^(.*?)(\d+)(\.vmdk)$/i.exec(last);
+    for (let k = 1; k < 100000; k++) {
+      let name: string;
+      if (m) name = `${m[1]}${String(Number(m[2]) + k).padStart(m[2]!.length, '0')}${m[3]}`;
+      else name = `${posix.basename(this.filename.replace(/\\/g, '/')).replace(/\.vmdk$/i, '')}-${type === 'SPARSE' ? 's' : 'f'}${String(lines.length + k).padStart(3, '0')}.vmdk`;
+      if (!used.has(name)) return name;
+    }
+    throw new VdiskError('E_UNSUPPORTED', `${this.filename}: no free name for a new extent file`);
+  }
+
+  /**
+   * Change the virtual size. Grow: the last extent grows (sparse: header capacity and
+   * grain directory; flat: its file), new extent files are added (split disks: VMware's
+   * 4192256-sector pieces), and the descriptor is written last. Shrink: the descriptor
+   * first, then the cut extent and the dropped files. streamOptimized: the stream is
+   * rewritten into a temp file renamed over the old one.
+   */
+  async resize(newSize: number): Promise<void> {
+    this.writable();
+    if (newSize % SECTOR !== 0 || newSize <= 0) throw new VdiskError('E_USAGE', `${this.filename}: new size ${newSize} is not a positive multiple of ${SECTOR}`);
+    if (newSize === this.size) return;
+    if (this.descriptor.createType === 'streamOptimized') {
+      await this.rewriteStream(newSize);
+      return;
+    }
+    if (this.home.kind === 'embedded' && this.home.size === 0) {
+      throw new VdiskError('E_UNSUPPORTED', `${this.filename}: a bare sparse extent cannot be resized; resize the disk through its descriptor`);
+    }
+    if (newSize > this.size) await this.grow(newSize / SECTOR);
+    else await this.shrink(newSize / SECTOR);
+  }
+
+  private async grow(newSectors: number): Promise<void> {
+    const d = this.descriptor;
+    const maxSectors = d.createType.startsWith('twoGbMaxExtent') ? SPLIT_EXTENT_SECTORS : Number.MAX_SAFE_INTEGER;
+    const lines = d.extents.map((l) => ({ ...l }));
+    const li = lines.length - 1;
+    const last = lines[li]!;
+    const lp = this.placed[li]!;
+    if (last.type === 'ZERO' || last.access !== 'RW' || !lp.storage) {
+      throw new VdiskError('E_UNSUPPORTED', `${this.filename}: the last extent (${last.access} ${last.type}) cannot grow`);
+    }
+    if (last.type !== 'SPARSE' && lines.some((l, i) => i !== li && this.placed[i]?.storage === lp.storage && l.offset > last.offset)) {
+      throw new VdiskError('E_UNSUPPORTED', `${this.filename}: the last extent is not at the end of its file "${last.file}", so it cannot grow`);
+    }
+    const kind: 'SPARSE' | 'FLAT' = last.type === 'SPARSE' ? 'SPARSE' : 'FLAT';
+    let rest = newSectors - this.size / SECTOR;
+    const lastGrow = Math.min(rest, Math.max(0, maxSectors - last.sectors));
+    if (lastGrow > 0) {
+      const cap = last.sectors + lastGrow;
+      if (lp.extent instanceof SparseExtent) await growSparse(lp.extent, cap, lp.extent.length);
+      else {
+        const s = lp.storage;
+        const oldEnd = (last.offset + last.sectors) * SECTOR;
+        const newEnd = (last.offset + cap) * SECTOR;
+        // Bytes a file already holds past the old end (an interrupted shrink) must read as zeros.
+        for (let off = oldEnd; off < Math.min(s.size, newEnd); off += IO_CHUNK) await s.write(zeroBuffer(Math.min(IO_CHUNK, Math.min(s.size, newEnd) - off)), off);
+        if (s.size < newEnd) await s.truncate(newEnd);
+        await s.flush();
+      }
+      last.sectors = cap;
+      rest -= lastGrow;
+    }
+    const added: Placed[] = [];
+    try {
+      while (rest > 0) {
+        const sectors = Math.min(rest, maxSectors);
+        const file = this.nextExtentName(lines, kind);
+        checkExtentName(this.filename, file);
+        const name = this.location.resolve(file);
+        // A file of that name no line uses is what an interrupted grow left behind.
+        if (await this.location.exists(name)) await this.location.remove(name);
+        const s = await this.location.create(name);
+        this.storages.unshift(s);
+        if (kind === 'SPARSE') await writeSparseExtent(s, sectors);
+        else await s.truncate(sectors * SECTOR);
+        await s.flush();
+        lines.push({ access: 'RW', sectors, type: kind, file, offset: 0 });
+        added.push({ start: 0, extent: new ZeroExtent(0), storage: s, file: name });
+        rest -= sectors;
+      }
+      const oldLines = d.extents;
+      const oldGeometry = d.ddb.get('ddb.geometry.cylinders');
+      d.extents = lines;
+      setGeometry(d, newSectors);
+      try {
+        await this.saveDescriptor();
+      } catch (err) {
+        d.extents = oldLines;
+        if (oldGeometry !== undefined) d.ddb.set('ddb.geometry.cylinders', oldGeometry);
+        throw err;
+      }
+      this.placed.push(...added);
+    } catch (err) {
+      // New files no line names yet are left for the next attempt to replace.
+      for (const p of added) {
+        await p.storage?.close().catch(() => undefined);
+        this.storages.splice(this.storages.indexOf(p.storage!), 1);
+      }
+      throw err;
+    } finally {
+      await this.reopenExtents();
+    }
+  }
+
+  private async shrink(newSectors: number): Promise<void> {
+    const d = this.descriptor;
+    const lines: ExtentLine[] = [];
+    const dropped: Placed[] = [];
+    let cut: { index: number; sectors: number } | undefined;
+    let acc = 0;
+    for (const [i, line] of d.extents.entries()) {
+      if (acc >= newSectors) {
+        dropped.push(this.placed[i]!);
+        continue;
+      }
+      const keep = Math.min(line.sectors, newSectors - acc);
+      if (keep < line.sectors) cut = { index: i, sectors: keep };
+      lines.push({ ...line, sectors: keep });
+      acc += line.sectors;
+    }
+    const oldLines = d.extents;
+    d.extents = lines;
+    setGeometry(d, newSectors);
+    try {
+      await this.saveDescriptor();
+    } catch (err) {
+      d.extents = oldLines;
+      throw err;
+    }
+    const kept = this.placed.slice(0, lines.length);
+    if (cut) {
+      const p = this.placed[cut.index]!;
+      const line = lines[cut.index]!;
+      if (p.extent instanceof SparseExtent && p.storage) {
+        await shrinkSparse(p.extent, cut.sectors);
+        await packSparse(await SparseExtent.open(p.storage, cut.sectors * SECTOR, false));
+      } else if (p.extent instanceof FlatExtent && p.storage && kept.filter((k) => k.storage === p.storage).length === 1) {
+        const end = (line.offset + cut.sectors) * SECTOR;
+        if (p.storage.size > end) {
+          await p.storage.truncate(end);
+          await p.storage.flush();
+        }
+      }
+    }
+    for (const p of dropped) {
+      if (!p.storage || !p.file || kept.some((k) => k.storage === p.storage) || p.storage === this.home.storage) continue;
+      await p.storage.close();
+      const at = this.storages.indexOf(p.storage);
+      if (at >= 0) this.storages.splice(at, 1);
+      await this.location.remove(p.file);
+    }
+    this.placed.splice(lines.length);
+    await this.reopenExtents();
+  }
+
+  /**
+   * Rewrite a streamOptimized disk with `newSize` bytes (the same size: a compaction)
+   * into a temp file next to it, then rename it over the old one. Returns the grains
+   * left out (zero grains the old stream held).
+   */
+  private async rewriteStream(newSize: number): Promise<number> {
+    const d = this.descriptor;
+    const copy: Descriptor = { ...d, extents: d.extents.map((l) => ({ ...l, sectors: newSize / SECTOR })), headerKeys: new Map(d.headerKeys), ddb: new Map(d.ddb) };
+    setGeometry(copy, newSize / SECTOR);
+    const tmp = `${this.filename}.vdisk-tmp`;
+    if (await this.location.exists(tmp)) await this.location.remove(tmp);
+    const out = await this.location.create(tmp);
+    let dropped = 0;
+    try {
+      const w = new StreamOptimizedWriter(out, newSize, copy);
+      await w.start();
+      const G = w.grain;
+      const limit = Math.min(this.size, newSize);
+      const buf = Buffer.alloc(G);
+      let next = 0;
+      for await (const e of this.extents(0, limit)) {
+        if (e.kind !== 'data') continue;
+        for (let g = Math.max(next, Math.floor(e.offset / G)); g * G < e.offset + e.length; g++) {
+          const piece = buf.subarray(0, Math.min(G, limit - g * G));
+          await this.read(piece, g * G);
+          if (isZero(piece)) dropped++;
+          await w.addGrain(g, Buffer.from(piece));
+          next = g + 1;
+        }
+      }
+      await w.finish();
+      await out.flush();
+    } catch (err) {
+      await out.close().catch(() => undefined);
+      await this.location.remove(tmp).catch(() => undefined);
+      throw err;
+    }
+    await out.close();
+    await this.location.rename(tmp, this.filename);
+    // The old file is gone: read the new one (read-only, as compressed extents are).
+    const s = await this.location.open(this.filename, { readOnly: true });
+    this.storages.push(s);
+    const { descriptor, header } = await readDescriptor(s);
+    const extent = await SparseExtent.open(s, newSize, true, header);
+    Object.assign(this.descriptor, descriptor);
+    this.placed.splice(0, this.placed.length, { start: 0, extent, storage: s, file: this.filename });
+    this.size = newSize;
+    return dropped;
+  }
+
+  /**
+   * Give back space: in each sparse extent, grains that hold only zeros are released
+   * (where no parent shows through), then the last grains and tables move into holes
+   * and the file is truncated. streamOptimized disks are rewritten.
+   */
+  async compact(opts: CompactOptions = {}): Promise<CompactResult> {
+    this.writable();
+    const sizeBefore = this.filesSize();
+    let released = 0;
+    if (this.descriptor.createType === 'streamOptimized') {
+      released = await this.rewriteStream(this.size);
+      return { releasedBlocks: released, sizeBefore, sizeAfter: this.filesSize() };
+    }
+    try {
+      for (const p of this.placed) {
+        if (!(p.extent instanceof SparseExtent) || p.extent.compressed) continue;
+        const G = p.extent.grainBytes;
+        const parent = this.backing;
+        released += await compactSparse(p.extent, {
+          releaseZeros: true,
+          releasable: (g) => !parent || p.start + g * G >= parent.size,
+          onProgress: opts.onProgress,
+        });
+      }
+    } finally {
+      await this.reopenExtents();
+    }
+    return { releasedBlocks: released, sizeBefore, sizeAfter: this.filesSize() };
+  }
+
+  /**
+   * Point this delta link at `parent` (its CID becomes parentCID, `ref` the
+   * parentFileNameHint), or with `undefined` make the disk stand alone
+   * (parentCID=ffffffff, no hint). createType stays; only the descriptor changes.
+   */
+  async setBacking(parent: DiskImage | undefined, ref: string | undefined): Promise<void> {
+    this.writable();
+    if (this.descriptor.createType === 'streamOptimized') throw new VdiskError('E_UNSUPPORTED', `${this.filename}: streamOptimized disks have no parent`);
+    if (parent && !(parent instanceof VmdkImage)) throw new VdiskError('E_UNSUPPORTED', `${this.filename}: a VMDK delta link needs a VMDK parent, not ${parent.format}`);
+    if (parent && ref === undefined) throw new VdiskError('E_USAGE', `${this.filename}: a parent needs a name to store in parentFileNameHint`);
+    const d = this.descriptor;
+    const old = { parentCID: d.parentCID, hint: d.parentFileNameHint };
+    d.parentCID = parent ? parent.cid : CID_NONE;
+    if (parent) d.parentFileNameHint = ref;
+    else delete d.parentFileNameHint;
+    try {
+      await this.saveDescriptor();
+    } catch (err) {
+      d.parentCID = old.parentCID;
+      if (old.hint === undefined) delete d.parentFileNameHint;
+      else d.parentFileNameHint = old.hint;
+      throw err;
+    }
+  }
+
   async info(): Promise<ImageInfo> {
     const d = this.descriptor;
     const sparse = this.placed.map((p) => p.extent).find((e): e is SparseExtent => e instanceof SparseExtent);
@@ -208,6 +552,14 @@ export class VmdkImage extends BlockDeviceBase implements DiskImage {
     }
     return total;
   }
+}
+
+/** Make ddb.geometry.cylinders follow a new capacity (heads and sectors stay; at most 16383, as VMware caps it). */
+export function setGeometry(d: Descriptor, capacity: number): void {
+  const heads = Number(d.ddb.get('ddb.geometry.heads'));
+  const spt = Number(d.ddb.get('ddb.geometry.sectors'));
+  if (!d.ddb.has('ddb.geometry.cylinders') || !(heads > 0) || !(spt > 0)) return;
+  d.ddb.set('ddb.geometry.cylinders', String(Math.max(1, Math.min(16383, Math.floor(capacity / (heads * spt))))));
 }
 
 /** Write the descriptor back where it came from (embedded: padded into its reserved sectors). */
@@ -292,11 +644,12 @@ export async function openVmdk(storage: Storage, location: ImageLocation, opts: 
       checkExtentName(name, file);
       const extReadOnly = readOnly || line.access !== 'RW';
       let s: Storage;
+      let resolved = name;
       if (header) {
         if (d.extents.length !== 1 || line.type !== 'SPARSE') throw new VdiskError('E_CORRUPT', `${name}: an embedded descriptor must list exactly one SPARSE extent`);
         s = storage;
       } else {
-        const resolved = location.resolve(file);
+        resolved = location.resolve(file);
         const known = opened.get(resolved);
         // A sparse file holds one extent; naming it twice would also load its directory twice.
         if (known && (line.type === 'SPARSE' || sparseFiles.has(resolved))) throw new VdiskError('E_CORRUPT', `${name}: extent file "${file}" is listed twice`);
@@ -308,8 +661,8 @@ export async function openVmdk(storage: Storage, location: ImageLocation, opts: 
           storages.push(s);
         }
       }
-      if (line.type === 'SPARSE') placed.push({ start, extent: await SparseExtent.open(s, len, extReadOnly, s === storage ? header : undefined) });
-      else placed.push({ start, extent: new FlatExtent(s, len, line.offset * SECTOR, extReadOnly, line.type) });
+      if (line.type === 'SPARSE') placed.push({ start, extent: await SparseExtent.open(s, len, extReadOnly, s === storage ? header : undefined), storage: s, file: resolved });
+      else placed.push({ start, extent: new FlatExtent(s, len, line.offset * SECTOR, extReadOnly, line.type), storage: s, file: resolved });
       start += len;
     }
     let fullBacking: string | undefined;
@@ -319,10 +672,10 @@ export async function openVmdk(storage: Storage, location: ImageLocation, opts: 
       backing = await opts.openParent(fullBacking);
     }
     if (backing instanceof VmdkImage && !opts.parent && backing.cid !== d.parentCID) {
-      throw new VdiskError('E_CHAIN', `${name}: parentCID ${d.parentCID.toString(16)} does not match the parent's CID ${backing.cid.toString(16)} (the parent changed after this delta link was made)`);
+      throw new VdiskError('E_CHAIN', `${name}: parentCID ${d.parentCID.toString(16)} does not match the parent's CID ${backing.cid.toString(16)} (the parent changed after this delta link was made; if its content is known to be right, "vdisk rebase -u -b PARENT" re-links it)`);
     }
     storages.push(storage);
-    return new VmdkImage(d, home, placed, storages, readOnly, backing, fullBacking);
+    return new VmdkImage(d, home, placed, storages, readOnly, backing, fullBacking, location);
   } catch (err) {
     for (const s of storages) await s.close().catch(() => undefined);
     if (backing && backing !== opts.parent) await backing.close().catch(() => undefined);

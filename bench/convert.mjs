@@ -1,0 +1,118 @@
+#!/usr/bin/env node
+// bench/convert.mjs — `vdisk convert` against `qemu-img convert`, with `cp --sparse=always`
+// as the floor, on a 2 GiB disk half filled with random data. Runs alternate (vdisk, qemu,
+// cp, vdisk, ...) so drift on a shared machine hits all alike; prints medians and ratios.
+//
+//   npm run build && node bench/convert.mjs [--repeat N] [--size 2G] [--dir /tmp]
+//
+// Cases whose formats vdisk has no driver for yet are skipped with a note; raw → raw
+// always runs. Output of the first vdisk run of each case is checked with qemu-img compare.
+import { execFileSync, spawnSync } from 'node:child_process';
+import { randomFillSync } from 'node:crypto';
+import { closeSync, mkdtempSync, openSync, rmSync, writeSync, ftruncateSync, readdirSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { findDriver } from '../dist/index.js';
+
+const args = process.argv.slice(2);
+const opt = (name, fallback) => {
+  const i = args.indexOf(name);
+  return i >= 0 ? args[i + 1] : fallback;
+};
+const REPEAT = Number(opt('--repeat', process.env.BENCH_REPEAT ?? '3'));
+const SIZE = parseSizeArg(opt('--size', '2G'));
+const BASE = opt('--dir', process.env.BENCH_DIR ?? tmpdir());
+const VDISK = new URL('../bin/vdisk.js', import.meta.url).pathname;
+
+function parseSizeArg(s) {
+  const m = /^(\d+)([KMG]?)$/i.exec(s);
+  if (!m) throw new Error(`bad --size ${s}`);
+  return Number(m[1]) * { '': 1, K: 1024, M: 1024 ** 2, G: 1024 ** 3 }[m[2].toUpperCase()];
+}
+
+function has(format) {
+  try {
+    findDriver(format);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+const dir = mkdtempSync(join(BASE, 'vdisk-bench-convert-'));
+process.on('exit', () => rmSync(dir, { recursive: true, force: true }));
+
+/** Half random data: alternate 4 MiB of random bytes and 4 MiB of hole. */
+function makeRaw(path) {
+  const fd = openSync(path, 'w');
+  try {
+    ftruncateSync(fd, SIZE);
+    const chunk = Buffer.alloc(4 * 1024 ** 2);
+    for (let off = 0; off < SIZE; off += 2 * chunk.length) {
+      randomFillSync(chunk);
+      writeSync(fd, chunk, 0, Math.min(chunk.length, SIZE - off), off);
+    }
+  } finally {
+    closeSync(fd);
+  }
+}
+
+function sh(cmd, argv) {
+  const t0 = process.hrtime.bigint();
+  const r = spawnSync(cmd, argv, { stdio: ['ignore', 'ignore', 'pipe'] });
+  const s = Number(process.hrtime.bigint() - t0) / 1e9;
+  if (r.status !== 0) throw new Error(`${cmd} ${argv.join(' ')} failed (${r.status}): ${r.stderr}`);
+  return s;
+}
+
+function clearOut(prefix) {
+  for (const n of readdirSync(dir)) if (n.startsWith(prefix)) rmSync(join(dir, n), { force: true });
+}
+
+const median = (xs) => {
+  const s = [...xs].sort((a, b) => a - b);
+  return s.length % 2 ? s[(s.length - 1) / 2] : (s[s.length / 2 - 1] + s[s.length / 2]) / 2;
+};
+
+console.log(`vdisk convert bench: ${SIZE / 1024 ** 3} GiB disk, half random data; ${REPEAT} alternating runs each; medians in seconds\n(vdisk runs with -t unsafe, qemu-img convert's default cache mode: neither flushes)`);
+const raw = join(dir, 'src.raw');
+makeRaw(raw);
+const sources = {
+  raw: { path: raw, qemu: 'raw' },
+  vhd: { path: join(dir, 'src.vhd'), qemu: 'vpc', make: ['-O', 'vpc', '-o', 'subformat=dynamic,force_size=on'] },
+  vmdk: { path: join(dir, 'src.vmdk'), qemu: 'vmdk', make: ['-O', 'vmdk', '-o', 'subformat=monolithicSparse'] },
+};
+for (const s of Object.values(sources)) if (s.make) execFileSync('qemu-img', ['convert', '-f', 'raw', ...s.make, raw, s.path]);
+
+const cases = [
+  { name: 'raw → raw', from: 'raw', to: 'raw', vdisk: ['-O', 'raw'], qemu: ['-O', 'raw'], ext: 'raw' },
+  { name: 'VHD → VMDK', from: 'vhd', to: 'vmdk', vdisk: ['-O', 'vmdk'], qemu: ['-O', 'vmdk'], ext: 'vmdk' },
+  { name: 'VHD → VDI', from: 'vhd', to: 'vdi', vdisk: ['-O', 'vdi'], qemu: ['-O', 'vdi'], ext: 'vdi' },
+  { name: 'VMDK → VHD', from: 'vmdk', to: 'vhd', vdisk: ['-O', 'vhd', '-o', 'subformat=dynamic'], qemu: ['-O', 'vpc', '-o', 'subformat=dynamic'], ext: 'vhd', qemuOut: 'vpc' },
+  { name: 'VHD → streamOptimized', from: 'vhd', to: 'vmdk', vdisk: ['-O', 'vmdk', '-o', 'subformat=streamOptimized'], qemu: ['-O', 'vmdk', '-o', 'subformat=streamOptimized'], ext: 'vmdk' },
+];
+
+const rows = [];
+for (const c of cases) {
+  const missing = [...new Set([c.from, c.to].filter((f) => !has(f)))];
+  if (missing.length) {
+    console.log(`${c.name}: skipped (vdisk has no ${missing.join(', ')} driver yet)`);
+    continue;
+  }
+  const src = sources[c.from];
+  const t = { vdisk: [], qemu: [], cp: [] };
+  for (let i = 0; i < REPEAT; i++) {
+    clearOut('out');
+    t.vdisk.push(sh(process.execPath, [VDISK, 'convert', '-t', 'unsafe', '-f', c.from, ...c.vdisk, src.path, join(dir, `out-vdisk.${c.ext}`)]));
+    if (i === 0) {
+      const r = spawnSync('qemu-img', ['compare', '-f', src.qemu, '-F', c.qemuOut ?? c.to, src.path, join(dir, `out-vdisk.${c.ext}`)]);
+      if (r.status !== 0) console.log(`WARNING ${c.name}: qemu-img compare says the vdisk output differs from the source: ${String(r.stdout).trim()} ${String(r.stderr).trim()}`);
+    }
+    t.qemu.push(sh('qemu-img', ['convert', '-f', src.qemu, ...c.qemu, src.path, join(dir, `out-qemu.${c.ext}`)]));
+    t.cp.push(sh('cp', ['--sparse=always', src.path, join(dir, `out-cp.${c.ext}`)]));
+  }
+  clearOut('out');
+  const m = { vdisk: median(t.vdisk), qemu: median(t.qemu), cp: median(t.cp) };
+  rows.push({ case: c.name, 'vdisk s': m.vdisk.toFixed(2), 'qemu-img s': m.qemu.toFixed(2), 'cp s': m.cp.toFixed(2), 'vdisk/qemu': (m.vdisk / m.qemu).toFixed(2), 'vdisk/cp': (m.vdisk / m.cp).toFixed(2) });
+}
+console.table(rows);

@@ -1,0 +1,33 @@
+import type { Command } from 'commander';
+import { open } from '../../formats/registry.js';
+import { renderMapSvg, writeMapHuman, writeMapJson } from '../../ops/map.js';
+import { action, collect, outputMode } from '../common.js';
+
+/** `vdisk map`: where the data of an image (and its chain) sits. */
+export function register(program: Command): void {
+  const cmd = program
+    .command('map')
+    .description('show which ranges of the disk hold data, zeros or nothing (json as qemu-img map; svg draws a picture)')
+    .argument('<image>', 'image file')
+    .option('-f, --format <fmt>', 'image format (detected by magic when absent)')
+    .option('--output <mode>', 'human, json or svg', 'human')
+    .option('--max-cells <n>', 'svg: most cells in the picture', '4096')
+    .option('--allow-path <dir>', 'let references inside the image lead into DIR (repeatable)', collect, []);
+  cmd.action(
+    action(cmd, async (image: string, o: { format?: string; output?: string; maxCells: string; allowPath: string[] }) => {
+      const mode = outputMode(o.output, ['human', 'json', 'svg'] as const, 'human');
+      const maxCells = Number.parseInt(o.maxCells, 10);
+      const img = await open(image, { format: o.format, readOnly: true, allowPaths: o.allowPath });
+      try {
+        const write = (s: string): void => {
+          process.stdout.write(s);
+        };
+        if (mode === 'json') await writeMapJson(img, write);
+        else if (mode === 'human') await writeMapHuman(img, write);
+        else write(await renderMapSvg(img, { maxCells: Number.isSafeInteger(maxCells) && maxCells > 0 ? Math.min(maxCells, 65536) : 4096 }));
+      } finally {
+        await img.close();
+      }
+    }),
+  );
+}

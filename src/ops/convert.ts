@@ -1,0 +1,330 @@
+/**
+ * convert: copy the guest-visible contents of any image (through its whole
+ * differencing chain) into a new flat image of any format. The destination is built
+ * in a temporary folder next to it and renamed into place at the end, so a failed or
+ * interrupted convert leaves no half image behind.
+ */
+import { randomBytes } from 'node:crypto';
+import { mkdir, open as fsOpen, readdir, rm, stat } from 'node:fs/promises';
+import { basename, dirname, join, resolve } from 'node:path';
+import { setImmediate as nextTurn } from 'node:timers/promises';
+import type { BlockDevice, DiskImage } from '../device/block-device.js';
+import { IO_CHUNK } from '../device/base.js';
+import { forEachZeroRun } from '../device/zero.js';
+import { VdiskError, fromSystemError } from '../errors.js';
+import { findDriver, open } from '../formats/registry.js';
+import { acquireWriteLock } from '../storage/lock.js';
+import { FileLocation, type ImageLocation } from '../storage/location.js';
+import type { Storage } from '../storage/storage.js';
+import { checkOptionKeys } from '../util/options.js';
+
+/** Default for {@link ConvertOptions.sparseSize}: zero runs of a page or more stay unallocated (as qemu-img). */
+export const DEFAULT_SPARSE_SIZE = 4096;
+
+/** Largest `-S` accepted; the copy buffer grows to it, so it bounds memory. */
+export const MAX_SPARSE_SIZE = 64 * 1024 * 1024;
+
+/** Reads in flight ahead of the writer (each one {@link IO_CHUNK} or `-S` bytes). */
+const READ_AHEAD = 2;
+
+/** Options for {@link convert} and {@link convertImage}. */
+export interface ConvertOptions {
+  /** Output format name or alias (`-O`). */
+  format: string;
+  /** Output format options (`-o subformat=...`), checked against the driver's list. */
+  options?: Record<string, string>;
+  /**
+   * Zero runs at least this long (and aligned to it) are left unallocated (`-S`);
+   * 0 allocates every byte, holes included. Default {@link DEFAULT_SPARSE_SIZE}.
+   */
+  sparseSize?: number;
+  /** Replace an existing destination. */
+  force?: boolean;
+  /** Called as the copy advances, with bytes of the virtual disk done and the total. */
+  onProgress?: (done: number, total: number) => void;
+  /** Stops the copy (the destination is removed) when aborted. */
+  signal?: AbortSignal;
+  /** Folders besides the images' own that references inside them may lead into. */
+  allowPaths?: readonly string[];
+  /**
+   * `writeback` (default): flush the new image before renaming it into place, so a
+   * crash never leaves a DST whose bytes did not reach the disk. `unsafe`: the new
+   * image's files skip their flushes (qemu-img convert's default cache mode).
+   */
+  cache?: 'writeback' | 'unsafe';
+}
+
+/** Options for {@link convert}: those of {@link convertImage} plus how to open the source. */
+export interface ConvertFileOptions extends ConvertOptions {
+  /** Source format (`-f`); detected by magic when absent. */
+  sourceFormat?: string;
+}
+
+/** What a finished convert did. */
+export interface ConvertResult {
+  /** The destination's main file. */
+  path: string;
+  /** Every file written (main file first), as renamed into place. */
+  files: string[];
+  /** Driver name of the destination. */
+  format: string;
+  /** Virtual size of the destination. */
+  size: number;
+  /** Bytes of guest data written (zero runs skipped are not counted). */
+  bytesWritten: number;
+}
+
+/** Convert the image at `src` (read through its chain) into a new image at `dst`. */
+export async function convert(src: string, dst: string, opts: ConvertFileOptions): Promise<ConvertResult> {
+  // Validate what needs no I/O first, so a typo costs nothing.
+  const driver = findDriver(opts.format);
+  checkOptionKeys(opts.options ?? {}, driver.createOptions, `output format ${driver.name}`);
+  const source = await open(src, { format: opts.sourceFormat, readOnly: true, allowPaths: opts.allowPaths });
+  try {
+    return await convertImage(source, dst, opts);
+  } finally {
+    await source.close();
+  }
+}
+
+/** Files of `image` and its parents, for the "onto the source itself" check. */
+function chainFiles(image: BlockDevice): string[] {
+  const out: string[] = [];
+  for (let p = image as Partial<DiskImage> | undefined; p; p = p.backing) if (p.filename) out.push(p.filename);
+  return out;
+}
+
+async function sameFile(a: string, b: string): Promise<boolean> {
+  const [sa, sb] = await Promise.all([stat(a).catch(() => undefined), stat(b).catch(() => undefined)]);
+  return sa !== undefined && sb !== undefined && sa.dev === sb.dev && sa.ino === sb.ino;
+}
+
+/**
+ * Convert an opened device (any BlockDevice: an image, a chain, a pool volume) into a
+ * new image at `dst`. The source is not closed.
+ */
+export async function convertImage(source: BlockDevice, dst: string, opts: ConvertOptions): Promise<ConvertResult> {
+  const driver = findDriver(opts.format);
+  const options = opts.options ?? {};
+  checkOptionKeys(options, driver.createOptions, `output format ${driver.name}`);
+  const sparse = opts.sparseSize ?? DEFAULT_SPARSE_SIZE;
+  if (!Number.isSafeInteger(sparse) || sparse < 0 || sparse % 512 !== 0 || sparse > MAX_SPARSE_SIZE) {
+    throw new VdiskError('E_USAGE', `-S ${sparse}: the sparse size must be 0 or a multiple of 512 bytes up to ${MAX_SPARSE_SIZE}`);
+  }
+
+  for (const f of chainFiles(source)) {
+    if (await sameFile(f, dst)) throw new VdiskError('E_USAGE', `${dst}: is the source image ${f} itself; convert into a new file`);
+  }
+  const dstStat = await stat(dst).catch((err: NodeJS.ErrnoException) => {
+    if (err.code === 'ENOENT') return undefined;
+    throw fromSystemError(err, dst);
+  });
+  if (dstStat?.isDirectory()) throw new VdiskError('E_USAGE', `${dst}: is a folder; give the destination file name`);
+  if (dstStat && !opts.force) throw new VdiskError('E_EXISTS', `${dst}: already exists (use --force to replace it)`);
+
+  // Formats other than raw store whole sectors; raw keeps an odd source size exactly.
+  const size = driver.name === 'raw' ? source.size : Math.ceil(source.size / 512) * 512;
+  const dir = dirname(resolve(dst));
+  const base = basename(dst);
+  if (!(await stat(dir).catch(() => undefined))?.isDirectory()) throw new VdiskError('E_NOENT', `${dirname(dst)}: no such folder for ${dst}`);
+  const unlock = await acquireWriteLock(dst);
+  const tmp = join(dir, `.${base}.vdisk-convert-${randomBytes(4).toString('hex')}`);
+  try {
+    await mkdir(tmp).catch((err: unknown) => {
+      throw fromSystemError(err, tmp);
+    });
+    try {
+      const fileLocation = new FileLocation(join(tmp, base), opts.allowPaths ?? []);
+      const location = opts.cache === 'unsafe' ? new UnsyncedLocation(fileLocation) : fileLocation;
+      const out = await driver.create(location, { size, options });
+      let bytesWritten: number;
+      try {
+        if (out.size < source.size) {
+          throw new VdiskError('E_UNSUPPORTED', `${dst}: format ${driver.name} made a ${out.size}-byte disk, smaller than the ${source.size}-byte source`);
+        }
+        bytesWritten = await copyContents(source, out, sparse, opts);
+        await out.flush();
+      } catch (err) {
+        // The first failure is the one to report; closing a broken image may fail too.
+        await out.close().catch(() => undefined);
+        throw err;
+      }
+      await out.close();
+      const files = await moveIntoPlace(tmp, dir, base, opts.force ?? false);
+      if (opts.cache !== 'unsafe') await syncFolder(dir);
+      return { path: dst, files: files.map((f) => (f === base ? dst : join(dirname(dst), f))), format: driver.name, size: out.size, bytesWritten };
+    } finally {
+      await rm(tmp, { recursive: true, force: true }).catch(() => undefined);
+    }
+  } catch (err) {
+    // Name the destination, not the hidden folder it was being built in.
+    if (err instanceof VdiskError && err.message.includes(tmp)) throw new VdiskError(err.code, err.message.split(join(tmp, base)).join(dst).split(tmp).join(dirname(dst)), { cause: err });
+    throw err;
+  } finally {
+    await unlock();
+  }
+}
+
+/** Storage whose flush does nothing (qemu-img's cache=unsafe); everything else passes through. */
+function withoutSync(s: Storage): Storage {
+  return {
+    name: s.name,
+    get size() {
+      return s.size;
+    },
+    readOnly: s.readOnly,
+    read: (b, o) => s.read(b, o),
+    write: (b, o) => s.write(b, o),
+    truncate: (n) => s.truncate(n),
+    flush: async () => undefined,
+    close: () => s.close(),
+    allocatedSize: s.allocatedSize ? () => s.allocatedSize!() : undefined,
+  };
+}
+
+/** A location whose files skip their durability calls: where `cache: 'unsafe'` builds the new image. */
+class UnsyncedLocation implements ImageLocation {
+  constructor(private readonly inner: ImageLocation) {}
+  get name(): string {
+    return this.inner.name;
+  }
+  resolve(ref: string): string {
+    return this.inner.resolve(ref);
+  }
+  relativeName(name: string): string {
+    return this.inner.relativeName(name);
+  }
+  async open(name: string, opts?: { readOnly?: boolean }): Promise<Storage> {
+    return withoutSync(await this.inner.open(name, opts));
+  }
+  async create(name: string): Promise<Storage> {
+    return withoutSync(await this.inner.create(name));
+  }
+  exists(name: string): Promise<boolean> {
+    return this.inner.exists(name);
+  }
+  remove(name: string): Promise<void> {
+    return this.inner.remove(name);
+  }
+  rename(from: string, to: string): Promise<void> {
+    return this.inner.rename(from, to);
+  }
+  siblings(): Promise<string[]> {
+    return this.inner.siblings();
+  }
+  at(name: string): ImageLocation {
+    return new UnsyncedLocation(this.inner.at(name));
+  }
+}
+
+/** Make the renames durable (best effort: not every file system lets a folder be synced). */
+async function syncFolder(dir: string): Promise<void> {
+  const fh = await fsOpen(dir, 'r').catch(() => undefined);
+  if (!fh) return;
+  await fh.sync().catch(() => undefined);
+  await fh.close();
+}
+
+/** Rename every file made in `tmp` into `dir`, the main file `base` last (so it appears only when its extents are there). */
+async function moveIntoPlace(tmp: string, dir: string, base: string, force: boolean): Promise<string[]> {
+  const names = (await readdir(tmp)).filter((n) => !n.endsWith('.lock'));
+  const ordered = [...names.filter((n) => n !== base), base];
+  if (!force) {
+    for (const n of ordered) {
+      if (n !== base && (await stat(join(dir, n)).catch(() => undefined))) {
+        throw new VdiskError('E_EXISTS', `${join(dir, n)}: already exists (an extra file of the new image; use --force to replace it)`);
+      }
+    }
+  }
+  const location = new FileLocation(join(dir, base));
+  for (const n of ordered) await location.rename(join(tmp, n), join(dir, n));
+  return [base, ...ordered.filter((n) => n !== base)];
+}
+
+/** One piece of the copy plan: a chunk to read, or a run the destination leaves unallocated. */
+interface Piece {
+  offset: number;
+  length: number;
+  read: boolean;
+}
+
+/** Split the source's extents into chunks of at most `chunk` bytes; holes and zero extents need no read unless `allocateAll`. */
+async function* plan(source: BlockDevice, chunk: number, allocateAll: boolean): AsyncGenerator<Piece> {
+  for await (const e of source.extents(0, source.size)) {
+    if (e.kind !== 'data' && !allocateAll) {
+      yield { offset: e.offset, length: e.length, read: false };
+      continue;
+    }
+    for (let off = e.offset; off < e.offset + e.length; off += chunk) {
+      yield { offset: off, length: Math.min(chunk, e.offset + e.length - off), read: true };
+    }
+  }
+}
+
+/**
+ * Copy every byte of `source` into the fresh (all-zero) `out`: holes are skipped
+ * without reading, zero runs of at least `sparse` bytes are not written, and reads
+ * run ahead of the (strictly sequential) writes. Returns bytes written.
+ */
+async function copyContents(source: BlockDevice, out: BlockDevice, sparse: number, opts: ConvertOptions): Promise<number> {
+  const chunk = Math.max(IO_CHUNK, sparse);
+  const buffers = Array.from({ length: READ_AHEAD + 1 }, () => Buffer.alloc(chunk));
+  let next = 0;
+  const pieces = plan(source, chunk, sparse === 0);
+  let done = 0;
+  let written = 0;
+
+  const start = async (): Promise<{ piece: Piece; data?: Buffer } | undefined> => {
+    const r = await pieces.next();
+    if (r.done) return undefined;
+    const piece = r.value;
+    if (!piece.read) return { piece };
+    const data = buffers[next++ % buffers.length]!.subarray(0, piece.length);
+    await source.read(data, piece.offset);
+    return { piece, data };
+  };
+
+  // A queue of reads in flight; the generator is pulled in order, one step at a time.
+  const queue: Array<Promise<{ piece: Piece; data?: Buffer } | undefined>> = [];
+  let tail: Promise<unknown> = Promise.resolve();
+  const enqueue = (): void => {
+    const p = tail.then(start);
+    tail = p.catch(() => undefined);
+    queue.push(p);
+  };
+  for (let i = 0; i < READ_AHEAD; i++) enqueue();
+  try {
+    for (;;) {
+      // File I/O is synchronous underneath, so give the event loop a turn: signals,
+      // progress timers and other clients get to run between pieces.
+      await nextTurn();
+      if (opts.signal?.aborted) throw new VdiskError('E_IO', 'convert interrupted');
+      const item = await queue.shift();
+      if (!item) break;
+      enqueue();
+      const { piece, data } = item;
+      if (data) {
+        if (sparse > 0) {
+          const runs: Array<[number, number]> = [];
+          forEachZeroRun(data, sparse, (s, e, zero) => {
+            if (!zero) runs.push([s, e]);
+          });
+          for (const [s, e] of runs) {
+            await out.write(data.subarray(s, e), piece.offset + s);
+            written += e - s;
+          }
+        } else {
+          await out.write(data, piece.offset);
+          written += data.length;
+        }
+      }
+      done += piece.length;
+      opts.onProgress?.(done, source.size);
+    }
+  } finally {
+    // Let reads still in flight settle before the buffers go away.
+    await Promise.allSettled(queue);
+    await pieces.return(undefined);
+  }
+  return written;
+}
