@@ -48,6 +48,8 @@ export interface VdiImageParts {
   /** Close the parent with this image (false for a parent the caller gave). */
   ownsParent: boolean;
   warnings: string[];
+  /** A differencing image opened without its parent (noBacking): writes that would need the parent's data are refused. */
+  parentMissing?: boolean;
 }
 
 /** One piece of a request that falls inside one block. */
@@ -97,6 +99,17 @@ export class VdiImage extends BlockDeviceBase implements DiskImage {
     if (p.parent) this.backing = p.parent;
     this.ownsParent = p.ownsParent;
     this.warnings = p.warnings;
+    this.parentMissing = p.parentMissing === true;
+  }
+
+  /** True for a differencing image opened without its parent. */
+  private parentMissing: boolean;
+
+  /** Refuse `what` when the parent it needs was not opened. */
+  private needParent(what: string): void {
+    if (this.parentMissing) {
+      throw new VdiskError('E_CHAIN', `${this.filename}: ${what} needs the parent image, which was not opened (a broken chain; rebase -u can re-link it)`);
+    }
   }
 
   /** The decoded header (a copy). */
@@ -172,6 +185,7 @@ export class VdiImage extends BlockDeviceBase implements DiskImage {
     const slot = this.nextSlot;
     if (slot >= h.cBlocks) throw new VdiskError('E_CORRUPT', `${this.filename}: no free data block left (cBlocks ${h.cBlocks}); run check`);
     const blockStart = pc.block * h.cbBlock;
+    if (was === VDI_BLOCK_FREE && pc.length < Math.min(h.cbBlock, this.size - blockStart)) this.needParent(`a partial write to block ${pc.block}`);
     let data: Uint8Array;
     if (pc.length === h.cbBlock && h.cbBlockExtra === 0) {
       data = piece;
@@ -371,6 +385,7 @@ export class VdiImage extends BlockDeviceBase implements DiskImage {
    */
   async resize(newSize: number): Promise<void> {
     this.writable();
+    this.needParent('resize');
     const h = this.header;
     if (!Number.isSafeInteger(newSize) || newSize <= 0 || newSize % 512 !== 0) {
       throw new VdiskError('E_USAGE', `${this.filename}: new size ${newSize} is not a positive multiple of 512 bytes`);
@@ -549,6 +564,7 @@ export class VdiImage extends BlockDeviceBase implements DiskImage {
    */
   async compact(opts: CompactOptions = {}): Promise<CompactResult> {
     this.writable();
+    this.needParent('compact');
     if (!this.canDeallocate) {
       throw new VdiskError('E_UNSUPPORTED', `${this.filename}: a fixed (preallocated) VDI keeps every block; convert it to a dynamic one to compact it`);
     }
@@ -618,6 +634,7 @@ export class VdiImage extends BlockDeviceBase implements DiskImage {
     if (this.backing !== parent && this.ownsParent) await this.backing?.close();
     this.backing = parent;
     this.ownsParent = false;
+    this.parentMissing = false;
   }
 
   protected async *extentsIn(offset: number, length: number): AsyncIterable<Extent> {

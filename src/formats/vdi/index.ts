@@ -121,11 +121,11 @@ async function openVdi(storage: Storage, location: ImageLocation, opts: DriverOp
       if (!found.modifyMatches) {
         warnings.push(`parent ${found.name} was modified after this image was made (uuidModify is not uuidParentModify ${header.uuidParentModify})`);
       }
-    } else if (!readOnly) {
-      throw new VdiskError('E_USAGE', `${storage.name}: a ${header.type === VdiImageType.UNDO ? 'undo' : 'differencing'} image needs its parent to be opened for writing`);
     }
+    // Opened without its parent (noBacking: info on a broken chain, rebase -u to repair
+    // the link): writes that need the parent's data are refused by the image.
   }
-  const image = new VdiImage({ storage, header, headerRaw: raw, map, owner: scan.owner, nextSlot: scan.nextSlot, readOnly, parent, ownsParent, warnings });
+  const image = new VdiImage({ storage, header, headerRaw: raw, map, owner: scan.owner, nextSlot: scan.nextSlot, readOnly, parent, ownsParent, warnings, parentMissing: differencing && !parent });
   if (!image.readOnly && needsSettling(header, scan, storage.size)) {
     try {
       await image.settle();

@@ -325,8 +325,14 @@ describe('vdi differencing images', () => {
     expect((await readAll(img)).equals(model)).toBe(true);
     await img.close();
     await parent.close();
-    // Without its parent a differencing image opens read-only only.
-    await expectCode(openIn(folder, 'undo.vdi', { noBacking: true }), 'E_USAGE');
+    // Without its parent a differencing image opens for writing (to re-link it), but
+    // refuses writes that need the parent's data; whole blocks need none.
+    const alone = await openIn(folder, 'undo.vdi', { noBacking: true });
+    await alone.discard(MiB, MiB); // block 1 now falls through to the missing parent
+    await expectCode(alone.write(Buffer.alloc(512, 1), MiB + 512), 'E_CHAIN', 'partial write');
+    await alone.write(Buffer.alloc(512, 1), 512); // block 0 is ZERO: no parent needed
+    await expectCode(alone.compact!(), 'E_CHAIN', 'compact');
+    await alone.close();
   });
 
   it('refuses uuid loops and self links', async () => {
