@@ -25,9 +25,11 @@ async function vdisk(...args: string[]): Promise<string> {
   return r.stdout;
 }
 
+/** qemu-img check and vdisk check both find nothing. */
 async function qemuCheck(file: string): Promise<void> {
   const r = await run('qemu-img', ['check', '-f', 'vdi', file]);
   expect(r.code, `${r.stdout}${r.stderr}`).toBe(0);
+  expect(await vdisk('check', file)).toContain('No errors were found');
 }
 
 /** The same qemu-io command on the image and on the raw reference. */
