@@ -1,5 +1,6 @@
 // npm run bench: every benchmark case, ours against a peer on the same input.
-import { mkdtempSync, openSync, rmSync, writeSync, closeSync } from 'node:fs';
+import { spawnSync } from 'node:child_process';
+import { closeSync, mkdtempSync, openSync, readdirSync, rmSync, writeSync } from 'node:fs';
 import { randomBytes } from 'node:crypto';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -21,10 +22,13 @@ try {
       selfTimed: true,
     });
   }
-  for (const extra of ['convert', 'emu']) {
-    if (only && only !== extra) continue;
-    const mod = await import(join(here, `${extra}.mjs`)).catch((e) => (e.code === 'ERR_MODULE_NOT_FOUND' ? null : Promise.reject(e)));
-    if (mod?.default) await mod.default({ dir });
+  // The other cases are scripts of their own (each runs standalone too).
+  for (const script of readdirSync(here).filter((f) => f.endsWith('.mjs') && !['run.mjs', 'lib.mjs', 'read-device.mjs'].includes(f) && !f.startsWith('_')).sort()) {
+    const name = script.replace(/\.mjs$/, '');
+    if (only && only !== name) continue;
+    console.log(`\n== bench/${script}`);
+    const r = spawnSync(process.execPath, [join(here, script)], { stdio: 'inherit' });
+    if (r.status !== 0) console.log(`bench/${script} exited ${r.status}`);
   }
 } finally {
   rmSync(dir, { recursive: true, force: true });

@@ -9,6 +9,7 @@ import { register as registerConvert } from './commands/convert.js';
 import { register as registerMap } from './commands/map.js';
 import { register as registerCompare } from './commands/compare.js';
 import { register as registerCheck } from './commands/check.js';
+import { register as registerBoot } from './commands/boot.js';
 
 function packageVersion(): string {
   const pkg = JSON.parse(readFileSync(new URL('../../package.json', import.meta.url), 'utf8')) as { version: string };
@@ -24,7 +25,7 @@ export function buildProgram(): Command {
     .option('--debug', 'print stack traces with errors')
     .showHelpAfterError()
     .configureOutput({ outputError: (str, write) => write(`vdisk: ${str.replace(/^error: /, '')}`) });
-  for (const register of [registerInfo, registerCreate, registerConvert, registerMap, registerCompare, registerCheck, registerMaintain, registerOva]) register(program);
+  for (const register of [registerInfo, registerCreate, registerConvert, registerMap, registerCompare, registerCheck, registerMaintain, registerOva, registerBoot]) register(program);
   return program;
 }
 

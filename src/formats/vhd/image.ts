@@ -3,10 +3,12 @@
  * bitmap then data) or differencing (a dynamic disk whose clear bitmap bits fall
  * through to the parent, sector by sector).
  */
-import type { DiskImage, Extent, ImageInfo } from '../../device/block-device.js';
+import { isAbsolute } from 'node:path';
+import type { CompactOptions, CompactResult, DiskImage, Extent, ImageInfo } from '../../device/block-device.js';
 import { BlockDeviceBase, IO_CHUNK } from '../../device/base.js';
 import { isZero } from '../../device/zero.js';
 import { VdiskError } from '../../errors.js';
+import type { ImageLocation } from '../../storage/location.js';
 import type { Storage } from '../../storage/storage.js';
 import {
   BAT_UNUSED,
@@ -20,7 +22,8 @@ import {
   timestampToIso,
   uuidString,
 } from './layout.js';
-import type { VhdMeta } from './parse.js';
+import { absoluteRef, compactVhd, relinkVhd, resizeVhd } from './maintain.js';
+import { readVhdMeta, validateBat, type VhdMeta } from './parse.js';
 
 /** Bytes of block bitmaps an image keeps in memory (512 B each for 2 MiB blocks). */
 const BITMAP_CACHE_BYTES = 8 * 1024 * 1024;
@@ -45,9 +48,8 @@ export class VhdImage extends BlockDeviceBase implements DiskImage {
   readonly format = 'vhd';
   readonly filename: string;
   readonly readOnly: boolean;
-  readonly size: number;
-  readonly backing?: DiskImage;
-  private readonly footerBytes: Buffer;
+  size: number;
+  backing?: DiskImage;
   private readonly bitmaps = new Map<number, Buffer>();
   private readonly bitmapCacheLimit: number;
   /** Where the next block goes: the trailing footer's place (or the end of what is there). */
@@ -55,8 +57,8 @@ export class VhdImage extends BlockDeviceBase implements DiskImage {
 
   constructor(
     private readonly storage: Storage,
-    readonly meta: VhdMeta,
-    opts: { readOnly: boolean; dataEnd: number; parent?: DiskImage; parentInfo?: VhdParentInfo; warnings?: string[] },
+    public meta: VhdMeta,
+    opts: { readOnly: boolean; dataEnd: number; parent?: DiskImage; parentInfo?: VhdParentInfo; warnings?: string[]; location?: ImageLocation },
   ) {
     super();
     this.filename = storage.name;
@@ -65,7 +67,7 @@ export class VhdImage extends BlockDeviceBase implements DiskImage {
     if (opts.parent) this.backing = opts.parent;
     this.parentInfo = opts.parentInfo ?? {};
     this.warnings = opts.warnings ?? [];
-    this.footerBytes = meta.footerBytes;
+    this.location = opts.location;
     this.bitmapCacheLimit = Math.max(4, Math.floor(BITMAP_CACHE_BYTES / Math.max(1, meta.bitmapSize)));
     // Never overwrite anything but a valid trailing footer: a damaged tail is left in place (a leak check reports).
     // BAT entries count sectors, so a block starts on a sector even when the file size is odd.
@@ -73,8 +75,15 @@ export class VhdImage extends BlockDeviceBase implements DiskImage {
     this.nextFree = Math.ceil(Math.max(tail, opts.dataEnd) / SECTOR_SIZE) * SECTOR_SIZE;
   }
 
-  private readonly parentInfo: VhdParentInfo;
+  private parentInfo: VhdParentInfo;
   private readonly warnings: string[];
+  /** Where the image lives (for the absolute parent locator); undefined when opened bare. */
+  private readonly location: ImageLocation | undefined;
+
+  /** The footer in use, byte for byte (written back unchanged when the file grows). */
+  private get footerBytes(): Buffer {
+    return this.meta.footerBytes;
+  }
 
   /** The 16-byte unique id from the footer. */
   get uniqueId(): Buffer {
@@ -291,6 +300,26 @@ export class VhdImage extends BlockDeviceBase implements DiskImage {
     this.cacheBitmap(idx, bitmap);
   }
 
+  /**
+   * Release every whole block inside the range (its BAT entry becomes unused: zeros in
+   * a dynamic disk, the parent in a differencing one). One 4-byte write per block;
+   * partial blocks are left as they are (a discard is a hint).
+   */
+  protected override async discardAt(offset: number, length: number): Promise<void> {
+    if (this.isFixed) return;
+    const bs = this.meta.blockSize;
+    const first = Math.ceil(offset / bs);
+    // The last block counts as whole when the range reaches the end of the disk.
+    const end = offset + length >= this.size ? this.meta.bat!.length : Math.floor((offset + length) / bs);
+    const unused = Buffer.alloc(4, 0xff);
+    for (let idx = first; idx < end; idx++) {
+      if (this.meta.bat![idx] === BAT_UNUSED) continue;
+      await this.storage.write(unused, this.meta.header!.tableOffset + idx * 4);
+      this.meta.bat![idx] = BAT_UNUSED;
+      this.bitmaps.delete(idx);
+    }
+  }
+
   // ---- extents -------------------------------------------------------------
 
   protected async *extentsIn(offset: number, length: number): AsyncIterable<Extent> {
@@ -416,6 +445,71 @@ export class VhdImage extends BlockDeviceBase implements DiskImage {
     }
     if (this.warnings.length) out.warnings = [...this.warnings];
     return out;
+  }
+
+  // ---- maintenance (order of writes: maintain.ts) --------------------------
+
+  /** Re-read the metadata (before and after an in-place change), so the image reflects the file exactly. */
+  private async reload(): Promise<void> {
+    const meta = await readVhdMeta(this.storage);
+    const { problems, dataEnd } = validateBat(meta, this.filename, 1);
+    if (problems[0]) throw new VdiskError('E_CORRUPT', problems[0].message);
+    this.meta = meta;
+    this.size = meta.virtualSize;
+    this.bitmaps.clear();
+    this.nextFree = Math.ceil(Math.max(meta.fileSize - FOOTER_SIZE, dataEnd) / SECTOR_SIZE) * SECTOR_SIZE;
+  }
+
+  /** Change the virtual size in place; a crash leaves the old or the new size (maintain.ts). */
+  async resize(newSize: number): Promise<void> {
+    this.writable();
+    if (newSize === this.size) return;
+    await this.reload();
+    try {
+      await resizeVhd(this.storage, this.meta, newSize);
+    } finally {
+      await this.reload();
+    }
+  }
+
+  /** Release blocks that read the same without them, pack the rest and shorten the file. */
+  async compact(opts: CompactOptions = {}): Promise<CompactResult> {
+    this.writable();
+    await this.reload();
+    const sizeBefore = this.storage.size;
+    let released = 0;
+    try {
+      released = (await compactVhd(this.storage, this.meta, this.backing, opts.onProgress)).released;
+    } finally {
+      await this.reload();
+    }
+    return { releasedBlocks: released, sizeBefore, sizeAfter: this.storage.size };
+  }
+
+  /**
+   * Point this image at another VHD parent (`ref` as the child names it), or make it a
+   * dynamic disk with `undefined` (the caller has copied the parent's data in first).
+   */
+  async setBacking(parent: DiskImage | undefined, ref: string | undefined): Promise<void> {
+    this.writable();
+    if (parent && !(parent instanceof VhdImage)) throw new VdiskError('E_UNSUPPORTED', `${this.filename}: a VHD's parent must be a VHD, not ${parent.format}`);
+    if (parent && ref === undefined) throw new VdiskError('E_USAGE', `${this.filename}: a parent needs a reference to store in the locators`);
+    await this.reload();
+    const link = parent && ref !== undefined ? { uniqueId: parent.uniqueId, timestamp: parent.timestamp, ref, absolute: absoluteRef(this.location, ref) } : undefined;
+    try {
+      await relinkVhd(this.storage, this.meta, link);
+    } finally {
+      await this.reload();
+    }
+    const old = this.backing;
+    if (parent) {
+      this.backing = parent;
+      this.parentInfo = { ref: ref!, resolved: parent.filename, platform: isAbsolute(ref!) ? 'W2ku' : 'W2ru' };
+    } else {
+      delete this.backing;
+      this.parentInfo = {};
+    }
+    if (old && old !== parent) await old.close();
   }
 
   async actualSize(): Promise<number | undefined> {

@@ -3,10 +3,9 @@
  * layout.ts, validation in parse.ts, the device in image.ts, creation and check here.
  */
 import { randomBytes } from 'node:crypto';
-import { isAbsolute, posix, resolve as resolvePath } from 'node:path';
 import type { DiskImage } from '../../device/block-device.js';
 import { VdiskError, isVdiskError } from '../../errors.js';
-import { FileLocation, type ImageLocation } from '../../storage/location.js';
+import type { ImageLocation } from '../../storage/location.js';
 import type { Storage } from '../../storage/storage.js';
 import { boolOption } from '../../util/options.js';
 import { parseSize } from '../../util/size.js';
@@ -29,18 +28,17 @@ import {
   HOST_OS_WINDOWS,
   MAX_DISK_SIZE,
   NO_DATA_OFFSET,
-  PLATFORM,
   SECTOR_SIZE,
   chsGeometry,
   encodeDynamicHeader,
   encodeFooter,
-  encodeLocatorData,
   roundUpSector,
   uuidString,
   vhdTimestamp,
   type ParentLocator,
   type VhdFooter,
 } from './layout.js';
+import { absoluteRef, parentLinkData } from './maintain.js';
 import { findLeaks, probeVhd, readParentRefs, readVhdMeta, validateBat, type VhdMeta } from './parse.js';
 
 export { VhdImage } from './image.js';
@@ -119,16 +117,10 @@ async function openVhd(storage: Storage, location: ImageLocation, opts: DriverOp
       warnings.push(...r.warnings);
     }
   }
-  const o: ConstructorParameters<typeof VhdImage>[2] = { readOnly: opts.readOnly, dataEnd, warnings };
+  const o: ConstructorParameters<typeof VhdImage>[2] = { readOnly: opts.readOnly, dataEnd, warnings, location };
   if (parent) o.parent = parent;
   if (parentInfo) o.parentInfo = parentInfo;
   return new VhdImage(storage, meta, o);
-}
-
-/** The W2ku (absolute) spelling of a parent reference. */
-function absoluteRef(location: ImageLocation, ref: string): string {
-  if (location instanceof FileLocation) return isAbsolute(ref) ? ref : resolvePath(posix.dirname(resolvePath(location.name)), ref);
-  return ref;
 }
 
 /** Create a VHD at `location.name`. */
@@ -194,15 +186,11 @@ async function createVhd(location: ImageLocation, opts: DriverCreateOptions): Pr
       let parentTimestamp = 0;
       if (parent instanceof VhdImage) {
         const ref = opts.parentRef ?? parent.filename;
-        parentName = posix.basename(ref.replace(/\\/g, '/'));
+        const link = parentLinkData(ref, absoluteRef(location, ref));
+        parentName = link.name;
         parentId = Buffer.from(parent.uniqueId);
         parentTimestamp = parent.timestamp;
-        const relative = isAbsolute(ref) ? undefined : `.\\${ref.replace(/\//g, '\\').replace(/^\.\\/, '')}`;
-        const entriesToWrite: Array<[number, string]> = [];
-        if (relative) entriesToWrite.push([PLATFORM.W2ru, relative]);
-        entriesToWrite.push([PLATFORM.W2ku, absoluteRef(location, ref)]);
-        for (const [code, path] of entriesToWrite) {
-          const data = encodeLocatorData(path);
+        for (const { code, data } of link.locators) {
           const space = roundUpSector(Math.max(data.length, 1));
           locators.push({ platformCode: code, platformDataSpace: space, platformDataLength: data.length, platformDataOffset: next });
           locatorData.push({ offset: next, data });
@@ -232,7 +220,7 @@ async function createVhd(location: ImageLocation, opts: DriverCreateOptions): Pr
     await storage.flush();
     const meta = await readVhdMeta(storage);
     const { dataEnd } = validateBat(meta, name, 1);
-    const io: ConstructorParameters<typeof VhdImage>[2] = { readOnly: false, dataEnd };
+    const io: ConstructorParameters<typeof VhdImage>[2] = { readOnly: false, dataEnd, location };
     if (parent) {
       io.parent = parent;
       io.parentInfo = { ref: opts.parentRef ?? parent.filename, resolved: parent.filename, platform: 'W2ru' };

@@ -1,0 +1,275 @@
+/**
+ * The PC: memory, port bus, CPU, chipset devices and the BIOS wired together,
+ * with an asynchronous run loop that advances a virtual clock, awaits disk I/O,
+ * and stops on an expected text, a timeout, a halt or a triple fault.
+ */
+import { EventEmitter } from 'node:events';
+import type { BlockDevice } from '../device/block-device.js';
+import { VdiskError } from '../errors.js';
+import { Bios } from './bios/index.js';
+import { floppyDrive, hardDrive, type Drive } from './bios/disk.js';
+import { CS, IF } from './consts.js';
+import { Cpu } from './cpu.js';
+import { Cmos } from './devices/cmos.js';
+import { I8042, typeText } from './devices/i8042.js';
+import { Pic8259Pair } from './devices/pic8259.js';
+import { PIT_HZ, Pit8254 } from './devices/pit8254.js';
+import { Uart16550 } from './devices/uart16550.js';
+import { Vga } from './devices/vga.js';
+import { IoBus } from './io.js';
+import { Memory } from './memory.js';
+
+/** Options for {@link Machine} and `boot()`. */
+export interface MachineOptions {
+  /** Hard disk (drive 80h). */
+  disk?: BlockDevice | null;
+  /** Floppy (drive 00h); booted first when present. */
+  floppy?: BlockDevice | null;
+  /** Guest memory in MiB (default 16). */
+  memoryMiB?: number;
+  /** Stop successfully once this text appears on the screen or COM1. */
+  expect?: string;
+  /** Wall-clock limit in milliseconds (default: none). */
+  timeoutMs?: number;
+  /** Text typed into the keyboard, one key each time the guest waits for input. */
+  keys?: string;
+  /** Stop after this many instructions (default: none). */
+  maxInstructions?: number;
+  /** Diagnostic messages (unknown opcodes, unsupported BIOS calls). */
+  debug?: (msg: string) => void;
+}
+
+/** How a run ended. */
+export type BootOutcome = 'expect' | 'timeout' | 'halt' | 'triple-fault' | 'reset' | 'no-boot' | 'unsupported' | 'stopped' | 'limit';
+
+/** The result of a run. */
+export interface BootResult {
+  outcome: BootOutcome;
+  /** Human-readable reason, with CS:IP where it applies. */
+  message: string;
+  cs: number;
+  ip: number;
+  /** The last screen, 25 lines. */
+  screen: string[];
+  /** Everything the guest sent to COM1 (latin1). */
+  serial: string;
+  instructions: number;
+  elapsedMs: number;
+}
+
+/** Virtual CPU speed: instructions per second of guest time (the PIT and RTC follow it). */
+const VIRTUAL_IPS = 100_000_000;
+const PIT_TICKS_PER_INSTRUCTION = PIT_HZ / VIRTUAL_IPS;
+/** Instructions per batch between device updates. */
+const BATCH = 20_000;
+/** Yield to the event loop this often (ms of wall time). */
+const YIELD_MS = 25;
+
+function hex4(n: number): string {
+  return n.toString(16).toUpperCase().padStart(4, '0');
+}
+
+/**
+ * A PC that boots from a floppy or hard disk. Events: `serial` (string, bytes the
+ * guest sends to COM1), `tty` (string, characters written with INT 10h teletype),
+ * `debug` (string).
+ */
+export class Machine extends EventEmitter {
+  readonly mem: Memory;
+  readonly io = new IoBus();
+  readonly cpu: Cpu;
+  readonly pic: Pic8259Pair;
+  readonly pit: Pit8254;
+  readonly cmos: Cmos;
+  readonly uart: Uart16550;
+  readonly kbc: I8042;
+  readonly vga: Vga;
+  readonly bios: Bios;
+  /** Virtual time in PIT ticks. */
+  private clock = 0;
+  private readonly bootTime = Date.now();
+  private serialText = '';
+  private outcome: { kind: BootOutcome; message: string } | null = null;
+  private readonly keyQueue: number[][] = [];
+  private keyWanted = false;
+  private outputDirty = false;
+
+  constructor(private readonly opts: MachineOptions) {
+    super();
+    const mib = opts.memoryMiB ?? 16;
+    this.mem = new Memory(mib);
+    this.cpu = new Cpu(this.mem, this.io);
+    this.pic = new Pic8259Pair(this.io);
+    this.pic.onChange = (on) => this.cpu.setIrq(on);
+    this.cpu.intr = this.pic;
+    const now = (): number => this.clock;
+    this.pit = new Pit8254(this.io, now, () => this.pic.raise(0));
+    this.cmos = new Cmos(this.io, () => this.bootTime + (this.clock / PIT_HZ) * 1000);
+    this.uart = new Uart16550(this.io, 0x3f8, (level) => this.pic.setLine(4, level));
+    this.uart.onTransmit = (b) => {
+      const ch = String.fromCharCode(b);
+      this.serialText += ch;
+      this.outputDirty = true;
+      this.emit('serial', ch);
+    };
+    this.kbc = new I8042(
+      this.io,
+      () => this.pic.raise(1),
+      () => this.pic.raise(12),
+      (on) => (this.mem.a20 = on),
+      () => this.mem.a20,
+      () => this.finish('reset', 'the guest reset the machine'),
+    );
+    this.vga = new Vga(this.io, this.mem);
+    // Port 80h POST codes and the i8237 DMA page registers: accepted, ignored.
+    this.io.register([0x80, 0x81, 0x82, 0x83, 0x87, 0x89, 0x8a, 0x8b, 0x8f], { read: () => 0xff, write: () => {} });
+    this.io.register([0xed], { read: () => 0xff, write: () => {} });
+
+    const drives = new Map<number, Drive>();
+    if (opts.floppy) drives.set(0x00, floppyDrive(0x00, opts.floppy));
+    if (opts.disk) drives.set(0x80, hardDrive(0x80, opts.disk));
+    if (drives.size === 0) throw new VdiskError('E_USAGE', 'boot needs a hard disk image or --floppy');
+    this.bios = new Bios(
+      {
+        cpu: this.cpu,
+        mem: this.mem,
+        io: this.io,
+        vga: this.vga,
+        cmos: this.cmos,
+        memoryBytes: mib * 1024 * 1024,
+        tty: (ch) => {
+          this.outputDirty = true;
+          this.emit('tty', String.fromCharCode(ch));
+        },
+        keyWanted: () => (this.keyWanted = true),
+        stop: (kind, message) => this.finish(kind, message),
+        debug: (m) => this.debugLog(m),
+      },
+      drives,
+    );
+    this.cpu.trap = (c, n) => this.bios.trap(c, n);
+    this.cpu.onUndefined = (_c, cs, ip) => this.debugLog(`#UD: undefined opcode at ${hex4(cs)}:${hex4(ip)}`);
+    if (opts.keys) this.typeKeys(opts.keys);
+  }
+
+  private debugLog(m: string): void {
+    this.opts.debug?.(m);
+    this.emit('debug', m);
+  }
+
+  /** Queue text to type (US layout); a key goes in each time the guest waits for one. */
+  typeKeys(text: string): void {
+    this.keyQueue.push(...typeText(text.replace(/\\n/g, '\n')));
+  }
+
+  /** Ask the run loop to stop. */
+  stop(): void {
+    this.finish('stopped', 'stopped');
+  }
+
+  private finish(kind: BootOutcome, message: string): void {
+    if (!this.outcome) this.outcome = { kind, message };
+    this.cpu.stopRequested = true;
+  }
+
+  /** The visible text screen. */
+  screen(): string[] {
+    return this.vga.text();
+  }
+
+  /** COM1 output so far. */
+  get serial(): string {
+    return this.serialText;
+  }
+
+  private matchesExpect(): boolean {
+    const want = this.opts.expect;
+    if (!want) return false;
+    return this.serialText.includes(want) || this.screen().join('\n').includes(want);
+  }
+
+  private where(): string {
+    return `${hex4(this.cpu.sreg[CS]!)}:${hex4(this.cpu.eip & 0xffff)}`;
+  }
+
+  /** Power on, boot, and run until an outcome. */
+  async run(): Promise<BootResult> {
+    const t0 = performance.now();
+    this.bios.post();
+    await this.bios.bootstrap();
+    let lastYield = t0;
+    let lastCheck = t0;
+    const limit = this.opts.maxInstructions ?? Infinity;
+    let idleSpins = 0;
+    while (!this.outcome) {
+      const before = this.cpu.instructions;
+      const reason = this.cpu.run(Math.min(BATCH, limit - before));
+      this.clock += (this.cpu.instructions - before) * PIT_TICKS_PER_INSTRUCTION;
+      if (this.bios.pending) {
+        const p = this.bios.pending;
+        this.bios.pending = null;
+        await p;
+      }
+      if (this.outcome) break;
+      if (reason === 'triple-fault') {
+        this.finish('triple-fault', `triple fault at ${this.where()}`);
+        break;
+      }
+      if (this.cpu.unsupported) {
+        this.finish('unsupported', `${this.cpu.unsupported} (at ${this.where()})`);
+        break;
+      }
+      if (reason === 'halt') {
+        if (!(this.cpu.flags & IF)) {
+          this.finish('halt', `the guest halted with interrupts disabled at ${this.where()}`);
+          break;
+        }
+        // Halted with every interrupt source masked: nothing can ever wake it.
+        idleSpins = this.cpu.instructions === before ? idleSpins + 1 : 0;
+        if (idleSpins > 1000) {
+          this.finish('halt', `the guest halted waiting for an interrupt that cannot arrive at ${this.where()}`);
+          break;
+        }
+        const next = this.pit.nextEvent();
+        if (next > this.clock && next !== Infinity) this.clock = next;
+      }
+      this.pit.update();
+      if (this.keyWanted && this.keyQueue.length && this.kbc.idle) {
+        this.keyWanted = false;
+        this.kbc.keyboardBytes(this.keyQueue.shift()!);
+      }
+      const now = performance.now();
+      if (this.outputDirty || now - lastCheck > 100) {
+        this.outputDirty = false;
+        lastCheck = now;
+        if (this.matchesExpect()) {
+          this.finish('expect', `found "${this.opts.expect}"`);
+          break;
+        }
+      }
+      if (this.cpu.instructions >= limit) {
+        this.finish('limit', `stopped after ${this.cpu.instructions} instructions at ${this.where()}`);
+        break;
+      }
+      if (this.opts.timeoutMs !== undefined && now - t0 > this.opts.timeoutMs) {
+        this.finish('timeout', `timed out after ${(this.opts.timeoutMs / 1000).toFixed(1)} s at ${this.where()}`);
+        break;
+      }
+      if (now - lastYield > YIELD_MS) {
+        lastYield = now;
+        await new Promise<void>((r) => setImmediate(r));
+      }
+    }
+    if (this.outcome!.kind !== 'expect' && this.matchesExpect()) this.outcome = { kind: 'expect', message: `found "${this.opts.expect}"` };
+    return {
+      outcome: this.outcome!.kind,
+      message: this.outcome!.message,
+      cs: this.cpu.sreg[CS]!,
+      ip: this.cpu.eip & 0xffff,
+      screen: this.screen(),
+      serial: this.serialText,
+      instructions: this.cpu.instructions,
+      elapsedMs: performance.now() - t0,
+    };
+  }
+}

@@ -1,0 +1,564 @@
+/**
+ * In-place maintenance of a VHD: resize (fixed and dynamic, growing the BAT when it
+ * must), compact (release blocks, pack the rest, shorten the file) and re-linking a
+ * differencing disk to another parent (or to none).
+ *
+ * Crash safety rests on three facts of the format: a footer is one sector (written
+ * whole or not at all), a BAT entry is four bytes inside one sector, and the dynamic
+ * header's checksum lies in its first sector. Every step writes only space nothing
+ * refers to yet, flushes, and then flips one such sector, so a crash leaves either the
+ * old or the new image and at worst leaked space. The two footers (the copy at 0 and
+ * the trailing one) are separate sectors: between their writes they differ, which
+ * `check` reports as a warning; either of them describes a whole image.
+ */
+import { isAbsolute, posix, resolve as resolvePath } from 'node:path';
+import type { DiskImage } from '../../device/block-device.js';
+import { IO_CHUNK } from '../../device/base.js';
+import { VdiskError } from '../../errors.js';
+import { FileLocation, type ImageLocation } from '../../storage/location.js';
+import type { Storage } from '../../storage/storage.js';
+import {
+  BAT_UNUSED,
+  DISK_TYPE_DIFFERENCING,
+  DISK_TYPE_DYNAMIC,
+  DISK_TYPE_FIXED,
+  DYNAMIC_HEADER_SIZE,
+  FOOTER_SIZE,
+  HEADER_FIELDS,
+  MAX_DISK_SIZE,
+  PARENT_LOCATOR_COUNT,
+  PLATFORM,
+  SECTOR_SIZE,
+  bitmapGet,
+  chsGeometry,
+  encodeDynamicHeader,
+  encodeFooter,
+  encodeLocatorData,
+  roundUpSector,
+  vhdChecksum,
+  type DynamicHeader,
+  type ParentLocator,
+  type VhdFooter,
+} from './layout.js';
+import { validateBat, type VhdMeta } from './parse.js';
+
+/** Largest sector number a BAT entry can hold. */
+const MAX_BAT_SECTOR = 0xfffffffe;
+
+/** The W2ku (absolute) spelling of a parent reference, as seen from the child's location. */
+export function absoluteRef(location: ImageLocation | undefined, ref: string): string {
+  // A reference read back from a W2ru locator is spelled like `.\name`: resolve it with `/`.
+  const norm = ref.replace(/\\/g, '/');
+  if (location instanceof FileLocation) return isAbsolute(norm) ? norm : resolvePath(posix.dirname(resolvePath(location.name)), norm);
+  return ref;
+}
+
+/** The parent name and locator payloads for a reference: W2ru (when relative) and W2ku (spec "Parent Locator Entries"). */
+export function parentLinkData(ref: string, absolute: string): { name: string; locators: Array<{ code: number; data: Buffer }> } {
+  const name = posix.basename(ref.replace(/\\/g, '/'));
+  const out: Array<{ code: number; data: Buffer }> = [];
+  if (!isAbsolute(ref)) out.push({ code: PLATFORM.W2ru, data: encodeLocatorData(`.\\${ref.replace(/\//g, '\\').replace(/^\.\\/, '')}`) });
+  out.push({ code: PLATFORM.W2ku, data: encodeLocatorData(absolute) });
+  return { name, locators: out };
+}
+
+/** Block data copied between two flushes while packing. */
+const PACK_BATCH_BYTES = 64 * 1024 * 1024;
+
+/** Zeros to write in pieces. */
+const ZEROS = Buffer.alloc(IO_CHUNK);
+
+/**
+ * A writer over one VHD's container that keeps track of where the trailing footer is
+ * and orders every change as the module comment describes.
+ */
+class VhdEditor {
+  /** Where the trailing footer sits: everything from here on is the footer. */
+  end: number;
+  footer: VhdFooter;
+  footerBytes: Buffer;
+  readonly header?: DynamicHeader;
+  readonly bat?: Uint32Array;
+  readonly span: number;
+
+  constructor(
+    readonly storage: Storage,
+    readonly meta: VhdMeta,
+  ) {
+    const name = storage.name;
+    if (meta.footerSource !== 'trailing') throw new VdiskError('E_CORRUPT', `${name}: the trailing footer is damaged (${meta.trailingProblem}); repair it with check -r all first`);
+    const { problems, dataEnd } = validateBat(meta, name, 1);
+    if (problems[0]) throw new VdiskError('E_CORRUPT', problems[0].message);
+    this.end = Math.ceil(Math.max(meta.fileSize - FOOTER_SIZE, dataEnd) / SECTOR_SIZE) * SECTOR_SIZE;
+    this.footer = { ...meta.footer, uniqueId: Buffer.from(meta.footer.uniqueId) };
+    this.footerBytes = meta.footerBytes;
+    if (meta.header) this.header = { ...meta.header, parentLocators: meta.header.parentLocators.map((l) => ({ ...l })) };
+    if (meta.bat) this.bat = Uint32Array.from(meta.bat);
+    this.span = meta.bitmapSize + meta.blockSize;
+  }
+
+  get name(): string {
+    return this.storage.name;
+  }
+
+  flush(): Promise<void> {
+    return this.storage.flush();
+  }
+
+  /** Grow the file by `len` bytes at its end: the footer moves first, so the file always ends in a valid one. Returns where the space starts. */
+  async appendSpace(len: number): Promise<number> {
+    const start = this.end;
+    if ((start + len) / SECTOR_SIZE > MAX_BAT_SECTOR) throw new VdiskError('E_NOSPC', `${this.name}: file would be too large for VHD's 32-bit sector offsets`);
+    await this.storage.write(this.footerBytes, start + len);
+    this.end = start + len;
+    return start;
+  }
+
+  async writeZeros(from: number, to: number): Promise<void> {
+    for (let p = from; p < to; p += ZEROS.length) await this.storage.write(ZEROS.subarray(0, Math.min(ZEROS.length, to - p)), p);
+  }
+
+  /** Copy `len` bytes within the file (regions must not overlap). */
+  async copy(from: number, to: number, len: number): Promise<void> {
+    const buf = Buffer.alloc(Math.min(IO_CHUNK, len));
+    for (let done = 0; done < len; ) {
+      const n = Math.min(buf.length, len - done);
+      await this.storage.read(buf.subarray(0, n), from + done);
+      await this.storage.write(buf.subarray(0, n), to + done);
+      done += n;
+    }
+  }
+
+  /** Point BAT entry `idx` at `sector` (one 4-byte write: atomic). */
+  async setBatEntry(idx: number, sector: number): Promise<void> {
+    const b = Buffer.alloc(4);
+    b.writeUInt32BE(sector >>> 0);
+    await this.storage.write(b, this.header!.tableOffset + idx * 4);
+    if (idx < this.bat!.length) this.bat![idx] = sector;
+  }
+
+  /** Move block `idx` to `dest` (free space): copy bitmap and data, flush, then flip its BAT entry and flush. */
+  async moveBlock(idx: number, dest: number): Promise<void> {
+    const from = this.bat![idx]! * SECTOR_SIZE;
+    await this.copy(from, dest, this.span);
+    await this.flush();
+    await this.setBatEntry(idx, dest / SECTOR_SIZE);
+    await this.flush();
+  }
+
+  /** Write a new footer: the copy at offset 0 (dynamic disks) first, the trailing one (which vdisk reads) last; then flush. */
+  async writeFooters(footer: VhdFooter): Promise<void> {
+    const bytes = encodeFooter(footer);
+    if (footer.diskType !== DISK_TYPE_FIXED) await this.storage.write(bytes, 0);
+    await this.storage.write(bytes, this.end);
+    await this.flush();
+    this.footer = footer;
+    this.footerBytes = bytes;
+  }
+
+  /**
+   * Raise max_table_entries in the header in place. The field and the checksum both
+   * lie in the header's first sector, so one sector write flips it atomically.
+   */
+  async setMaxTableEntries(entries: number): Promise<void> {
+    const at = this.footer.dataOffset;
+    const raw = Buffer.alloc(DYNAMIC_HEADER_SIZE);
+    await this.storage.read(raw, at);
+    raw.writeUInt32BE(entries >>> 0, HEADER_FIELDS.maxTableEntries);
+    raw.writeUInt32BE(vhdChecksum(raw, HEADER_FIELDS.checksum), HEADER_FIELDS.checksum);
+    await this.storage.write(raw.subarray(0, SECTOR_SIZE), at);
+    await this.flush();
+    this.header!.maxTableEntries = entries;
+  }
+
+  /**
+   * Write a new dynamic header with its locator data at the end of the file, then
+   * point the footers at it (`footerChange` may alter other footer fields in the same
+   * sector write). Until the footers flip, the old header and locators stay intact.
+   */
+  async relocateHeader(h: DynamicHeader, locatorData: Array<Buffer | undefined>, footerChange: (f: VhdFooter) => void = () => undefined): Promise<void> {
+    let len = DYNAMIC_HEADER_SIZE;
+    for (const d of locatorData) if (d) len += roundUpSector(Math.max(d.length, 1));
+    const start = await this.appendSpace(len);
+    let pos = start + DYNAMIC_HEADER_SIZE;
+    h.parentLocators = h.parentLocators.map((l, i) => {
+      const d = locatorData[i];
+      if (!d) return l;
+      const space = roundUpSector(Math.max(d.length, 1));
+      const loc: ParentLocator = { platformCode: l.platformCode, platformDataSpace: space, platformDataLength: d.length, platformDataOffset: pos };
+      pos += space;
+      return loc;
+    });
+    pos = start + DYNAMIC_HEADER_SIZE;
+    for (const d of locatorData) {
+      if (!d) continue;
+      await this.storage.write(d, pos);
+      pos += roundUpSector(Math.max(d.length, 1));
+    }
+    await this.storage.write(encodeDynamicHeader(h), start);
+    await this.flush();
+    const f: VhdFooter = { ...this.footer, dataOffset: start };
+    footerChange(f);
+    await this.writeFooters(f);
+    Object.assign(this.header!, h);
+  }
+
+  /** Read locator `i`'s data. */
+  async locatorData(l: ParentLocator): Promise<Buffer> {
+    const b = Buffer.alloc(l.platformDataLength);
+    await this.storage.read(b, l.platformDataOffset);
+    return b;
+  }
+
+  /** File regions in use: metadata (footer copy, header, BAT, locator data) and blocks, sorted by start. */
+  usedRegions(): Array<{ start: number; end: number; block?: number }> {
+    const h = this.header!;
+    const out: Array<{ start: number; end: number; block?: number }> = [
+      { start: 0, end: FOOTER_SIZE },
+      { start: this.footer.dataOffset, end: this.footer.dataOffset + DYNAMIC_HEADER_SIZE },
+      { start: h.tableOffset, end: roundUpSector(h.tableOffset + h.maxTableEntries * 4) },
+    ];
+    for (const l of h.parentLocators) {
+      if (l.platformCode === 0 || l.platformDataLength === 0 || l.platformDataOffset < 0) continue;
+      out.push({ start: l.platformDataOffset, end: roundUpSector(l.platformDataOffset + l.platformDataLength) });
+    }
+    this.bat!.forEach((e, i) => {
+      if (e !== BAT_UNUSED) out.push({ start: e * SECTOR_SIZE, end: e * SECTOR_SIZE + this.span, block: i });
+    });
+    return out.sort((a, b) => a.start - b.start);
+  }
+
+  /**
+   * Pack blocks: fill each gap of at least one block span, lowest first, with the
+   * block that lies last in the file, while that block lies after the gap; then cut
+   * the file. The moves are planned in one pass over the regions, then done in
+   * batches: copies into the gaps (free space below every block still in place, so
+   * no copy lands on a block another move reads), one flush, the BAT entries, one
+   * flush. Returns blocks moved.
+   */
+  async pack(): Promise<number> {
+    const regions = this.usedRegions();
+    const gone = new Set<number>();
+    let hi = regions.length - 1;
+    /** Index of the last block still in its place. */
+    const lastBlock = (): number => {
+      while (hi >= 0 && (regions[hi]!.block === undefined || gone.has(hi))) hi--;
+      return hi;
+    };
+    const moves: Array<{ block: number; from: number; to: number }> = [];
+    let pos = 0;
+    for (let i = 0; i < regions.length && lastBlock() >= i; i++) {
+      const r = regions[i]!;
+      let gapStart = roundUpSector(pos);
+      for (;;) {
+        const l = lastBlock();
+        if (l < i || r.start - gapStart < this.span || regions[l]!.start < gapStart + this.span) break;
+        moves.push({ block: regions[l]!.block!, from: regions[l]!.start, to: gapStart });
+        gone.add(l);
+        gapStart += this.span;
+        pos = gapStart;
+      }
+      if (!gone.has(i)) pos = Math.max(pos, r.end);
+    }
+    const perBatch = Math.max(1, Math.floor(PACK_BATCH_BYTES / this.span));
+    for (let k = 0; k < moves.length; k += perBatch) {
+      const batch = moves.slice(k, k + perBatch);
+      for (const m of batch) await this.copy(m.from, m.to, this.span);
+      await this.flush();
+      for (const m of batch) await this.setBatEntry(m.block, m.to / SECTOR_SIZE);
+      await this.flush();
+    }
+    await this.trimEnd();
+    return moves.length;
+  }
+
+  /** Cut unused space at the end of the file: the footer moves back over it first, then the file is truncated. */
+  async trimEnd(): Promise<void> {
+    const usedEnd = roundUpSector(this.usedRegions().reduce((m, r) => Math.max(m, r.end), 0));
+    if (usedEnd >= this.end) return;
+    await this.storage.write(this.footerBytes, usedEnd);
+    await this.flush();
+    await this.storage.truncate(usedEnd + FOOTER_SIZE);
+    await this.flush();
+    this.end = usedEnd;
+  }
+
+  /**
+   * Replace the dynamic header (and locator data) crash-safely, ending with the header
+   * back at its old offset: first a copy with its locators at the end of the file goes
+   * live (relocateHeader); then the header is written at its old place (now unused)
+   * and the footers flip back to it, with the locator data moved into the old
+   * locators' space when it fits there and `reuseLocatorSpace` allows; last, space no
+   * longer used at the end is cut. Keeping the header before the BAT matters: qemu
+   * appends new blocks right after the BAT or the last block, over anything there.
+   */
+  async rewriteHeader(h: DynamicHeader, locatorData: Array<Buffer | undefined>, footerChange: (f: VhdFooter) => void, reuseLocatorSpace: boolean): Promise<void> {
+    const home = this.footer.dataOffset;
+    const oldSpaces = this.header!.parentLocators.filter((l) => l.platformCode !== 0 && l.platformDataLength > 0 && l.platformDataOffset >= 0).map((l) => ({ start: l.platformDataOffset, end: roundUpSector(l.platformDataOffset + l.platformDataLength) }));
+    await this.relocateHeader(h, locatorData, footerChange);
+    const overlapsUsed = (start: number, end: number): boolean => this.usedRegions().some((r) => start < r.end && end > r.start);
+    if (overlapsUsed(home, home + DYNAMIC_HEADER_SIZE)) return;
+    const header: DynamicHeader = { ...this.header!, parentLocators: this.header!.parentLocators.map((l) => ({ ...l })) };
+    // First fit of each new locator into the old locators' space (unused since the flip).
+    const place: Array<{ at: number; data: Buffer }> = [];
+    if (reuseLocatorSpace) {
+      // The old locators' sectors that nothing uses now, neighbours merged.
+      const free: Array<{ start: number; end: number }> = [];
+      for (const r of oldSpaces.filter((x) => !overlapsUsed(x.start, x.end)).sort((x, y) => x.start - y.start)) {
+        const prev = free[free.length - 1];
+        if (prev && prev.end >= r.start) prev.end = Math.max(prev.end, r.end);
+        else free.push({ ...r });
+      }
+      let fits = true;
+      header.parentLocators.forEach((l, i) => {
+        const d = locatorData[i];
+        if (!d || !fits) return;
+        const need = roundUpSector(Math.max(d.length, 1));
+        const r = free.find((x) => x.end - x.start >= need);
+        if (!r) {
+          fits = false;
+          return;
+        }
+        place.push({ at: r.start, data: d });
+        l.platformDataOffset = r.start;
+        r.start += need;
+      });
+      if (!fits) {
+        place.length = 0;
+        header.parentLocators = this.header!.parentLocators.map((l) => ({ ...l }));
+      }
+    }
+    for (const p of place) await this.storage.write(p.data, p.at);
+    await this.storage.write(encodeDynamicHeader(header), home);
+    await this.flush();
+    await this.writeFooters({ ...this.footer, dataOffset: home });
+    Object.assign(this.header!, header);
+    await this.trimEnd();
+  }
+}
+
+/** Check a new size against the format's limits and the size rule of the image's creator. */
+function checkNewSize(meta: VhdMeta, name: string, newSize: number): VhdFooter {
+  if (!Number.isSafeInteger(newSize) || newSize <= 0 || newSize % SECTOR_SIZE !== 0) throw new VdiskError('E_USAGE', `${name}: new size ${newSize} is not a positive multiple of 512`);
+  if (newSize > MAX_DISK_SIZE) throw new VdiskError('E_USAGE', `${name}: new size ${newSize} is over the VHD format's 2040 GiB`);
+  const geometry = chsGeometry(newSize);
+  if (meta.sizeSource === 'chs') {
+    const chs = geometry.cylinders * geometry.heads * geometry.sectorsPerTrack * SECTOR_SIZE;
+    if (chs !== newSize) {
+      throw new VdiskError('E_UNSUPPORTED', `${name}: this VHD's creator (${meta.footer.creatorApplication}) makes readers take the size from the CHS geometry; ${newSize} bytes has none (nearest below: ${chs})`);
+    }
+  }
+  // original_size is "the size at creation" in the spec, but libvhdi (vhdiinfo) reports
+  // it as the media size, so both fields follow, as they agree in a new image.
+  return { ...meta.footer, uniqueId: Buffer.from(meta.footer.uniqueId), originalSize: newSize, currentSize: newSize, ...geometry };
+}
+
+/**
+ * Resize a fixed VHD. Growing: the old footer is copied to the new end first (the
+ * file is then longer than its old size needs, which is valid), the old footer's
+ * place is zeroed, and the new footer goes over the copy. Shrinking: the new footer
+ * goes over the old one first (the tail is then unused space), then to the new end,
+ * and the file is cut.
+ */
+async function resizeFixed(storage: Storage, meta: VhdMeta, newSize: number): Promise<void> {
+  const name = storage.name;
+  const footer = checkNewSize(meta, name, newSize);
+  const fileSize = storage.size;
+  if (fileSize % SECTOR_SIZE !== 0) throw new VdiskError('E_UNSUPPORTED', `${name}: a fixed VHD of ${fileSize} bytes (not whole sectors) cannot be resized`);
+  const footerPos = fileSize - FOOTER_SIZE;
+  const oldSize = meta.virtualSize;
+  const bytes = encodeFooter(footer);
+  const zero = async (from: number, to: number): Promise<void> => {
+    for (let p = from; p < to; p += ZEROS.length) await storage.write(ZEROS.subarray(0, Math.min(ZEROS.length, to - p)), p);
+  };
+  if (newSize > footerPos) {
+    await storage.write(meta.footerBytes, newSize);
+    await storage.flush();
+    await zero(oldSize, footerPos + FOOTER_SIZE);
+    await storage.flush();
+    await storage.write(bytes, newSize);
+    await storage.flush();
+  } else {
+    if (newSize > oldSize) {
+      await zero(oldSize, newSize);
+      await storage.flush();
+    }
+    await storage.write(bytes, footerPos);
+    await storage.flush();
+    if (newSize < footerPos) {
+      await storage.write(bytes, newSize);
+      await storage.flush();
+      await storage.truncate(newSize + FOOTER_SIZE);
+      await storage.flush();
+    }
+  }
+}
+
+/**
+ * Resize a dynamic or differencing VHD. Growing: make room for a longer BAT if it
+ * must grow past its sector padding (parent locators in the way move with a
+ * relocated header, blocks in the way move to the end of the file), fill the new
+ * entries with "unused", raise max_table_entries, and only then write the footers
+ * with the new size. Shrinking: the footers go first (the cut-off blocks become
+ * invisible), then their BAT entries are cleared and the file packed.
+ */
+async function resizeDynamic(storage: Storage, meta: VhdMeta, newSize: number): Promise<void> {
+  const ed = new VhdEditor(storage, meta);
+  const name = ed.name;
+  const footer = checkNewSize(meta, name, newSize);
+  const bs = meta.blockSize;
+  const oldSize = meta.virtualSize;
+  const oldN = meta.bat!.length;
+  const newN = Math.ceil(newSize / bs);
+  const h = ed.header!;
+  const ff = (n: number): Buffer => Buffer.alloc(n * 4, 0xff);
+
+  /** Zero the data of block `idx` from byte `inOff` to its end (space the guest cannot see). */
+  const zeroTail = async (idx: number, inOff: number): Promise<void> => {
+    const e = ed.bat![idx];
+    if (e === undefined || e === BAT_UNUSED || inOff >= bs) return;
+    const dataStart = e * SECTOR_SIZE + meta.bitmapSize;
+    await ed.writeZeros(dataStart + inOff, dataStart + bs);
+    await ed.flush();
+  };
+
+  if (newSize > oldSize) {
+    if (newN > h.maxTableEntries) {
+      const oldBatEnd = roundUpSector(h.tableOffset + h.maxTableEntries * 4);
+      const newBatEnd = roundUpSector(h.tableOffset + newN * 4);
+      const inWay = (s: number, e: number): boolean => s < newBatEnd && e > oldBatEnd;
+      // Parent locators in the way: copy them (with a new header naming the copies) to the end.
+      const moveLocators = h.parentLocators.map((l) => l.platformCode !== 0 && l.platformDataLength > 0 && inWay(l.platformDataOffset, roundUpSector(l.platformDataOffset + l.platformDataLength)));
+      if (moveLocators.some(Boolean)) {
+        const data: Array<Buffer | undefined> = [];
+        for (const [i, l] of h.parentLocators.entries()) data.push(moveLocators[i] ? await ed.locatorData(l) : undefined);
+        await ed.rewriteHeader({ ...h, parentLocators: h.parentLocators.map((l) => ({ ...l })) }, data, () => undefined, false);
+      }
+      if (inWay(0, FOOTER_SIZE) || inWay(ed.footer.dataOffset, ed.footer.dataOffset + DYNAMIC_HEADER_SIZE)) {
+        throw new VdiskError('E_UNSUPPORTED', `${name}: the BAT (table_offset ${h.tableOffset}) cannot grow to ${newN} entries: the footer copy or dynamic header follows it`);
+      }
+      // Blocks in the way move to the end of the file, lowest first.
+      const blocks = ed.usedRegions().filter((r) => r.block !== undefined && inWay(r.start, r.end));
+      for (const r of blocks) {
+        const dest = await ed.appendSpace(ed.span);
+        await ed.moveBlock(r.block!, dest);
+      }
+      // Hidden entries beyond the old table (or stale ones) must read "unused" before the table covers them.
+      await storage.write(ff(newN - oldN), h.tableOffset + oldN * 4);
+      await ed.flush();
+      await ed.setMaxTableEntries(newN);
+    } else if (newN > oldN) {
+      await storage.write(ff(newN - oldN), h.tableOffset + oldN * 4);
+      await ed.flush();
+    }
+    // The old last block's bytes past the old end become visible: make sure they are zeros.
+    if (oldSize % bs !== 0) await zeroTail(oldN - 1, oldSize - (oldN - 1) * bs);
+    await ed.writeFooters({ ...footer, dataOffset: ed.footer.dataOffset });
+    return;
+  }
+
+  await ed.writeFooters({ ...footer, dataOffset: ed.footer.dataOffset });
+  if (newN < oldN) {
+    await storage.write(ff(oldN - newN), h.tableOffset + newN * 4);
+    await ed.flush();
+    for (let i = newN; i < oldN; i++) ed.bat![i] = BAT_UNUSED;
+  }
+  if (newSize % bs !== 0) await zeroTail(newN - 1, newSize - (newN - 1) * bs);
+  await ed.pack();
+}
+
+/** Change the virtual size of a VHD of any type in place (see resizeFixed and resizeDynamic for the order). */
+export async function resizeVhd(storage: Storage, meta: VhdMeta, newSize: number): Promise<void> {
+  if (meta.footer.diskType === DISK_TYPE_FIXED) return resizeFixed(storage, meta, newSize);
+  return resizeDynamic(storage, meta, newSize);
+}
+
+/**
+ * Compact a dynamic or differencing VHD: release every block whose visible sectors
+ * read the same with the block gone (zeros in a dynamic disk, the parent's bytes in
+ * a differencing one), one BAT entry at a time; then pack the remaining blocks into
+ * the holes and cut the file.
+ */
+export async function compactVhd(storage: Storage, meta: VhdMeta, parent: DiskImage | undefined, onProgress?: (done: number, total: number) => void): Promise<{ released: number }> {
+  if (meta.footer.diskType === DISK_TYPE_FIXED) throw new VdiskError('E_UNSUPPORTED', `${storage.name}: a fixed VHD has no blocks to release`);
+  const differencing = meta.footer.diskType === DISK_TYPE_DIFFERENCING;
+  // Without the parent, nothing says which blocks read the same as what lies below.
+  if (differencing && !parent) throw new VdiskError('E_CHAIN', `${storage.name}: compacting a differencing VHD needs its parent open`);
+  const ed = new VhdEditor(storage, meta);
+  const bs = meta.blockSize;
+  const bat = ed.bat!;
+  const chunk = Math.min(bs, IO_CHUNK);
+  const data = Buffer.alloc(chunk);
+  const below = Buffer.alloc(chunk);
+  const bitmap = Buffer.alloc(meta.bitmapSize);
+  let released = 0;
+  for (let idx = 0; idx < bat.length; idx++) {
+    onProgress?.(idx, bat.length);
+    const e = bat[idx]!;
+    if (e === BAT_UNUSED) continue;
+    await storage.read(bitmap, e * SECTOR_SIZE);
+    const dataStart = e * SECTOR_SIZE + meta.bitmapSize;
+    // The last block may reach past the disk's end: only its visible part counts.
+    const visible = Math.min(bs, meta.virtualSize - idx * bs);
+    let same = true;
+    for (let off = 0; off < visible && same; off += chunk) {
+      const n = Math.min(chunk, visible - off);
+      await storage.read(data.subarray(0, n), dataStart + off);
+      below.fill(0, 0, n);
+      if (differencing && parent && idx * bs + off < parent.size) {
+        const m = Math.min(n, parent.size - (idx * bs + off));
+        await parent.read(below.subarray(0, m), idx * bs + off);
+      }
+      for (let s = 0; s < n && same; s += SECTOR_SIZE) {
+        if (!bitmapGet(bitmap, (off + s) / SECTOR_SIZE)) continue;
+        const t = Math.min(n, s + SECTOR_SIZE);
+        if (!data.subarray(s, t).equals(below.subarray(s, t))) same = false;
+      }
+    }
+    if (same) {
+      await ed.setBatEntry(idx, BAT_UNUSED);
+      released++;
+    }
+  }
+  await ed.flush();
+  onProgress?.(bat.length, bat.length);
+  await ed.pack();
+  return { released };
+}
+
+/**
+ * Point a differencing VHD at `link` (or make it a dynamic disk with `undefined`).
+ * A new header with the parent's unique id, time stamp, name and W2ru/W2ku locators
+ * is written as rewriteHeader describes: every step leaves one valid header, the old
+ * link until the footers flip, the new one after.
+ */
+export async function relinkVhd(storage: Storage, meta: VhdMeta, link: { uniqueId: Buffer; timestamp: number; ref: string; absolute: string } | undefined): Promise<void> {
+  const name = storage.name;
+  const type = meta.footer.diskType;
+  if (type === DISK_TYPE_FIXED) throw new VdiskError('E_UNSUPPORTED', `${name}: a fixed VHD cannot have a parent`);
+  const ed = new VhdEditor(storage, meta);
+  const h = ed.header!;
+  const empty = (): ParentLocator => ({ platformCode: 0, platformDataSpace: 0, platformDataLength: 0, platformDataOffset: 0 });
+  if (!link) {
+    if (type === DISK_TYPE_DYNAMIC) return;
+    // The parent's data was copied in by the caller: clear bits now read as zeros, which they are.
+    // A dynamic disk names no parent: its locators go too (their space could be taken by blocks).
+    const header: DynamicHeader = { ...h, parentUniqueId: Buffer.alloc(16), parentTimestamp: 0, parentUnicodeName: '', parentLocators: h.parentLocators.map(empty) };
+    await ed.rewriteHeader(header, [], (f) => {
+      f.diskType = DISK_TYPE_DYNAMIC;
+    }, false);
+    return;
+  }
+  const { name: parentName, locators } = parentLinkData(link.ref, link.absolute);
+  const entries: ParentLocator[] = [];
+  const data: Array<Buffer | undefined> = [];
+  for (let i = 0; i < PARENT_LOCATOR_COUNT; i++) {
+    const l = locators[i];
+    entries.push({ ...empty(), platformCode: l?.code ?? 0 });
+    data.push(l?.data);
+  }
+  const header: DynamicHeader = { ...h, parentUniqueId: Buffer.from(link.uniqueId), parentTimestamp: link.timestamp, parentUnicodeName: parentName, parentLocators: entries };
+  await ed.rewriteHeader(header, data, (f) => {
+    f.diskType = DISK_TYPE_DIFFERENCING;
+  }, true);
+}

@@ -1,0 +1,256 @@
+/**
+ * Crash safety of VHD resize and compact: a fault at every write (clean and torn,
+ * ordered and power-loss) leaves an image that opens with either the old or the new
+ * size, holds the guest content it had (zeros where it grew), has nothing worse than
+ * leaks in `check`, and can finish the operation when it is run again.
+ */
+import { describe, expect, it } from 'vitest';
+import type { DiskImage } from '../../../src/device/block-device.js';
+import { openLocation } from '../../../src/formats/registry.js';
+import { vhdDriver } from '../../../src/formats/vhd/index.js';
+import type { MemoryLocation } from '../../../src/storage/location.js';
+import { crashSweep } from '../../helpers/crash.js';
+import { patternBytes } from '../../helpers/tmp.js';
+import { folder, smallImage, snapshot } from './helpers.js';
+
+const K = 1024;
+
+/** Apply `edit` to the image of a memory folder and return the files after it. */
+async function edited(files: Map<string, Buffer>, edit: (img: DiskImage) => Promise<void>): Promise<Map<string, Buffer>> {
+  const loc = folder(files);
+  const img = await openLocation(loc);
+  await edit(img);
+  await img.close();
+  return snapshot(loc);
+}
+
+async function readAll(loc: MemoryLocation): Promise<Buffer> {
+  const img = await openLocation(loc, { readOnly: true });
+  const all = Buffer.alloc(img.size);
+  await img.read(all, 0);
+  await img.close();
+  return all;
+}
+
+/** Problems `check` finds that are worse than leaks (a footer copy that differs from the trailing one is a warning both readers survive). */
+async function seriousProblems(loc: MemoryLocation): Promise<string[]> {
+  const storage = await loc.open('img.vhd');
+  const r = await vhdDriver.check!(storage, loc, { readOnly: true, openParent: (n) => openLocation(loc.at(n), { readOnly: true }) });
+  return r.problems.filter((p) => p.severity === 'corrupt' || (p.severity === 'warning' && !/differs from the trailing footer/.test(p.message))).map((p) => p.message);
+}
+
+/**
+ * Sweep `op` over `initial`: after a crash the image holds `before` cut or padded
+ * with zeros to its size, which is the old or the new one; running `op` again
+ * reaches `newSize` with the same content.
+ */
+async function sweep(initial: Map<string, Buffer>, op: (img: DiskImage, loc: MemoryLocation) => Promise<void>, newSize: number, verifyMore?: (loc: MemoryLocation) => Promise<void>): Promise<number> {
+  const before = await readAll(folder(initial));
+  const expectAt = (size: number): Buffer => {
+    const b = Buffer.alloc(size);
+    before.copy(b, 0, 0, Math.min(size, before.length));
+    return b;
+  };
+  let sawOld = false;
+  let sawNew = false;
+  const writes = await crashSweep({
+    initial,
+    name: 'img.vhd',
+    workload: async (loc) => {
+      const img = await openLocation(loc);
+      await op(img, loc);
+      await img.close();
+    },
+    verify: async (files) => {
+      const loc = folder(files);
+      const all = await readAll(loc);
+      expect([before.length, newSize]).toContain(all.length);
+      if (all.length === newSize) sawNew = true;
+      if (all.length === before.length) sawOld = true;
+      expect(all.equals(expectAt(all.length)), 'guest content changed').toBe(true);
+      expect(await seriousProblems(loc)).toEqual([]);
+      await verifyMore?.(loc);
+      // Running the operation again finishes it.
+      const img = await openLocation(loc);
+      await op(img, loc);
+      await img.close();
+      const done = await readAll(loc);
+      expect(done.equals(expectAt(newSize))).toBe(true);
+      expect(await seriousProblems(loc)).toEqual([]);
+    },
+  });
+  // The first crash point always leaves the old image; shrinking flips the size before its last writes.
+  expect(sawOld).toBe(true);
+  if (newSize < before.length) expect(sawNew).toBe(true);
+  return writes;
+}
+
+describe('VHD resize crash safety', () => {
+  it('fixed: grow and shrink', async () => {
+    const initial = await smallImage('fixed');
+    expect(await sweep(initial, (img) => img.resize!(96 * K), 96 * K)).toBeGreaterThanOrEqual(3);
+    expect(await sweep(initial, (img) => img.resize!(32 * K), 32 * K)).toBeGreaterThanOrEqual(3);
+  });
+
+  it('dynamic: grow inside the BAT sector, and shrink to a size that ends inside a block', async () => {
+    const initial = await smallImage('dynamic');
+    await sweep(initial, (img) => img.resize!(256 * K), 256 * K);
+    // 18.5 KiB: block 4 is cut in the middle; the bytes past the end are zeroed for a later grow.
+    await sweep(initial, (img) => img.resize!(18 * K + 512), 18 * K + 512);
+  });
+
+  it('dynamic: grow past the BAT sector moves the first blocks out of the way', async () => {
+    const initial = await smallImage('dynamic');
+    const writes = await sweep(initial, (img) => img.resize!(1024 * K), 1024 * K);
+    expect(writes).toBeGreaterThanOrEqual(7);
+  });
+
+  it('differencing: grow past the BAT sector moves the parent locators (with the header) and blocks', async () => {
+    const initial = await smallImage('differencing');
+    await sweep(initial, (img) => img.resize!(1024 * K), 1024 * K);
+  });
+});
+
+describe('VHD compact crash safety', () => {
+  it('dynamic: zeroed blocks are released and the last blocks move into the holes', async () => {
+    const initial = await edited(await smallImage('dynamic'), async (img) => {
+      await img.write(Buffer.alloc(4 * K), 0);
+      await img.write(patternBytes(4 * K, 8), 60 * K);
+    });
+    const writes = await sweep(initial, async (img) => {
+      const r = await img.compact!();
+      expect(r.sizeAfter).toBeLessThanOrEqual(r.sizeBefore);
+    }, 64 * K);
+    expect(writes).toBeGreaterThan(3);
+  });
+
+  it('differencing: blocks equal to the parent are released, others kept', async () => {
+    const initial = await edited(await smallImage('differencing'), async (img) => {
+      const parentBytes = Buffer.alloc(4 * K);
+      await img.backing!.read(parentBytes, 8 * K);
+      await img.write(parentBytes, 8 * K);
+      await img.write(Buffer.alloc(4 * K), 40 * K);
+      await img.write(patternBytes(4 * K, 9), 56 * K);
+    });
+    await sweep(initial, async (img) => {
+      await img.compact!();
+    }, 64 * K);
+  });
+});
+
+describe('VHD parent link change crash safety', () => {
+  /** A differencing image over base.vhd, and other.vhd: same content as base, another unique id. */
+  async function twoParents(): Promise<Map<string, Buffer>> {
+    const files = await smallImage('differencing');
+    const loc = folder(files);
+    const base = await openLocation(loc.at('base.vhd'), { readOnly: true });
+    const all = Buffer.alloc(base.size);
+    await base.read(all, 0);
+    await base.close();
+    const other = await vhdDriver.create(loc.at('other.vhd'), { size: all.length, options: { block_size: '4K' } });
+    await other.write(all, 0);
+    await other.close();
+    return snapshot(loc);
+  }
+
+  /** The parent the image opens with: base or other, matched by unique id (the open checks it). */
+  async function parentName(loc: MemoryLocation): Promise<string | undefined> {
+    const img = await openLocation(loc, { readOnly: true });
+    const name = img.backing?.filename;
+    await img.close();
+    return name;
+  }
+
+  it('re-pointing at another parent: the old link or the new one, never neither', async () => {
+    const initial = await twoParents();
+    const seen = new Set<string | undefined>();
+    await sweep(initial, async (img, loc) => {
+      const other = await openLocation(loc.at('other.vhd'), { readOnly: true });
+      await img.setBacking!(other, 'other.vhd');
+    }, 64 * K, async (loc) => {
+      seen.add(await parentName(loc));
+    });
+    expect([...seen].sort()).toEqual(['base.vhd', 'other.vhd']);
+  });
+
+  it('removing the parent (after its data was copied in): differencing or dynamic, same content', async () => {
+    const initial = await edited(await smallImage('differencing'), async (img) => {
+      const all = Buffer.alloc(img.size);
+      await img.read(all, 0);
+      await img.write(all, 0);
+    });
+    const seen = new Set<string | undefined>();
+    await sweep(initial, async (img) => {
+      await img.setBacking!(undefined, undefined);
+    }, 64 * K, async (loc) => {
+      seen.add(await parentName(loc));
+    });
+    expect([...seen].sort()).toEqual(['base.vhd', undefined]);
+  });
+});
+
+describe('VHD compact results', () => {
+  it('releases exactly the blocks that read the same without them, and gives back leaked spans', async () => {
+    // Differencing: block 2 holds the parent's own bytes, block 10 zeros over the parent's zeros, block 14 new data.
+    const diff = await edited(await smallImage('differencing'), async (img) => {
+      const parentBytes = Buffer.alloc(4 * K);
+      await img.backing!.read(parentBytes, 8 * K);
+      await img.write(parentBytes, 8 * K);
+      await img.write(Buffer.alloc(4 * K), 40 * K);
+      await img.write(patternBytes(4 * K, 9), 56 * K);
+    });
+    const loc = folder(diff);
+    const before = await readAll(loc);
+    const img = await openLocation(loc);
+    const r = await img.compact!();
+    await img.close();
+    expect(r.releasedBlocks).toBe(2);
+    expect(r.sizeBefore - r.sizeAfter).toBe(2 * (4 * K + 512));
+    expect((await readAll(loc)).equals(before)).toBe(true);
+
+    // Dynamic: a block whose BAT entry was lost (as a crash before the entry leaves it) is leaked space.
+    const files = await smallImage('dynamic');
+    const bytes = Buffer.from(files.get('img.vhd')!);
+    const batAt = 1536;
+    const lost = bytes.readUInt32BE(batAt); // block 0, the first one written
+    expect(lost).not.toBe(0xffffffff);
+    bytes.writeUInt32BE(0xffffffff, batAt);
+    files.set('img.vhd', bytes);
+    const leaky = folder(files);
+    expect((await seriousProblems(leaky)).length).toBe(0);
+    const storage = await leaky.open('img.vhd');
+    const leaks = (await vhdDriver.check!(storage, leaky, { readOnly: true, openParent: (n) => openLocation(leaky.at(n), { readOnly: true }) })).problems;
+    expect(leaks.map((p) => p.severity)).toEqual(['leak']);
+    const content = await readAll(leaky);
+    const d = await openLocation(leaky);
+    const rd = await d.compact!();
+    await d.close();
+    expect(rd.releasedBlocks).toBe(0);
+    expect(rd.sizeBefore - rd.sizeAfter).toBe(4 * K + 512);
+    expect((await readAll(leaky)).equals(content)).toBe(true);
+    const after = await leaky.open('img.vhd');
+    expect((await vhdDriver.check!(after, leaky, { readOnly: true, openParent: (n) => openLocation(leaky.at(n), { readOnly: true }) })).problems).toEqual([]);
+  });
+});
+
+describe('VHD discard', () => {
+  it('releases whole blocks (parent or zeros show through) and leaves partial ones', async () => {
+    for (const kind of ['dynamic', 'differencing'] as const) {
+      const loc = folder(await smallImage(kind));
+      const parent = kind === 'differencing' ? await readAll(folder(await smallImage(kind)).at('base.vhd') as MemoryLocation) : Buffer.alloc(64 * K);
+      const before = await readAll(loc);
+      const img = await openLocation(loc);
+      const allocated = async (): Promise<number> => ((await img.info()).formatSpecific!['allocated-blocks'] as number);
+      const n0 = await allocated();
+      // 16 KiB - 512 .. 36 KiB: blocks 4 to 8 are whole, block 3 only partly covered.
+      await img.discard(16 * K - 512, 20 * K + 512);
+      expect(await allocated()).toBeLessThan(n0);
+      await img.close();
+      const after = await readAll(loc);
+      const expected = Buffer.from(before);
+      parent.copy(expected, 16 * K, 16 * K, 36 * K);
+      expect(after.equals(expected)).toBe(true);
+      expect(await seriousProblems(loc)).toEqual([]);
+    }
+  });
+});
