@@ -17,6 +17,8 @@ export { isZero, forEachZeroRun } from './device/zero.js';
 export type { CheckProblem, CheckResult, DriverCheckOptions, DriverCreateOptions, DriverOpenOptions, FormatDriver } from './formats/driver.js';
 export { MAX_CHAIN_DEPTH, findDriver, formatDrivers, open, openLocation, probeFormat, type OpenOptions } from './formats/registry.js';
 export { RawImage, rawDriver } from './formats/raw/index.js';
+export { VdiImage, checkVdi, vdiDriver, type VdiHeader } from './formats/vdi/index.js';
+export type { VdiGeometry, VdiImageParts } from './formats/vdi/index.js';
 export { VhdImage, vhdDriver } from './formats/vhd/index.js';
 export { VmdkImage, vmdkDriver, writeStreamOptimized, type WriteStreamOptimizedOptions } from './formats/vmdk/index.js';
 export { create, type CreateOptions } from './ops/create.js';

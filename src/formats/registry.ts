@@ -10,11 +10,12 @@ import type { Storage } from '../storage/storage.js';
 import type { DriverOpenOptions, FormatDriver } from './driver.js';
 import { archiveMemberLocation } from './ovf/location.js';
 import { rawDriver } from './raw/index.js';
+import { vdiDriver } from './vdi/index.js';
 import { vhdDriver } from './vhd/index.js';
 import { vmdkDriver } from './vmdk/index.js';
 
 /** Every driver, probed in this order; raw matches anything and comes last. */
-const DRIVERS: readonly FormatDriver[] = [vhdDriver, vmdkDriver, rawDriver];
+const DRIVERS: readonly FormatDriver[] = [vhdDriver, vmdkDriver, vdiDriver, rawDriver];
 
 /** Longest differencing chain vdisk follows (child + 63 ancestors). */
 export const MAX_CHAIN_DEPTH = 64;
