@@ -1,7 +1,9 @@
 #!/usr/bin/env node
-// The main job on bundled data: create an image, write to it, inspect it.
+// The main job on bundled data: make a small bootable disk, convert it between the
+// formats, look at it (info, map, check, compare), package it as an OVA and boot it
+// in the bundled emulator. Everything happens in a temporary folder.
 import { execFileSync } from 'node:child_process';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { mkdtempSync, rmSync, statSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { create } from '../dist/index.js';
@@ -9,17 +11,55 @@ import { create } from '../dist/index.js';
 const bin = new URL('../bin/vdisk.js', import.meta.url).pathname;
 const dir = mkdtempSync(join(tmpdir(), 'vdisk-demo-'));
 const sh = (args) => {
-  console.log(`$ vdisk ${args.join(' ')}`);
+  console.log(`\n$ vdisk ${args.join(' ')}`);
   process.stdout.write(execFileSync(process.execPath, [bin, ...args], { cwd: dir, encoding: 'utf8' }));
 };
+
+/** A boot sector (8086 machine code, written out here byte by byte) that prints a line through INT 10h and spins. */
+function bootSector(text) {
+  const code = [
+    0x31, 0xc0, //       xor ax, ax
+    0x8e, 0xd8, //       mov ds, ax
+    0x31, 0xdb, //       xor bx, bx        ; page 0
+    0xbe, 0x00, 0x00, // mov si, msg       ; patched below
+    0xb4, 0x0e, //       mov ah, 0Eh       ; teletype output
+    0xac, //       .next: lodsb
+    0x08, 0xc0, //       or al, al
+    0x74, 0x04, //       jz .done
+    0xcd, 0x10, //       int 10h
+    0xeb, 0xf7, //       jmp .next
+    0xeb, 0xfe, // .done: jmp .done
+  ];
+  const sector = Buffer.alloc(512);
+  Buffer.from(code).copy(sector);
+  sector.writeUInt16LE(0x7c00 + code.length, 7);
+  Buffer.from(`${text}\r\n\0`, 'latin1').copy(sector, code.length);
+  sector.writeUInt16LE(0xaa55, 510);
+  return sector;
+}
+
 try {
   sh(['create', '-f', 'raw', 'disk.img', '64M']);
   const img = await create(join(dir, 'hello.img'), { format: 'raw', size: '16M' });
-  await img.write(Buffer.from('hello from vdisk\n'.padEnd(512, '.')), 1024 * 1024);
+  await img.write(bootSector('Hello from a disk vdisk made'), 0);
+  await img.write(Buffer.alloc(3 * 1024 * 1024, 0x5a), 4 * 1024 * 1024);
   await img.close();
-  console.log('(library) wrote 512 bytes at 1 MiB into hello.img');
-  sh(['info', 'disk.img']);
-  sh(['info', '--output', 'json', 'hello.img']);
+  console.log('\n(library) wrote a boot sector and 3 MiB of data into hello.img');
+  sh(['info', 'hello.img']);
+  sh(['convert', '-O', 'vhd', 'hello.img', 'hello.vhd']);
+  sh(['convert', '-O', 'vdi', 'hello.vhd', 'hello.vdi']);
+  sh(['convert', '-O', 'vmdk', '-o', 'subformat=streamOptimized', 'hello.vdi', 'hello.vmdk']);
+  for (const f of ['hello.img', 'hello.vhd', 'hello.vdi', 'hello.vmdk']) console.log(`  ${f.padEnd(11)} ${statSync(join(dir, f)).size} bytes on disk`);
+  sh(['compare', 'hello.img', 'hello.vmdk']);
+  sh(['map', 'hello.vdi']);
+  sh(['map', '--output', 'json', 'hello.vhd']);
+  sh(['check', 'hello.vdi']);
+  sh(['create', '-f', 'vhd', '-b', 'hello.vhd', 'child.vhd']);
+  sh(['info', '--backing-chain', 'child.vhd']);
+  sh(['ova', 'create', 'hello.ova', '--name', 'hello', '--memory', '64', 'hello.vhd']);
+  sh(['ova', 'info', 'hello.ova']);
+  sh(['info', 'hello.ova:hello-disk1.vmdk']);
+  sh(['boot', '--snapshot', 'hello.ova:hello-disk1.vmdk', '--expect', 'Hello from a disk vdisk made', '--timeout', '20']);
 } finally {
   rmSync(dir, { recursive: true, force: true });
 }
