@@ -176,9 +176,12 @@ async function createVhd(location: ImageLocation, opts: DriverCreateOptions): Pr
       await storage.write(footerBytes, size);
     } else {
       const entries = Math.ceil(size / blockSize);
-      const tableOffset = FOOTER_SIZE + DYNAMIC_HEADER_SIZE;
+      // Layout: footer copy, dynamic header, parent locator data, BAT, then blocks. The
+      // locators lie before the BAT because other writers (qemu) append new blocks right
+      // after the BAT or the last block, over anything else there; readers find them by
+      // the offsets in the header.
       const batBytes = roundUpSector(entries * 4);
-      let next = tableOffset + batBytes;
+      let next = FOOTER_SIZE + DYNAMIC_HEADER_SIZE;
       const locators: ParentLocator[] = [];
       const locatorData: Array<{ offset: number; data: Buffer }> = [];
       let parentName = '';
@@ -197,6 +200,7 @@ async function createVhd(location: ImageLocation, opts: DriverCreateOptions): Pr
           next += space;
         }
       }
+      const tableOffset = next;
       const header = encodeDynamicHeader({
         cookie: DYNAMIC_COOKIE,
         dataOffset: NO_DATA_OFFSET,
@@ -215,7 +219,7 @@ async function createVhd(location: ImageLocation, opts: DriverCreateOptions): Pr
       const ff = Buffer.alloc(Math.min(batBytes, 1024 * 1024), 0xff);
       for (let p = 0; p < batBytes; p += ff.length) await storage.write(ff.subarray(0, Math.min(ff.length, batBytes - p)), tableOffset + p);
       for (const l of locatorData) await storage.write(l.data, l.offset);
-      await storage.write(footerBytes, next);
+      await storage.write(footerBytes, tableOffset + batBytes);
     }
     await storage.flush();
     const meta = await readVhdMeta(storage);

@@ -10,7 +10,7 @@ import { listExtents } from '../../../src/device/base.js';
 import { open } from '../../../src/formats/registry.js';
 import { create } from '../../../src/ops/create.js';
 import { itWith, run, runOk } from '../../helpers/oracle.js';
-import { patternBytes, tempDir } from '../../helpers/tmp.js';
+import { VDISK_BIN, patternBytes, tempDir } from '../../helpers/tmp.js';
 
 const dir = await tempDir('vdisk-vhd-interop-');
 const MiB = 1024 * 1024;
@@ -151,6 +151,33 @@ describe('VHD images vdisk writes', () => {
     expect(all[2 * MiB]).toBe(0xbb);
     expect(all[4 * MiB]).toBe(0);
     expect(all[4 * MiB + 512]).toBe(0xcc);
+  });
+
+  itWith(['qemu-io', 'vhdiinfo'], 'differencing child written by qemu-io: its new block lands after the BAT, not on our parent locators', async () => {
+    const base = join(dir, 'qw-base.vhd');
+    const child = join(dir, 'qw-child.vhd');
+    const b = await create(base, { format: 'vhd', size: 8 * MiB });
+    await b.write(patternBytes(4 * MiB, 41), 0);
+    await b.close();
+    const c = await create(child, { format: 'vhd', backing: base });
+    await c.close();
+    // qemu opens the child on its own (it ignores the parent) and appends block 0.
+    await runOk('qemu-io', ['-f', 'vpc', '-c', 'write -P 0x33 0 64k', child]);
+    const report = await runOk('node', [VDISK_BIN, 'check', child]);
+    expect(report).toContain('No errors');
+    const all = await readAll(child);
+    // qemu sets every bitmap bit of a block it allocates: block 0 hides the parent (zeros after 64k).
+    expect(all.subarray(0, 64 * 1024).every((x) => x === 0x33)).toBe(true);
+    expect(all.subarray(64 * 1024, 2 * MiB).every((x) => x === 0)).toBe(true);
+    // Block 1 is not in the child: the parent's data reads through the locators.
+    expect(all.subarray(2 * MiB, 4 * MiB).equals(patternBytes(4 * MiB, 41).subarray(2 * MiB))).toBe(true);
+    expect(all.subarray(4 * MiB).every((x) => x === 0)).toBe(true);
+    const info = await runOk('vhdiinfo', [child]);
+    expect(info).toContain('Differential');
+    expect(info).toContain('Parent filename\t\t: qw-base.vhd');
+    const img = await open(child, { readOnly: true });
+    expect((await img.info()).backingFilename).toBe('.\\qw-base.vhd');
+    await img.close();
   });
 
   // vhdimount needs FUSE: without /dev/fuse it counts as a missing oracle.
