@@ -284,57 +284,133 @@ class VhdEditor {
   }
 
   /**
-   * Replace the dynamic header (and locator data) crash-safely, ending with the header
-   * back at its old offset: first a copy with its locators at the end of the file goes
-   * live (relocateHeader); then the header is written at its old place (now unused)
-   * and the footers flip back to it, with the locator data moved into the old
-   * locators' space when it fits there and `reuseLocatorSpace` allows; last, space no
-   * longer used at the end is cut. Keeping the header before the BAT matters: qemu
-   * appends new blocks right after the BAT or the last block, over anything there.
+   * Where the dynamic header belongs: right after the footer copy when that space is
+   * free (a header left elsewhere by an interrupted rewrite goes back there), else
+   * where it is.
    */
-  async rewriteHeader(h: DynamicHeader, locatorData: Array<Buffer | undefined>, footerChange: (f: VhdFooter) => void, reuseLocatorSpace: boolean): Promise<void> {
-    const home = this.footer.dataOffset;
-    const oldSpaces = this.header!.parentLocators.filter((l) => l.platformCode !== 0 && l.platformDataLength > 0 && l.platformDataOffset >= 0).map((l) => ({ start: l.platformDataOffset, end: roundUpSector(l.platformDataOffset + l.platformDataLength) }));
+  homeOffset(): number {
+    const at = FOOTER_SIZE;
+    if (this.footer.dataOffset === at) return at;
+    return this.usedRegions().some((r) => r.start < at + DYNAMIC_HEADER_SIZE && r.end > at) ? this.footer.dataOffset : at;
+  }
+
+  /**
+   * Where each new locator's data fits below the BAT, first fit, or undefined when it
+   * does not all fit. The space counted free is what the header `h` (once live) leaves
+   * unused below table_offset: not the footer copy, the header's home, the BAT, blocks,
+   * or locators `h` keeps (those without new data).
+   */
+  planBelowBat(h: DynamicHeader, home: number, locatorData: Array<Buffer | undefined>): number[] | undefined {
+    const limit = this.header!.tableOffset;
+    const used: Array<{ start: number; end: number }> = [
+      { start: 0, end: FOOTER_SIZE },
+      { start: home, end: home + DYNAMIC_HEADER_SIZE },
+      ...this.usedRegions().filter((r) => r.block !== undefined || r.start === this.header!.tableOffset),
+    ];
+    h.parentLocators.forEach((l, i) => {
+      if (!locatorData[i] && liveLocator(l)) used.push(locatorRegion(l));
+    });
+    used.sort((a, b) => a.start - b.start);
+    const free: Array<{ start: number; end: number }> = [];
+    let pos = 0;
+    for (const r of used) {
+      if (r.start > pos) free.push({ start: pos, end: Math.min(r.start, limit) });
+      pos = Math.max(pos, r.end);
+      if (pos >= limit) break;
+    }
+    if (pos < limit) free.push({ start: pos, end: limit });
+    const plan: number[] = [];
+    for (const [i, d] of locatorData.entries()) {
+      if (!d) continue;
+      const need = roundUpSector(Math.max(d.length, 1));
+      const r = free.find((x) => x.end - x.start >= need);
+      if (!r) return undefined;
+      plan[i] = r.start;
+      r.start += need;
+    }
+    return plan;
+  }
+
+  /**
+   * Replace the dynamic header (and locator data) crash-safely, ending with the header
+   * back at its old offset. Locator data must end up below the BAT's end: qemu appends
+   * new blocks right after the BAT or the last block, over anything else there.
+   *
+   * When the new locators fit in free space below the BAT: first a copy of the header
+   * with its locators at the end of the file goes live (relocateHeader); then the
+   * locator data goes below the BAT (free since the flip), the header to its old place,
+   * and the footers flip back to it. Otherwise the BAT moves to the end of the file
+   * behind the new locator data (moveBatBehindLocators). Last, space no longer used at
+   * the end is cut.
+   */
+  async rewriteHeader(h: DynamicHeader, locatorData: Array<Buffer | undefined>, footerChange: (f: VhdFooter) => void): Promise<void> {
+    const home = this.homeOffset();
+    const plan = this.planBelowBat(h, home, locatorData);
+    if (!plan) return this.moveBatBehindLocators(h, home, locatorData, footerChange);
     await this.relocateHeader(h, locatorData, footerChange);
     const overlapsUsed = (start: number, end: number): boolean => this.usedRegions().some((r) => start < r.end && end > r.start);
     if (overlapsUsed(home, home + DYNAMIC_HEADER_SIZE)) return;
     const header: DynamicHeader = { ...this.header!, parentLocators: this.header!.parentLocators.map((l) => ({ ...l })) };
-    // First fit of each new locator into the old locators' space (unused since the flip).
-    const place: Array<{ at: number; data: Buffer }> = [];
-    if (reuseLocatorSpace) {
-      // The old locators' sectors that nothing uses now, neighbours merged.
-      const free: Array<{ start: number; end: number }> = [];
-      for (const r of oldSpaces.filter((x) => !overlapsUsed(x.start, x.end)).sort((x, y) => x.start - y.start)) {
-        const prev = free[free.length - 1];
-        if (prev && prev.end >= r.start) prev.end = Math.max(prev.end, r.end);
-        else free.push({ ...r });
-      }
-      let fits = true;
-      header.parentLocators.forEach((l, i) => {
-        const d = locatorData[i];
-        if (!d || !fits) return;
-        const need = roundUpSector(Math.max(d.length, 1));
-        const r = free.find((x) => x.end - x.start >= need);
-        if (!r) {
-          fits = false;
-          return;
-        }
-        place.push({ at: r.start, data: d });
-        l.platformDataOffset = r.start;
-        r.start += need;
-      });
-      if (!fits) {
-        place.length = 0;
-        header.parentLocators = this.header!.parentLocators.map((l) => ({ ...l }));
-      }
+    for (const [i, d] of locatorData.entries()) {
+      if (!d) continue;
+      header.parentLocators[i]!.platformDataOffset = plan[i]!;
+      await this.storage.write(d, plan[i]!);
     }
-    for (const p of place) await this.storage.write(p.data, p.at);
     await this.storage.write(encodeDynamicHeader(header), home);
     await this.flush();
     await this.writeFooters({ ...this.footer, dataOffset: home });
     Object.assign(this.header!, header);
     await this.trimEnd();
   }
+
+  /**
+   * Append the new locator data, a copy of the BAT and a copy of the header naming
+   * both; flip the footers to that header; then write the header at its old place and
+   * flip the footers back. The copy of the header, last in the file, is cut off. The
+   * old BAT's and locators' space stays free below the new BAT for later locators.
+   */
+  async moveBatBehindLocators(h: DynamicHeader, home: number, locatorData: Array<Buffer | undefined>, footerChange: (f: VhdFooter) => void): Promise<void> {
+    const spaces = locatorData.map((d) => (d ? roundUpSector(Math.max(d.length, 1)) : 0));
+    const locLen = spaces.reduce((a, b) => a + b, 0);
+    const entryBytes = this.header!.maxTableEntries * 4;
+    const batLen = roundUpSector(entryBytes);
+    const start = await this.appendSpace(locLen + batLen + DYNAMIC_HEADER_SIZE);
+    let pos = start;
+    const header: DynamicHeader = { ...h, parentLocators: h.parentLocators.map((l) => ({ ...l })) };
+    for (const [i, d] of locatorData.entries()) {
+      if (!d) continue;
+      header.parentLocators[i] = { platformCode: h.parentLocators[i]!.platformCode, platformDataSpace: spaces[i]!, platformDataLength: d.length, platformDataOffset: pos };
+      await this.storage.write(d, pos);
+      pos += spaces[i]!;
+    }
+    const batAt = start + locLen;
+    await this.copy(this.header!.tableOffset, batAt, entryBytes);
+    if (batLen > entryBytes) await this.storage.write(Buffer.alloc(batLen - entryBytes, 0xff), batAt + entryBytes);
+    header.tableOffset = batAt;
+    const tmp = batAt + batLen;
+    await this.storage.write(encodeDynamicHeader(header), tmp);
+    await this.flush();
+    const f: VhdFooter = { ...this.footer, dataOffset: tmp };
+    footerChange(f);
+    await this.writeFooters(f);
+    Object.assign(this.header!, header);
+    const overlapsUsed = (s: number, e: number): boolean => this.usedRegions().some((r) => s < r.end && e > r.start);
+    if (overlapsUsed(home, home + DYNAMIC_HEADER_SIZE)) return;
+    await this.storage.write(encodeDynamicHeader(header), home);
+    await this.flush();
+    await this.writeFooters({ ...this.footer, dataOffset: home });
+    await this.trimEnd();
+  }
+}
+
+/** True when a locator entry names data. */
+function liveLocator(l: ParentLocator): boolean {
+  return l.platformCode !== 0 && l.platformDataLength > 0 && l.platformDataOffset >= 0;
+}
+
+/** The sectors a locator's data occupies. */
+function locatorRegion(l: ParentLocator): { start: number; end: number } {
+  return { start: l.platformDataOffset, end: roundUpSector(l.platformDataOffset + l.platformDataLength) };
 }
 
 /** Check a new size against the format's limits and the size rule of the image's creator. */
@@ -424,19 +500,26 @@ async function resizeDynamic(storage: Storage, meta: VhdMeta, newSize: number): 
 
   if (newSize > oldSize) {
     if (newN > h.maxTableEntries) {
-      const oldBatEnd = roundUpSector(h.tableOffset + h.maxTableEntries * 4);
-      const newBatEnd = roundUpSector(h.tableOffset + newN * 4);
+      let oldBatEnd = roundUpSector(h.tableOffset + h.maxTableEntries * 4);
+      let newBatEnd = roundUpSector(h.tableOffset + newN * 4);
       const inWay = (s: number, e: number): boolean => s < newBatEnd && e > oldBatEnd;
-      // Parent locators in the way: copy them (with a new header naming the copies) to the end.
-      const moveLocators = h.parentLocators.map((l) => l.platformCode !== 0 && l.platformDataLength > 0 && inWay(l.platformDataOffset, roundUpSector(l.platformDataOffset + l.platformDataLength)));
-      if (moveLocators.some(Boolean)) {
+      // Parent locators in the way (others put them after the BAT): rewrite the header
+      // with their data below the BAT, or with the BAT moved behind them to the end. A
+      // header in the way (left there by an interrupted rewrite) goes back to offset 512.
+      const moveLocators = h.parentLocators.map((l) => liveLocator(l) && inWay(locatorRegion(l).start, locatorRegion(l).end));
+      const headerInWay = inWay(ed.footer.dataOffset, ed.footer.dataOffset + DYNAMIC_HEADER_SIZE);
+      if (moveLocators.some(Boolean) || headerInWay) {
         const data: Array<Buffer | undefined> = [];
         for (const [i, l] of h.parentLocators.entries()) data.push(moveLocators[i] ? await ed.locatorData(l) : undefined);
-        await ed.rewriteHeader({ ...h, parentLocators: h.parentLocators.map((l) => ({ ...l })) }, data, () => undefined, false);
+        await ed.rewriteHeader({ ...h, parentLocators: h.parentLocators.map((l) => ({ ...l })) }, data, () => undefined);
+        oldBatEnd = roundUpSector(h.tableOffset + h.maxTableEntries * 4);
+        newBatEnd = roundUpSector(h.tableOffset + newN * 4);
       }
       if (inWay(0, FOOTER_SIZE) || inWay(ed.footer.dataOffset, ed.footer.dataOffset + DYNAMIC_HEADER_SIZE)) {
         throw new VdiskError('E_UNSUPPORTED', `${name}: the BAT (table_offset ${h.tableOffset}) cannot grow to ${newN} entries: the footer copy or dynamic header follows it`);
       }
+      // A BAT at the end of the file grows into new space (the footer moves first).
+      if (newBatEnd > ed.end) await ed.appendSpace(newBatEnd - ed.end);
       // Blocks in the way move to the end of the file, lowest first.
       const blocks = ed.usedRegions().filter((r) => r.block !== undefined && inWay(r.start, r.end));
       for (const r of blocks) {
@@ -546,7 +629,7 @@ export async function relinkVhd(storage: Storage, meta: VhdMeta, link: { uniqueI
     const header: DynamicHeader = { ...h, parentUniqueId: Buffer.alloc(16), parentTimestamp: 0, parentUnicodeName: '', parentLocators: h.parentLocators.map(empty) };
     await ed.rewriteHeader(header, [], (f) => {
       f.diskType = DISK_TYPE_DYNAMIC;
-    }, false);
+    });
     return;
   }
   const { name: parentName, locators } = parentLinkData(link.ref, link.absolute);
@@ -560,5 +643,5 @@ export async function relinkVhd(storage: Storage, meta: VhdMeta, link: { uniqueI
   const header: DynamicHeader = { ...h, parentUniqueId: Buffer.from(link.uniqueId), parentTimestamp: link.timestamp, parentUnicodeName: parentName, parentLocators: entries };
   await ed.rewriteHeader(header, data, (f) => {
     f.diskType = DISK_TYPE_DIFFERENCING;
-  }, true);
+  });
 }

@@ -78,3 +78,33 @@ export function fixChecksums(bytes: Buffer): Buffer {
   }
   return out;
 }
+
+/**
+ * The layout other writers use (Hyper-V, and vdisk before): the BAT right after the
+ * header, the parent locator data after the BAT. Made from a vdisk differencing image
+ * (locators between the header and the BAT) by swapping the two regions; blocks stay.
+ */
+export function locatorsAfterBat(bytes: Buffer): Buffer {
+  const { header } = decodeDynamicHeader(bytes.subarray(512, 1536));
+  const batLen = Math.ceil((header.maxTableEntries * 4) / 512) * 512;
+  const out = Buffer.from(bytes);
+  bytes.copy(out, 1536, header.tableOffset, header.tableOffset + batLen);
+  bytes.copy(out, 1536 + batLen, 1536, header.tableOffset);
+  return editHeader(out, (h) => {
+    h.tableOffset = 1536;
+    for (const l of h.parentLocators) if (l.platformCode !== 0) l.platformDataOffset += batLen;
+  });
+}
+
+/** Parent locator data that lies past the BAT's end, where qemu would append a new block over it (descriptions). */
+export function locatorsPastBat(bytes: Buffer): string[] {
+  const { footer } = decodeFooter(bytes.subarray(bytes.length - 512));
+  const { header } = decodeDynamicHeader(bytes.subarray(footer.dataOffset, footer.dataOffset + 1024));
+  const batEnd = Math.ceil((header.tableOffset + header.maxTableEntries * 4) / 512) * 512;
+  const out: string[] = [];
+  if (footer.dataOffset + 1024 > batEnd) out.push(`dynamic header at ${footer.dataOffset}`);
+  header.parentLocators.forEach((l, i) => {
+    if (l.platformCode !== 0 && l.platformDataLength > 0 && l.platformDataOffset + l.platformDataLength > batEnd) out.push(`locator ${i} at ${l.platformDataOffset}`);
+  });
+  return out;
+}

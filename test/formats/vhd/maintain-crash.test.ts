@@ -11,7 +11,8 @@ import { vhdDriver } from '../../../src/formats/vhd/index.js';
 import type { MemoryLocation } from '../../../src/storage/location.js';
 import { crashSweep } from '../../helpers/crash.js';
 import { patternBytes } from '../../helpers/tmp.js';
-import { folder, smallImage, snapshot } from './helpers.js';
+import { decodeDynamicHeader } from '../../../src/formats/vhd/layout.js';
+import { folder, locatorsAfterBat, locatorsPastBat, smallImage, snapshot } from './helpers.js';
 
 const K = 1024;
 
@@ -105,9 +106,31 @@ describe('VHD resize crash safety', () => {
     expect(writes).toBeGreaterThanOrEqual(7);
   });
 
-  it('differencing: grow past the BAT sector moves the parent locators (with the header) and blocks', async () => {
+  it('differencing: grow past the BAT sector moves blocks; the locators before the BAT stay', async () => {
     const initial = await smallImage('differencing');
+    expect(locatorsPastBat(initial.get('img.vhd')!)).toEqual([]);
     await sweep(initial, (img) => img.resize!(1024 * K), 1024 * K);
+    expect(locatorsPastBat((await edited(initial, (img) => img.resize!(1024 * K))).get('img.vhd')!)).toEqual([]);
+  });
+
+  it('differencing with the locators after the BAT (as Hyper-V writes): growing moves the BAT to the end behind them', async () => {
+    const initial = await smallImage('differencing');
+    initial.set('img.vhd', locatorsAfterBat(initial.get('img.vhd')!));
+    expect(await seriousProblems(folder(initial))).toEqual([]);
+    expect(locatorsPastBat(initial.get('img.vhd')!)).toHaveLength(2);
+    await sweep(initial, (img) => img.resize!(1024 * K), 1024 * K);
+    const done = (await edited(initial, (img) => img.resize!(1024 * K))).get('img.vhd')!;
+    expect(locatorsPastBat(done)).toEqual([]);
+    // The header is back at offset 512; the BAT now lies after the blocks.
+    expect(done.toString('latin1', 512, 520)).toBe('cxsparse');
+    const { header } = decodeDynamicHeader(done.subarray(512, 1536));
+    const blocks: number[] = [];
+    for (let i = 0; i < header.maxTableEntries; i++) {
+      const e = done.readUInt32BE(header.tableOffset + i * 4);
+      if (e !== 0xffffffff) blocks.push(e * 512);
+    }
+    expect(blocks.length).toBeGreaterThan(0);
+    expect(Math.max(...blocks)).toBeLessThan(header.tableOffset);
   });
 });
 
@@ -171,6 +194,24 @@ describe('VHD parent link change crash safety', () => {
       seen.add(await parentName(loc));
     });
     expect([...seen].sort()).toEqual(['base.vhd', 'other.vhd']);
+  });
+
+  it('a new parent whose name does not fit the old locator space: the BAT moves behind the new locators', async () => {
+    const long = `${'o'.repeat(300)}.vhd`;
+    const files = await twoParents();
+    files.set(long, files.get('other.vhd')!);
+    const relink = async (img: DiskImage, loc: MemoryLocation): Promise<void> => {
+      const other = await openLocation(loc.at(long), { readOnly: true });
+      await img.setBacking!(other, long);
+    };
+    const seen = new Set<string | undefined>();
+    await sweep(files, relink, 64 * K, async (loc) => {
+      seen.add(await parentName(loc));
+    });
+    expect([...seen].sort()).toEqual(['base.vhd', long]);
+    const done = (await edited(files, (img) => relink(img, folder(files)))).get('img.vhd')!;
+    expect(locatorsPastBat(done)).toEqual([]);
+    expect(done.toString('latin1', 512, 520)).toBe('cxsparse');
   });
 
   it('removing the parent (after its data was copied in): differencing or dynamic, same content', async () => {
