@@ -52,7 +52,7 @@ const AZURE_ALIGNMENT = 1024 * 1024;
 /** Find and open the parent of a differencing disk; E_PATH/E_CHAIN when it cannot. */
 async function openParent(storage: Storage, location: ImageLocation, meta: VhdMeta, opts: DriverOpenOptions): Promise<{ parent?: DiskImage; info: VhdParentInfo; warnings: string[] }> {
   const header = meta.header!;
-  const { refs, skipped } = await readParentRefs(storage, header);
+  const { refs, skipped } = await readParentRefs(storage, header, meta.overwrittenLocators);
   if (header.parentUnicodeName) refs.push({ platform: 'parent_unicode_name', ref: header.parentUnicodeName });
   const warnings = [...skipped];
   let pathError: VdiskError | undefined;
@@ -271,6 +271,8 @@ async function checkVhd(storage: Storage, location: ImageLocation, opts: DriverC
     }
     problems.push(p);
   }
+
+  for (const o of meta.overwrittenLocators) problems.push({ severity: 'corrupt', message: o.message, offset: meta.header!.parentLocators[o.index]!.platformDataOffset });
 
   if (meta.bat && batProblems.length === 0) {
     const leaks = findLeaks(meta);

@@ -92,7 +92,9 @@ class VhdEditor {
     this.end = Math.ceil(Math.max(meta.fileSize - FOOTER_SIZE, dataEnd) / SECTOR_SIZE) * SECTOR_SIZE;
     this.footer = { ...meta.footer, uniqueId: Buffer.from(meta.footer.uniqueId) };
     this.footerBytes = meta.footerBytes;
-    if (meta.header) this.header = { ...meta.header, parentLocators: meta.header.parentLocators.map((l) => ({ ...l })) };
+    // Locators a block was written over are dropped: their space is the block's.
+    const gone = (i: number): boolean => meta.overwrittenLocators.some((o) => o.index === i);
+    if (meta.header) this.header = { ...meta.header, parentLocators: meta.header.parentLocators.map((l, i) => (gone(i) ? { platformCode: 0, platformDataSpace: 0, platformDataLength: 0, platformDataOffset: 0 } : { ...l })) };
     if (meta.bat) this.bat = Uint32Array.from(meta.bat);
     this.span = meta.bitmapSize + meta.blockSize;
   }

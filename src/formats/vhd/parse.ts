@@ -64,6 +64,12 @@ export interface VhdMeta {
   bitmapSize: number;
   metadata: MetaRegion[];
   fileSize: number;
+  /**
+   * Parent locators whose data lies under an allocated block: another writer (qemu
+   * appends new blocks right after the BAT or the last block) wrote a block over them.
+   * The block is taken as the newer data; these locators are not read.
+   */
+  overwrittenLocators: Array<{ index: number; message: string }>;
 }
 
 /** True when the footer's creator reads sizes from CHS geometry, as qemu decides it. */
@@ -142,6 +148,7 @@ export async function readVhdMeta(storage: Storage): Promise<VhdMeta> {
     bitmapSize: 0,
     metadata: [],
     fileSize,
+    overwrittenLocators: [],
   };
   if (!trailing.valid) meta.trailingProblem = trailing.why;
   if (copyProblem) meta.copyProblem = copyProblem;
@@ -187,10 +194,24 @@ export async function readVhdMeta(storage: Storage): Promise<VhdMeta> {
   meta.metadata.push({ start: 0, end: FOOTER_SIZE, what: 'footer copy' });
   meta.metadata.push({ start: hdrOff, end: hdrOff + DYNAMIC_HEADER_SIZE, what: 'dynamic header' });
   meta.metadata.push({ start: header.tableOffset, end: roundUpSector(header.tableOffset + batBytes), what: 'BAT' });
+  const span = meta.bitmapSize + bs;
   header.parentLocators.forEach((l, i) => {
     if (l.platformCode === 0 || l.platformDataLength === 0) return;
     if (l.platformDataOffset < 0 || l.platformDataOffset + l.platformDataLength > fileSize) return;
-    meta.metadata.push({ start: l.platformDataOffset, end: roundUpSector(l.platformDataOffset + l.platformDataLength), what: `parent locator ${i}` });
+    const start = l.platformDataOffset;
+    const end = roundUpSector(start + l.platformDataLength);
+    const under = bat.findIndex((e) => e !== BAT_UNUSED && e * SECTOR_SIZE < end && e * SECTOR_SIZE + span > start && e * SECTOR_SIZE + span <= fileSize);
+    if (under >= 0) {
+      meta.overwrittenLocators.push({
+        index: i,
+        message:
+          `${name}: parent locator ${i} (${fourCC(l.platformCode)}, offset ${start}) lies under the block of BAT entry ${under} (sector ${bat[under]}): ` +
+          'another program (qemu appends new blocks after the BAT and the last block) wrote that block over it; the block is kept and the locator ignored ' +
+          '(name the parent again with `vdisk rebase -u -b PARENT IMAGE`)',
+      });
+      return;
+    }
+    meta.metadata.push({ start, end, what: `parent locator ${i}` });
   });
   return meta;
 }
@@ -270,12 +291,17 @@ export interface ParentRef {
 }
 
 /** Read the parent references of a differencing disk, most trustworthy first (W2ru, W2ku, Wi2r, Wi2k, MacX, Mac). */
-export async function readParentRefs(storage: Storage, header: DynamicHeader): Promise<{ refs: ParentRef[]; skipped: string[] }> {
+export async function readParentRefs(storage: Storage, header: DynamicHeader, overwritten: VhdMeta['overwrittenLocators'] = []): Promise<{ refs: ParentRef[]; skipped: string[] }> {
   const order = ['W2ru', 'W2ku', 'Wi2r', 'Wi2k', 'MacX', 'Mac '];
   const refs: ParentRef[] = [];
   const skipped: string[] = [];
   for (const [i, l] of header.parentLocators.entries()) {
     if (l.platformCode === 0) continue;
+    const gone = overwritten.find((o) => o.index === i);
+    if (gone) {
+      skipped.push(gone.message);
+      continue;
+    }
     const platform = fourCC(l.platformCode);
     if (l.platformDataLength === 0 || l.platformDataLength > MAX_LOCATOR_DATA || l.platformDataOffset < 0 || l.platformDataOffset + l.platformDataLength > storage.size) {
       skipped.push(`parent locator ${i} (${platform}): data (offset ${l.platformDataOffset}, length ${l.platformDataLength}) is not inside the file`);

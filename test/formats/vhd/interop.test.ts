@@ -3,7 +3,7 @@
  * conversion; images we make and write are judged by qemu-img compare and vhdiinfo.
  */
 import { existsSync } from 'node:fs';
-import { readFile } from 'node:fs/promises';
+import { readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { describe, expect } from 'vitest';
 import { listExtents } from '../../../src/device/base.js';
@@ -11,6 +11,7 @@ import { open } from '../../../src/formats/registry.js';
 import { create } from '../../../src/ops/create.js';
 import { itWith, run, runOk } from '../../helpers/oracle.js';
 import { VDISK_BIN, patternBytes, tempDir } from '../../helpers/tmp.js';
+import { locatorsAfterBat, locatorsPastBat } from './helpers.js';
 
 const dir = await tempDir('vdisk-vhd-interop-');
 const MiB = 1024 * 1024;
@@ -178,6 +179,32 @@ describe('VHD images vdisk writes', () => {
     const img = await open(child, { readOnly: true });
     expect((await img.info()).backingFilename).toBe('.\\qw-base.vhd');
     await img.close();
+  });
+
+  itWith(['qemu-io', 'vhdiinfo'], 'a child whose locators qemu already overwrote (locators after the BAT): opens by parent name, check names the damage, rebase -u repairs it', async () => {
+    const base = join(dir, 'qd-base.vhd');
+    const child = join(dir, 'qd-child.vhd');
+    const b = await create(base, { format: 'vhd', size: 8 * MiB });
+    await b.write(patternBytes(4 * MiB, 42), 0);
+    await b.close();
+    const c = await create(child, { format: 'vhd', backing: base });
+    await c.close();
+    // The layout vdisk used to write (and Hyper-V writes): locators after the BAT.
+    await writeFile(child, locatorsAfterBat(await readFile(child)));
+    await runOk('qemu-io', ['-f', 'vpc', '-c', 'write -P 0x33 0 64k', child]);
+    const checked = await run('node', [VDISK_BIN, 'check', child]);
+    expect(checked.code).not.toBe(0);
+    expect(checked.stdout + checked.stderr).toMatch(/parent locator 0 \(W2ru, offset \d+\) lies under the block of BAT entry 0 .*qemu appends new blocks/);
+    // The block is qemu's data; the parent is still found by the header's parent name.
+    const all = await readAll(child);
+    expect(all.subarray(0, 64 * 1024).every((x) => x === 0x33)).toBe(true);
+    expect(all.subarray(2 * MiB, 4 * MiB).equals(patternBytes(4 * MiB, 42).subarray(2 * MiB))).toBe(true);
+    // Naming the parent again writes new locators below the BAT; then all is clean.
+    await runOk('node', [VDISK_BIN, 'rebase', '-u', '-b', 'qd-base.vhd', child], { cwd: dir });
+    expect(await runOk('node', [VDISK_BIN, 'check', child])).toContain('No errors');
+    expect(locatorsPastBat(await readFile(child))).toEqual([]);
+    expect((await readAll(child)).equals(all)).toBe(true);
+    expect(await runOk('vhdiinfo', [child])).toContain('Parent filename\t\t: qd-base.vhd');
   });
 
   // vhdimount needs FUSE: without /dev/fuse it counts as a missing oracle.
