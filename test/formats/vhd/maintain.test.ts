@@ -19,7 +19,7 @@ import { FileLocation } from '../../../src/storage/location.js';
 import { FileStorage } from '../../../src/storage/file.js';
 import { itWith, qemuInfo, qemuSame, run, runOk } from '../../helpers/oracle.js';
 import { patternBytes, tempDir } from '../../helpers/tmp.js';
-import { editFooter } from './helpers.js';
+import { editFooter, locatorsPastBat } from './helpers.js';
 
 const dir = await tempDir('vdisk-vhd-maintain-');
 const MiB = 1024 * 1024;
@@ -211,6 +211,41 @@ describe('VHD rebase, as vhdiinfo and qemu-img see it', () => {
     view.fill(0x5c, 2 * MiB, 2 * MiB + 64 * 1024);
     expect(await checkProblems(top)).toEqual([]);
     expect((await readAll(top)).equals(view)).toBe(true);
+  });
+});
+
+describe('VHD parent locators stay where qemu does not append', () => {
+  itWith(['qemu-io', 'vhdiinfo'], 'a parent path too long for the old locator space: the BAT moves behind the new locators; qemu writes after it', async () => {
+    const deep = join(dir, ...Array.from({ length: 3 }, (_, i) => `${String(i).repeat(100)}`));
+    await mkdir(deep, { recursive: true });
+    const a = join(dir, 'la.vhd');
+    const b = join(deep, 'lb.vhd');
+    for (const [p, seed] of [[a, 51], [b, 51]] as const) {
+      const img = await create(p, { format: 'vhd', size: 8 * MiB });
+      await img.write(patternBytes(4 * MiB, seed), 0);
+      await img.close();
+    }
+    const top = join(dir, 'ltop.vhd');
+    const c = await create(top, { format: 'vhd', backing: a });
+    await c.close();
+    const before = await readFile(top);
+    const tableBefore = before.readUInt32BE(512 + 20);
+    // Same content, so the link alone changes (the W2ku path is over 300 characters: 600+ bytes).
+    await rebase(top, b, { unsafe: true });
+    const after = await readFile(top);
+    expect(after.toString('latin1', 512, 520)).toBe('cxsparse');
+    expect(after.readUInt32BE(512 + 20)).toBeGreaterThan(tableBefore);
+    expect(locatorsPastBat(after)).toEqual([]);
+    expect(await w2kuPath(top)).toBe(b);
+    await runOk('qemu-io', ['-f', 'vpc', '-c', 'write -P 0x33 0 64k', top]);
+    expect(await checkProblems(top)).toEqual([]);
+    const all = await readAll(top);
+    expect(all.subarray(0, 64 * 1024).every((x) => x === 0x33)).toBe(true);
+    expect(all.subarray(2 * MiB, 4 * MiB).equals(patternBytes(4 * MiB, 51).subarray(2 * MiB))).toBe(true);
+    const info = await vhdiinfo(top);
+    expect(info).toContain('Parent filename\t\t: lb.vhd');
+    const parentId = /\tIdentifier\s+: (\S+)/.exec(await vhdiinfo(b))?.[1];
+    expect(/Parent identifier\s+: (\S+)/.exec(info)?.[1]).toBe(parentId);
   });
 });
 
