@@ -38,8 +38,8 @@ import {
   type ParentLocator,
   type VhdFooter,
 } from './layout.js';
-import { absoluteRef, parentLinkData } from './maintain.js';
-import { findLeaks, probeVhd, readParentRefs, readVhdMeta, validateBat, type VhdMeta } from './parse.js';
+import { absoluteRef, parentLinkData, secureMetadata } from './maintain.js';
+import { findLeaks, metadataAtRisk, probeVhd, readParentRefs, readVhdMeta, validateBat, type VhdMeta } from './parse.js';
 
 export { VhdImage } from './image.js';
 
@@ -301,6 +301,18 @@ async function checkVhd(storage: Storage, location: ImageLocation, opts: DriverC
       if (!isVdiskError(err)) throw err;
       problems.push({ severity: 'corrupt', message: err.message });
     }
+  }
+  const risk = batProblems.length === 0 ? metadataAtRisk(meta) : { header: false, locators: [] };
+  if (risk.header || risk.locators.length > 0) {
+    const what = [...(risk.header ? [`the dynamic header (offset ${meta.footer.dataOffset})`] : []), ...risk.locators.map((i) => `parent locator ${i} (offset ${meta.header!.parentLocators[i]!.platformDataOffset})`)].join(', ');
+    const p: CheckProblem = { severity: 'warning', message: `${name}: ${what} lies after the BAT and every block, where qemu appends its next new block over it (check -r all moves it below the BAT)` };
+    if (opts.repair === 'all' && writable && meta.footerSource === 'trailing') {
+      // Earlier repairs may have changed the file: read it again.
+      const fresh = await readVhdMeta(storage);
+      await secureMetadata(storage, fresh, metadataAtRisk(fresh).locators);
+      p.repaired = true;
+    }
+    problems.push(p);
   }
   if (opts.repair && writable) await storage.flush();
   const result: CheckResult = { problems };

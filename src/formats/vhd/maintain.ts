@@ -625,7 +625,11 @@ export async function relinkVhd(storage: Storage, meta: VhdMeta, link: { uniqueI
   const h = ed.header!;
   const empty = (): ParentLocator => ({ platformCode: 0, platformDataSpace: 0, platformDataLength: 0, platformDataOffset: 0 });
   if (!link) {
-    if (type === DISK_TYPE_DYNAMIC) return;
+    if (type === DISK_TYPE_DYNAMIC) {
+      // Already unlinked; a header an interrupted unlink left at the end goes back to offset 512.
+      if (ed.homeOffset() !== ed.footer.dataOffset) await ed.rewriteHeader({ ...h, parentLocators: h.parentLocators.map((l) => ({ ...l })) }, [], () => undefined);
+      return;
+    }
     // The parent's data was copied in by the caller: clear bits now read as zeros, which they are.
     // A dynamic disk names no parent: its locators go too (their space could be taken by blocks).
     const header: DynamicHeader = { ...h, parentUniqueId: Buffer.alloc(16), parentTimestamp: 0, parentUnicodeName: '', parentLocators: h.parentLocators.map(empty) };
@@ -646,4 +650,16 @@ export async function relinkVhd(storage: Storage, meta: VhdMeta, link: { uniqueI
   await ed.rewriteHeader(header, data, (f) => {
     f.diskType = DISK_TYPE_DIFFERENCING;
   });
+}
+
+/**
+ * Move a dynamic header and parent locator data that lie where other writers append
+ * new blocks (see metadataAtRisk) below the BAT's end, as rewriteHeader does.
+ */
+export async function secureMetadata(storage: Storage, meta: VhdMeta, locators: readonly number[]): Promise<void> {
+  const ed = new VhdEditor(storage, meta);
+  const h = ed.header!;
+  const data: Array<Buffer | undefined> = [];
+  for (const [i, l] of h.parentLocators.entries()) data.push(locators.includes(i) ? await ed.locatorData(l) : undefined);
+  await ed.rewriteHeader({ ...h, parentLocators: h.parentLocators.map((l) => ({ ...l })) }, data, () => undefined);
 }

@@ -216,6 +216,25 @@ export async function readVhdMeta(storage: Storage): Promise<VhdMeta> {
   return meta;
 }
 
+/**
+ * Metadata other writers would append a block over: qemu puts a new block at the
+ * BAT's end or the last block's end, whichever is later, so a dynamic header or
+ * parent locator data starting there is at risk. `locators` are their indexes.
+ */
+export function metadataAtRisk(meta: VhdMeta): { header: boolean; locators: number[] } {
+  const h = meta.header;
+  if (!h || !meta.bat) return { header: false, locators: [] };
+  const span = meta.bitmapSize + meta.blockSize;
+  let appendAt = roundUpSector(h.tableOffset + h.maxTableEntries * 4);
+  for (const e of meta.bat) if (e !== BAT_UNUSED) appendAt = Math.max(appendAt, e * SECTOR_SIZE + span);
+  const locators: number[] = [];
+  h.parentLocators.forEach((l, i) => {
+    if (l.platformCode === 0 || l.platformDataLength === 0 || meta.overwrittenLocators.some((o) => o.index === i)) return;
+    if (l.platformDataOffset >= appendAt) locators.push(i);
+  });
+  return { header: meta.footer.dataOffset >= appendAt, locators };
+}
+
 /** One problem with the block allocation table. */
 export interface BatProblem {
   message: string;
