@@ -8,7 +8,7 @@ import { describe, expect, it } from 'vitest';
 import type { DiskImage } from '../../../src/device/block-device.js';
 import { openLocation } from '../../../src/formats/registry.js';
 import { vhdDriver } from '../../../src/formats/vhd/index.js';
-import type { MemoryLocation } from '../../../src/storage/location.js';
+import { MemoryLocation } from '../../../src/storage/location.js';
 import { crashSweep } from '../../helpers/crash.js';
 import { patternBytes } from '../../helpers/tmp.js';
 import { decodeDynamicHeader } from '../../../src/formats/vhd/layout.js';
@@ -110,6 +110,13 @@ describe('VHD resize crash safety', () => {
     const initial = await smallImage('dynamic');
     const writes = await sweep(initial, (img) => img.resize!(1024 * K), 1024 * K);
     expect(writes).toBeGreaterThanOrEqual(7);
+  });
+
+  it('dynamic without blocks: the BAT grows past its sector at the end of the file (the footer moves out of its way first)', async () => {
+    const loc = new MemoryLocation('img.vhd');
+    const img = await vhdDriver.create(loc, { size: 64 * K, options: { block_size: '4K' } });
+    await img.close();
+    await sweep(snapshot(loc), (i) => i.resize!(1024 * K), 1024 * K);
   });
 
   it('differencing: grow past the BAT sector moves blocks; the locators before the BAT stay', async () => {
