@@ -45,6 +45,8 @@ export class Cpu {
   readonly sreg = new Uint16Array(6);
   /** Segment bases (linear). */
   readonly sbase = new Int32Array(6);
+  /** `sbase[CS]` as a plain field, read by every instruction fetch. */
+  csBase = 0;
   eip = 0;
   /** Static flag bits; the arithmetic ones are valid only when `lop === L_NONE`. */
   flags = 0x0002;
@@ -216,16 +218,16 @@ export class Cpu {
 
   fetch8(): number {
     const ip = this.eip;
-    const a = (this.sbase[CS]! + ip) & this.amask;
+    const a = (this.csBase + ip) & this.amask;
     this.eip = (ip + 1) & 0xffff;
     return a >= 0 && a < this.ramSize ? this.ram[a]! : this.mem.readUnmapped(a >>> 0);
   }
   fetch16(): number {
     const ip = this.eip;
-    const a = (this.sbase[CS]! + ip) & this.amask;
+    const a = (this.csBase + ip) & this.amask;
     this.eip = (ip + 2) & 0xffff;
     if (ip !== 0xffff && a >= 0 && a + 1 < this.ramSize) return this.ram[a]! | (this.ram[a + 1]! << 8);
-    return this.lin8(this.sbase[CS]! + ip) | (this.lin8(this.sbase[CS]! + ((ip + 1) & 0xffff)) << 8);
+    return this.lin8(this.csBase + ip) | (this.lin8(this.csBase + ((ip + 1) & 0xffff)) << 8);
   }
   fetch32(): number {
     const lo = this.fetch16();
@@ -301,12 +303,14 @@ export class Cpu {
     this.sreg[seg] = sel;
     if (!(this.cr0 & 1)) {
       this.sbase[seg] = sel << 4;
+      if (seg === CS) this.csBase = sel << 4;
       return;
     }
     // Protected mode (stage 1 subset): take the base from the GDT; limits are not
     // enforced, 32-bit code segments and the LDT are stage 2.
     if ((sel & ~3) === 0) {
       this.sbase[seg] = 0;
+      if (seg === CS) this.csBase = 0;
       return;
     }
     const d = this.gdtBase + (sel & ~7);
@@ -317,6 +321,7 @@ export class Cpu {
       this.stopRequested = true;
     }
     this.sbase[seg] = base;
+    if (seg === CS) this.csBase = base;
   }
 
   // ---------------------------------------------------------------- ModRM
@@ -632,7 +637,6 @@ export class Cpu {
   private runBlock(end: number): number {
     const ram = this.ram;
     const ramSize = this.ramSize;
-    const sbase = this.sbase;
     const ops = OPS;
     let n = this.instructions;
     while (n < end) {
@@ -659,7 +663,7 @@ export class Cpu {
       // Inline fetch of the opcode byte.
       const ip = this.eip;
       this.startEip = ip;
-      const a = (sbase[CS]! + ip) & this.amask;
+      const a = (this.csBase + ip) & this.amask;
       this.eip = (ip + 1) & 0xffff;
       const op = a >= 0 && a < ramSize ? ram[a]! : this.mem.readUnmapped(a >>> 0);
       if (op === 0x66) {

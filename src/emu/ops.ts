@@ -5,7 +5,7 @@
  */
 import {
   AF, CF, CS, DF, DS, EAX, EBP, EBX, ECX, EDI, EDX, ES, ESI, ESP, FS, GS, IF, L_ADC, L_ADD, L_DEC, L_INC, L_LOGIC, L_SBB, L_SUB,
-  MASK, OF, SIGN, SS, VEC_BP, VEC_BR, VEC_DB, VEC_DE, VEC_NM, VEC_OF, ZF, ARITH,
+  OF, SIGN, SS, VEC_BP, VEC_BR, VEC_DB, VEC_DE, VEC_NM, VEC_OF, ZF, ARITH,
 } from './consts.js';
 import type { Cpu } from './cpu.js';
 
@@ -26,8 +26,9 @@ for (let i = 0; i < 256; i++) {
   OPS0F[i] = ud;
 }
 
+/** `v` truncated to `sz` bytes (no table load: with a constant `sz` this folds to one AND). */
 function m(v: number, sz: number): number {
-  return v & MASK[sz]!;
+  return sz === 1 ? v & 0xff : sz === 2 ? v & 0xffff : v | 0;
 }
 function sx8(v: number): number {
   return (v << 24) >> 24;
