@@ -86,7 +86,7 @@ export class Cpu {
   halted = false;
   /** Instructions during which interrupts stay blocked (after STI, MOV SS). */
   inhibit = 0;
-  /** Set to end the current batch after the running instruction. */
+  /** Set (through {@link requestStop}) to end the current batch after the running instruction. */
   stopRequested = false;
   /** Set when an exception could not be delivered twice over. */
   tripleFault = false;
@@ -273,6 +273,11 @@ export class Cpu {
     this.irqLine = on;
     if (on) this.attention = true;
   }
+  /** End the current batch after the running instruction (the hot loop sees it through `attention`). */
+  requestStop(): void {
+    this.stopRequested = true;
+    this.attention = true;
+  }
   /** Enter the HLT state. */
   halt(): void {
     this.halted = true;
@@ -289,7 +294,7 @@ export class Cpu {
     this.cr0 = (v | 0x10) >>> 0;
     if (v & 0x80000000) {
       this.unsupported = 'paging (CR0.PG) is not emulated yet';
-      this.stopRequested = true;
+      this.requestStop();
     }
   }
 
@@ -318,7 +323,7 @@ export class Cpu {
     const base = this.lin16(d + 2) | (this.lin8(d + 4) << 16) | (this.lin8(d + 7) << 24);
     if (seg === CS && this.lin8(d + 6) & 0x40) {
       this.unsupported = '32-bit protected-mode code is not emulated yet';
-      this.stopRequested = true;
+      this.requestStop();
     }
     this.sbase[seg] = base;
     if (seg === CS) this.csBase = base;
@@ -552,7 +557,7 @@ export class Cpu {
   interrupt(vector: number): boolean {
     if (this.cr0 & 1) {
       this.unsupported = `interrupt ${vector} in protected mode is not emulated yet`;
-      this.stopRequested = true;
+      this.requestStop();
       return false;
     }
     if (vector * 4 + 3 > this.idtLimit) {
@@ -560,7 +565,7 @@ export class Cpu {
       if (vector === VEC_DF || vector * 4 + 3 > this.idtLimit) {
         if (VEC_DF * 4 + 3 > this.idtLimit || vector === VEC_DF) {
           this.tripleFault = true;
-          this.stopRequested = true;
+          this.requestStop();
           return false;
         }
         vector = VEC_DF;
@@ -615,7 +620,8 @@ export class Cpu {
     for (;;) {
       try {
         const r = this.runBlock(end);
-        if (r === BLOCK_LIMIT) return 'limit';
+        // A stop requested by the batch's last instruction still counts as a stop.
+        if (r === BLOCK_LIMIT && !this.stopRequested) return 'limit';
         if (r === BLOCK_HALT) return 'halt';
         return this.tripleFault ? 'triple-fault' : this.halted ? 'halt' : 'stop';
       } catch (e) {
@@ -632,7 +638,8 @@ export class Cpu {
    * The hot loop, kept free of try/catch (faults unwind to {@link run}). It returns
    * a number and touches no object after the loop: V8 optimises it on-stack while
    * the loop runs, and code after the loop that never ran before would deoptimise
-   * it at every batch ("insufficient type feedback").
+   * it at every batch ("insufficient type feedback"). Everything rare (interrupts,
+   * HLT, the interrupt shadow, TF, a stop request) hides behind one `attention` test.
    */
   private runBlock(end: number): number {
     const ram = this.ram;
@@ -641,6 +648,7 @@ export class Cpu {
     let n = this.instructions;
     while (n < end) {
       if (this.attention) {
+        if (this.stopRequested) return BLOCK_STOP;
         if (this.irqLine && this.inhibit === 0 && (this.flags & IF) !== 0 && this.intr) {
           const v = this.intr.acknowledge();
           if (v >= 0) {
@@ -654,9 +662,8 @@ export class Cpu {
         this.attention = (this.irqLine && (this.flags & IF) !== 0) || this.inhibit !== 0 || (this.flags & TF) !== 0;
         if (this.flags & TF) {
           this.stepRaw();
-          n = ++this.instructions;
+          this.instructions = ++n;
           if (this.flags & TF) this.interrupt(VEC_DB);
-          if (this.stopRequested) return BLOCK_STOP;
           continue;
         }
       }
@@ -672,8 +679,7 @@ export class Cpu {
         ops[this.fetch8()]!(this);
         this.os32 = false;
       } else ops[op]!(this);
-      n = ++this.instructions;
-      if (this.stopRequested) return BLOCK_STOP;
+      this.instructions = ++n;
     }
     return BLOCK_LIMIT;
   }

@@ -1223,7 +1223,7 @@ OPS[0xff] = (c) => {
 
 OPS[0xf4] = (c) => {
   c.halt();
-  c.stopRequested = true;
+  c.requestStop();
 };
 OPS[0xf5] = (c) => c.setCFbit(!c.getCF());
 OPS[0xf8] = (c) => c.setCFbit(false);
