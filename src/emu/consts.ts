@@ -56,10 +56,13 @@ export const L_DEC = 7;
 /** SF/ZF/PF from the result; CF, OF and AF already in `flags`. */
 export const L_SZP = 8;
 
-/** Masks and sign bits indexed by operand size in bytes. */
-export const MASK = [0, 0xff, 0xffff, 0, 0xffffffff];
-/** 32-bit values are kept as signed int32 (no heap numbers), so the 32-bit sign bit is -2^31. */
-export const SIGN = [0, 0x80, 0x8000, 0, -0x80000000];
+/**
+ * Masks and sign bits indexed by operand size in bytes. Int32Arrays, so a lookup
+ * yields an int32 (a plain array would hold the 32-bit entries as heap doubles).
+ * 32-bit values are kept as signed int32, so the 32-bit mask is -1 and the sign bit -2^31.
+ */
+export const MASK = Int32Array.of(0, 0xff, 0xffff, 0, -1);
+export const SIGN = Int32Array.of(0, 0x80, 0x8000, 0, -0x80000000);
 
 export const PARITY = new Uint8Array(256);
 for (let i = 0; i < 256; i++) {

@@ -45,6 +45,8 @@ export class Cpu {
   readonly sreg = new Uint16Array(6);
   /** Segment bases (linear). */
   readonly sbase = new Int32Array(6);
+  /** `sbase[CS]` as a plain field, read by every instruction fetch. */
+  csBase = 0;
   eip = 0;
   /** Static flag bits; the arithmetic ones are valid only when `lop === L_NONE`. */
   flags = 0x0002;
@@ -84,7 +86,7 @@ export class Cpu {
   halted = false;
   /** Instructions during which interrupts stay blocked (after STI, MOV SS). */
   inhibit = 0;
-  /** Set to end the current batch after the running instruction. */
+  /** Set (through {@link requestStop}) to end the current batch after the running instruction. */
   stopRequested = false;
   /** Set when an exception could not be delivered twice over. */
   tripleFault = false;
@@ -216,16 +218,16 @@ export class Cpu {
 
   fetch8(): number {
     const ip = this.eip;
-    const a = (this.sbase[CS]! + ip) & this.amask;
+    const a = (this.csBase + ip) & this.amask;
     this.eip = (ip + 1) & 0xffff;
     return a >= 0 && a < this.ramSize ? this.ram[a]! : this.mem.readUnmapped(a >>> 0);
   }
   fetch16(): number {
     const ip = this.eip;
-    const a = (this.sbase[CS]! + ip) & this.amask;
+    const a = (this.csBase + ip) & this.amask;
     this.eip = (ip + 2) & 0xffff;
     if (ip !== 0xffff && a >= 0 && a + 1 < this.ramSize) return this.ram[a]! | (this.ram[a + 1]! << 8);
-    return this.lin8(this.sbase[CS]! + ip) | (this.lin8(this.sbase[CS]! + ((ip + 1) & 0xffff)) << 8);
+    return this.lin8(this.csBase + ip) | (this.lin8(this.csBase + ((ip + 1) & 0xffff)) << 8);
   }
   fetch32(): number {
     const lo = this.fetch16();
@@ -271,6 +273,11 @@ export class Cpu {
     this.irqLine = on;
     if (on) this.attention = true;
   }
+  /** End the current batch after the running instruction (the hot loop sees it through `attention`). */
+  requestStop(): void {
+    this.stopRequested = true;
+    this.attention = true;
+  }
   /** Enter the HLT state. */
   halt(): void {
     this.halted = true;
@@ -287,7 +294,7 @@ export class Cpu {
     this.cr0 = (v | 0x10) >>> 0;
     if (v & 0x80000000) {
       this.unsupported = 'paging (CR0.PG) is not emulated yet';
-      this.stopRequested = true;
+      this.requestStop();
     }
   }
 
@@ -301,12 +308,14 @@ export class Cpu {
     this.sreg[seg] = sel;
     if (!(this.cr0 & 1)) {
       this.sbase[seg] = sel << 4;
+      if (seg === CS) this.csBase = sel << 4;
       return;
     }
     // Protected mode (stage 1 subset): take the base from the GDT; limits are not
     // enforced, 32-bit code segments and the LDT are stage 2.
     if ((sel & ~3) === 0) {
       this.sbase[seg] = 0;
+      if (seg === CS) this.csBase = 0;
       return;
     }
     const d = this.gdtBase + (sel & ~7);
@@ -314,9 +323,10 @@ export class Cpu {
     const base = this.lin16(d + 2) | (this.lin8(d + 4) << 16) | (this.lin8(d + 7) << 24);
     if (seg === CS && this.lin8(d + 6) & 0x40) {
       this.unsupported = '32-bit protected-mode code is not emulated yet';
-      this.stopRequested = true;
+      this.requestStop();
     }
     this.sbase[seg] = base;
+    if (seg === CS) this.csBase = base;
   }
 
   // ---------------------------------------------------------------- ModRM
@@ -547,7 +557,7 @@ export class Cpu {
   interrupt(vector: number): boolean {
     if (this.cr0 & 1) {
       this.unsupported = `interrupt ${vector} in protected mode is not emulated yet`;
-      this.stopRequested = true;
+      this.requestStop();
       return false;
     }
     if (vector * 4 + 3 > this.idtLimit) {
@@ -555,7 +565,7 @@ export class Cpu {
       if (vector === VEC_DF || vector * 4 + 3 > this.idtLimit) {
         if (VEC_DF * 4 + 3 > this.idtLimit || vector === VEC_DF) {
           this.tripleFault = true;
-          this.stopRequested = true;
+          this.requestStop();
           return false;
         }
         vector = VEC_DF;
@@ -610,7 +620,8 @@ export class Cpu {
     for (;;) {
       try {
         const r = this.runBlock(end);
-        if (r === BLOCK_LIMIT) return 'limit';
+        // A stop requested by the batch's last instruction still counts as a stop.
+        if (r === BLOCK_LIMIT && !this.stopRequested) return 'limit';
         if (r === BLOCK_HALT) return 'halt';
         return this.tripleFault ? 'triple-fault' : this.halted ? 'halt' : 'stop';
       } catch (e) {
@@ -627,16 +638,17 @@ export class Cpu {
    * The hot loop, kept free of try/catch (faults unwind to {@link run}). It returns
    * a number and touches no object after the loop: V8 optimises it on-stack while
    * the loop runs, and code after the loop that never ran before would deoptimise
-   * it at every batch ("insufficient type feedback").
+   * it at every batch ("insufficient type feedback"). Everything rare (interrupts,
+   * HLT, the interrupt shadow, TF, a stop request) hides behind one `attention` test.
    */
   private runBlock(end: number): number {
     const ram = this.ram;
     const ramSize = this.ramSize;
-    const sbase = this.sbase;
     const ops = OPS;
     let n = this.instructions;
     while (n < end) {
       if (this.attention) {
+        if (this.stopRequested) return BLOCK_STOP;
         if (this.irqLine && this.inhibit === 0 && (this.flags & IF) !== 0 && this.intr) {
           const v = this.intr.acknowledge();
           if (v >= 0) {
@@ -650,16 +662,15 @@ export class Cpu {
         this.attention = (this.irqLine && (this.flags & IF) !== 0) || this.inhibit !== 0 || (this.flags & TF) !== 0;
         if (this.flags & TF) {
           this.stepRaw();
-          n = ++this.instructions;
+          this.instructions = ++n;
           if (this.flags & TF) this.interrupt(VEC_DB);
-          if (this.stopRequested) return BLOCK_STOP;
           continue;
         }
       }
       // Inline fetch of the opcode byte.
       const ip = this.eip;
       this.startEip = ip;
-      const a = (sbase[CS]! + ip) & this.amask;
+      const a = (this.csBase + ip) & this.amask;
       this.eip = (ip + 1) & 0xffff;
       const op = a >= 0 && a < ramSize ? ram[a]! : this.mem.readUnmapped(a >>> 0);
       if (op === 0x66) {
@@ -668,8 +679,7 @@ export class Cpu {
         ops[this.fetch8()]!(this);
         this.os32 = false;
       } else ops[op]!(this);
-      n = ++this.instructions;
-      if (this.stopRequested) return BLOCK_STOP;
+      this.instructions = ++n;
     }
     return BLOCK_LIMIT;
   }

@@ -169,7 +169,7 @@ export class Machine extends EventEmitter {
 
   private finish(kind: BootOutcome, message: string): void {
     if (!this.outcome) this.outcome = { kind, message };
-    this.cpu.stopRequested = true;
+    this.cpu.requestStop();
   }
 
   /** The visible text screen. */

@@ -5,7 +5,7 @@
  */
 import {
   AF, CF, CS, DF, DS, EAX, EBP, EBX, ECX, EDI, EDX, ES, ESI, ESP, FS, GS, IF, L_ADC, L_ADD, L_DEC, L_INC, L_LOGIC, L_SBB, L_SUB,
-  MASK, OF, SIGN, SS, VEC_BP, VEC_BR, VEC_DB, VEC_DE, VEC_NM, VEC_OF, ZF, ARITH,
+  OF, SIGN, SS, VEC_BP, VEC_BR, VEC_DB, VEC_DE, VEC_NM, VEC_OF, ZF, ARITH,
 } from './consts.js';
 import type { Cpu } from './cpu.js';
 
@@ -26,8 +26,9 @@ for (let i = 0; i < 256; i++) {
   OPS0F[i] = ud;
 }
 
+/** `v` truncated to `sz` bytes (no table load: with a constant `sz` this folds to one AND). */
 function m(v: number, sz: number): number {
-  return v & MASK[sz]!;
+  return sz === 1 ? v & 0xff : sz === 2 ? v & 0xffff : v | 0;
 }
 function sx8(v: number): number {
   return (v << 24) >> 24;
@@ -904,10 +905,11 @@ OPS[0x6f] = strop(S_OUTS, 0);
 export function shift(c: Cpu, op: number, v: number, cnt: number, sz: number): number {
   cnt &= 0x1f;
   if (cnt === 0) return v;
+  if (op >= 4) return shiftLinear(c, op, v, cnt, sz);
   const bits = sz * 8;
   const S = SIGN[sz]!;
   let r: number;
-  if (op < 4) c.materialize();
+  c.materialize();
   let f = c.flags & ARITH;
   switch (op) {
     case 0: {
@@ -936,7 +938,8 @@ export function shift(c: Cpu, op: number, v: number, cnt: number, sz: number): n
       f = (f & ~(CF | OF)) | (cf ? CF : 0) | ((r & S ? 1 : 0) ^ cf ? OF : 0);
       break;
     }
-    case 3: {
+    default: {
+      // RCR
       const n = sz === 4 ? cnt : cnt % (bits + 1);
       let cf = f & CF ? 1 : 0;
       r = v;
@@ -948,28 +951,30 @@ export function shift(c: Cpu, op: number, v: number, cnt: number, sz: number): n
       f = (f & ~(CF | OF)) | (cf ? CF : 0) | ((r & S ? 1 : 0) ^ (r & (S >>> 1) ? 1 : 0) ? OF : 0);
       break;
     }
-    case 4:
-    case 6: {
-      r = m(v << cnt, sz);
-      const cf = cnt <= bits ? (v >>> (bits - cnt)) & 1 : 0;
-      c.setSZPLazy((cf ? CF : 0) | ((r & S ? 1 : 0) ^ cf ? OF : 0), r, sz);
-      return r;
-    }
-    case 5: {
-      r = m(v >>> cnt, sz);
-      const cf = (v >>> (cnt - 1)) & 1;
-      c.setSZPLazy((cf ? CF : 0) | (v & S ? OF : 0), r, sz);
-      return r;
-    }
-    default: {
-      const sv = sxSz(v, sz);
-      r = m(sv >> cnt, sz);
-      const cf = (sv >> (cnt - 1)) & 1;
-      c.setSZPLazy(cf ? CF : 0, r, sz);
-      return r;
-    }
   }
   c.flags = (c.flags & ~ARITH) | f;
+  return r;
+}
+
+/** SHL/SAL, SHR, SAR (op 4..7) of `v` by `cnt` in 1..31: CF and OF now, SF/ZF/PF lazily. */
+function shiftLinear(c: Cpu, op: number, v: number, cnt: number, sz: number): number {
+  const bits = sz * 8;
+  const S = SIGN[sz]!;
+  let r: number;
+  if (op === 5) {
+    r = m(v >>> cnt, sz);
+    const cf = (v >>> (cnt - 1)) & 1;
+    c.setSZPLazy((cf ? CF : 0) | (v & S ? OF : 0), r, sz);
+  } else if (op === 7) {
+    const sv = sxSz(v, sz);
+    r = m(sv >> cnt, sz);
+    const cf = (sv >> (cnt - 1)) & 1;
+    c.setSZPLazy(cf ? CF : 0, r, sz);
+  } else {
+    r = m(v << cnt, sz);
+    const cf = cnt <= bits ? (v >>> (bits - cnt)) & 1 : 0;
+    c.setSZPLazy((cf ? CF : 0) | ((r & S ? 1 : 0) ^ cf ? OF : 0), r, sz);
+  }
   return r;
 }
 /** Where a shift's count comes from. */
@@ -980,6 +985,15 @@ function shiftOp(sz: number, countFrom: number): Op {
   return (c) => {
     const size = sz === 0 ? (c.os32 ? 4 : 2) : sz;
     const modrm = c.fetch8();
+    if (modrm >= 0xc0 && size !== 1) {
+      // A word or dword register: the common case, without the generic r/m helpers.
+      const i = modrm & 7;
+      const reg = c.reg;
+      const n = countFrom === COUNT_ONE ? 1 : countFrom === COUNT_CL ? reg[ECX]! & 0xff : c.fetch8();
+      if (size === 4) reg[i] = shift(c, (modrm >> 3) & 7, reg[i]!, n, 4);
+      else reg[i] = (reg[i]! & ~0xffff) | shift(c, (modrm >> 3) & 7, reg[i]! & 0xffff, n, 2);
+      return;
+    }
     const v = c.readRM(size, modrm);
     const n = countFrom === COUNT_ONE ? 1 : countFrom === COUNT_CL ? c.reg[ECX]! & 0xff : c.fetch8();
     c.writeRM(size, modrm, shift(c, (modrm >> 3) & 7, v, n, size));
@@ -1222,7 +1236,7 @@ OPS[0xff] = (c) => {
 
 OPS[0xf4] = (c) => {
   c.halt();
-  c.stopRequested = true;
+  c.requestStop();
 };
 OPS[0xf5] = (c) => c.setCFbit(!c.getCF());
 OPS[0xf8] = (c) => c.setCFbit(false);

@@ -161,7 +161,7 @@ export class Bios {
         const p = this.disk.handle(c);
         if (p) {
           this.pending = p.then(() => this.mergeFlags(c));
-          c.stopRequested = true;
+          c.requestStop();
           return true;
         }
         break;
@@ -171,7 +171,7 @@ export class Bios {
       case 0x16: this.keyboard(c); break;
       case 0x17: c.setR8(4, 0x00); c.setCFbit(false); break;
       case 0x18: this.host.stop('no-boot', 'no bootable device (INT 18h)'); return true;
-      case 0x19: this.pending = this.bootstrap(); c.stopRequested = true; return true;
+      case 0x19: this.pending = this.bootstrap(); c.requestStop(); return true;
       case 0x1a: this.time(c); break;
       case TRAP_RESET: this.host.stop('reset', 'the guest reset the machine'); return true;
       default: return false;
@@ -281,7 +281,7 @@ export class Bios {
           c.eip = c.startEip;
           c.flags |= IF;
           c.halt();
-          c.stopRequested = true;
+          c.requestStop();
           return;
         }
         {
