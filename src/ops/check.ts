@@ -176,11 +176,13 @@ export function formatCheckHuman(r: CheckReport): string {
     lines.push(`${p.repaired ? 'Repaired: ' : ''}${tag} ${scope}${p.message}${where}`);
   }
   if (r['partition-check-skipped'] !== undefined) lines.push(`Warning partition table not checked: ${r['partition-check-skipped']}`);
-  const fixed = (r['corruptions-fixed'] ?? 0) + (r['leaks-fixed'] ?? 0);
+  const warningsFixed = r.problems.filter((p) => p.scope === 'partitions' && p.severity === 'warning' && p.repaired).length;
+  const fixed = (r['corruptions-fixed'] ?? 0) + (r['leaks-fixed'] ?? 0) + warningsFixed;
   if (fixed) {
     if (lines.length) lines.push('');
     lines.push('The following inconsistencies were found and repaired:', '');
     lines.push(`    ${r['leaks-fixed'] ?? 0} leaked clusters`, `    ${r['corruptions-fixed'] ?? 0} corruptions`);
+    if (warningsFixed) lines.push(`    ${warningsFixed} partition table warnings`);
   }
   if (!r.corruptions && !r.leaks && !r['check-errors'] && !r['partition-warnings']) {
     if (lines.length) lines.push('');

@@ -124,6 +124,10 @@ describe('vdisk check reports and repairs the partition table inside any image',
         expect(repair.code, repair.stdout + repair.stderr).toBe(0);
         const repaired = JSON.parse(repair.stdout) as CheckReport;
         expect(repaired.problems.filter((p) => p.scope === 'partitions').every((p) => p.repaired)).toBe(true);
+        const fixed = (sev: string): number => repaired.problems.filter((p) => p.scope === 'partitions' && p.severity === sev).length;
+        expect(formatCheckHuman(repaired)).toMatch(new RegExp(`^ {4}${fixed('corrupt')} corruptions$`, 'm'));
+        if (fixed('warning')) expect(formatCheckHuman(repaired)).toMatch(new RegExp(`^ {4}${fixed('warning')} partition table warnings$`, 'm'));
+        expect(repaired['corruptions-fixed'] ?? 0).toBe(fixed('corrupt'));
         expect(checkExitCode(await check(img))).toBe(0);
 
         // The judge: sgdisk on the disk as qemu-img reads it out of the image.
