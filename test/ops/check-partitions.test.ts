@@ -159,6 +159,30 @@ describe('vdisk check reports and repairs the partition table inside any image',
     expect((JSON.parse(fix.stdout) as CheckReport).problems.map((p) => p.message)).toContainEqual(expect.stringMatching(/^GPT repair failed: .*partition 3/));
   });
 
+  itWith(['sfdisk', 'qemu-img'], 'overlapping MBR partitions (as sfdisk -V sees them), raw and in a VDI: exit 2 naming both; -r all leaves them alone', async () => {
+    const raw = join(dir, 'overlap.raw');
+    await rm(raw, { force: true });
+    await runOk('truncate', ['-s', String(16 * MiB), raw]);
+    await run('sh', ['-c', 'printf "label: dos\\nstart=2048, size=4M, type=83\\nstart=10240, size=4M, type=83\\n" | sfdisk -q "$0"', raw]);
+    // Entry 2's StartingLBA (MBR byte 446 + 16 + 8) moved back into partition 1: 6144.
+    const fh = await openFile(raw, 'r+');
+    await fh.write(Buffer.from([0x00, 0x18, 0x00, 0x00]), 0, 4, 446 + 16 + 8);
+    await fh.close();
+    const sf = await run('sfdisk', ['-V', raw]);
+    expect(sf.stdout + sf.stderr).toMatch(/Partition 1: overlaps partition 2/);
+    const vdi = join(dir, 'overlap.vdi');
+    await rm(vdi, { force: true });
+    await runOk('qemu-img', ['convert', '-f', 'raw', '-O', 'vdi', raw, vdi]);
+    for (const img of [raw, vdi]) {
+      const r = await vdisk('check', '--output', 'json', img);
+      expect(r.code).toBe(2);
+      const report = JSON.parse(r.stdout) as CheckReport;
+      expect(report['partition-table']).toBe('mbr');
+      expect(report.problems).toContainEqual({ severity: 'corrupt', scope: 'partitions', message: 'partitions 1 and 2 overlap: sectors 6144-10239 belong to both', diskOffset: 6144 * 512 });
+      expect((await vdisk('check', '-r', 'all', img)).code).toBe(2);
+    }
+  });
+
   itWith(['sgdisk'], 'a raw disk without a partition table has nothing to check: exit 63 as qemu-img', async () => {
     const raw = join(dir, 'blank.raw');
     await runOk('truncate', ['-s', String(SIZE), raw]);
