@@ -1,10 +1,22 @@
 /**
  * check: ask an image's format driver for a consistency check (and, with `repair`,
- * fix what is safe), and summarise it the way `qemu-img check` does.
+ * fix what is safe), then check the partition table on the virtual disk it holds
+ * (with `repair: 'all'`, rebuild a damaged or misplaced GPT copy), and summarise it
+ * all the way `qemu-img check` does.
+ *
+ * Exit codes (qemu-img's, extended for partition tables): 0 clean; 2 corruptions left
+ * (format or partition table: overlapping or out-of-disk partitions, bad GPT CRCs,
+ * primary/backup disagreement, a missing GPT copy); 3 only leaks or partition-table
+ * warnings left (no harm to data, e.g. a backup GPT not at the end of a grown disk, a
+ * protective MBR that does not cover the disk: `-r all` fixes those); 1 error; 63
+ * when nothing could be checked (the format has no check, as raw, and the disk holds
+ * no partition table). A raw disk with a partition table is checked for it alone.
  */
+import type { DiskImage } from '../device/block-device.js';
 import type { CheckProblem, CheckResult, FormatDriver } from '../formats/driver.js';
 import { VdiskError } from '../errors.js';
 import { findDriver, openLocation, probeFormat } from '../formats/registry.js';
+import { checkPartitions, readPartitions } from '../partitions/index.js';
 import { FileLocation, type ImageLocation } from '../storage/location.js';
 
 /** Thrown when the image's format has no check (raw), as qemu-img says it; the CLI exits 63 like qemu-img. */
@@ -24,6 +36,14 @@ export interface CheckOptions {
   allowPaths?: readonly string[];
 }
 
+/** A problem as the report lists it: a format problem (offset in the image file) or a partition-table one. */
+export interface ReportProblem extends CheckProblem {
+  /** `partitions` for problems of the partition table on the virtual disk; absent for the format's own. */
+  scope?: 'partitions';
+  /** For partition-table problems: the byte offset on the virtual disk (not in the image file; `offset` is left out). */
+  diskOffset?: number;
+}
+
 /** What `vdisk check --output json` prints: qemu-img check's fields, plus the problems themselves. */
 export interface CheckReport {
   filename: string;
@@ -35,15 +55,22 @@ export interface CheckReport {
   'leaks-fixed'?: number;
   'allocated-clusters'?: number;
   'total-clusters'?: number;
+  /** Partition-table warnings left unrepaired (vdisk's addition; they make the exit code 3 when nothing worse is left). */
+  'partition-warnings'?: number;
+  /** The partition table found on the virtual disk (after any repair): `mbr`, `gpt` or `none`. */
+  'partition-table'?: 'mbr' | 'gpt' | 'none';
+  /** Why the partition table could not be checked (the image would not open), when it could not. */
+  'partition-check-skipped'?: string;
   /** Every problem found (vdisk's addition), repaired ones marked. */
-  problems: CheckProblem[];
+  problems: ReportProblem[];
 }
 
 /** Summarise a driver's findings with qemu-img's counters. */
-export function summariseCheck(filename: string, format: string, result: CheckResult): CheckReport {
+export function summariseCheck(filename: string, format: string, result: Omit<CheckResult, 'problems'> & { problems: ReportProblem[] }): CheckReport {
   const count = (sev: CheckProblem['severity'], repaired: boolean): number =>
     result.problems.filter((p) => p.severity === sev && Boolean(p.repaired) === repaired).length;
   const report: CheckReport = { filename, format, 'check-errors': 0, problems: result.problems };
+  const partitionWarnings = result.problems.filter((p) => p.scope === 'partitions' && p.severity === 'warning' && !p.repaired).length;
   const corruptions = count('corrupt', false);
   const leaks = count('leak', false);
   const corruptionsFixed = count('corrupt', true);
@@ -53,37 +80,85 @@ export function summariseCheck(filename: string, format: string, result: CheckRe
   if (leaks) report.leaks = leaks;
   if (corruptionsFixed) report['corruptions-fixed'] = corruptionsFixed;
   if (leaksFixed) report['leaks-fixed'] = leaksFixed;
+  if (partitionWarnings) report['partition-warnings'] = partitionWarnings;
   if (result.allocatedClusters !== undefined) report['allocated-clusters'] = result.allocatedClusters;
   if (result.totalClusters !== undefined) report['total-clusters'] = result.totalClusters;
   return report;
 }
 
-/** The exit code qemu-img check would give: 0 clean, 2 corruptions left, 3 only leaks left. */
+/** The exit code qemu-img check would give: 0 clean, 2 corruptions left, 3 only leaks (or partition-table warnings) left. */
 export function checkExitCode(report: CheckReport): number {
   if (report['check-errors'] > 0) return 1;
   if (report.corruptions) return 2;
-  if (report.leaks) return 3;
+  if (report.leaks || report['partition-warnings']) return 3;
   return 0;
+}
+
+/** What checking the partition table of an image found. */
+interface PartitionFindings {
+  problems: ReportProblem[];
+  scheme?: 'mbr' | 'gpt' | 'none';
+  skipped?: string;
+}
+
+/** Open the image (writable for `repair: 'all'`) and check (and repair) its partition table. */
+async function checkImagePartitions(location: ImageLocation, driver: FormatDriver, opts: CheckOptions): Promise<PartitionFindings> {
+  const readOnly = opts.repair !== 'all';
+  let image: DiskImage;
+  try {
+    // Opened with the driver that was checked (it may be one the registry does not list).
+    const storage = await location.open(location.name, { readOnly });
+    try {
+      image = await driver.open(storage, location, {
+        readOnly,
+        noBacking: false,
+        openParent: (name: string) => openLocation(location.at(name), { readOnly: true, allowPaths: opts.allowPaths }),
+      });
+    } catch (err) {
+      await storage.close().catch(() => undefined);
+      throw err;
+    }
+  } catch (err) {
+    if (!(err instanceof VdiskError)) throw err;
+    return { problems: [], skipped: err.message };
+  }
+  try {
+    const found = await checkPartitions(image, { repair: opts.repair });
+    const problems = found.map(({ offset, ...p }): ReportProblem => ({ ...p, scope: 'partitions', ...(offset !== undefined ? { diskOffset: offset } : {}) }));
+    return { problems, scheme: (await readPartitions(image)).scheme };
+  } finally {
+    await image.close();
+  }
 }
 
 /** Check the image at `location` with `driver` (detected by magic when absent). */
 export async function checkLocation(location: ImageLocation, opts: CheckOptions & { driver?: FormatDriver } = {}): Promise<CheckReport> {
   const readOnly = opts.repair === undefined;
+  let driver: FormatDriver;
+  let result: CheckResult | undefined;
   const storage = await location.open(location.name, { readOnly });
   try {
     if (storage.size === 0) throw new VdiskError('E_FORMAT', `${location.name}: empty file, not a disk image`);
-    const driver = opts.driver ?? (opts.format ? findDriver(opts.format) : await probeFormat(storage));
-    if (!driver.check) throw new ChecksUnsupportedError(location.name, driver.name);
-    const result = await driver.check(storage, location, {
-      repair: opts.repair,
-      readOnly,
-      // Parents open read-only and with the registry's loop and depth checks.
-      openParent: (name: string) => openLocation(location.at(name), { readOnly: true, allowPaths: opts.allowPaths }),
-    });
-    return summariseCheck(location.name, driver.name, result);
+    driver = opts.driver ?? (opts.format ? findDriver(opts.format) : await probeFormat(storage));
+    if (driver.check) {
+      result = await driver.check(storage, location, {
+        repair: opts.repair,
+        readOnly,
+        // Parents open read-only and with the registry's loop and depth checks.
+        openParent: (name: string) => openLocation(location.at(name), { readOnly: true, allowPaths: opts.allowPaths }),
+      });
+    }
   } finally {
     await storage.close();
   }
+  // The format's own check first (it may repair what opening relies on), then the disk inside.
+  const parts = await checkImagePartitions(location, driver, opts);
+  // No format check and no partition table: nothing was checked, as qemu-img says for raw.
+  if (!result && parts.problems.length === 0 && parts.scheme !== 'mbr' && parts.scheme !== 'gpt') throw new ChecksUnsupportedError(location.name, driver.name);
+  const report = summariseCheck(location.name, driver.name, { ...result, problems: [...(result?.problems ?? []), ...parts.problems] });
+  if (parts.scheme) report['partition-table'] = parts.scheme;
+  if (parts.skipped !== undefined) report['partition-check-skipped'] = parts.skipped;
+  return report;
 }
 
 /** Check (and with `repair`, fix) the image file at `path`. */
@@ -95,17 +170,21 @@ export function check(path: string, opts: CheckOptions = {}): Promise<CheckRepor
 export function formatCheckHuman(r: CheckReport): string {
   const lines: string[] = [];
   for (const p of r.problems) {
-    const where = p.offset !== undefined ? ` (at offset ${p.offset})` : '';
+    const where = p.offset !== undefined ? ` (at offset ${p.offset})` : p.diskOffset !== undefined ? ` (at disk offset ${p.diskOffset})` : '';
     const tag = p.severity === 'corrupt' ? 'ERROR' : p.severity === 'leak' ? 'Leaked' : 'Warning';
-    lines.push(`${p.repaired ? 'Repaired: ' : ''}${tag} ${p.message}${where}`);
+    const scope = p.scope === 'partitions' ? 'partition table: ' : '';
+    lines.push(`${p.repaired ? 'Repaired: ' : ''}${tag} ${scope}${p.message}${where}`);
   }
-  const fixed = (r['corruptions-fixed'] ?? 0) + (r['leaks-fixed'] ?? 0);
+  if (r['partition-check-skipped'] !== undefined) lines.push(`Warning partition table not checked: ${r['partition-check-skipped']}`);
+  const warningsFixed = r.problems.filter((p) => p.scope === 'partitions' && p.severity === 'warning' && p.repaired).length;
+  const fixed = (r['corruptions-fixed'] ?? 0) + (r['leaks-fixed'] ?? 0) + warningsFixed;
   if (fixed) {
     if (lines.length) lines.push('');
     lines.push('The following inconsistencies were found and repaired:', '');
     lines.push(`    ${r['leaks-fixed'] ?? 0} leaked clusters`, `    ${r['corruptions-fixed'] ?? 0} corruptions`);
+    if (warningsFixed) lines.push(`    ${warningsFixed} partition table warnings`);
   }
-  if (!r.corruptions && !r.leaks && !r['check-errors']) {
+  if (!r.corruptions && !r.leaks && !r['check-errors'] && !r['partition-warnings']) {
     if (lines.length) lines.push('');
     lines.push('No errors were found on the image.');
   }
@@ -114,6 +193,9 @@ export function formatCheckHuman(r: CheckReport): string {
   }
   if (r.leaks) {
     lines.push('', `${r.leaks} leaked clusters were found on the image.`, 'This means waste of disk space, but no harm to data.');
+  }
+  if (r['partition-warnings']) {
+    lines.push('', `${r['partition-warnings']} partition table warnings were found on the disk.`, 'No harm to data; -r all moves a misplaced backup GPT and resizes the protective MBR.');
   }
   const alloc = r['allocated-clusters'];
   const totalClusters = r['total-clusters'];

@@ -3,6 +3,7 @@
  * an SVG picture that stays readable for a terabyte disk.
  */
 import type { BlockDevice, DiskImage, Extent } from '../device/block-device.js';
+import type { PartitionSpan } from '../partitions/types.js';
 import { formatSize } from '../util/size.js';
 
 /**
@@ -79,6 +80,92 @@ export interface MapSvgOptions {
   columns?: number;
   /** Title line (default: the image's name). */
   title?: string;
+  /** Partitions to draw over the cells (from `partitionSpans(readPartitions(dev))`): outlines, boundary lines, names. */
+  partitions?: readonly PartitionSpan[];
+  /** The partition scheme's name for the legend (`GPT`, `MBR`). */
+  partitionScheme?: string;
+}
+
+/** Where the SVG's grid of cells sits and how big a cell is, in SVG user units. */
+export const MAP_SVG_GRID = { left: 110, top: 60, cellWidth: 12, cellHeight: 12 } as const;
+
+/** Stroke colours for partitions, in turn. */
+const PARTITION_COLOURS = ['#d62728', '#17becf', '#bcbd22', '#e377c2', '#7f7f7f', '#2b2b8c', '#8c2b6e', '#2b8c3f'];
+/** Average glyph width of the 10 px labels, to decide how much of a name fits. */
+const LABEL_CHAR_WIDTH = 6;
+
+/** Where the grid is drawn: what {@link partitionOverlay} needs to place a byte offset. */
+interface GridGeometry {
+  left: number;
+  top: number;
+  cellWidth: number;
+  cellHeight: number;
+  columns: number;
+  cellBytes: number;
+}
+
+/** The point of byte `pos` on the grid: its row and x; an end on a row boundary stays at the end of the row above. */
+function gridPoint(g: GridGeometry, pos: number, isEnd: boolean): { row: number; x: number } {
+  const rowBytes = g.columns * g.cellBytes;
+  let row = Math.floor(pos / rowBytes);
+  let within = pos - row * rowBytes;
+  if (isEnd && within === 0 && row > 0) {
+    row -= 1;
+    within = rowBytes;
+  }
+  return { row, x: g.left + (within / rowBytes) * g.columns * g.cellWidth };
+}
+
+const px = (n: number): string => String(Number(n.toFixed(2)));
+
+/**
+ * SVG elements drawing partitions over the grid: for each, a translucent outline of
+ * the cells it covers (extended containers dashed, unfilled, around their logicals),
+ * a boundary line at its first and last byte, and its name in the row where it has
+ * the most room (shortened to fit, left out when under two characters fit).
+ */
+function partitionOverlay(g: GridGeometry, spans: readonly PartitionSpan[], diskSize: number): string[] {
+  const out: string[] = [];
+  const gridRight = g.left + g.columns * g.cellWidth;
+  const y = (row: number): number => g.top + row * g.cellHeight;
+  // Extended containers first, so logicals draw over them.
+  const ordered = [...spans].filter((p) => p.length > 0 && p.offset < diskSize).sort((a, b) => Number(b.kind === 'extended') - Number(a.kind === 'extended') || a.offset - b.offset);
+  for (const p of ordered) {
+    const colour = PARTITION_COLOURS[(p.index - 1) % PARTITION_COLOURS.length]!;
+    const end = Math.min(p.offset + p.length, diskSize);
+    const a = gridPoint(g, p.offset, false);
+    const b = gridPoint(g, end, true);
+    const points =
+      a.row === b.row
+        ? [[a.x, y(a.row)], [b.x, y(a.row)], [b.x, y(a.row + 1)], [a.x, y(a.row + 1)]]
+        : [[a.x, y(a.row)], [gridRight, y(a.row)], [gridRight, y(b.row)], [b.x, y(b.row)], [b.x, y(b.row + 1)], [g.left, y(b.row + 1)], [g.left, y(a.row + 1)], [a.x, y(a.row + 1)]];
+    const extended = p.kind === 'extended';
+    const tip = `partition ${p.index}${p.label !== p.typeName ? ` "${p.label}"` : ''} (${p.typeName}${extended ? ', extended' : ''}): ${exactSize(p.offset)} +${exactSize(p.length)}`;
+    out.push(`<g class="partition" data-index="${p.index}" data-kind="${p.kind}" data-offset="${p.offset}" data-length="${p.length}"><title>${esc(tip)}</title>`);
+    out.push(
+      `<polygon points="${points.map(([px1, py1]) => `${px(px1!)},${px(py1!)}`).join(' ')}" fill="${extended ? 'none' : colour}" fill-opacity="0.12" stroke="${colour}" stroke-width="${extended ? 2.5 : 1.5}"${extended ? ' stroke-dasharray="5,3"' : ''}/>`,
+    );
+    for (const [edge, pt] of [['start', a], ['end', b]] as const) {
+      out.push(`<line class="partition-boundary" data-index="${p.index}" data-edge="${edge}" x1="${px(pt.x)}" y1="${px(y(pt.row) - 2)}" x2="${px(pt.x)}" y2="${px(y(pt.row + 1) + 2)}" stroke="${colour}" stroke-width="2"/>`);
+    }
+    if (!extended) {
+      // The row piece with the most room: the first row, the last row, or any full row between.
+      const pieces = [{ row: a.row, x0: a.x, x1: a.row === b.row ? b.x : gridRight }];
+      if (b.row > a.row) pieces.push({ row: b.row, x0: g.left, x1: b.x });
+      if (b.row > a.row + 1) pieces.push({ row: a.row + 1, x0: g.left, x1: gridRight });
+      const best = pieces.reduce((m, q) => (q.x1 - q.x0 > m.x1 - m.x0 ? q : m));
+      const fit = Math.floor((best.x1 - best.x0 - 4) / LABEL_CHAR_WIDTH);
+      const text = `${p.index} ${p.label}`;
+      const shown = text.length <= fit ? text : fit >= 2 ? `${text.slice(0, fit - 1)}…` : '';
+      if (shown) {
+        out.push(
+          `<text class="partition-label" data-index="${p.index}" x="${px(best.x0 + 2)}" y="${px(y(best.row) + g.cellHeight - 3)}" font-size="10" font-weight="bold" fill="${colour}" stroke="white" stroke-width="2.5" paint-order="stroke">${esc(shown)}</text>`,
+        );
+      }
+    }
+    out.push('</g>');
+  }
+  return out;
 }
 
 /** What one cell of the picture covers: bytes of each kind (data split by chain depth). */
@@ -140,10 +227,7 @@ export async function renderMapSvg(dev: BlockDevice, opts: MapSvgOptions = {}): 
     }
   }
 
-  const cw = 12;
-  const ch = 12;
-  const left = 110;
-  const top = 60;
+  const { cellWidth: cw, cellHeight: ch, left, top } = MAP_SVG_GRID;
   const rows = Math.ceil(count / columns);
   const gridW = columns * cw;
   const legendTop = top + rows * ch + 30;
@@ -153,7 +237,10 @@ export async function renderMapSvg(dev: BlockDevice, opts: MapSvgOptions = {}): 
   for (let d = 0; d <= maxDepth; d++) legend.push([DEPTH_COLOURS[d]!, d === 0 ? `data (${names[0] ?? 'this image'})` : `data from depth ${d}${names[d] ? ` (${names[d]})` : ''}`]);
   legend.push([ZERO_COLOUR, 'zero (reads as zeros, allocated as zero)']);
   legend.push([HOLE_COLOUR, 'unallocated']);
-  const height = legendTop + 20 + Math.ceil(legend.length / 3) * 18;
+  const spans = opts.partitions ?? [];
+  const partsTop = legendTop + 20 + Math.ceil(legend.length / 3) * 18;
+  const partRows = spans.length ? 1 + Math.ceil(spans.length / 2) : 0;
+  const height = partsTop + partRows * 16 + (partRows ? 8 : 0);
   const title = opts.title ?? names[0] ?? 'disk';
   const out: string[] = [];
   out.push(`<svg xmlns="http://www.w3.org/2000/svg" width="${width}" height="${height}" viewBox="0 0 ${width} ${height}" font-family="sans-serif" font-size="11">`);
@@ -202,12 +289,25 @@ export async function renderMapSvg(dev: BlockDevice, opts: MapSvgOptions = {}): 
     out.push(`<text x="${x}" y="${scaleY + 14}" text-anchor="middle">${esc(formatSize(frac * columns * cellBytes))}</text>`);
   }
 
+  out.push(...partitionOverlay({ left, top, cellWidth: cw, cellHeight: ch, columns, cellBytes }, spans, dev.size));
+
   legend.forEach(([colour, label], k) => {
     const lx = 10 + (k % 3) * 260;
     const ly = legendTop + 12 + Math.floor(k / 3) * 18;
     out.push(`<rect x="${lx}" y="${ly - 10}" width="12" height="12" fill="${colour}" stroke="#999"/>`);
     out.push(`<text x="${lx + 18}" y="${ly}">${esc(label)}</text>`);
   });
+  if (spans.length) {
+    out.push(`<text x="10" y="${partsTop + 8}" font-weight="bold">${esc(`${opts.partitionScheme ? `${opts.partitionScheme} partitions` : 'Partitions'} (outlined on the map; extended dashed)`)}</text>`);
+    spans.forEach((p, k) => {
+      const lx = 10 + (k % 2) * 390;
+      const ly = partsTop + 24 + Math.floor(k / 2) * 16;
+      const colour = PARTITION_COLOURS[(p.index - 1) % PARTITION_COLOURS.length]!;
+      const what = `${p.index}: ${p.label}${p.label !== p.typeName ? ` (${p.typeName})` : ''}, ${formatSize(p.length)} at ${exactSize(p.offset)}`;
+      out.push(`<rect x="${lx}" y="${ly - 10}" width="12" height="12" fill="${colour}" fill-opacity="0.12" stroke="${colour}"${p.kind === 'extended' ? ' stroke-dasharray="3,2"' : ''}/>`);
+      out.push(`<text class="partition-legend" data-index="${p.index}" x="${lx + 18}" y="${ly}">${esc(what)}</text>`);
+    });
+  }
   out.push('</svg>');
   return `${out.join('\n')}\n`;
 }

@@ -6,14 +6,14 @@ import { action, collect, outputMode } from '../common.js';
 /** Exit code for a format without checks: the one qemu-img uses (63). */
 export const EXIT_CHECK_UNSUPPORTED = 63;
 
-/** `vdisk check`: consistency check (exit 0 clean, 1 error, 2 corrupt, 3 leaks only, 63 format has no check). */
+/** `vdisk check`: consistency check of the image and the partition table inside (exit 0 clean, 1 error, 2 corrupt, 3 leaks or partition warnings only, 63 nothing to check). */
 export function register(program: Command): void {
   const cmd = program
     .command('check')
-    .description('check an image for consistency (exit 0 clean, 1 error, 2 corrupt, 3 leaked space only, 63 no check for the format)')
+    .description('check an image for consistency and the partition table on the disk (exit 0 clean, 1 error, 2 corrupt, 3 only leaked space or partition-table warnings, 63 no check for the format and no partition table)')
     .argument('<image>', 'image file')
     .option('-f, --format <fmt>', 'image format (detected by magic when absent)')
-    .option('-r, --repair <what>', 'repair what is safe: leaks or all')
+    .option('-r, --repair <what>', 'repair what is safe: leaks, or all (also rebuilds a damaged or misplaced GPT copy from the intact one)')
     .option('--output <mode>', 'human or json', 'human')
     .option('--allow-path <dir>', 'let references inside the image lead into DIR (repeatable)', collect, []);
   cmd.action(

@@ -1,13 +1,14 @@
 import type { Command } from 'commander';
 import { open } from '../../formats/registry.js';
 import { renderMapSvg, writeMapHuman, writeMapJson } from '../../ops/map.js';
+import { partitionSpans, readPartitions } from '../../partitions/index.js';
 import { action, collect, outputMode } from '../common.js';
 
 /** `vdisk map`: where the data of an image (and its chain) sits. */
 export function register(program: Command): void {
   const cmd = program
     .command('map')
-    .description('show which ranges of the disk hold data, zeros or nothing (json as qemu-img map; svg draws a picture)')
+    .description('show which ranges of the disk hold data, zeros or nothing (json as qemu-img map; svg draws a picture with the partitions over it)')
     .argument('<image>', 'image file')
     .option('-f, --format <fmt>', 'image format (detected by magic when absent)')
     .option('--output <mode>', 'human, json or svg', 'human')
@@ -24,7 +25,13 @@ export function register(program: Command): void {
         };
         if (mode === 'json') await writeMapJson(img, write);
         else if (mode === 'human') await writeMapHuman(img, write);
-        else write(await renderMapSvg(img, { maxCells: Number.isSafeInteger(maxCells) && maxCells > 0 ? Math.min(maxCells, 65536) : 4096 }));
+        else {
+          // Partition problems are check's business; the picture draws whatever table could be read.
+          const table = await readPartitions(img);
+          const scheme = table.scheme === 'none' ? undefined : table.scheme.toUpperCase();
+          const cells = Number.isSafeInteger(maxCells) && maxCells > 0 ? Math.min(maxCells, 65536) : 4096;
+          write(await renderMapSvg(img, { maxCells: cells, partitions: partitionSpans(table), ...(scheme ? { partitionScheme: scheme } : {}) }));
+        }
       } finally {
         await img.close();
       }
