@@ -228,15 +228,23 @@ export class VdiImage extends BlockDeviceBase implements DiskImage {
     if (this.pendingMap.length === 0) return;
     const blocks = this.pendingMap.sort((a, b) => a - b);
     this.pendingMap = [];
-    await this.writeHeader();
-    for (let i = 0; i < blocks.length; ) {
-      let j = i + 1;
-      while (j < blocks.length && blocks[j] === blocks[j - 1]! + 1) j++;
-      const first = blocks[i]!;
-      const run = Buffer.alloc((j - i) * VDI_MAP_ENTRY_SIZE);
-      for (let k = 0; k < j - i; k++) run.writeUInt32LE(this.map[first + k]! >>> 0, k * VDI_MAP_ENTRY_SIZE);
-      await this.storage.write(run, this.header.offBlocks + first * VDI_MAP_ENTRY_SIZE);
-      i = j;
+    let i = 0;
+    try {
+      await this.writeHeader();
+      while (i < blocks.length) {
+        let j = i + 1;
+        while (j < blocks.length && blocks[j] === blocks[j - 1]! + 1) j++;
+        const first = blocks[i]!;
+        const run = Buffer.alloc((j - i) * VDI_MAP_ENTRY_SIZE);
+        for (let k = 0; k < j - i; k++) run.writeUInt32LE(this.map[first + k]! >>> 0, k * VDI_MAP_ENTRY_SIZE);
+        await this.storage.write(run, this.header.offBlocks + first * VDI_MAP_ENTRY_SIZE);
+        i = j;
+      }
+    } catch (err) {
+      // Still owed: the flush that reports this error can be retried and will write them.
+      this.pendingMap = [...blocks.slice(i), ...this.pendingMap];
+      this.headerStale = true;
+      throw err;
     }
   }
 
