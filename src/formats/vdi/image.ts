@@ -749,7 +749,8 @@ export class VdiImage extends BlockDeviceBase implements DiskImage {
       out.fullBackingFilename = this.backing.filename;
     }
     const warnings = [...this.warnings];
-    if (h.cBlocksAllocated !== this.mapped) warnings.push(`cBlocksAllocated ${h.cBlocksAllocated} differs from the ${this.mapped} blocks the map uses (an interrupted write; check -r fixes it)`);
+    // Allocations not yet committed (pendingMap) are not an interrupted write.
+    if (this.pendingMap.length === 0 && h.cBlocksAllocated !== this.mapped) warnings.push(`cBlocksAllocated ${h.cBlocksAllocated} differs from the ${this.mapped} blocks the map uses (an interrupted write; check -r fixes it)`);
     if (warnings.length) out.warnings = warnings;
     return out;
   }
