@@ -25,7 +25,7 @@ export const DEFAULT_SPARSE_SIZE = 4096;
 export const MAX_SPARSE_SIZE = 64 * 1024 * 1024;
 
 /** Reads in flight ahead of the writer (each one {@link IO_CHUNK} or `-S` bytes). */
-const READ_AHEAD = 2;
+const READ_AHEAD = 3;
 
 /** Options for {@link convert} and {@link convertImage}. */
 export interface ConvertOptions {
@@ -274,23 +274,30 @@ async function copyContents(source: BlockDevice, out: BlockDevice, sparse: numbe
   let done = 0;
   let written = 0;
 
-  const start = async (): Promise<{ piece: Piece; data?: Buffer } | undefined> => {
+  /** The next piece of the plan, with the buffer its read goes into. */
+  const pull = async (): Promise<{ piece: Piece; data?: Buffer } | undefined> => {
     const r = await pieces.next();
     if (r.done) return undefined;
     const piece = r.value;
     if (!piece.read) return { piece };
-    const data = buffers[next++ % buffers.length]!.subarray(0, piece.length);
-    await source.read(data, piece.offset);
-    return { piece, data };
+    return { piece, data: buffers[next++ % buffers.length]!.subarray(0, piece.length) };
   };
 
-  // A queue of reads in flight; the generator is pulled in order, one step at a time.
+  // A queue of reads in flight: the generator is pulled in order, one step at a time,
+  // and the reads themselves overlap (big file reads run on the thread pool).
   const queue: Array<Promise<{ piece: Piece; data?: Buffer } | undefined>> = [];
   let tail: Promise<unknown> = Promise.resolve();
   const enqueue = (): void => {
-    const p = tail.then(start);
+    const p = tail.then(pull);
     tail = p.catch(() => undefined);
-    queue.push(p);
+    const q = p.then(async (item) => {
+      if (item?.data) await source.read(item.data, item.piece.offset);
+      return item;
+    });
+    // Handled here too: a read that fails while earlier pieces are still being written
+    // must not count as an unhandled rejection; the loop still gets the error.
+    q.catch(() => undefined);
+    queue.push(q);
   };
   for (let i = 0; i < READ_AHEAD; i++) enqueue();
   try {

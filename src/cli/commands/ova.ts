@@ -1,7 +1,10 @@
 import type { Command } from 'commander';
 import { VdiskError } from '../../errors.js';
-import { CONTROLLERS, type ControllerKind } from '../../formats/ovf/descriptor.js';
-import { createOva, describePackage, extractPackage, formatPackageInfoHuman, openPackage, verifyPackage, type PackageProgress } from '../../formats/ovf/package.js';
+import type { ControllerKind } from '../../formats/ovf/descriptor.js';
+import type { PackageProgress } from '../../formats/ovf/package.js';
+
+/** The OVF/OVA code (XML parser, tar and zip readers), loaded only when an ova command runs. */
+const ovf = async () => ({ ...(await import('../../formats/ovf/descriptor.js')), ...(await import('../../formats/ovf/package.js')) });
 import { action, collect, outputMode } from '../common.js';
 
 function wholeNumber(flag: string, v: string | undefined, fallback: number): number {
@@ -50,6 +53,7 @@ export function register(program: Command): void {
         disks: string[],
         o: { name: string; cpus: string; memory: string; os: string; network: string[]; controller: string; ovfVersion: string; sha1?: boolean; force?: boolean; progress?: boolean },
       ) => {
+        const { CONTROLLERS, createOva } = await ovf();
         if (!(o.controller in CONTROLLERS)) throw new VdiskError('E_USAGE', `--controller must be ide, scsi or sata, not "${o.controller}"`);
         const v = o.ovfVersion.replace(/\.0$/, '');
         if (v !== '1' && v !== '2') throw new VdiskError('E_USAGE', `--ovf-version must be 1 or 2, not "${o.ovfVersion}"`);
@@ -77,6 +81,7 @@ export function register(program: Command): void {
   i.action(
     action(i, async (file: string, o: { output?: string }) => {
       const mode = outputMode(o.output, ['human', 'json'] as const, 'human');
+      const { openPackage, describePackage, formatPackageInfoHuman } = await ovf();
       const pkg = await openPackage(file);
       try {
         const info = describePackage(pkg);
@@ -96,6 +101,7 @@ export function register(program: Command): void {
   v.action(
     action(v, async (file: string, o: { output?: string; progress?: boolean }) => {
       const mode = outputMode(o.output, ['human', 'json'] as const, 'human');
+      const { openPackage, verifyPackage } = await ovf();
       const pkg = await openPackage(file);
       try {
         const res = await verifyPackage(pkg, progressPrinter(o.progress));
@@ -125,6 +131,7 @@ export function register(program: Command): void {
     .option('-p, --progress', 'show progress');
   x.action(
     action(x, async (file: string, dir: string, o: { outputFormat?: string; verify: boolean; force?: boolean; quiet?: boolean; progress?: boolean }) => {
+      const { extractPackage } = await ovf();
       const written = await extractPackage(file, dir, { format: o.outputFormat, noVerify: !o.verify, force: o.force, onProgress: progressPrinter(o.progress) });
       if (!o.quiet) for (const w of written) process.stdout.write(`${w}\n`);
     }),

@@ -14,6 +14,7 @@ import { VdiskError } from '../../errors.js';
 import type { Storage } from '../../storage/storage.js';
 import { isZero } from '../../device/zero.js';
 import { VDI_MAX_BLOCKS, blockStride, encodeMapEntry, isAllocated } from './blockmap.js';
+
 import {
   NULL_UUID,
   VDI_BLOCK_FREE,
@@ -33,6 +34,9 @@ import {
   newUuid,
   type VdiHeader,
 } from './header.js';
+
+/** Allocations whose header count and map entries may wait in memory before commitMap writes them. */
+const PENDING_LIMIT = 64;
 
 /** How a VdiImage is wired up (the driver decodes and validates before constructing). */
 export interface VdiImageParts {
@@ -200,15 +204,48 @@ export class VdiImage extends BlockDeviceBase implements DiskImage {
     // leaves cBlocksAllocated at most one ahead of the map, a leak; never behind it,
     // where the next writer (qemu, VirtualBox: both allocate at cBlocksAllocated)
     // would hand out a block that is in use.
+    // The count and the map entry are deferred (commitMap), so a sequential writer
+    // pays one header write and one map run write per PENDING_LIMIT blocks, not two
+    // small writes per block; the order on disk stays data, count, map entries.
     await this.storage.write(data, h.offData + slot * this.stride);
-    this.header.cBlocksAllocated = this.mapped + 1;
-    await this.storage.write(encodeHeader(this.header, this.headerRaw), 0);
-    this.headerStale = false;
-    await this.storage.write(encodeMapEntry(slot), h.offBlocks + pc.block * VDI_MAP_ENTRY_SIZE);
     this.map[pc.block] = slot;
     this.owner[slot] = pc.block;
     this.nextSlot = slot + 1;
     this.mapped++;
+    this.pendingMap.push(pc.block);
+    if (this.pendingMap.length >= PENDING_LIMIT) await this.commitMap();
+  }
+
+  /** Virtual blocks whose data is written but whose map entries are not yet on disk. */
+  private pendingMap: number[] = [];
+
+  /**
+   * Put the deferred allocations on disk: the header's cBlocksAllocated first (a crash
+   * after it leaves the count ahead of the map: a leak, never a block handed out
+   * twice), then the map entries, one write per run of adjacent entries.
+   */
+  private async commitMap(): Promise<void> {
+    if (this.pendingMap.length === 0) return;
+    const blocks = this.pendingMap.sort((a, b) => a - b);
+    this.pendingMap = [];
+    let i = 0;
+    try {
+      await this.writeHeader();
+      while (i < blocks.length) {
+        let j = i + 1;
+        while (j < blocks.length && blocks[j] === blocks[j - 1]! + 1) j++;
+        const first = blocks[i]!;
+        const run = Buffer.alloc((j - i) * VDI_MAP_ENTRY_SIZE);
+        for (let k = 0; k < j - i; k++) run.writeUInt32LE(this.map[first + k]! >>> 0, k * VDI_MAP_ENTRY_SIZE);
+        await this.storage.write(run, this.header.offBlocks + first * VDI_MAP_ENTRY_SIZE);
+        i = j;
+      }
+    } catch (err) {
+      // Still owed: the flush that reports this error can be retried and will write them.
+      this.pendingMap = [...blocks.slice(i), ...this.pendingMap];
+      this.headerStale = true;
+      throw err;
+    }
   }
 
   /** True when the header on disk lags behind (a new modification uuid, a changed count). */
@@ -235,6 +272,7 @@ export class VdiImage extends BlockDeviceBase implements DiskImage {
 
   protected override async writeZeroesAt(offset: number, length: number): Promise<void> {
     if (!this.canDeallocate) return super.writeZeroesAt(offset, length);
+    await this.commitMap();
     this.noteModified();
     for (const pc of this.pieces(offset, length)) {
       if (this.wholeBlock(pc)) {
@@ -251,6 +289,7 @@ export class VdiImage extends BlockDeviceBase implements DiskImage {
 
   protected override async discardAt(offset: number, length: number): Promise<void> {
     if (!this.canDeallocate) return;
+    await this.commitMap();
     this.noteModified();
     for (const pc of this.pieces(offset, length)) if (this.wholeBlock(pc)) await this.release(pc.block, VDI_BLOCK_FREE);
     await this.finishRelease();
@@ -342,6 +381,7 @@ export class VdiImage extends BlockDeviceBase implements DiskImage {
    */
   async settle(): Promise<{ movedOrTrimmed: boolean; countFixed: boolean }> {
     this.writable();
+    await this.commitMap();
     const countFixed = this.header.cBlocksAllocated !== this.mapped;
     const before = this.storage.size;
     let holes = false;
@@ -385,6 +425,7 @@ export class VdiImage extends BlockDeviceBase implements DiskImage {
    */
   async resize(newSize: number): Promise<void> {
     this.writable();
+    await this.commitMap();
     this.needParent('resize');
     const h = this.header;
     if (!Number.isSafeInteger(newSize) || newSize <= 0 || newSize % 512 !== 0) {
@@ -517,6 +558,8 @@ export class VdiImage extends BlockDeviceBase implements DiskImage {
         await this.readAt(body.subarray(0, tailFrom), lastOld * h.cbBlock);
         this.nextSlot = tailSlot;
         await this.allocate({ block: lastOld, within: 0, at: 0, length: h.cbBlock }, body, VDI_BLOCK_ZERO);
+        // Its map entry must be on disk before the switch (step 5 may write only the new entries).
+        await this.commitMap();
       }
     }
     // 3. The new map, in memory: renumbered by `shift`; new blocks FREE, ZERO where a
@@ -564,6 +607,7 @@ export class VdiImage extends BlockDeviceBase implements DiskImage {
    */
   async compact(opts: CompactOptions = {}): Promise<CompactResult> {
     this.writable();
+    await this.commitMap();
     this.needParent('compact');
     if (!this.canDeallocate) {
       throw new VdiskError('E_UNSUPPORTED', `${this.filename}: a fixed (preallocated) VDI keeps every block; convert it to a dynamic one to compact it`);
@@ -610,6 +654,7 @@ export class VdiImage extends BlockDeviceBase implements DiskImage {
    */
   async setBacking(parent: DiskImage | undefined, ref?: string): Promise<void> {
     this.writable();
+    await this.commitMap();
     const h = this.header;
     let link = { type: h.type, uuidLinkage: NULL_UUID, uuidParentModify: NULL_UUID };
     if (parent === undefined) {
@@ -662,6 +707,7 @@ export class VdiImage extends BlockDeviceBase implements DiskImage {
   }
 
   protected async flushAll(): Promise<void> {
+    await this.commitMap();
     if (this.headerStale) await this.writeHeader();
     await this.storage.flush();
   }
@@ -703,7 +749,8 @@ export class VdiImage extends BlockDeviceBase implements DiskImage {
       out.fullBackingFilename = this.backing.filename;
     }
     const warnings = [...this.warnings];
-    if (h.cBlocksAllocated !== this.mapped) warnings.push(`cBlocksAllocated ${h.cBlocksAllocated} differs from the ${this.mapped} blocks the map uses (an interrupted write; check -r fixes it)`);
+    // Allocations not yet committed (pendingMap) are not an interrupted write.
+    if (this.pendingMap.length === 0 && h.cBlocksAllocated !== this.mapped) warnings.push(`cBlocksAllocated ${h.cBlocksAllocated} differs from the ${this.mapped} blocks the map uses (an interrupted write; check -r fixes it)`);
     if (warnings.length) out.warnings = warnings;
     return out;
   }

@@ -337,9 +337,24 @@ export class SparseExtent implements VmdkExtent {
     if (fresh.length === 0) return;
     // Make sure every grain table exists (allocating tables before the data they will map).
     for (const f of fresh) await this.ensureTable(Math.floor(f.g / n));
-    // Data first: all new grains, contiguous at the end of the file, in one write.
+    // Data first: all new grains, contiguous at the end of the file. Grains that lie
+    // back to back in memory (whole grains of the caller's buffer) go out in one write
+    // without a copy.
     const start = this.fileEnd;
-    await this.storage.write(fresh.length === 1 ? fresh[0]!.data : Buffer.concat(fresh.map((f) => f.data)), start);
+    let at = start;
+    for (let i = 0; i < fresh.length; ) {
+      const first = fresh[i]!.data;
+      let len = first.length;
+      let j = i + 1;
+      for (; j < fresh.length; j++) {
+        const d = fresh[j]!.data;
+        if (d.buffer !== first.buffer || d.byteOffset !== first.byteOffset + len) break;
+        len += d.length;
+      }
+      await this.storage.write(j === i + 1 ? first : Buffer.from(first.buffer, first.byteOffset, len), at);
+      at += len;
+      i = j;
+    }
     this.fileEnd = start + fresh.length * G;
     // Then the GT entries, grouped per table: primary copy, then the redundant one.
     const byTable = new Map<number, Array<{ idx: number; sector: number }>>();
