@@ -10,6 +10,7 @@ export { FileStorage, type FileOpenOptions } from './storage/file.js';
 export { MemoryStorage } from './storage/memory.js';
 export { FaultPlan, FaultStorage } from './storage/fault.js';
 export { FileLocation, MemoryLocation, type ImageLocation } from './storage/location.js';
+export { filterStorage, type StorageCalls } from './storage/filter.js';
 export type { BlockDevice, CompactOptions, CompactResult, DiskImage, Extent, ExtentKind, ImageInfo } from './device/block-device.js';
 export { BlockDeviceBase, IO_CHUNK, checkDeviceRange, coalesceExtents, listExtents } from './device/base.js';
 export { copyDevice, type CopyOptions } from './device/copy.js';

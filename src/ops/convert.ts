@@ -15,6 +15,7 @@ import { VdiskError, fromSystemError } from '../errors.js';
 import { findDriver, open } from '../formats/registry.js';
 import { acquireWriteLock } from '../storage/lock.js';
 import { FileLocation, type ImageLocation } from '../storage/location.js';
+import { filterStorage } from '../storage/filter.js';
 import type { Storage } from '../storage/storage.js';
 import { checkOptionKeys } from '../util/options.js';
 
@@ -167,19 +168,7 @@ export async function convertImage(source: BlockDevice, dst: string, opts: Conve
 
 /** Storage whose flush does nothing (qemu-img's cache=unsafe); everything else passes through. */
 function withoutSync(s: Storage): Storage {
-  return {
-    name: s.name,
-    get size() {
-      return s.size;
-    },
-    readOnly: s.readOnly,
-    read: (b, o) => s.read(b, o),
-    write: (b, o) => s.write(b, o),
-    truncate: (n) => s.truncate(n),
-    flush: async () => undefined,
-    close: () => s.close(),
-    allocatedSize: s.allocatedSize ? () => s.allocatedSize!() : undefined,
-  };
+  return filterStorage(s, { flush: async () => undefined });
 }
 
 /** A location whose files skip their durability calls: where `cache: 'unsafe'` builds the new image. */

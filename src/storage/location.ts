@@ -3,6 +3,7 @@ import { basename, dirname, isAbsolute, relative, resolve, sep } from 'node:path
 import { VdiskError, fromSystemError } from '../errors.js';
 import { FileStorage } from './file.js';
 import { MemoryStorage } from './memory.js';
+import { filterStorage } from './filter.js';
 import type { Storage } from './storage.js';
 
 /**
@@ -178,17 +179,5 @@ export class MemoryLocation implements ImageLocation {
 
 /** A view of `s` whose close() leaves `s` open, so a memory folder's files outlive their users. */
 function keepOpen(s: Storage): Storage {
-  return {
-    name: s.name,
-    get size() {
-      return s.size;
-    },
-    readOnly: s.readOnly,
-    read: (b, o) => s.read(b, o),
-    write: (b, o) => s.write(b, o),
-    truncate: (n) => s.truncate(n),
-    flush: () => s.flush(),
-    close: async () => {},
-    allocatedSize: async () => (s.allocatedSize ? s.allocatedSize() : s.size),
-  };
+  return filterStorage(s, { close: async () => {}, allocatedSize: async () => (s.allocatedSize ? s.allocatedSize() : s.size) });
 }

@@ -1,0 +1,24 @@
+import type { Storage } from './storage.js';
+
+/** The calls a filter may replace. */
+export type StorageCalls = Pick<Storage, 'read' | 'write' | 'truncate' | 'flush' | 'close' | 'allocatedSize'>;
+
+/**
+ * A Storage that passes every call to `inner` except the ones `overrides` replaces:
+ * a filter in nbdkit's sense (no durability, no close, fault injection, ...).
+ */
+export function filterStorage(inner: Storage, overrides: Partial<StorageCalls>): Storage {
+  return {
+    name: inner.name,
+    get size() {
+      return inner.size;
+    },
+    readOnly: inner.readOnly,
+    read: overrides.read ?? ((b, o) => inner.read(b, o)),
+    write: overrides.write ?? ((b, o) => inner.write(b, o)),
+    truncate: overrides.truncate ?? ((n) => inner.truncate(n)),
+    flush: overrides.flush ?? (() => inner.flush()),
+    close: overrides.close ?? (() => inner.close()),
+    allocatedSize: overrides.allocatedSize ?? (inner.allocatedSize ? () => inner.allocatedSize!() : undefined),
+  };
+}
