@@ -23,7 +23,9 @@ import { editFooter, locatorsPastBat } from './helpers.js';
 
 const dir = await tempDir('vdisk-vhd-maintain-');
 const MiB = 1024 * 1024;
-const FUSE = existsSync('/dev/fuse') ? ['vhdimount', 'umount'] : ['vhdimount', 'umount', '/dev/fuse'];
+/** vhdimount needs FUSE; where /dev/fuse is missing (some containers) its checks are left out, saying so. */
+const HAVE_FUSE = existsSync('/dev/fuse');
+const FUSE = HAVE_FUSE ? ['vhdimount', 'umount'] : [];
 
 async function readAll(file: string): Promise<Buffer> {
   const img = await open(file, { readOnly: true });
@@ -77,6 +79,15 @@ async function libvhdiBytes(file: string, layer: string): Promise<Buffer> {
   }
 }
 
+/** libvhdi must read `expected` as `layer` of `file` (skipped, with a note, without FUSE). */
+async function expectLibvhdi(file: string, layer: string, expected: Buffer): Promise<void> {
+  if (!HAVE_FUSE) {
+    console.warn(`vhdimount check of ${file} left out: no /dev/fuse`);
+    return;
+  }
+  expect((await libvhdiBytes(file, layer)).equals(expected)).toBe(true);
+}
+
 /** Everything an outside reader can say about a standalone VHD: size, content, headers. */
 async function judge(file: string, expected: Buffer): Promise<void> {
   expect((await qemuInfo(file, 'vpc'))['virtual-size']).toBe(expected.length);
@@ -112,7 +123,7 @@ describe('VHD resize and compact, as qemu-img, vhdiinfo and vhdimount see them',
     expected = grown;
     await judge(f, expected);
     expect(await vhdiinfo(f)).toContain('Dynamic');
-    expect((await libvhdiBytes(f, 'vhdi1')).equals(expected)).toBe(true);
+    await expectLibvhdi(f, 'vhdi1', expected);
 
     // Zero the first blocks (they were moved to the end by the BAT growth) and compact.
     const w = await open(f);
@@ -125,13 +136,13 @@ describe('VHD resize and compact, as qemu-img, vhdiinfo and vhdimount see them',
     expect(r.sizeAfter).toBe((await stat(f)).size);
     expect(before - r.sizeAfter).toBeGreaterThanOrEqual(3 * (64 * 1024 + 512));
     await judge(f, expected);
-    expect((await libvhdiBytes(f, 'vhdi1')).equals(expected)).toBe(true);
+    await expectLibvhdi(f, 'vhdi1', expected);
 
     const s = await stat(f);
     await resize(f, '6M', { shrink: true });
     expect((await stat(f)).size).toBeLessThan(s.size);
     await judge(f, expected.subarray(0, 6 * MiB));
-    expect((await libvhdiBytes(f, 'vhdi1')).equals(expected.subarray(0, 6 * MiB))).toBe(true);
+    await expectLibvhdi(f, 'vhdi1', expected.subarray(0, 6 * MiB));
     // Growing again shows zeros where the cut-off data was.
     await resize(f, '8M');
     const regrown = Buffer.alloc(8 * MiB);
@@ -154,7 +165,7 @@ describe('VHD resize and compact, as qemu-img, vhdiinfo and vhdimount see them',
     await resize(f, '3M', { shrink: true });
     expect((await stat(f)).size).toBe(3 * MiB + 512);
     await judge(f, expected.subarray(0, 3 * MiB));
-    expect((await libvhdiBytes(f, 'vhdi1')).equals(expected.subarray(0, 3 * MiB))).toBe(true);
+    await expectLibvhdi(f, 'vhdi1', expected.subarray(0, 3 * MiB));
   });
 });
 
@@ -205,7 +216,7 @@ describe('VHD rebase, as vhdiinfo and qemu-img see it', () => {
     expect(detached).toContain('Dynamic');
     expect(detached).not.toContain('Parent filename');
     await judge(top, view);
-    expect((await libvhdiBytes(top, 'vhdi1')).equals(view)).toBe(true);
+    await expectLibvhdi(top, 'vhdi1', view);
     // qemu appends new blocks after the BAT or the last block: nothing of ours may lie there.
     await runOk('qemu-io', ['-f', 'vpc', '-c', 'write -P 0x5c 2m 64k', top]);
     view.fill(0x5c, 2 * MiB, 2 * MiB + 64 * 1024);
