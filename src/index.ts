@@ -14,6 +14,7 @@ export { filterStorage, type StorageCalls } from './storage/filter.js';
 export type { BlockDevice, CompactOptions, CompactResult, DiskImage, Extent, ExtentKind, ImageInfo } from './device/block-device.js';
 export { BlockDeviceBase, IO_CHUNK, checkDeviceRange, coalesceExtents, listExtents } from './device/base.js';
 export { copyDevice, type CopyOptions } from './device/copy.js';
+export { blockPieces, type BlockPiece } from './device/blocks.js';
 export { isZero, forEachZeroRun } from './device/zero.js';
 export type { CheckProblem, CheckResult, DriverCheckOptions, DriverCreateOptions, DriverOpenOptions, FormatDriver } from './formats/driver.js';
 export { MAX_CHAIN_DEPTH, findDriver, formatDrivers, open, openLocation, probeFormat, type OpenOptions } from './formats/registry.js';

@@ -5,6 +5,7 @@
  */
 import type { BlockDevice, Extent } from './block-device.js';
 import { BlockDeviceBase } from './base.js';
+import { blockPieces } from './blocks.js';
 
 /** Granularity of the overlay's copy-on-write chunks. */
 export const OVERLAY_CHUNK = 4096;
@@ -55,12 +56,7 @@ export class OverlayDevice extends BlockDeviceBase {
   }
 
   protected async writeAt(buf: Uint8Array, offset: number): Promise<void> {
-    let done = 0;
-    while (done < buf.length) {
-      const pos = offset + done;
-      const idx = Math.floor(pos / OVERLAY_CHUNK);
-      const within = pos - idx * OVERLAY_CHUNK;
-      const n = Math.min(buf.length - done, OVERLAY_CHUNK - within);
+    for (const { index: idx, within, done, length: n } of blockPieces(offset, buf.length, OVERLAY_CHUNK)) {
       let chunk = this.chunks.get(idx);
       if (!chunk) {
         const start = idx * OVERLAY_CHUNK;
@@ -70,7 +66,6 @@ export class OverlayDevice extends BlockDeviceBase {
         this.chunks.set(idx, chunk);
       }
       chunk.set(buf.subarray(done, done + n), within);
-      done += n;
     }
   }
 

@@ -6,6 +6,7 @@
 import { isAbsolute } from 'node:path';
 import type { CompactOptions, CompactResult, DiskImage, Extent, ImageInfo } from '../../device/block-device.js';
 import { BlockDeviceBase, IO_CHUNK } from '../../device/base.js';
+import { blockPieces } from '../../device/blocks.js';
 import { isZero, zeroBuffer } from '../../device/zero.js';
 import { VdiskError } from '../../errors.js';
 import type { ImageLocation } from '../../storage/location.js';
@@ -113,12 +114,8 @@ export class VhdImage extends BlockDeviceBase implements DiskImage {
   protected async readAt(buf: Uint8Array, offset: number): Promise<void> {
     if (this.isFixed) return this.storage.read(buf, offset);
     const bs = this.meta.blockSize;
-    let done = 0;
-    while (done < buf.length) {
+    for (const { index: idx, within: inOff, done, length: n } of blockPieces(offset, buf.length, bs)) {
       const pos = offset + done;
-      const idx = Math.floor(pos / bs);
-      const inOff = pos - idx * bs;
-      const n = Math.min(buf.length - done, bs - inOff);
       const piece = buf.subarray(done, done + n);
       const entry = this.meta.bat![idx]!;
       if (entry === BAT_UNUSED) {
@@ -132,7 +129,6 @@ export class VhdImage extends BlockDeviceBase implements DiskImage {
           else await this.readBelow(part, idx * bs + a);
         });
       }
-      done += n;
     }
   }
 
@@ -199,21 +195,12 @@ export class VhdImage extends BlockDeviceBase implements DiskImage {
 
   /** Write whole sectors of a dynamic or differencing disk, block by block. */
   private async writeSectors(buf: Uint8Array, offset: number): Promise<void> {
-    const bs = this.meta.blockSize;
-    let done = 0;
-    while (done < buf.length) {
-      const pos = offset + done;
-      const idx = Math.floor(pos / bs);
-      const inOff = pos - idx * bs;
-      const n = Math.min(buf.length - done, bs - inOff);
+    for (const { index: idx, within: inOff, done, length: n } of blockPieces(offset, buf.length, this.meta.blockSize)) {
       const piece = buf.subarray(done, done + n);
       const entry = this.meta.bat![idx]!;
       if (entry === BAT_UNUSED) {
         // Zeros over a hole of a dynamic disk (nothing below it) need no block.
-        if (!this.isDifferencing && isZero(piece)) {
-          done += n;
-          continue;
-        }
+        if (!this.isDifferencing && isZero(piece)) continue;
         await this.allocateBlock(idx, piece, inOff);
       } else {
         const blockStart = entry * SECTOR_SIZE;
@@ -242,7 +229,6 @@ export class VhdImage extends BlockDeviceBase implements DiskImage {
           }
         }
       }
-      done += n;
     }
   }
 
