@@ -8,6 +8,7 @@ import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { VMDK_ADAPTER_TYPE, type DiskWriter } from '../../../src/formats/ovf/disk-writer.js';
+import { isVdiskError } from '../../../src/errors.js';
 import { findDriver } from '../../../src/formats/registry.js';
 import { FileStorage } from '../../../src/storage/file.js';
 import { it } from 'vitest';
@@ -107,4 +108,15 @@ export function pythonExe(): string {
 export function python(script: string, args: string[] = []): void {
   const r = spawnSync(pythonExe(), ['-c', script, ...args], { encoding: 'utf8' });
   if (r.status !== 0) throw new Error(`python3 failed: ${r.stderr}`);
+}
+
+/** What a promise ends with: `CODE: message` for a VdiskError, `no error` if it resolves; anything else is rethrown. */
+export async function errorOf(p: Promise<unknown>): Promise<string> {
+  try {
+    await p;
+  } catch (e) {
+    if (isVdiskError(e)) return `${e.code}: ${e.message}`;
+    throw e;
+  }
+  return 'no error';
 }

@@ -2,24 +2,13 @@ import { writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { beforeAll, describe, expect, it } from 'vitest';
 import { copyDevice } from '../../../src/device/copy.js';
-import { isVdiskError } from '../../../src/errors.js';
 import { ArchiveLocation, archiveMemberLocation } from '../../../src/formats/ovf/location.js';
 import { createOva } from '../../../src/formats/ovf/package.js';
 import { open } from '../../../src/formats/registry.js';
 import { create } from '../../../src/ops/create.js';
 import { itWith, qemuSame, runOk } from '../../helpers/oracle.js';
 import { patternBytes, tempDir } from '../../helpers/tmp.js';
-import { makeRawDisk, qemuDiskWriter, itWithVmdk } from './helpers.js';
-
-async function code(p: Promise<unknown>): Promise<string> {
-  try {
-    await p;
-  } catch (e) {
-    if (isVdiskError(e)) return `${e.code}: ${e.message}`;
-    throw e;
-  }
-  return 'no error';
-}
+import { makeRawDisk, qemuDiskWriter, itWithVmdk, errorOf as code } from './helpers.js';
 
 describe('ARCHIVE:MEMBER opens a disk in place', () => {
   let dir: string;

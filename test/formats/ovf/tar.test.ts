@@ -1,24 +1,13 @@
 import { readFile, writeFile, mkdir } from 'node:fs/promises';
 import { join } from 'node:path';
 import { beforeAll, describe, expect, it } from 'vitest';
-import { isVdiskError } from '../../../src/errors.js';
 import { TAR_BLOCK, TarWriter, decodeTarHeader, encodeTarHeader, isTar, readTarEntries } from '../../../src/formats/ovf/tar.js';
 import { WindowStorage } from '../../../src/formats/ovf/window.js';
 import { FileStorage } from '../../../src/storage/file.js';
 import { MemoryStorage } from '../../../src/storage/memory.js';
 import { itWith, runOk } from '../../helpers/oracle.js';
 import { patternBytes, tempDir } from '../../helpers/tmp.js';
-import { python } from './helpers.js';
-
-async function code(p: Promise<unknown>): Promise<string> {
-  try {
-    await p;
-  } catch (e) {
-    if (isVdiskError(e)) return `${e.code}: ${e.message}`;
-    throw e;
-  }
-  return 'no error';
-}
+import { python, errorOf as code } from './helpers.js';
 
 describe('ustar header', () => {
   it('encode/decode round trip, including base-256 sizes over 8 GiB and a prefix for long names', () => {
