@@ -29,6 +29,7 @@ export { formatSize, parseSize } from './util/size.js';
 export { parseKeyValues } from './util/options.js';
 export { resize, resizeImage, resolveNewSize, usedSize, type ResizeOptions } from './ops/resize.js';
 export { commit, type CommitOptions } from './ops/commit.js';
+export { commitImage, type CommitImageOptions } from './ops/commit.js';
 export { rebase, type RebaseOptions } from './ops/rebase.js';
 export { compact, type CompactOpsOptions } from './ops/compact.js';
 export {

@@ -97,6 +97,13 @@ export interface DiskImage extends BlockDevice {
    * `undefined` for both makes the image stand alone.
    */
   setBacking?(parent: DiskImage | undefined, ref: string | undefined): Promise<void>;
+  /**
+   * Called by a commit before anything is written into `parent` (a writable open of
+   * this image's parent): record, durably, whatever identity the parent's first write
+   * will give it, so the link holds whether or not that write survives a crash
+   * (VMDK: the parent's next CID). The following setBacking settles the link.
+   */
+  prepareCommit?(parent: DiskImage): Promise<void>;
 }
 
 /** Options for {@link DiskImage.compact}. */

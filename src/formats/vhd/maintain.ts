@@ -50,7 +50,8 @@ export function absoluteRef(location: ImageLocation | undefined, ref: string): s
   // A reference read back from a W2ru locator is spelled like `.\name`: resolve it with `/`.
   const norm = ref.replace(/\\/g, '/');
   if (location instanceof FileLocation) return isAbsolute(norm) ? norm : resolvePath(posix.dirname(resolvePath(location.name)), norm);
-  return ref;
+  // Elsewhere (a memory folder) names are plain: `.\name` and `name` are the same file.
+  return norm.replace(/^\.\//, '');
 }
 
 /** The parent name and locator payloads for a reference: W2ru (when relative) and W2ku (spec "Parent Locator Entries"). */
@@ -646,10 +647,26 @@ export async function relinkVhd(storage: Storage, meta: VhdMeta, link: { uniqueI
     entries.push({ ...empty(), platformCode: l?.code ?? 0 });
     data.push(l?.data);
   }
+  // The link already says exactly this (a commit re-links to a parent whose id and time stamp writes left alone): nothing to write.
+  if (type === DISK_TYPE_DIFFERENCING && !meta.copyDiffers && !meta.copyProblem && ed.homeOffset() === ed.footer.dataOffset && (await sameLink(ed, link, parentName, entries, data))) return;
   const header: DynamicHeader = { ...h, parentUniqueId: Buffer.from(link.uniqueId), parentTimestamp: link.timestamp, parentUnicodeName: parentName, parentLocators: entries };
   await ed.rewriteHeader(header, data, (f) => {
     f.diskType = DISK_TYPE_DIFFERENCING;
   });
+}
+
+/** True when `ed`'s header already names `link` with these locator codes and data. */
+async function sameLink(ed: VhdEditor, link: { uniqueId: Buffer; timestamp: number }, name: string, entries: readonly ParentLocator[], data: ReadonlyArray<Buffer | undefined>): Promise<boolean> {
+  const h = ed.header!;
+  if (!h.parentUniqueId.equals(link.uniqueId) || h.parentTimestamp !== link.timestamp || h.parentUnicodeName !== name) return false;
+  for (const [i, e] of entries.entries()) {
+    const l = h.parentLocators[i]!;
+    if (l.platformCode !== e.platformCode) return false;
+    const want = data[i];
+    if (want === undefined) continue;
+    if (l.platformDataLength !== want.length || !(await ed.locatorData(l)).equals(want)) return false;
+  }
+  return true;
 }
 
 /**

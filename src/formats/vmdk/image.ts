@@ -62,6 +62,8 @@ export class VmdkImage extends BlockDeviceBase implements DiskImage {
   readonly readOnly: boolean;
   size: number;
   private cidUpdated = false;
+  /** The CID the first write will set, once {@link nextCid} was asked for it. */
+  private reservedCid: number | undefined;
   /** A descriptor file was replaced by rename: the open `home` storage is stale and never written again. */
   private descriptorReplaced = false;
 
@@ -155,12 +157,24 @@ export class VmdkImage extends BlockDeviceBase implements DiskImage {
     });
   }
 
+  /**
+   * The CID this disk has after its next change: the current one once it was written
+   * since open, else the one the first write will set (chosen now and kept).
+   */
+  nextCid(): number {
+    if (this.cidUpdated) return this.descriptor.cid;
+    if (this.reservedCid === undefined) {
+      let cid = randomInt(0, 0xffffffff);
+      if (cid === this.descriptor.cid || cid === CID_NONE) cid = (cid + 1) % 0xffffffff;
+      this.reservedCid = cid;
+    }
+    return this.reservedCid;
+  }
+
   /** On the first write, give the disk a new content ID (spec: CID changes when the contents do). */
   private async updateCid(): Promise<void> {
     if (this.cidUpdated) return;
-    let cid = randomInt(0, 0xffffffff);
-    if (cid === this.descriptor.cid || cid === CID_NONE) cid = (cid + 1) % 0xffffffff;
-    this.descriptor.cid = cid;
+    this.descriptor.cid = this.nextCid();
     // A bare sparse extent opened by itself has no descriptor to update.
     if (this.home.kind === 'file' && this.descriptorReplaced) await this.saveDescriptor();
     else if (this.home.kind === 'file' || this.home.size > 0) await writeDescriptor(this.home, this.descriptor);
@@ -507,16 +521,43 @@ export class VmdkImage extends BlockDeviceBase implements DiskImage {
     if (parent && !(parent instanceof VmdkImage)) throw new VdiskError('E_UNSUPPORTED', `${this.filename}: a VMDK delta link needs a VMDK parent, not ${parent.format}`);
     if (parent && ref === undefined) throw new VdiskError('E_USAGE', `${this.filename}: a parent needs a name to store in parentFileNameHint`);
     const d = this.descriptor;
-    const old = { parentCID: d.parentCID, hint: d.parentFileNameHint };
+    const old = { parentCID: d.parentCID, hint: d.parentFileNameHint, pending: d.ddb.get(PENDING_PARENT_CID) };
     d.parentCID = parent ? parent.cid : CID_NONE;
     if (parent) d.parentFileNameHint = ref;
     else delete d.parentFileNameHint;
+    // A commit's note of the parent's coming CID is settled by the link itself.
+    d.ddb.delete(PENDING_PARENT_CID);
     try {
       await this.saveDescriptor();
     } catch (err) {
       d.parentCID = old.parentCID;
       if (old.hint === undefined) delete d.parentFileNameHint;
       else d.parentFileNameHint = old.hint;
+      if (old.pending !== undefined) d.ddb.set(PENDING_PARENT_CID, old.pending);
+      throw err;
+    }
+  }
+
+  /**
+   * Before a commit writes into `parent` (a writable open of this link's parent):
+   * note the CID its first write will set under ddb.vdisk.pendingParentCID and make
+   * that durable. Until setBacking settles the link, open accepts a parent whose CID
+   * is parentCID or that pending one, so a crash on either side of the parent's
+   * descriptor update leaves this link openable. Other readers ignore the key.
+   */
+  async prepareCommit(parent: DiskImage): Promise<void> {
+    this.writable();
+    if (!(parent instanceof VmdkImage) || this.descriptor.parentFileNameHint === undefined) return;
+    const next = parent.nextCid();
+    if (next === this.descriptor.parentCID) return;
+    const d = this.descriptor;
+    const old = d.ddb.get(PENDING_PARENT_CID);
+    d.ddb.set(PENDING_PARENT_CID, hex8(next));
+    try {
+      await this.saveDescriptor();
+    } catch (err) {
+      if (old === undefined) d.ddb.delete(PENDING_PARENT_CID);
+      else d.ddb.set(PENDING_PARENT_CID, old);
       throw err;
     }
   }
@@ -552,6 +593,21 @@ export class VmdkImage extends BlockDeviceBase implements DiskImage {
     }
     return total;
   }
+}
+
+/** A commit's note of the CID the parent is about to take (see VmdkImage.prepareCommit); vdisk's own ddb key. */
+export const PENDING_PARENT_CID = 'ddb.vdisk.pendingParentCID';
+
+function hex8(n: number): string {
+  return (n >>> 0).toString(16).padStart(8, '0');
+}
+
+/** The pending parent CID a commit noted, if any; E_CORRUPT when it is not a hex number. */
+function pendingParentCid(d: Descriptor, name: string): number | undefined {
+  const v = d.ddb.get(PENDING_PARENT_CID);
+  if (v === undefined) return undefined;
+  if (!/^[0-9a-fA-F]{1,8}$/.test(v)) throw new VdiskError('E_CORRUPT', `${name}: descriptor ${PENDING_PARENT_CID} "${v.slice(0, 40)}" is not a hex number`);
+  return parseInt(v, 16) >>> 0;
 }
 
 /** Make ddb.geometry.cylinders follow a new capacity (heads and sectors stay; at most 16383, as VMware caps it). */
@@ -671,7 +727,8 @@ export async function openVmdk(storage: Storage, location: ImageLocation, opts: 
       fullBacking = location.resolve(d.parentFileNameHint);
       backing = await opts.openParent(fullBacking);
     }
-    if (backing instanceof VmdkImage && !opts.parent && backing.cid !== d.parentCID) {
+    const pending = pendingParentCid(d, name);
+    if (backing instanceof VmdkImage && !opts.parent && backing.cid !== d.parentCID && backing.cid !== pending) {
       throw new VdiskError('E_CHAIN', `${name}: parentCID ${d.parentCID.toString(16)} does not match the parent's CID ${backing.cid.toString(16)} (the parent changed after this delta link was made; if its content is known to be right, "vdisk rebase -u -b PARENT" re-links it)`);
     }
     storages.push(storage);
