@@ -13,6 +13,8 @@ import type { DiskImage } from '../../src/device/block-device.js';
 import { findDriver, openLocation } from '../../src/formats/registry.js';
 import { commitImage } from '../../src/ops/commit.js';
 import { checkLocation } from '../../src/ops/check.js';
+import { PENDING_PARENT_CID, VmdkImage, readDescriptor, writeDescriptor } from '../../src/formats/vmdk/image.js';
+import type { Descriptor } from '../../src/formats/vmdk/descriptor.js';
 import { MemoryLocation } from '../../src/storage/location.js';
 import { MemoryStorage } from '../../src/storage/memory.js';
 import { crashSweep } from '../helpers/crash.js';
@@ -96,6 +98,14 @@ async function chain(c: Case): Promise<{ files: Map<string, Buffer>; base: strin
   return { files, base, top };
 }
 
+/** A VMDK delta names its parent's current CID and carries no pending note. */
+async function expectLinked(child: DiskImage): Promise<void> {
+  const facts = (await child.info()).formatSpecific ?? {};
+  const parentFacts = (await child.backing!.info()).formatSpecific ?? {};
+  expect(facts['parent-cid'], 'parentCID').toBe(parentFacts.cid);
+  expect((child as VmdkImage).descriptor.ddb.has(PENDING_PARENT_CID)).toBe(false);
+}
+
 async function runCommit(loc: MemoryLocation, base: string, top: string, keepChild: boolean): Promise<number> {
   const child = await openLocation(loc.at(top));
   try {
@@ -144,6 +154,15 @@ describe('commit crash safety (commitImage)', () => {
           if (progress.flushedSteps === 1) expect(pv.equals(childView), 'parent after commit').toBe(true);
           await leaksOnly(folder, top);
           await leaksOnly(folder, base);
+          // Opened for writing, the child settles its link (VMDK: parentCID becomes the parent's CID).
+          await (await openLocation(folder.at(top))).close();
+          const settled = await openLocation(folder.at(top), { readOnly: true });
+          try {
+            expect((await readAll(settled)).equals(childView), 'child view after settling').toBe(true);
+            if (c.fmt === 'vmdk') await expectLinked(settled);
+          } finally {
+            await settled.close();
+          }
         },
       });
       // Crash points cover all three states of the parent: untouched, part-merged and merged.
@@ -165,11 +184,7 @@ describe('commit crash safety (commitImage)', () => {
         if (c.keepChild) expect(own).toBeGreaterThan(MiB);
         else expect(own).toBe(0);
         expect((await child.info()).warnings).toBeUndefined();
-        const facts = (await child.info()).formatSpecific ?? {};
-        if (c.fmt === 'vmdk') {
-          const parentFacts = (await child.backing!.info()).formatSpecific ?? {};
-          expect(facts['parent-cid']).toBe(parentFacts.cid);
-        }
+        if (c.fmt === 'vmdk') await expectLinked(child);
       } finally {
         await child.close();
       }
@@ -177,4 +192,36 @@ describe('commit crash safety (commitImage)', () => {
       await leaksOnly(done, base);
     }, 120_000);
   }
+});
+
+describe('the VMDK pending parent CID note', () => {
+  /** The chain's files with the child's descriptor changed by `edit`. */
+  async function edited(edit: (d: Descriptor, parentCid: number) => void): Promise<MemoryLocation> {
+    const { files } = await chain({ fmt: 'vmdk', options: {}, keepChild: false });
+    const folder = folderOf(files);
+    const parentCid = (await readDescriptor(folder.files.get('base.vmdk')!)).descriptor.cid;
+    const s = folder.files.get('top.vmdk')!;
+    const { descriptor, home } = await readDescriptor(s);
+    edit(descriptor, parentCid);
+    await writeDescriptor(home, descriptor);
+    return folder;
+  }
+
+  it('links the child when the parent has the noted CID; a parent matching neither is still E_CHAIN', async () => {
+    const ok = await edited((d, cid) => {
+      d.ddb.set(PENDING_PARENT_CID, cid.toString(16));
+      d.parentCID = (cid + 1) >>> 0;
+    });
+    await (await openLocation(ok.at('top.vmdk'), { readOnly: true })).close();
+    const stale = await edited((d, cid) => {
+      d.ddb.set(PENDING_PARENT_CID, ((cid + 2) >>> 0).toString(16));
+      d.parentCID = (cid + 1) >>> 0;
+    });
+    await expect(openLocation(stale.at('top.vmdk'), { readOnly: true })).rejects.toMatchObject({ code: 'E_CHAIN' });
+  });
+
+  it('a note that is not a hex number is E_CORRUPT naming the key', async () => {
+    const bad = await edited((d) => d.ddb.set(PENDING_PARENT_CID, 'zz'));
+    await expect(openLocation(bad.at('top.vmdk'), { readOnly: true })).rejects.toMatchObject({ code: 'E_CORRUPT', message: expect.stringContaining(PENDING_PARENT_CID) });
+  });
 });

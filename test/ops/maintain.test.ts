@@ -183,6 +183,45 @@ for (const fmt of ['vhd', 'vdi', 'vmdk']) {
   });
 }
 
+describe.skipIf(!registered('vmdk'))('commit of a vmdk delta, judged by qemu-img', () => {
+  for (const keep of [false, true]) {
+    itWith(['qemu-img', 'qemu-io'], `vdisk commit${keep ? ' -d' : ''}: qemu-img checks both disks clean and reads the child through the merged parent as before`, async () => {
+      const base = join(dir, `base-q${keep ? 'k' : ''}.vmdk`);
+      const top = join(dir, `top-q${keep ? 'k' : ''}.vmdk`);
+      const ref = join(dir, `commit-q${keep ? 'k' : ''}.raw`);
+      await (await create(base, { format: 'vmdk', size: '8M' })).close();
+      await fill(base, join(dir, 'base-q.raw'), [[0, patternBytes(2 * MiB, 12)]], 8 * MiB);
+      // qemu makes the delta link: its parentCID is qemu's reading of the parent's CID.
+      await runOk('qemu-img', ['create', '-f', 'vmdk', '-b', base, '-F', 'vmdk', top]);
+      await runOk('qemu-io', ['-f', 'vmdk', '-c', 'write -P 0x5a 1049600 1536', '-c', 'write -P 0xa5 6M 1M', '-c', 'write -z 0 64k', top]);
+      await runOk('qemu-img', ['convert', '-f', 'vmdk', '-O', 'raw', top, ref]);
+      // qemu-img info reads the CIDs from the descriptors.
+      const cidOf = async (p: string): Promise<{ cid: number; parent: number; text: string }> => {
+        const data = ((await qemuInfo(p, 'vmdk'))['format-specific'] as { data: { cid: number; 'parent-cid': number } }).data;
+        return { cid: data.cid, parent: data['parent-cid'], text: (await readFile(p)).subarray(0, 64 * 1024).toString('latin1') };
+      };
+      const before = await cidOf(base);
+
+      const r = await execFileP(process.execPath, [VDISK_BIN, 'commit', ...(keep ? ['-d'] : []), top], { encoding: 'utf8' });
+      expect(r.stdout).toMatch(/Image committed/);
+      // The parent took a new CID on its first write and the child names it; no pending note is left.
+      const after = await cidOf(base);
+      const child = await cidOf(top);
+      expect(after.cid).not.toBe(before.cid);
+      expect(child.parent).toBe(after.cid);
+      expect(child.text).not.toMatch(/pendingParentCID/);
+      await qemuCheckClean(base, 'vmdk');
+      await qemuCheckClean(top, 'vmdk');
+      expect(await qemuSame(base, 'vmdk', ref, 'raw')).toBe(true);
+      expect(await qemuSame(top, 'vmdk', ref, 'raw')).toBe(true);
+      const map = JSON.parse(await runOk('qemu-img', ['map', '--output=json', '-f', 'vmdk', top])) as Array<{ depth: number; data: boolean }>;
+      // Without -d the child gives its grains back: qemu finds every byte in the parent.
+      if (keep) expect(map.some((m) => m.depth === 0 && m.data)).toBe(true);
+      else expect(map.filter((m) => m.depth === 0 && m.data)).toEqual([]);
+    });
+  }
+});
+
 describe('maintenance refusals leave the image unchanged', () => {
   it('compact of an image open for writing elsewhere is E_LOCKED; resize of raw below use needs --shrink', async () => {
     const p = join(dir, 'locked.img');

@@ -732,7 +732,11 @@ export async function openVmdk(storage: Storage, location: ImageLocation, opts: 
       throw new VdiskError('E_CHAIN', `${name}: parentCID ${d.parentCID.toString(16)} does not match the parent's CID ${backing.cid.toString(16)} (the parent changed after this delta link was made; if its content is known to be right, "vdisk rebase -u -b PARENT" re-links it)`);
     }
     storages.push(storage);
-    return new VmdkImage(d, home, placed, storages, readOnly, backing, fullBacking, location);
+    const image = new VmdkImage(d, home, placed, storages, readOnly, backing, fullBacking, location);
+    // An interrupted commit left its note: opened for writing, the link is settled to the parent
+    // as it is (other readers, qemu among them, then accept it again).
+    if (pending !== undefined && !readOnly && backing instanceof VmdkImage && !opts.parent) await image.setBacking(backing, d.parentFileNameHint);
+    return image;
   } catch (err) {
     for (const s of storages) await s.close().catch(() => undefined);
     if (backing && backing !== opts.parent) await backing.close().catch(() => undefined);

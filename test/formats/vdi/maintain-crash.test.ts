@@ -12,6 +12,7 @@ import type { DiskImage } from '../../../src/device/block-device.js';
 import { openLocation } from '../../../src/formats/registry.js';
 import { decodeHeader } from '../../../src/formats/vdi/header.js';
 import { checkVdi } from '../../../src/formats/vdi/index.js';
+import { commitImage } from '../../../src/ops/commit.js';
 import { resizeImage } from '../../../src/ops/resize.js';
 import { MemoryLocation } from '../../../src/storage/location.js';
 import { MemoryStorage } from '../../../src/storage/memory.js';
@@ -224,37 +225,28 @@ describe('vdi resize and compact crash safety', async () => {
 });
 
 
-/** The steps of src/ops/commit.ts on a memory folder (commit() itself opens files by path). */
+/** commit through the real code (commitImage) on a memory folder. */
 async function commitIn(loc: MemoryLocation): Promise<void> {
   const c = await openLocation(loc.at('child.vdi'));
-  const own = [];
-  for await (const e of c.extents()) if (e.depth === 0 && e.kind !== 'hole') own.push(e);
-  const p = await openLocation(loc.at('base.vdi'));
-  for (const e of own) {
-    if (e.kind === 'zero') await p.writeZeroes(e.offset, e.length);
-    else {
-      const b = Buffer.alloc(e.length);
-      await c.read(b, e.offset);
-      await p.write(b, e.offset);
+  try {
+    const p = await openLocation(loc.at('base.vdi'));
+    try {
+      await commitImage(c, p);
+    } finally {
+      await p.close();
     }
+  } finally {
+    await c.close();
   }
-  await p.flush();
-  await p.close();
-  // Writing changed the parent's uuidModify: the child is linked to it again.
-  const relinked = await openLocation(loc.at('base.vdi'), { readOnly: true });
-  await c.setBacking!(relinked, 'base.vdi');
-  await relinked.close();
-  for (const e of own) await c.discard(e.offset, e.length);
-  await c.flush();
-  await c.close();
 }
 
 describe('vdi commit crash safety', () => {
   /**
-   * The steps of src/ops/commit.ts (which opens files by path) on a memory folder:
-   * the child's own ranges are written into the parent, the parent is flushed, the
-   * child is re-linked to the parent's new uuidModify, then its blocks are discarded. Every crash must leave the child showing its
-   * guest content, and every byte of the parent either its old or the child's value.
+   * commitImage on a memory folder: the child's own ranges are written into the
+   * parent, the parent is flushed, the child is re-linked to the parent's new
+   * uuidModify, then its blocks are discarded. Every crash must leave the child
+   * showing its guest content, and every byte of the parent either its old or the
+   * child's value. (test/ops/commit-crash.test.ts sweeps VHD and VMDK the same way.)
    */
   it('a fault at every write of a commit leaves the child whole and the parent old-or-new per byte', async () => {
     const f = memFolder();
