@@ -3,7 +3,12 @@
 // as the floor, on a 2 GiB disk half filled with random data. Runs alternate (vdisk, qemu,
 // cp, vdisk, ...) so drift on a shared machine hits all alike; prints medians and ratios.
 //
-//   npm run build && node bench/convert.mjs [--repeat N] [--size 2G] [--dir /tmp]
+//   npm run build && node bench/convert.mjs [--repeat N] [--size 2G] [--dir /tmp] [--data random|text] [--only NAME]
+//
+// --data text fills the data half with compressible text instead of random bytes (the
+// case where compression does real work: streamOptimized then measures the worker
+// threads, not the incompressible-grain screen). --only runs the cases whose name
+// contains NAME (e.g. --only stream).
 //
 // Cases whose formats vdisk has no driver for yet are skipped with a note; raw → raw
 // always runs. Output of the first vdisk run of each case is checked with qemu-img compare.
@@ -22,6 +27,9 @@ const opt = (name, fallback) => {
 const REPEAT = Number(opt('--repeat', process.env.BENCH_REPEAT ?? '3'));
 const SIZE = parseSizeArg(opt('--size', '2G'));
 const BASE = opt('--dir', process.env.BENCH_DIR ?? tmpdir());
+const DATA = opt('--data', 'random');
+const ONLY = opt('--only', '');
+if (DATA !== 'random' && DATA !== 'text') throw new Error(`bad --data ${DATA} (random or text)`);
 const VDISK = new URL('../bin/vdisk.js', import.meta.url).pathname;
 
 function parseSizeArg(s) {
@@ -42,14 +50,24 @@ function has(format) {
 const dir = mkdtempSync(join(BASE, 'vdisk-bench-convert-'));
 process.on('exit', () => rmSync(dir, { recursive: true, force: true }));
 
-/** Half random data: alternate 4 MiB of random bytes and 4 MiB of hole. */
+/** Text-like bytes that deflate shrinks about 3:1 (words picked at random). */
+function fillText(buf) {
+  const words = 'sector block disk image grain table footer header parent child extent volume the of and to in is that for'.split(' ');
+  const pick = Buffer.alloc(buf.length);
+  randomFillSync(pick);
+  let at = 0;
+  for (let i = 0; at < buf.length; i++) at += buf.write(`${words[pick[i] % words.length]} `, at);
+}
+
+/** Half data: alternate 4 MiB of random bytes (or text, with --data text) and 4 MiB of hole. */
 function makeRaw(path) {
   const fd = openSync(path, 'w');
   try {
     ftruncateSync(fd, SIZE);
     const chunk = Buffer.alloc(4 * 1024 ** 2);
     for (let off = 0; off < SIZE; off += 2 * chunk.length) {
-      randomFillSync(chunk);
+      if (DATA === 'text') fillText(chunk);
+      else randomFillSync(chunk);
       writeSync(fd, chunk, 0, Math.min(chunk.length, SIZE - off), off);
     }
   } finally {
@@ -74,7 +92,7 @@ const median = (xs) => {
   return s.length % 2 ? s[(s.length - 1) / 2] : (s[s.length / 2 - 1] + s[s.length / 2]) / 2;
 };
 
-console.log(`vdisk convert bench: ${SIZE / 1024 ** 3} GiB disk, half random data; ${REPEAT} alternating runs each; medians in seconds\n(vdisk runs with -t unsafe, qemu-img convert's default cache mode: neither flushes)`);
+console.log(`vdisk convert bench: ${SIZE / 1024 ** 3} GiB disk, half ${DATA === 'text' ? 'text' : 'random data'}; ${REPEAT} alternating runs each; medians in seconds\n(vdisk runs with -t unsafe, qemu-img convert's default cache mode: neither flushes)`);
 const raw = join(dir, 'src.raw');
 makeRaw(raw);
 const sources = {
@@ -94,6 +112,7 @@ const cases = [
 
 const rows = [];
 for (const c of cases) {
+  if (ONLY && !c.name.toLowerCase().includes(ONLY.toLowerCase())) continue;
   const missing = [...new Set([c.from, c.to].filter((f) => !has(f)))];
   if (missing.length) {
     console.log(`${c.name}: skipped (vdisk has no ${missing.join(', ')} driver yet)`);

@@ -1,23 +1,39 @@
 /** The vdisk command line: a thin commander layer over the library. */
 import { readFileSync } from 'node:fs';
 import { Command } from 'commander';
-import { register as registerCreate } from './commands/create.js';
-import { register as registerInfo } from './commands/info.js';
-import { register as registerMaintain } from './commands/maintain.js';
-import { register as registerOva } from './commands/ova.js';
-import { register as registerConvert } from './commands/convert.js';
-import { register as registerMap } from './commands/map.js';
-import { register as registerCompare } from './commands/compare.js';
-import { register as registerCheck } from './commands/check.js';
-import { register as registerBoot } from './commands/boot.js';
+
+/** A command module: adds its command(s) to the program. */
+interface CommandModule {
+  register(program: Command): void;
+}
+
+/**
+ * Every command module, in help order, with the command names it adds. Modules are
+ * imported on demand: a run of one command loads only that command's code, which
+ * keeps start-up short (it is part of every convert's wall time).
+ */
+const COMMANDS: ReadonlyArray<readonly [names: readonly string[], load: () => Promise<CommandModule>]> = [
+  [['info'], () => import('./commands/info.js')],
+  [['create'], () => import('./commands/create.js')],
+  [['convert'], () => import('./commands/convert.js')],
+  [['map'], () => import('./commands/map.js')],
+  [['compare'], () => import('./commands/compare.js')],
+  [['check'], () => import('./commands/check.js')],
+  [['resize', 'compact', 'commit', 'rebase'], () => import('./commands/maintain.js')],
+  [['ova'], () => import('./commands/ova.js')],
+  [['boot'], () => import('./commands/boot.js')],
+];
 
 function packageVersion(): string {
   const pkg = JSON.parse(readFileSync(new URL('../../package.json', import.meta.url), 'utf8')) as { version: string };
   return pkg.version;
 }
 
-/** Build the commander program with every command registered. */
-export function buildProgram(): Command {
+/**
+ * Build the commander program. With `argv`, a run naming one command registers just
+ * that command's module; otherwise (help, version, unknown names) all are registered.
+ */
+export async function buildProgram(argv?: readonly string[]): Promise<Command> {
   const program = new Command('vdisk');
   program
     .description('virtual disk images: convert, inspect, package, pool, serve and boot VHD, VDI, VMDK and raw')
@@ -25,11 +41,13 @@ export function buildProgram(): Command {
     .option('--debug', 'print stack traces with errors')
     .showHelpAfterError()
     .configureOutput({ outputError: (str, write) => write(`vdisk: ${str.replace(/^error: /, '')}`) });
-  for (const register of [registerInfo, registerCreate, registerConvert, registerMap, registerCompare, registerCheck, registerMaintain, registerOva, registerBoot]) register(program);
+  const named = argv?.slice(2).find((a) => !a.startsWith('-'));
+  const only = COMMANDS.find(([names]) => named !== undefined && names.includes(named));
+  for (const [, load] of only ? [only] : COMMANDS) (await load()).register(program);
   return program;
 }
 
 /** Run the CLI with `argv` (as process.argv). */
 export async function main(argv: readonly string[]): Promise<void> {
-  await buildProgram().parseAsync(argv as string[]);
+  await (await buildProgram(argv)).parseAsync(argv as string[]);
 }

@@ -2,7 +2,8 @@
  * `-p` progress for long commands: a cli-progress bar when stderr is a terminal,
  * otherwise one "NN%" line per whole percent (readable in logs and pipes).
  */
-import cliProgress from 'cli-progress';
+import { createRequire } from 'node:module';
+import type CliProgress from 'cli-progress';
 
 /** A progress reporter: call `update` often, `stop` once at the end. */
 export interface Progress {
@@ -16,6 +17,8 @@ export const noProgress: Progress = { update: () => undefined, stop: () => undef
 /** Make a reporter for `label` writing to `stream` (a bar on a TTY, percentage lines otherwise). */
 export function makeProgress(label: string, stream: NodeJS.WriteStream = process.stderr): Progress {
   if (stream.isTTY) {
+    // loaded here: only a terminal needs the bar library
+    const cliProgress = createRequire(import.meta.url)('cli-progress') as typeof CliProgress;
     const bar = new cliProgress.SingleBar(
       { format: `${label} [{bar}] {percentage}% | {value}/{total} MiB`, stream, hideCursor: true, clearOnComplete: false },
       cliProgress.Presets.shades_classic,

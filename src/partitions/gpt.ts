@@ -4,7 +4,8 @@
  * bits. Layout: UEFI Specification 2.10, §5.3 "GUID Partition Table (GPT) Disk
  * Layout" (Table 5-5 header, Table 5-6 entry, Table 5-7 attributes).
  */
-import CRC32 from 'crc-32';
+import { createRequire } from 'node:module';
+import type CRC32Lib from 'crc-32';
 import type { BlockDevice } from '../device/block-device.js';
 import { VdiskError } from '../errors.js';
 import type { CheckProblem } from '../formats/driver.js';
@@ -67,9 +68,13 @@ const ATTRIBUTE_BITS: ReadonlyArray<[number, string]> = [
 /** Bits 48-63 belong to the partition type (UEFI Table 5-7). */
 const TYPE_SPECIFIC_FIRST_BIT = 48;
 
+/** The crc-32 package, loaded on the first GPT (start-up of unrelated commands stays short). */
+let crcLib: typeof CRC32Lib | undefined;
+
 /** CRC-32 (IEEE 802.3, the one UEFI Appendix and zlib use) as an unsigned number. */
 export function crc32(data: Uint8Array): number {
-  return CRC32.buf(data) >>> 0;
+  crcLib ??= createRequire(import.meta.url)('crc-32') as typeof CRC32Lib;
+  return crcLib.buf(data) >>> 0;
 }
 
 /** Format 16 bytes of a GUID stored in EFI mixed-endian order (UEFI Appendix A) as text. */

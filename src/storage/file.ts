@@ -123,10 +123,24 @@ export class FileStorage implements Storage {
     const fd = this.fd();
     this.writable();
     checkIoArgs(this.name, offset, buf.length);
+    if (buf.length >= ASYNC_READ) return this.writeAsync(buf, offset);
     let done = 0;
     while (done < buf.length) {
       try {
         done += writeSync(fd, buf, done, Math.min(SLICE, buf.length - done), offset + done);
+      } catch (err) {
+        throw fromSystemError(err, this.name);
+      }
+    }
+    if (offset + buf.length > this.length) this.length = offset + buf.length;
+  }
+
+  private async writeAsync(buf: Uint8Array, offset: number): Promise<void> {
+    const fh = this.handle();
+    let done = 0;
+    while (done < buf.length) {
+      try {
+        ({ bytesWritten: done } = await fh.write(buf, done, buf.length - done, offset + done).then((r) => ({ bytesWritten: done + r.bytesWritten })));
       } catch (err) {
         throw fromSystemError(err, this.name);
       }

@@ -6,10 +6,11 @@
  * unlinked temporary file when large.
  */
 import { mkdtemp, rm } from 'node:fs/promises';
+import { createRequire } from 'node:module';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Readable } from 'node:stream';
-import * as yauzl from 'yauzl';
+import type * as Yauzl from 'yauzl';
 import { VdiskError, isVdiskError } from '../../errors.js';
 import { FileStorage } from '../../storage/file.js';
 import { MemoryStorage } from '../../storage/memory.js';
@@ -49,33 +50,43 @@ export const DEFAULT_ZIP_LIMITS: ZipLimits = {
   maxEntries: 10_000,
 };
 
-/** yauzl reads the zip through this, so a zip inside any Storage (a tar entry, ...) works. */
-class StorageReader extends yauzl.RandomAccessReader {
-  constructor(private readonly storage: Storage) {
-    super();
-  }
+type ReaderClass = new (storage: Storage) => Yauzl.RandomAccessReader;
+let loaded: { yauzl: typeof Yauzl; StorageReader: ReaderClass } | undefined;
 
-  override _readStreamForRange(start: number, end: number): Readable {
-    const storage = this.storage;
-    let pos = start;
-    return new Readable({
-      read() {
-        if (pos >= end) {
-          this.push(null);
-          return;
-        }
-        const n = Math.min(256 * 1024, end - pos);
-        const b = Buffer.alloc(n);
-        storage.read(b, pos).then(
-          () => {
-            pos += n;
-            this.push(b);
-          },
-          (err: unknown) => this.destroy(err instanceof Error ? err : new Error(String(err))),
-        );
-      },
-    });
+/** yauzl, loaded on first use so commands that never meet a zip do not pay for it. */
+function zipLib(): { yauzl: typeof Yauzl; StorageReader: ReaderClass } {
+  if (loaded) return loaded;
+  const yauzl = createRequire(import.meta.url)('yauzl') as typeof Yauzl;
+  /** yauzl reads the zip through this, so a zip inside any Storage (a tar entry, ...) works. */
+  class StorageReader extends yauzl.RandomAccessReader {
+    constructor(private readonly storage: Storage) {
+      super();
+    }
+
+    override _readStreamForRange(start: number, end: number): Readable {
+      const storage = this.storage;
+      let pos = start;
+      return new Readable({
+        read() {
+          if (pos >= end) {
+            this.push(null);
+            return;
+          }
+          const n = Math.min(256 * 1024, end - pos);
+          const b = Buffer.alloc(n);
+          storage.read(b, pos).then(
+            () => {
+              pos += n;
+              this.push(b);
+            },
+            (err: unknown) => this.destroy(err instanceof Error ? err : new Error(String(err))),
+          );
+        },
+      });
+    }
   }
+  loaded = { yauzl, StorageReader };
+  return loaded;
 }
 
 /** True when `storage` starts like a zip (a local file header, or the end record of an empty zip). */
@@ -109,8 +120,8 @@ export class ZipArchive {
   private constructor(
     readonly name: string,
     private readonly storage: Storage,
-    private readonly zip: yauzl.ZipFile,
-    private readonly byName: Map<string, { member: ZipMember; entry: yauzl.Entry }>,
+    private readonly zip: Yauzl.ZipFile,
+    private readonly byName: Map<string, { member: ZipMember; entry: Yauzl.Entry }>,
     private readonly limits: ZipLimits,
   ) {}
 
@@ -122,8 +133,9 @@ export class ZipArchive {
   static async open(storage: Storage, limits: Partial<ZipLimits> = {}): Promise<ZipArchive> {
     const lim = { ...DEFAULT_ZIP_LIMITS, ...limits };
     const where = storage.name;
-    let zip: yauzl.ZipFile;
+    let zip: Yauzl.ZipFile;
     try {
+      const { yauzl, StorageReader } = zipLib();
       zip = await yauzl.fromRandomAccessReaderPromise(new StorageReader(storage), storage.size, {
         lazyEntries: true,
         autoClose: false,
@@ -136,7 +148,7 @@ export class ZipArchive {
     }
     try {
       if (zip.entryCount > lim.maxEntries) throw new VdiskError('E_UNSUPPORTED', `${where}: ${zip.entryCount} entries is over the limit of ${lim.maxEntries}`);
-      const byName = new Map<string, { member: ZipMember; entry: yauzl.Entry }>();
+      const byName = new Map<string, { member: ZipMember; entry: Yauzl.Entry }>();
       try {
         for await (const entry of zip.eachEntry()) {
           const raw = entry.fileName;

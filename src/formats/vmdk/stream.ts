@@ -7,17 +7,16 @@
  * end-of-stream marker. Every byte is written once, in order, so the target can be a
  * pipe-like Storage (a tar entry inside an OVA).
  *
- * Grains are compressed with zlib's asynchronous API, which runs on libuv's thread
- * pool: several grains compress in parallel while the next ones are read.
+ * Grains are compressed on worker threads (./compress.ts): several grains compress
+ * in parallel while the next ones are read; grains that do not shrink are stored.
  */
 import { posix } from 'node:path';
-import { deflate } from 'node:zlib';
-import { promisify } from 'node:util';
 import type { BlockDevice, DiskImage, Extent, ImageInfo } from '../../device/block-device.js';
 import { BlockDeviceBase } from '../../device/base.js';
 import { isZero } from '../../device/zero.js';
 import { VdiskError } from '../../errors.js';
 import type { Storage } from '../../storage/storage.js';
+import { compressGrain } from './compress.js';
 import { type Descriptor, formatDescriptor, newDescriptor } from './descriptor.js';
 import {
   COMPRESSION_DEFLATE,
@@ -40,7 +39,6 @@ import {
   entrySectors,
 } from './header.js';
 
-const deflateP = promisify(deflate);
 
 /** Sectors before the first grain in VMware's stream-optimized files (header + descriptor, padded). */
 export const STREAM_OVERHEAD_SECTORS = 128;
@@ -51,7 +49,7 @@ const STREAM_DESCRIPTOR_SECTORS = 20;
 export interface StreamOptimizedOptions {
   /** zlib level 0-9 (default 6, zlib's default, as VMware and qemu use). */
   compressionLevel?: number;
-  /** Grains compressed at once (default 32); the thread pool sets the real parallelism. */
+  /** Grains compressed at once (default 32); the worker count sets the real parallelism. */
   concurrency?: number;
 }
 
@@ -70,6 +68,9 @@ export class StreamOptimizedWriter {
   private readonly concurrency: number;
   private started = false;
   private finished = false;
+  /** Output not yet written (grains are small: one write per megabyte instead of per grain). */
+  private readonly outBuf = Buffer.alloc(1024 * 1024);
+  private outLen = 0;
 
   constructor(
     private readonly out: Storage,
@@ -113,9 +114,22 @@ export class StreamOptimizedWriter {
     };
   }
 
+  /** Append `buf` to the stream; small pieces gather in {@link outBuf} and go out as one write. */
   private async emit(buf: Buffer): Promise<void> {
-    await this.out.write(buf, this.pos);
+    if (this.outLen + buf.length > this.outBuf.length) await this.flushOut();
+    if (buf.length >= this.outBuf.length) await this.out.write(buf, this.pos);
+    else {
+      buf.copy(this.outBuf, this.outLen);
+      this.outLen += buf.length;
+    }
     this.pos += buf.length;
+  }
+
+  /** Write out what {@link emit} has gathered. */
+  private async flushOut(): Promise<void> {
+    if (this.outLen === 0) return;
+    await this.out.write(this.outBuf.subarray(0, this.outLen), this.pos - this.outLen);
+    this.outLen = 0;
   }
 
   /** Write the header and descriptor (done by the first grain or by finish). */
@@ -132,7 +146,8 @@ export class StreamOptimizedWriter {
 
   /**
    * Add grain `g` (its bytes, at most one grain; shorter means zero-padded). Grains
-   * must come in increasing order; all-zero grains are left out.
+   * must come in increasing order; all-zero grains are left out. The bytes are copied
+   * before this returns, so the caller may reuse its buffer.
    */
   async addGrain(g: number, data: Buffer): Promise<void> {
     if (this.finished) throw new VdiskError('E_CLOSED', `${this.out.name}: stream already finished`);
@@ -146,7 +161,7 @@ export class StreamOptimizedWriter {
       full = Buffer.alloc(this.grainBytes);
       data.copy(full);
     }
-    this.pending.push({ g, data: deflateP(full, { level: this.level }) });
+    this.pending.push({ g, data: compressGrain(full, this.level) });
     while (this.pending.length >= this.concurrency) await this.drainOne();
   }
 
@@ -194,6 +209,7 @@ export class StreamOptimizedWriter {
     await this.emit(encodeMetadataMarker(MARKER_FOOTER, 1));
     await this.emit(encodeSparseHeader(this.header(gdSector)));
     await this.emit(encodeMetadataMarker(MARKER_EOS, 0));
+    await this.flushOut();
     return this.pos;
   }
 }
@@ -240,8 +256,8 @@ export async function writeStreamOptimized(src: BlockDevice, out: Storage, opts:
       await src.read(piece, off);
       for (let i = 0; i < count; i++) {
         const s = i * G;
-        // Copy: the read buffer is reused while the grain is still compressing.
-        await w.addGrain(g + i, Buffer.from(piece.subarray(s, Math.min(len, s + G))));
+        // No copy needed: addGrain hands the compressor its own copy before it returns.
+        await w.addGrain(g + i, piece.subarray(s, Math.min(len, s + G)));
       }
       g += count;
     }
@@ -281,7 +297,7 @@ export class StreamOptimizedImage extends BlockDeviceBase implements DiskImage {
     if (this.grainIndex >= 0) {
       const G = this.writer.grain;
       const len = Math.min(G, this.size - this.grainIndex * G);
-      await this.writer.addGrain(this.grainIndex, Buffer.from(this.grainBuf.subarray(0, len)));
+      await this.writer.addGrain(this.grainIndex, this.grainBuf.subarray(0, len));
       this.grainBuf.fill(0);
     }
   }
