@@ -8,7 +8,8 @@
  * compacts away.
  */
 import { dirname, resolve } from 'node:path';
-import type { CompactOptions, CompactResult, DiskImage, Extent, ImageInfo } from '../../device/block-device.js';
+import type { CompactOptions, CompactResult, DiskImage, Extent, ImageInfo, ResizeImageOptions } from '../../device/block-device.js';
+import { ProgressMeter } from '../../device/progress.js';
 import { BlockDeviceBase, IO_CHUNK } from '../../device/base.js';
 import { VdiskError } from '../../errors.js';
 import type { Storage } from '../../storage/storage.js';
@@ -372,7 +373,11 @@ export class VdiImage extends BlockDeviceBase implements DiskImage {
     this.map[block] = to;
     this.owner[to] = block;
     this.owner[from] = -1;
+    this.moveMeter?.add(this.stride);
   }
+
+  /** Where a resize counts the bytes of the data blocks it moves. */
+  private moveMeter?: ProgressMeter;
 
   /**
    * Bring the file back to the shape other writers expect after a crash: no holes
@@ -423,7 +428,7 @@ export class VdiImage extends BlockDeviceBase implements DiskImage {
    * last data blocks into the holes, truncates, and lowers cBlocks last. A crash
    * leaves the old or the new size and content, with at most leaked blocks.
    */
-  async resize(newSize: number): Promise<void> {
+  async resize(newSize: number, opts: ResizeImageOptions = {}): Promise<void> {
     this.writable();
     await this.commitMap();
     this.needParent('resize');
@@ -435,8 +440,15 @@ export class VdiImage extends BlockDeviceBase implements DiskImage {
     const blocks = Math.ceil(newSize / h.cbBlock);
     if (blocks > VDI_MAX_BLOCKS) throw new VdiskError('E_UNSUPPORTED', `${this.filename}: ${newSize} bytes needs ${blocks} blocks (cBlocks), more than the ${VDI_MAX_BLOCKS} vdisk handles`);
     if (newSize === this.size) return;
-    if (newSize < this.size) await this.shrinkTo(newSize, blocks);
-    else await this.growTo(newSize, blocks);
+    const meter = new ProgressMeter(0, opts.onProgress);
+    this.moveMeter = meter;
+    try {
+      if (newSize < this.size) await this.shrinkTo(newSize, blocks);
+      else await this.growTo(newSize, blocks);
+    } finally {
+      this.moveMeter = undefined;
+    }
+    meter.finish();
   }
 
   /** The header fields that follow the size: cbDisk, cBlocks and both CHS geometries (heads and sectors kept). */
@@ -464,6 +476,9 @@ export class VdiImage extends BlockDeviceBase implements DiskImage {
     // 3. Release the blocks past the new end (map entries first), move the last data
     //    blocks into the holes, write the count, truncate.
     for (let i = blocks; i < h.cBlocks; i++) if (isAllocated(this.map[i]!)) await this.release(i, VDI_BLOCK_FREE);
+    let moves = 0;
+    for (let n = this.mapped; n < this.nextSlot; n++) if (this.owner[n]! >= 0) moves++;
+    this.moveMeter?.more(moves * this.stride);
     this.headerStale = true;
     await this.compactSlots();
     await this.storage.flush();
@@ -541,6 +556,7 @@ export class VdiImage extends BlockDeviceBase implements DiskImage {
       this.owner = owner;
     }
     // 1. Move the data blocks in the new map's way to the end (data, then map entry).
+    this.moveMeter?.more(plan.toMove * stride);
     let dest = firstDest;
     for (let n = 0; n < Math.min(shift, this.nextSlot); n++) {
       if (this.owner[n]! < 0) continue;
