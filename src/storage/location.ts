@@ -48,11 +48,15 @@ export class FileLocation implements ImageLocation {
   private readonly dir: string;
   private readonly allowed: string[];
 
+  private readonly syncRenames: boolean;
+
   /**
    * @param path  the image's path
    * @param allow extra folders that references may lead into (besides the image's own)
+   * @param opts  syncRenames: false leaves renames to the caller to make durable (one folder sync after many)
    */
-  constructor(path: string, allow: readonly string[] = []) {
+  constructor(path: string, allow: readonly string[] = [], opts: { syncRenames?: boolean } = {}) {
+    this.syncRenames = opts.syncRenames ?? true;
     this.name = path;
     this.dir = dirname(resolve(path));
     this.allowed = [this.dir, ...allow.map((a) => resolve(a))];
@@ -102,7 +106,7 @@ export class FileLocation implements ImageLocation {
     await rename(from, to).catch((err: unknown) => {
       throw fromSystemError(err, from);
     });
-    await syncFolder(dirname(resolve(to)));
+    if (this.syncRenames) await syncFolder(dirname(resolve(to)));
   }
 
   async siblings(): Promise<string[]> {
@@ -114,7 +118,7 @@ export class FileLocation implements ImageLocation {
   }
 
   at(name: string): ImageLocation {
-    return new FileLocation(name, this.allowed.slice(1));
+    return new FileLocation(name, this.allowed.slice(1), { syncRenames: this.syncRenames });
   }
 }
 
