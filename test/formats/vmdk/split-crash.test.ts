@@ -1,6 +1,6 @@
 /**
- * Crash sweeps over resize of split (twoGbMaxExtentSparse/Flat) and monolithicFlat
- * disks, whose resize creates, renames and removes files: the crash helper counts
+ * Crash sweeps over resize of split (twoGbMaxExtentSparse/Flat), monolithicFlat and
+ * streamOptimized disks, whose resize creates, renames and removes files: the crash helper counts
  * each of those as a write point, and after a power loss the folder holds only the
  * names made durable. At every point the descriptor opens with the old or the new
  * size, the guest content is intact, check finds nothing but leaks, and running the
@@ -25,12 +25,17 @@ const MiB = 1024 * KiB;
 const noParent = (): Promise<never> => Promise.reject(new Error('no parent'));
 
 /**
- * A split disk d.vmdk of two pieces, 1 MiB and 512 KiB (`letter` s: sparse, f: flat),
- * holding `content`; or a monolithicFlat disk of 1.5 MiB.
+ * A split disk d.vmdk of two pieces, 1 MiB and 512 KiB (sparse or flat), holding
+ * `content`; or a monolithicFlat or streamOptimized disk of the content's size.
  */
-async function splitDisk(kind: 'twoGbMaxExtentSparse' | 'twoGbMaxExtentFlat' | 'monolithicFlat', content: Buffer): Promise<Map<string, Buffer>> {
+async function splitDisk(kind: Case['kind'], content: Buffer): Promise<Map<string, Buffer>> {
   const loc = new MemoryLocation('d.vmdk');
-  if (kind === 'monolithicFlat') {
+  if (kind === 'streamOptimized') {
+    // Written once, in order, as it is made.
+    const w = await vmdkDriver.create(loc, { size: content.length, options: { subformat: kind } });
+    await w.write(content, 0);
+    await w.close();
+  } else if (kind === 'monolithicFlat') {
     await (await vmdkDriver.create(loc, { size: content.length, options: { subformat: kind } })).close();
   } else {
     await (await vmdkDriver.create(loc, { size: MiB, options: { subformat: kind } })).close();
@@ -46,7 +51,7 @@ async function splitDisk(kind: 'twoGbMaxExtentSparse' | 'twoGbMaxExtentFlat' | '
   }
   const img = await openLocation(loc);
   expect(img.size).toBe(content.length);
-  await img.write(content, 0);
+  if (kind !== 'streamOptimized') await img.write(content, 0);
   await img.close();
   const out = new Map<string, Buffer>();
   for (const n of loc.files.keys()) out.set(n, await bytes(loc, n));
@@ -80,7 +85,7 @@ async function readAll(img: DiskImage): Promise<Buffer> {
 }
 
 interface Case {
-  kind: 'twoGbMaxExtentSparse' | 'twoGbMaxExtentFlat' | 'monolithicFlat';
+  kind: 'twoGbMaxExtentSparse' | 'twoGbMaxExtentFlat' | 'monolithicFlat' | 'streamOptimized';
   label: string;
   to: number;
   /** Files the finished resize leaves (sorted). */
@@ -94,6 +99,8 @@ const CASES: Case[] = [
   { kind: 'twoGbMaxExtentFlat', label: 'grow adds a piece', to: 3 * MiB, filesAfter: ['d-f001.vmdk', 'd-f002.vmdk', 'd-f003.vmdk', 'd.vmdk'] },
   { kind: 'twoGbMaxExtentFlat', label: 'shrink drops a piece', to: 768 * KiB, filesAfter: ['d-f001.vmdk', 'd.vmdk'] },
   { kind: 'monolithicFlat', label: 'grow', to: 3 * MiB, filesAfter: ['d-flat.vmdk', 'd.vmdk'] },
+  { kind: 'streamOptimized', label: 'grow (stream rewritten into a temp file renamed over it)', to: 3 * MiB, filesAfter: ['d.vmdk'] },
+  { kind: 'streamOptimized', label: 'shrink (stream rewritten)', to: 768 * KiB, filesAfter: ['d.vmdk'] },
 ];
 
 describe('vmdk split and flat resize crash sweeps (file creation, rename and removal are crash points)', () => {
@@ -104,10 +111,14 @@ describe('vmdk split and flat resize crash sweeps (file creation, rename and rem
       const keep = Math.min(OLD, c.to);
       let sawOld = 0;
       let sawNew = 0;
+      let verified = 0;
       const points = await crashSweep({
         initial,
         name: 'd.vmdk',
         flushes: true,
+        // A stream is rewritten into a temp file nothing reads before its rename: torn
+        // writes there add nothing but time.
+        tear: c.kind !== 'streamOptimized',
         workload: async (loc, progress) => {
           const img = await openLocation(loc);
           try {
@@ -129,7 +140,9 @@ describe('vmdk split and flat resize crash sweeps (file creation, rename and rem
             const all = await readAll(img);
             expect(all.subarray(0, keep).equals(content.subarray(0, keep))).toBe(true);
             if (img.size > OLD) expect(all.subarray(OLD).every((b) => b === 0)).toBe(true);
-            // The same resize again (what a user does after the crash) finishes the job.
+            // The same resize again (what a user does after the crash) finishes the job
+            // (for streams, whose rewrite deflates every grain, at every fourth point).
+            if (c.kind === 'streamOptimized' && verified++ % 4 !== 0) return;
             await img.resize!(c.to);
           } finally {
             await img.close();
