@@ -645,7 +645,7 @@ export class VdiImage extends BlockDeviceBase implements DiskImage {
     const loc = this.location!;
     const h = this.header;
     const stride = this.stride;
-    const tmp = `${this.filename}.vdisk-tmp`;
+    const tmp = `${loc.name}.vdisk-tmp`;
     if (await loc.exists(tmp)) await loc.remove(tmp);
     const out = await loc.create(tmp);
     const offData = alignUp(h.offBlocks + entries * VDI_MAP_ENTRY_SIZE, VDI_DATA_ALIGN);
@@ -675,7 +675,7 @@ export class VdiImage extends BlockDeviceBase implements DiskImage {
       await out.close().catch(() => undefined);
       throw err;
     }
-    await loc.rename(tmp, this.filename);
+    await loc.rename(tmp, loc.name);
     this.retired.push(this.storage);
     this.storage = filterStorage(out, {}, this.filename);
     h.offData = offData;
