@@ -83,9 +83,10 @@ export interface DiskImage extends BlockDevice {
   /**
    * Change the virtual size in place (grow, or shrink when allowed), ordered so a
    * crash leaves either the old or the new size readable. Formats that cannot resize
-   * leave this out.
+   * leave this out. `opts.onProgress` hears about the heavy part (blocks moved, bytes
+   * zeroed or written) and is called last with done = total.
    */
-  resize?(newSize: number): Promise<void>;
+  resize?(newSize: number, opts?: ResizeImageOptions): Promise<void>;
   /**
    * Give back space: release blocks that hold only zeros (when no parent shows
    * through) or that no map entry uses, and shorten the file. Guest content is unchanged.
@@ -104,6 +105,12 @@ export interface DiskImage extends BlockDevice {
    * (VMDK: the parent's next CID). The following setBacking settles the link.
    */
   prepareCommit?(parent: DiskImage): Promise<void>;
+}
+
+/** Options for {@link DiskImage.resize}. */
+export interface ResizeImageOptions {
+  /** Called with bytes of work done so far and the total (non-decreasing; last call has done = total). */
+  onProgress?: (done: number, total: number) => void;
 }
 
 /** Options for {@link DiskImage.compact}. */

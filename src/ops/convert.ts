@@ -225,7 +225,8 @@ async function moveIntoPlace(tmp: string, dir: string, base: string, force: bool
       }
     }
   }
-  const location = new FileLocation(join(dir, base));
+  // The caller syncs the folder once after all renames (or never, with cache=unsafe).
+  const location = new FileLocation(join(dir, base), [], { syncRenames: false });
   for (const n of ordered) await location.rename(join(tmp, n), join(dir, n));
   return [base, ...ordered.filter((n) => n !== base)];
 }

@@ -12,6 +12,8 @@ export interface ResizeOptions {
   format?: string;
   /** Folders references inside the image may lead into. */
   allowPaths?: readonly string[];
+  /** Called with bytes of work done and the total (blocks moved, bytes zeroed or written); the last call has done = total. */
+  onProgress?: (done: number, total: number) => void;
 }
 
 /** Parse `SIZE`, `+SIZE` or `-SIZE` against the current size. */
@@ -57,7 +59,15 @@ export async function resizeImage(image: DiskImage, spec: string | number, opts:
       throw new VdiskError('E_USAGE', `${image.filename}: ${formatSize(newSize)} would cut into the ${table.scheme.toUpperCase()} partitions, which need ${needed} bytes`);
     }
   }
-  await image.resize(newSize);
+  let last: [number, number] | undefined;
+  await image.resize(newSize, {
+    onProgress: (done, total) => {
+      last = [done, total];
+      opts.onProgress?.(done, total);
+    },
+  });
+  // A format that reports nothing (or stops short) still ends at 100%.
+  if (!last || last[0] < last[1]) opts.onProgress?.(last?.[1] ?? 0, last?.[1] ?? 0);
   // A GPT keeps its backup copy in the last sectors: move it to the new end.
   if (table.scheme === 'gpt') await moveBackupGptToEnd(image);
   return { oldSize, newSize };

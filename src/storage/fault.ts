@@ -11,6 +11,10 @@ export class FaultPlan {
   writes = 0;
   /** True once the planned fault has happened. */
   crashed = false;
+  /** Called after any storage of this plan flushes (a crash model notes what is durable then). */
+  onFlush?: () => void;
+  /** Count flushes as write points too (a crash just before a flush: nothing since the last one is durable). */
+  countFlushes = false;
 
   /**
    * @param crashAt 1-based index of the write (or truncate) that fails; 0 = never.
@@ -24,6 +28,20 @@ export class FaultPlan {
     readonly tear: 'none' | 'half' = 'none',
     readonly sticky = true,
   ) {}
+
+  /**
+   * Count one write point that is not a storage write (a file created, renamed or
+   * removed): throws E_IO when it is the planned one, or when the device is gone.
+   */
+  step(what: string): void {
+    if (this.crashed && this.sticky) throw new VdiskError('E_IO', `${what}: simulated crash (device gone)`);
+    if (this.crashed) return;
+    this.writes++;
+    if (this.crashAt > 0 && this.writes === this.crashAt) {
+      this.crashed = true;
+      throw new VdiskError('E_IO', `${what}: simulated fault at #${this.writes}`);
+    }
+  }
 }
 
 /**
@@ -75,7 +93,9 @@ export class FaultStorage implements Storage {
 
   async flush(): Promise<void> {
     this.check();
+    if (this.plan.countFlushes && this.hit()) throw this.fault('flush', 0);
     this.durable = this.live.snapshot();
+    this.plan.onFlush?.();
   }
 
   async close(): Promise<void> {

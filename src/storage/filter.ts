@@ -6,10 +6,11 @@ export type StorageCalls = Pick<Storage, 'read' | 'write' | 'truncate' | 'flush'
 /**
  * A Storage that passes every call to `inner` except the ones `overrides` replaces:
  * a filter in nbdkit's sense (no durability, no close, fault injection, ...).
+ * `name` renames it (a file renamed while open).
  */
-export function filterStorage(inner: Storage, overrides: Partial<StorageCalls>): Storage {
+export function filterStorage(inner: Storage, overrides: Partial<StorageCalls>, name: string = inner.name): Storage {
   return {
-    name: inner.name,
+    name,
     get size() {
       return inner.size;
     },

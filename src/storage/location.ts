@@ -1,4 +1,4 @@
-import { readdir, rename, stat, unlink } from 'node:fs/promises';
+import { open as openFile, readdir, rename, stat, unlink } from 'node:fs/promises';
 import { basename, dirname, isAbsolute, relative, resolve, sep } from 'node:path';
 import { VdiskError, fromSystemError } from '../errors.js';
 import { FileStorage } from './file.js';
@@ -29,7 +29,7 @@ export interface ImageLocation {
   exists(name: string): Promise<boolean>;
   /** Remove a resolved name (used to clean up after a failed create). */
   remove(name: string): Promise<void>;
-  /** Rename one resolved name to another, replacing it. */
+  /** Rename one resolved name to another, replacing it; the change is durable when this returns. */
   rename(from: string, to: string): Promise<void>;
   /** Names of the files in the image's folder (for finding a parent by uuid). */
   siblings(): Promise<string[]>;
@@ -48,11 +48,15 @@ export class FileLocation implements ImageLocation {
   private readonly dir: string;
   private readonly allowed: string[];
 
+  private readonly syncRenames: boolean;
+
   /**
    * @param path  the image's path
    * @param allow extra folders that references may lead into (besides the image's own)
+   * @param opts  syncRenames: false leaves renames to the caller to make durable (one folder sync after many)
    */
-  constructor(path: string, allow: readonly string[] = []) {
+  constructor(path: string, allow: readonly string[] = [], opts: { syncRenames?: boolean } = {}) {
+    this.syncRenames = opts.syncRenames ?? true;
     this.name = path;
     this.dir = dirname(resolve(path));
     this.allowed = [this.dir, ...allow.map((a) => resolve(a))];
@@ -102,6 +106,7 @@ export class FileLocation implements ImageLocation {
     await rename(from, to).catch((err: unknown) => {
       throw fromSystemError(err, from);
     });
+    if (this.syncRenames) await syncFolder(dirname(resolve(to)));
   }
 
   async siblings(): Promise<string[]> {
@@ -113,19 +118,29 @@ export class FileLocation implements ImageLocation {
   }
 
   at(name: string): ImageLocation {
-    return new FileLocation(name, this.allowed.slice(1));
+    return new FileLocation(name, this.allowed.slice(1), { syncRenames: this.syncRenames });
   }
+}
+
+/** Hears about the changes of a {@link MemoryLocation}'s names (a crash model counts them as write points). */
+export interface NamespaceWatcher {
+  /** Before a file is created, renamed or removed; throwing stops the change. */
+  before(op: 'create' | 'rename' | 'remove', name: string, to?: string): void;
+  /** After the change is done. */
+  after?(op: 'create' | 'rename' | 'remove', name: string, to?: string): void;
 }
 
 /**
  * A folder of images held in memory: names are plain strings relative to one root.
- * Tests use it with a storage factory that injects faults into every file.
+ * Tests use it with a storage factory that injects faults into every file, and a
+ * watcher that makes file creation, renames and removals crash points too.
  */
 export class MemoryLocation implements ImageLocation {
   constructor(
     readonly name: string,
     readonly files: Map<string, Storage> = new Map(),
     private readonly make: (name: string) => Storage = (n) => new MemoryStorage(undefined, { name: n }),
+    private readonly watch?: NamespaceWatcher,
   ) {}
 
   resolve(ref: string): string {
@@ -148,8 +163,10 @@ export class MemoryLocation implements ImageLocation {
 
   async create(name: string): Promise<Storage> {
     if (this.files.has(name)) throw new VdiskError('E_EXISTS', `${name}: already exists`);
+    this.watch?.before('create', name);
     const s = this.make(name);
     this.files.set(name, s);
+    this.watch?.after?.('create', name);
     return keepOpen(s);
   }
 
@@ -158,14 +175,19 @@ export class MemoryLocation implements ImageLocation {
   }
 
   async remove(name: string): Promise<void> {
+    if (!this.files.has(name)) return;
+    this.watch?.before('remove', name);
     this.files.delete(name);
+    this.watch?.after?.('remove', name);
   }
 
   async rename(from: string, to: string): Promise<void> {
     const s = this.files.get(from);
     if (!s) throw new VdiskError('E_NOENT', `${from}: no such file`);
+    this.watch?.before('rename', from, to);
     this.files.delete(from);
     this.files.set(to, s);
+    this.watch?.after?.('rename', from, to);
   }
 
   async siblings(): Promise<string[]> {
@@ -173,7 +195,22 @@ export class MemoryLocation implements ImageLocation {
   }
 
   at(name: string): ImageLocation {
-    return new MemoryLocation(name, this.files, this.make);
+    return new MemoryLocation(name, this.files, this.make, this.watch);
+  }
+}
+
+/**
+ * fsync a folder, so a rename in it survives a power loss (POSIX keeps directory
+ * entries in the directory, which a file's own fsync does not cover). Systems that
+ * cannot open or sync a folder (EISDIR, EINVAL, EPERM on some) are left as they are.
+ */
+async function syncFolder(dir: string): Promise<void> {
+  const fh = await openFile(dir, 'r').catch(() => undefined);
+  if (!fh) return;
+  try {
+    await fh.sync().catch(() => undefined);
+  } finally {
+    await fh.close();
   }
 }
 

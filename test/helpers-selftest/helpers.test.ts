@@ -61,3 +61,72 @@ describe('crash sweep helper', () => {
     await expect(crashSweep({ initial, name: 'disk.img', workload: workload(false), verify, modes: ['power-loss'] })).rejects.toThrow(/step \d lost/);
   });
 });
+
+describe('crash sweep helper: file creation, rename and removal', () => {
+  const initial = new Map([['disk.img', Buffer.alloc(4096, 1)]]);
+  type Loc = Parameters<Parameters<typeof crashSweep>[0]['workload']>[0];
+  /** Replace disk.img with new bytes through a temp file; `careful` flushes before the rename and renames over the old file. */
+  const replace = (how: 'careful' | 'no-flush' | 'remove-first') => async (loc: Loc, progress: { flushedSteps: number }) => {
+    const tmp = await loc.create('disk.img.tmp');
+    await tmp.write(Buffer.alloc(4096, 2), 0);
+    if (how !== 'no-flush') await tmp.flush();
+    if (how === 'remove-first') await loc.remove('disk.img');
+    await loc.rename('disk.img.tmp', 'disk.img');
+    progress.flushedSteps = 1;
+  };
+  const verify = async (files: Map<string, Buffer>, p: { flushedSteps: number }) => {
+    const d = files.get('disk.img');
+    if (!d || d.length !== 4096) throw new Error(`disk.img is ${d ? `${d.length} bytes` : 'missing'}`);
+    if (d[0] !== 1 && d[0] !== 2) throw new Error(`disk.img holds ${d[0]}`);
+    if (p.flushedSteps === 1 && d[0] !== 2) throw new Error('the rename was lost after it returned');
+  };
+
+  it('counts create, write, rename as crash points and passes a careful replace', async () => {
+    // create, write, rename (flushes are not points by default).
+    expect(await crashSweep({ initial, name: 'disk.img', workload: replace('careful'), verify })).toBe(3);
+    // With flushes as points too: create, write, flush, rename.
+    expect(await crashSweep({ initial, name: 'disk.img', workload: replace('careful'), verify, flushes: true })).toBe(4);
+  });
+
+  it('finds a rename of unflushed bytes (power loss) and a removal before the rename (either mode)', async () => {
+    await expect(crashSweep({ initial, name: 'disk.img', workload: replace('no-flush'), verify, modes: ['power-loss'] })).rejects.toThrow(/disk.img is 0 bytes/);
+    await expect(crashSweep({ initial, name: 'disk.img', workload: replace('no-flush'), verify, modes: ['ordered'] })).resolves.toBe(3);
+    await expect(crashSweep({ initial, name: 'disk.img', workload: replace('remove-first'), verify, modes: ['ordered'] })).rejects.toThrow(/disk.img is missing/);
+  });
+
+  it('after a power loss a file created since the last flush is gone, one flushed stays', async () => {
+    const seen: Array<[number, string, string[]]> = [];
+    await crashSweep({
+      initial,
+      name: 'disk.img',
+      tear: false,
+      workload: async (loc) => {
+        const a = await loc.create('a.img');
+        await a.write(Buffer.alloc(512, 3), 0);
+        await a.flush();
+        const b = await loc.create('b.img');
+        await b.write(Buffer.alloc(512, 4), 0);
+      },
+      verify: async (files, _p, at, mode) => {
+        seen.push([at, mode, [...files.keys()].sort()]);
+      },
+    });
+    const pl = seen.filter((s) => s[1] === 'power-loss').map((s) => [s[0], s[2]]);
+    // Points: 1 create a, 2 write a, 3 create b, 4 write b, 5 = after the end.
+    expect(pl).toEqual([
+      [1, ['disk.img']],
+      [2, ['disk.img']],
+      [3, ['a.img', 'disk.img']],
+      [4, ['a.img', 'disk.img']],
+      [5, ['a.img', 'disk.img']],
+    ]);
+    const ord = seen.filter((s) => s[1] === 'ordered').map((s) => [s[0], s[2]]);
+    expect(ord).toEqual([
+      [1, ['disk.img']],
+      [2, ['a.img', 'disk.img']],
+      [3, ['a.img', 'disk.img']],
+      [4, ['a.img', 'b.img', 'disk.img']],
+      [5, ['a.img', 'b.img', 'disk.img']],
+    ]);
+  });
+});

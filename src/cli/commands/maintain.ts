@@ -20,11 +20,18 @@ export function register(program: Command): void {
     .argument('<size>')
     .option('-f, --format <fmt>', 'image format (detected when absent)')
     .option('--shrink', 'allow making the image smaller (cuts data off the end)')
+    .option('-p, --progress', 'show progress')
     .option('--allow-path <dir>', 'let references inside the image lead into DIR (repeatable)', collect, []);
   rs.action(
-    action(rs, async (image: string, size: string, o: { format?: string; shrink?: boolean; allowPath: string[] }) => {
-      const r = await resize(image, size, { format: o.format, shrink: o.shrink, allowPaths: o.allowPath });
-      process.stdout.write(`Image resized from ${formatSize(r.oldSize)} to ${formatSize(r.newSize)} (${r.newSize} bytes).\n`);
+    action(rs, async (image: string, size: string, o: { format?: string; shrink?: boolean; progress?: boolean; allowPath: string[] }) => {
+      const bar = progress('resize', Boolean(o.progress));
+      try {
+        const r = await resize(image, size, { format: o.format, shrink: o.shrink, allowPaths: o.allowPath, onProgress: (d, t) => bar.update(d, t) });
+        bar.stop();
+        process.stdout.write(`Image resized from ${formatSize(r.oldSize)} to ${formatSize(r.newSize)} (${r.newSize} bytes).\n`);
+      } finally {
+        bar.stop();
+      }
     }),
   );
 

@@ -2,7 +2,8 @@
  * raw: the disk's bytes, one to one, in a file. Created sparse (truncate), so holes
  * cost nothing; since Node has no SEEK_HOLE, extents() finds zero runs by scanning.
  */
-import type { DiskImage, Extent, ImageInfo } from '../../device/block-device.js';
+import type { DiskImage, Extent, ImageInfo, ResizeImageOptions } from '../../device/block-device.js';
+import { ProgressMeter } from '../../device/progress.js';
 import { BlockDeviceBase, IO_CHUNK } from '../../device/base.js';
 import { forEachZeroRun } from '../../device/zero.js';
 import { VdiskError } from '../../errors.js';
@@ -70,11 +71,12 @@ export class RawImage extends BlockDeviceBase implements DiskImage {
   }
 
   /** A raw image's size is its file's size: truncate, which keeps holes sparse. */
-  async resize(newSize: number): Promise<void> {
+  async resize(newSize: number, opts: ResizeImageOptions = {}): Promise<void> {
     this.writable();
     await this.storage.truncate(newSize);
     await this.storage.flush();
     this.size = newSize;
+    new ProgressMeter(0, opts.onProgress).finish();
   }
 }
 

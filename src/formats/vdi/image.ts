@@ -8,9 +8,12 @@
  * compacts away.
  */
 import { dirname, resolve } from 'node:path';
-import type { CompactOptions, CompactResult, DiskImage, Extent, ImageInfo } from '../../device/block-device.js';
+import type { CompactOptions, CompactResult, DiskImage, Extent, ImageInfo, ResizeImageOptions } from '../../device/block-device.js';
+import { ProgressMeter } from '../../device/progress.js';
 import { BlockDeviceBase, IO_CHUNK } from '../../device/base.js';
 import { VdiskError } from '../../errors.js';
+import { filterStorage } from '../../storage/filter.js';
+import type { ImageLocation } from '../../storage/location.js';
 import type { Storage } from '../../storage/storage.js';
 import { isZero } from '../../device/zero.js';
 import { VDI_MAX_BLOCKS, blockStride, encodeMapEntry, isAllocated } from './blockmap.js';
@@ -19,6 +22,7 @@ import {
   NULL_UUID,
   VDI_BLOCK_FREE,
   VDI_BLOCK_ZERO,
+  VDI_DATA_ALIGN,
   VDI_HEADER1PLUS_SIZE,
   VDI_MAP_ENTRY_SIZE,
   VDI_MAX_DISK_SIZE,
@@ -54,6 +58,8 @@ export interface VdiImageParts {
   warnings: string[];
   /** A differencing image opened without its parent (noBacking): writes that would need the parent's data are refused. */
   parentMissing?: boolean;
+  /** Where the image lives: lets a resize rewrite it into a temp file renamed over it (see relayout). */
+  location?: ImageLocation;
 }
 
 /** One piece of a request that falls inside one block. */
@@ -75,7 +81,10 @@ export class VdiImage extends BlockDeviceBase implements DiskImage {
   size: number;
   /** The parent (changes with {@link setBacking}). */
   backing?: DiskImage;
-  private readonly storage: Storage;
+  private storage: Storage;
+  /** Files replaced by a relayout, kept open (and locked) until close. */
+  private readonly retired: Storage[] = [];
+  private readonly location?: ImageLocation;
   private readonly header: VdiHeader;
   private readonly headerRaw: Buffer;
   private map: Uint32Array;
@@ -89,6 +98,7 @@ export class VdiImage extends BlockDeviceBase implements DiskImage {
   constructor(p: VdiImageParts) {
     super();
     this.storage = p.storage;
+    this.location = p.location;
     this.filename = p.storage.name;
     this.header = p.header;
     this.headerRaw = p.headerRaw;
@@ -372,7 +382,11 @@ export class VdiImage extends BlockDeviceBase implements DiskImage {
     this.map[block] = to;
     this.owner[to] = block;
     this.owner[from] = -1;
+    this.moveMeter?.add(this.stride);
   }
+
+  /** Where a resize counts the bytes of the data blocks it moves. */
+  private moveMeter?: ProgressMeter;
 
   /**
    * Bring the file back to the shape other writers expect after a crash: no holes
@@ -418,12 +432,14 @@ export class VdiImage extends BlockDeviceBase implements DiskImage {
    * nothing reads them yet (after the old map; before it; or, when neither has room,
    * in the space of the first data blocks, which are first copied to the end and
    * repointed one by one), then switches to the new layout with one header write.
+   * When none of that has room (the map fills its space and every data block number
+   * is in use), the image is first rewritten with room for the map (relayout).
    * Shrinking first writes the new size with the old block count (so the part cut
    * off is invisible at once), then releases the blocks past the new end, moves the
    * last data blocks into the holes, truncates, and lowers cBlocks last. A crash
    * leaves the old or the new size and content, with at most leaked blocks.
    */
-  async resize(newSize: number): Promise<void> {
+  async resize(newSize: number, opts: ResizeImageOptions = {}): Promise<void> {
     this.writable();
     await this.commitMap();
     this.needParent('resize');
@@ -435,8 +451,15 @@ export class VdiImage extends BlockDeviceBase implements DiskImage {
     const blocks = Math.ceil(newSize / h.cbBlock);
     if (blocks > VDI_MAX_BLOCKS) throw new VdiskError('E_UNSUPPORTED', `${this.filename}: ${newSize} bytes needs ${blocks} blocks (cBlocks), more than the ${VDI_MAX_BLOCKS} vdisk handles`);
     if (newSize === this.size) return;
-    if (newSize < this.size) await this.shrinkTo(newSize, blocks);
-    else await this.growTo(newSize, blocks);
+    const meter = new ProgressMeter(0, opts.onProgress);
+    this.moveMeter = meter;
+    try {
+      if (newSize < this.size) await this.shrinkTo(newSize, blocks);
+      else await this.growTo(newSize, blocks);
+    } finally {
+      this.moveMeter = undefined;
+    }
+    meter.finish();
   }
 
   /** The header fields that follow the size: cbDisk, cBlocks and both CHS geometries (heads and sectors kept). */
@@ -464,6 +487,9 @@ export class VdiImage extends BlockDeviceBase implements DiskImage {
     // 3. Release the blocks past the new end (map entries first), move the last data
     //    blocks into the holes, write the count, truncate.
     for (let i = blocks; i < h.cBlocks; i++) if (isAllocated(this.map[i]!)) await this.release(i, VDI_BLOCK_FREE);
+    let moves = 0;
+    for (let n = this.mapped; n < this.nextSlot; n++) if (this.owner[n]! >= 0) moves++;
+    this.moveMeter?.more(moves * this.stride);
     this.headerStale = true;
     await this.compactSlots();
     await this.storage.flush();
@@ -474,7 +500,7 @@ export class VdiImage extends BlockDeviceBase implements DiskImage {
     await this.storage.flush();
   }
 
-  private async growTo(newSize: number, blocks: number): Promise<void> {
+  private async growTo(newSize: number, blocks: number, relaidOut = false): Promise<void> {
     const h = this.header;
     const oldSize = this.size;
     // An interrupted grow can leave more map entries than the size needs (cBlocks past
@@ -518,6 +544,13 @@ export class VdiImage extends BlockDeviceBase implements DiskImage {
         }
       }
     }
+    if (!plan.fits && this.location && !relaidOut) {
+      // No room in place (the map fills its space and no free data block number is
+      // left to move the first blocks to): rewrite the image with room for the new
+      // map, then grow that in place.
+      await this.relayout(blocks);
+      return this.growTo(newSize, blocks, true);
+    }
     if (!plan.fits) {
       throw new VdiskError(
         'E_UNSUPPORTED',
@@ -541,6 +574,7 @@ export class VdiImage extends BlockDeviceBase implements DiskImage {
       this.owner = owner;
     }
     // 1. Move the data blocks in the new map's way to the end (data, then map entry).
+    this.moveMeter?.more(plan.toMove * stride);
     let dest = firstDest;
     for (let n = 0; n < Math.min(shift, this.nextSlot); n++) {
       if (this.owner[n]! < 0) continue;
@@ -596,6 +630,56 @@ export class VdiImage extends BlockDeviceBase implements DiskImage {
     this.size = newSize;
     this.reindex();
     await this.storage.flush();
+  }
+
+  /**
+   * Rewrite the image, content and size unchanged, with its block map followed by
+   * room for `entries` entries (the data area starts at the next MiB, as VirtualBox
+   * lays images out): header, map and data blocks go into a temp file next to the
+   * image, which is flushed and then renamed over it (the rename is durable when it
+   * returns). A crash before the rename leaves the image as it was (and a temp file
+   * the next attempt replaces); after it, the new layout. The old file stays open
+   * (holding the write lock on the image's name) until close.
+   */
+  private async relayout(entries: number): Promise<void> {
+    const loc = this.location!;
+    const h = this.header;
+    const stride = this.stride;
+    const tmp = `${loc.name}.vdisk-tmp`;
+    if (await loc.exists(tmp)) await loc.remove(tmp);
+    const out = await loc.create(tmp);
+    const offData = alignUp(h.offBlocks + entries * VDI_MAP_ENTRY_SIZE, VDI_DATA_ALIGN);
+    const used = this.nextSlot * stride;
+    this.moveMeter?.more(used);
+    try {
+      // Bytes before the map as they are (pre-header, header, anything after it), then the new header over them.
+      const head = Buffer.alloc(h.offBlocks);
+      await this.storage.read(head, 0);
+      await out.write(head, 0);
+      const next: VdiHeader = { ...h, offData, cBlocksAllocated: this.mapped };
+      await out.write(encodeHeader(next, this.headerRaw), 0);
+      const raw = Buffer.alloc(offData - h.offBlocks);
+      for (let i = 0; i < this.map.length; i++) raw.writeUInt32LE(this.map[i]! >>> 0, i * VDI_MAP_ENTRY_SIZE);
+      await out.write(raw, h.offBlocks);
+      // Data blocks keep their numbers: the data area is copied as it is.
+      const buf = Buffer.alloc(Math.min(IO_CHUNK, Math.max(used, 1)));
+      for (let done = 0; done < used; ) {
+        const n = Math.min(buf.length, used - done);
+        await this.storage.read(buf.subarray(0, n), h.offData + done);
+        await out.write(buf.subarray(0, n), offData + done);
+        done += n;
+        this.moveMeter?.add(n);
+      }
+      await out.flush();
+    } catch (err) {
+      await out.close().catch(() => undefined);
+      throw err;
+    }
+    await loc.rename(tmp, loc.name);
+    this.retired.push(this.storage);
+    this.storage = filterStorage(out, {}, this.filename);
+    h.offData = offData;
+    h.cBlocksAllocated = this.mapped;
   }
 
   /**
@@ -715,6 +799,7 @@ export class VdiImage extends BlockDeviceBase implements DiskImage {
   protected async closeAll(): Promise<void> {
     try {
       await this.storage.close();
+      for (const s of this.retired.splice(0)) await s.close();
     } finally {
       if (this.ownsParent) await this.backing?.close();
     }

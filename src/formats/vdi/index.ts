@@ -125,7 +125,7 @@ async function openVdi(storage: Storage, location: ImageLocation, opts: DriverOp
     // Opened without its parent (noBacking: info on a broken chain, rebase -u to repair
     // the link): writes that need the parent's data are refused by the image.
   }
-  const image = new VdiImage({ storage, header, headerRaw: raw, map, owner: scan.owner, nextSlot: scan.nextSlot, readOnly, parent, ownsParent, warnings, parentMissing: differencing && !parent });
+  const image = new VdiImage({ storage, header, headerRaw: raw, map, owner: scan.owner, nextSlot: scan.nextSlot, readOnly, parent, ownsParent, warnings, parentMissing: differencing && !parent, location });
   if (!image.readOnly && needsSettling(header, scan, storage.size)) {
     try {
       await image.settle();

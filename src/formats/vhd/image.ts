@@ -4,7 +4,7 @@
  * through to the parent, sector by sector).
  */
 import { isAbsolute } from 'node:path';
-import type { CompactOptions, CompactResult, DiskImage, Extent, ImageInfo } from '../../device/block-device.js';
+import type { CompactOptions, CompactResult, DiskImage, Extent, ImageInfo, ResizeImageOptions } from '../../device/block-device.js';
 import { BlockDeviceBase, IO_CHUNK } from '../../device/base.js';
 import { blockPieces } from '../../device/blocks.js';
 import { isZero, zeroBuffer } from '../../device/zero.js';
@@ -454,12 +454,12 @@ export class VhdImage extends BlockDeviceBase implements DiskImage {
   }
 
   /** Change the virtual size in place; a crash leaves the old or the new size (maintain.ts). */
-  async resize(newSize: number): Promise<void> {
+  async resize(newSize: number, opts: ResizeImageOptions = {}): Promise<void> {
     this.writable();
     if (newSize === this.size) return;
     await this.reload();
     try {
-      await resizeVhd(this.storage, this.meta, newSize);
+      await resizeVhd(this.storage, this.meta, newSize, opts.onProgress);
     } finally {
       await this.reload();
     }

@@ -14,6 +14,7 @@
 import { isAbsolute, posix, resolve as resolvePath } from 'node:path';
 import type { DiskImage } from '../../device/block-device.js';
 import { IO_CHUNK } from '../../device/base.js';
+import { ProgressMeter } from '../../device/progress.js';
 import { VdiskError } from '../../errors.js';
 import { FileLocation, type ImageLocation } from '../../storage/location.js';
 import type { Storage } from '../../storage/storage.js';
@@ -439,7 +440,7 @@ function checkNewSize(meta: VhdMeta, name: string, newSize: number): VhdFooter {
  * goes over the old one first (the tail is then unused space), then to the new end,
  * and the file is cut.
  */
-async function resizeFixed(storage: Storage, meta: VhdMeta, newSize: number): Promise<void> {
+async function resizeFixed(storage: Storage, meta: VhdMeta, newSize: number, meter: ProgressMeter): Promise<void> {
   const name = storage.name;
   const footer = checkNewSize(meta, name, newSize);
   const fileSize = storage.size;
@@ -448,8 +449,14 @@ async function resizeFixed(storage: Storage, meta: VhdMeta, newSize: number): Pr
   const oldSize = meta.virtualSize;
   const bytes = encodeFooter(footer);
   const zero = async (from: number, to: number): Promise<void> => {
-    for (let p = from; p < to; p += ZEROS.length) await storage.write(ZEROS.subarray(0, Math.min(ZEROS.length, to - p)), p);
+    for (let p = from; p < to; p += ZEROS.length) {
+      const n = Math.min(ZEROS.length, to - p);
+      await storage.write(ZEROS.subarray(0, n), p);
+      meter.add(n);
+    }
   };
+  if (newSize > footerPos) meter.more(footerPos + FOOTER_SIZE - oldSize);
+  else if (newSize > oldSize) meter.more(newSize - oldSize);
   if (newSize > footerPos) {
     await storage.write(meta.footerBytes, newSize);
     await storage.flush();
@@ -481,7 +488,7 @@ async function resizeFixed(storage: Storage, meta: VhdMeta, newSize: number): Pr
  * with the new size. Shrinking: the footers go first (the cut-off blocks become
  * invisible), then their BAT entries are cleared and the file packed.
  */
-async function resizeDynamic(storage: Storage, meta: VhdMeta, newSize: number): Promise<void> {
+async function resizeDynamic(storage: Storage, meta: VhdMeta, newSize: number, meter: ProgressMeter): Promise<void> {
   const ed = new VhdEditor(storage, meta);
   const name = ed.name;
   const footer = checkNewSize(meta, name, newSize);
@@ -525,9 +532,11 @@ async function resizeDynamic(storage: Storage, meta: VhdMeta, newSize: number): 
       if (newBatEnd > ed.end) await ed.appendSpace(newBatEnd - ed.end);
       // Blocks in the way move to the end of the file, lowest first.
       const blocks = ed.usedRegions().filter((r) => r.block !== undefined && inWay(r.start, r.end));
+      meter.more(blocks.length * ed.span);
       for (const r of blocks) {
         const dest = await ed.appendSpace(ed.span);
         await ed.moveBlock(r.block!, dest);
+        meter.add(ed.span);
       }
       // Hidden entries beyond the old table (or stale ones) must read "unused" before the table covers them.
       await storage.write(ff(newN - oldN), h.tableOffset + oldN * 4);
@@ -553,10 +562,15 @@ async function resizeDynamic(storage: Storage, meta: VhdMeta, newSize: number): 
   await ed.pack();
 }
 
-/** Change the virtual size of a VHD of any type in place (see resizeFixed and resizeDynamic for the order). */
-export async function resizeVhd(storage: Storage, meta: VhdMeta, newSize: number): Promise<void> {
-  if (meta.footer.diskType === DISK_TYPE_FIXED) return resizeFixed(storage, meta, newSize);
-  return resizeDynamic(storage, meta, newSize);
+/**
+ * Change the virtual size of a VHD of any type in place (see resizeFixed and
+ * resizeDynamic for the order); `onProgress` hears of the bytes zeroed or moved.
+ */
+export async function resizeVhd(storage: Storage, meta: VhdMeta, newSize: number, onProgress?: (done: number, total: number) => void): Promise<void> {
+  const meter = new ProgressMeter(0, onProgress);
+  if (meta.footer.diskType === DISK_TYPE_FIXED) await resizeFixed(storage, meta, newSize, meter);
+  else await resizeDynamic(storage, meta, newSize, meter);
+  meter.finish();
 }
 
 /**

@@ -4,7 +4,8 @@
  */
 import { randomInt } from 'node:crypto';
 import { posix } from 'node:path';
-import type { CompactOptions, CompactResult, DiskImage, Extent, ImageInfo } from '../../device/block-device.js';
+import type { CompactOptions, CompactResult, DiskImage, Extent, ImageInfo, ResizeImageOptions } from '../../device/block-device.js';
+import { ProgressMeter } from '../../device/progress.js';
 import { BlockDeviceBase, IO_CHUNK } from '../../device/base.js';
 import { isZero, zeroBuffer } from '../../device/zero.js';
 import { VdiskError } from '../../errors.js';
@@ -291,24 +292,35 @@ export class VmdkImage extends BlockDeviceBase implements DiskImage {
    * first, then the cut extent and the dropped files. streamOptimized: the stream is
    * rewritten into a temp file renamed over the old one.
    */
-  async resize(newSize: number): Promise<void> {
+  async resize(newSize: number, opts: ResizeImageOptions = {}): Promise<void> {
     this.writable();
     if (newSize % SECTOR !== 0 || newSize <= 0) throw new VdiskError('E_USAGE', `${this.filename}: new size ${newSize} is not a positive multiple of ${SECTOR}`);
     if (newSize === this.size) return;
+    const meter = new ProgressMeter(0, opts.onProgress);
     if (this.descriptor.createType === 'streamOptimized') {
-      await this.rewriteStream(newSize);
-      return;
+      await this.rewriteStream(newSize, meter);
+    } else {
+      if (this.home.kind === 'embedded' && this.home.size === 0) {
+        throw new VdiskError('E_UNSUPPORTED', `${this.filename}: a bare sparse extent cannot be resized; resize the disk through its descriptor`);
+      }
+      if (newSize > this.size) await this.grow(newSize / SECTOR, meter);
+      else await this.shrink(newSize / SECTOR);
     }
-    if (this.home.kind === 'embedded' && this.home.size === 0) {
-      throw new VdiskError('E_UNSUPPORTED', `${this.filename}: a bare sparse extent cannot be resized; resize the disk through its descriptor`);
-    }
-    if (newSize > this.size) await this.grow(newSize / SECTOR);
-    else await this.shrink(newSize / SECTOR);
+    meter.finish();
   }
 
-  private async grow(newSectors: number): Promise<void> {
+  /**
+   * Sectors a split disk's pieces hold at most: the size of its first piece when it
+   * has several (so a disk keeps its own split size), else VMware's 4192256.
+   */
+  private splitSectors(lines: readonly ExtentLine[]): number {
+    const first = lines[0]?.sectors ?? 0;
+    return lines.length >= 2 && first > 0 && first <= SPLIT_EXTENT_SECTORS ? first : SPLIT_EXTENT_SECTORS;
+  }
+
+  private async grow(newSectors: number, meter: ProgressMeter): Promise<void> {
     const d = this.descriptor;
-    const maxSectors = d.createType.startsWith('twoGbMaxExtent') ? SPLIT_EXTENT_SECTORS : Number.MAX_SAFE_INTEGER;
+    const maxSectors = d.createType.startsWith('twoGbMaxExtent') ? this.splitSectors(d.extents) : Number.MAX_SAFE_INTEGER;
     const lines = d.extents.map((l) => ({ ...l }));
     const li = lines.length - 1;
     const last = lines[li]!;
@@ -330,7 +342,13 @@ export class VmdkImage extends BlockDeviceBase implements DiskImage {
         const oldEnd = (last.offset + last.sectors) * SECTOR;
         const newEnd = (last.offset + cap) * SECTOR;
         // Bytes a file already holds past the old end (an interrupted shrink) must read as zeros.
-        for (let off = oldEnd; off < Math.min(s.size, newEnd); off += IO_CHUNK) await s.write(zeroBuffer(Math.min(IO_CHUNK, Math.min(s.size, newEnd) - off)), off);
+        const zeroEnd = Math.min(s.size, newEnd);
+        meter.more(Math.max(0, zeroEnd - oldEnd));
+        for (let off = oldEnd; off < zeroEnd; off += IO_CHUNK) {
+          const n = Math.min(IO_CHUNK, zeroEnd - off);
+          await s.write(zeroBuffer(n), off);
+          meter.add(n);
+        }
         if (s.size < newEnd) await s.truncate(newEnd);
         await s.flush();
       }
@@ -348,9 +366,11 @@ export class VmdkImage extends BlockDeviceBase implements DiskImage {
         if (await this.location.exists(name)) await this.location.remove(name);
         const s = await this.location.create(name);
         this.storages.unshift(s);
+        meter.more(sectors * SECTOR);
         if (kind === 'SPARSE') await writeSparseExtent(s, sectors);
         else await s.truncate(sectors * SECTOR);
         await s.flush();
+        meter.add(sectors * SECTOR);
         lines.push({ access: 'RW', sectors, type: kind, file, offset: 0 });
         added.push({ start: 0, extent: new ZeroExtent(0), storage: s, file: name });
         rest -= sectors;
@@ -435,7 +455,7 @@ export class VmdkImage extends BlockDeviceBase implements DiskImage {
    * into a temp file next to it, then rename it over the old one. Returns the grains
    * left out (zero grains the old stream held).
    */
-  private async rewriteStream(newSize: number): Promise<number> {
+  private async rewriteStream(newSize: number, meter?: ProgressMeter): Promise<number> {
     const d = this.descriptor;
     const copy: Descriptor = { ...d, extents: d.extents.map((l) => ({ ...l, sectors: newSize / SECTOR })), headerKeys: new Map(d.headerKeys), ddb: new Map(d.ddb) };
     setGeometry(copy, newSize / SECTOR);
@@ -450,6 +470,7 @@ export class VmdkImage extends BlockDeviceBase implements DiskImage {
       const limit = Math.min(this.size, newSize);
       const buf = Buffer.alloc(G);
       let next = 0;
+      if (meter) for await (const e of this.extents(0, limit)) if (e.kind === 'data') meter.more(e.length);
       for await (const e of this.extents(0, limit)) {
         if (e.kind !== 'data') continue;
         for (let g = Math.max(next, Math.floor(e.offset / G)); g * G < e.offset + e.length; g++) {
@@ -457,6 +478,7 @@ export class VmdkImage extends BlockDeviceBase implements DiskImage {
           await this.read(piece, g * G);
           if (isZero(piece)) dropped++;
           await w.addGrain(g, Buffer.from(piece));
+          meter?.add(Math.min(e.offset + e.length, (g + 1) * G) - Math.max(e.offset, g * G));
           next = g + 1;
         }
       }

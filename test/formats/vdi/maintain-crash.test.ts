@@ -10,7 +10,7 @@ import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import type { DiskImage } from '../../../src/device/block-device.js';
 import { openLocation } from '../../../src/formats/registry.js';
-import { decodeHeader } from '../../../src/formats/vdi/header.js';
+import { VdiImageType, decodeHeader } from '../../../src/formats/vdi/header.js';
 import { checkVdi } from '../../../src/formats/vdi/index.js';
 import { commitImage } from '../../../src/ops/commit.js';
 import { resizeImage } from '../../../src/ops/resize.js';
@@ -62,6 +62,8 @@ interface OpSweep {
   op: (img: DiskImage) => Promise<void>;
   /** Content after the op (the old content is read from `files`). */
   expected: Buffer;
+  /** Crash at flushes too (crashSweep's `flushes`). */
+  flushes?: boolean;
 }
 
 /** Sweep a crash over every write of `op` on image `name`. */
@@ -71,6 +73,7 @@ async function opSweep(o: OpSweep): Promise<number> {
   return crashSweep({
     initial: o.files,
     name: o.name,
+    flushes: o.flushes,
     workload: async (loc, progress) => {
       const img = await openLocation(loc.at(o.name));
       await o.op(img);
@@ -145,6 +148,21 @@ describe('vdi resize and compact crash safety', async () => {
     const writes = await opSweep({ files, name: 'full.vdi', op: (i) => resizeImage(i, 2 * MiB).then(() => undefined), expected: withTail(await viewOf(files, 'full.vdi'), 2 * MiB) });
     expect(writes).toBeGreaterThanOrEqual(6); // slack entries, header, 1 move (data + entry), map, header
   }, 120_000);
+
+  for (const type of ['dynamic', 'fixed'] as const) {
+    it(`grow of a full ${type} image whose map fills its space exactly: rewritten into a temp file renamed over it, then grown in place`, async () => {
+      // 128 blocks of 4 KiB, all allocated: the map fills its sector (512..1024), every data block number is used.
+      const entries: Record<number, number> = {};
+      for (let i = 0; i < 128; i++) entries[i] = 127 - i;
+      const bytes = smallVdi({ cbDisk: 128 * 4 * KiB, cbBlock: 4 * KiB, entries, tweak: (h) => void (type === 'fixed' && (h.type = VdiImageType.FIXED)) });
+      const files = new Map([['tight.vdi', bytes]]);
+      const old = await viewOf(files, 'tight.vdi');
+      const writes = await opSweep({ files, name: 'tight.vdi', flushes: true, op: (i) => resizeImage(i, 2 * MiB).then(() => undefined), expected: withTail(old, 2 * MiB) });
+      console.log(`vdi tight ${type} grow: ${writes} crash points`);
+      // temp file: create, head, header, map, data, flush, rename; then the in-place grow.
+      expect(writes).toBeGreaterThanOrEqual(9);
+    }, 120_000);
+  }
 
   it('grow of a fixed image (new blocks preallocated)', async () => {
     const f = memFolder();

@@ -6,7 +6,7 @@
  * qemu-io writes afterwards.
  */
 import { execFile } from 'node:child_process';
-import { readFile, stat, writeFile } from 'node:fs/promises';
+import { readFile, readdir, stat, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { describe, expect } from 'vitest';
@@ -192,4 +192,30 @@ describe('vdi resize and compact against qemu', async () => {
     await qemuCheck(f);
     expect(await qemuSame(f, 'vdi', ref, 'raw')).toBe(true);
   });
+  for (const kind of ['dynamic', 'static'] as const) {
+    itWith(QEMU, `grows a full ${kind} qemu VDI whose map fills its sector (rewritten with room for the map), as qemu-img sees it`, async () => {
+      const f = join(dir, `tight-${kind}.vdi`);
+      const raw = join(dir, `tight-${kind}.raw`);
+      await runOk('qemu-img', ['create', '-f', 'vdi', ...(kind === 'static' ? ['-o', 'static=on'] : []), f, '128M']);
+      await runOk('qemu-img', ['create', '-f', 'raw', raw, '128M']);
+      // Every block allocated (a dynamic image written through; a static one is born full).
+      if (kind === 'dynamic') await both(f, raw, 'write -P 0x5a 0 128M');
+      for (const c of ['write -P 0x11 0 64k', 'write -P 0x22 64M 1M', 'write -P 0x33 134213632 4k']) await both(f, raw, c);
+      const before = await header(f);
+      expect([before.offBlocks, before.offData, before.cBlocks, before.cBlocksAllocated]).toEqual([512, 1024, 128, 128]);
+
+      expect(await vdisk('resize', f, '192M')).toContain('201326592 bytes');
+      await runOk('qemu-img', ['resize', '-f', 'raw', raw, '192M']);
+      const h = await header(f);
+      expect([h.offBlocks, h.offData, h.cBlocks]).toEqual([512, MiB, 192]);
+      expect((await qemuInfo(f, 'vdi'))['virtual-size']).toBe(192 * MiB);
+      await qemuCheck(f);
+      expect(await qemuSame(f, 'vdi', raw, 'raw')).toBe(true);
+      // qemu writes into the new space and over a block that was moved with the rewrite.
+      for (const c of ['write -P 0x44 150M 1M', 'write -P 0x55 0 4k']) await both(f, raw, c);
+      await qemuCheck(f);
+      expect(await qemuSame(f, 'vdi', raw, 'raw')).toBe(true);
+      expect((await readdir(dir)).filter((n) => n.includes('vdisk-tmp') || n.endsWith('.lock'))).toEqual([]);
+    });
+  }
 });

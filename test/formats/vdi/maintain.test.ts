@@ -164,15 +164,34 @@ describe('vdi resize', () => {
     await expectClean(f, 'x.vdi');
   });
 
-  it('refuses (image unchanged) to grow a full image whose map fills its space exactly', async () => {
+  it('grows a full image whose map fills its space exactly by rewriting it with room for the map (temp file renamed over it)', async () => {
     const f = memFolder();
     const entries: Record<number, number> = {};
     for (let i = 0; i < 128; i++) entries[i] = 127 - i;
     putFile(f, 'tight.vdi', smallVdi({ cbDisk: 128 * 4 * KiB, cbBlock: 4 * KiB, entries }));
     const before = await bytesOf(f, 'tight.vdi');
     expect(header(before).offData).toBe(1024);
-    await withImage(f, 'tight.vdi', (i) => expectCode(resizeImage(i, 2 * MiB), 'E_UNSUPPORTED', 'no free data block number'));
-    expect((await bytesOf(f, 'tight.vdi')).equals(before)).toBe(true);
+    const content = await withImage(f, 'tight.vdi', readAll);
+    const calls: Array<[number, number]> = [];
+    await withImage(f, 'tight.vdi', (i) => resizeImage(i, 2 * MiB, { onProgress: (d, t) => calls.push([d, t]) }));
+    const file = await bytesOf(f, 'tight.vdi');
+    const h = header(file);
+    // The map stays at 512 with room up to the next MiB; data blocks keep their numbers.
+    expect([h.cbDisk, h.cBlocks, h.cBlocksAllocated, h.offBlocks, h.offData]).toEqual([2 * MiB, 512, 128, 512, MiB]);
+    for (let i = 0; i < 128; i++) expect(entry(file, i)).toBe(127 - i);
+    for (let i = 128; i < 512; i++) expect(entry(file, i)).toBe(VDI_BLOCK_FREE);
+    expect(file.length).toBe(MiB + 128 * 4 * KiB);
+    expect([...f.files.keys()]).toEqual(['tight.vdi']);
+    // Progress: the data area copied, then done.
+    expect(calls.at(-1)).toEqual([128 * 4 * KiB, 128 * 4 * KiB]);
+    await expectClean(f, 'tight.vdi');
+    const all = await withImage(f, 'tight.vdi', readAll);
+    expect(all.subarray(0, 512 * KiB).equals(content)).toBe(true);
+    expect(all.subarray(512 * KiB).every((b) => b === 0)).toBe(true);
+    // The next grow has room in place: no rewrite.
+    await withImage(f, 'tight.vdi', (i) => resizeImage(i, 4 * MiB));
+    expect(header(await bytesOf(f, 'tight.vdi')).offData).toBe(MiB);
+    await expectClean(f, 'tight.vdi');
   });
 
   it('an image left with more cBlocks than its size needs (an interrupted grow) reads, shrinks back and grows', async () => {
