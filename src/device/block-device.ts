@@ -48,6 +48,12 @@ export interface BlockDevice {
   flush(): Promise<void>;
   /** The ranges of `[offset, offset+length)` by kind, in order, covering the range exactly. */
   extents(offset?: number, length?: number): AsyncIterable<Extent>;
+  /**
+   * True when {@link extents} has no allocation map to consult and finds zero ranges
+   * by reading the content (a raw file: Node has no SEEK_DATA). A copier that scans
+   * what it reads for zeros anyway can then skip extents() and read each byte once.
+   */
+  readonly extentsReadContent?: boolean;
   /** Flush and release the device and everything it opened (parents, extent files). */
   close(): Promise<void>;
 }

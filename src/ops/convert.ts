@@ -8,7 +8,7 @@ import { randomBytes } from 'node:crypto';
 import { mkdir, open as fsOpen, readdir, rm, stat } from 'node:fs/promises';
 import { basename, dirname, join, resolve } from 'node:path';
 import { setImmediate as nextTurn } from 'node:timers/promises';
-import type { BlockDevice, DiskImage } from '../device/block-device.js';
+import type { BlockDevice, DiskImage, Extent } from '../device/block-device.js';
 import { IO_CHUNK } from '../device/base.js';
 import { forEachZeroRun } from '../device/zero.js';
 import { VdiskError, fromSystemError } from '../errors.js';
@@ -240,7 +240,10 @@ interface Piece {
 
 /** Split the source's extents into chunks of at most `chunk` bytes; holes and zero extents need no read unless `allocateAll`. */
 async function* plan(source: BlockDevice, chunk: number, allocateAll: boolean): AsyncGenerator<Piece> {
-  for await (const e of source.extents(0, source.size)) {
+  // A source whose extents() would read everything (raw) is read once, here: the
+  // zero scan of each chunk finds what extents() would have found.
+  const extents: Iterable<Extent> | AsyncIterable<Extent> = source.extentsReadContent ? [{ offset: 0, length: source.size, kind: 'data', depth: 0 }] : source.extents(0, source.size);
+  for await (const e of extents) {
     if (e.kind !== 'data' && !allocateAll) {
       yield { offset: e.offset, length: e.length, read: false };
       continue;

@@ -21,8 +21,9 @@ export class RawImage extends BlockDeviceBase implements DiskImage {
   readonly readOnly: boolean;
   size: number;
 
-  constructor(private readonly storage: Storage, readOnly: boolean) {
+  constructor(private readonly storage: Storage, readOnly: boolean, empty = false) {
     super();
+    this.extentsReadContent = !empty;
     this.filename = storage.name;
     this.size = storage.size;
     this.readOnly = readOnly || storage.readOnly;
@@ -35,6 +36,12 @@ export class RawImage extends BlockDeviceBase implements DiskImage {
   protected writeAt(buf: Uint8Array, offset: number): Promise<void> {
     return this.storage.write(buf, offset);
   }
+
+  /**
+   * extents() reads the file to find zeros (see {@link BlockDevice.extentsReadContent}),
+   * except in a file with no blocks on disk, which is one hole without reading.
+   */
+  readonly extentsReadContent: boolean;
 
   protected async *extentsIn(offset: number, length: number): AsyncIterable<Extent> {
     // A file with no blocks allocated is one hole; no need to read it.
@@ -88,7 +95,7 @@ export const rawDriver: FormatDriver = {
     return true; // anything is a raw image; the registry asks raw last
   },
   async open(storage: Storage, _location: ImageLocation, opts: DriverOpenOptions): Promise<DiskImage> {
-    return new RawImage(storage, opts.readOnly);
+    return new RawImage(storage, opts.readOnly, (await storage.allocatedSize?.()) === 0);
   },
   async create(location: ImageLocation, opts: DriverCreateOptions): Promise<DiskImage> {
     if (opts.parent) throw new VdiskError('E_UNSUPPORTED', `${location.name}: raw images cannot have a backing file`);
@@ -99,6 +106,6 @@ export const rawDriver: FormatDriver = {
       await storage.close();
       throw err;
     }
-    return new RawImage(storage, false);
+    return new RawImage(storage, false, true);
   },
 };
