@@ -76,6 +76,9 @@ function makeRaw(path) {
 }
 
 function sh(cmd, argv) {
+  // Start every timed run with no dirty pages left by the one before: otherwise the
+  // kernel's write-back of the previous output lands in whichever run comes next.
+  spawnSync('sync');
   const t0 = process.hrtime.bigint();
   const r = spawnSync(cmd, argv, { stdio: ['ignore', 'ignore', 'pipe'] });
   const s = Number(process.hrtime.bigint() - t0) / 1e9;
