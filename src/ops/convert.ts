@@ -25,8 +25,13 @@ export const DEFAULT_SPARSE_SIZE = 4096;
 /** Largest `-S` accepted; the copy buffer grows to it, so it bounds memory. */
 export const MAX_SPARSE_SIZE = 64 * 1024 * 1024;
 
-/** Reads in flight ahead of the writer (each one {@link IO_CHUNK} or `-S` bytes). */
-const READ_AHEAD = 3;
+/**
+ * Reads in flight ahead of the writer: as many as qemu-img convert keeps (8), which
+ * keeps the disk busy when the source is not in the page cache, but no more than
+ * {@link READ_AHEAD_BYTES} in all (a chunk is {@link IO_CHUNK} or `-S` bytes).
+ */
+const READ_AHEAD = 8;
+const READ_AHEAD_BYTES = 16 * 1024 * 1024;
 
 /** Options for {@link convert} and {@link convertImage}. */
 export interface ConvertOptions {
@@ -261,7 +266,8 @@ async function* plan(source: BlockDevice, chunk: number, allocateAll: boolean): 
  */
 async function copyContents(source: BlockDevice, out: BlockDevice, sparse: number, opts: ConvertOptions): Promise<number> {
   const chunk = Math.max(IO_CHUNK, sparse);
-  const buffers = Array.from({ length: READ_AHEAD + 1 }, () => Buffer.alloc(chunk));
+  const ahead = Math.max(1, Math.min(READ_AHEAD, Math.floor(READ_AHEAD_BYTES / chunk)));
+  const buffers = Array.from({ length: ahead + 1 }, () => Buffer.alloc(chunk));
   let next = 0;
   const pieces = plan(source, chunk, sparse === 0);
   let done = 0;
@@ -292,7 +298,7 @@ async function copyContents(source: BlockDevice, out: BlockDevice, sparse: numbe
     q.catch(() => undefined);
     queue.push(q);
   };
-  for (let i = 0; i < READ_AHEAD; i++) enqueue();
+  for (let i = 0; i < ahead; i++) enqueue();
   try {
     for (;;) {
       // File I/O is synchronous underneath, so give the event loop a turn: signals,
