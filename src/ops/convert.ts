@@ -283,7 +283,7 @@ async function copyContents(source: BlockDevice, out: BlockDevice, sparse: numbe
   };
 
   // A queue of reads in flight: the generator is pulled in order, one step at a time,
-  // and reads that are truly asynchronous (a Storage over the network) overlap.
+  // and the reads themselves overlap (big file reads run on the thread pool).
   const queue: Array<Promise<{ piece: Piece; data?: Buffer } | undefined>> = [];
   let tail: Promise<unknown> = Promise.resolve();
   const enqueue = (): void => {
