@@ -1,5 +1,5 @@
 // Child process for the memory test and bench: runs one convert and prints its peak RSS.
-//   node rss-child.mjs synthetic SIZE_GIB DST FORMAT   convert a synthetic sparse disk (1 MiB of data per GiB)
+//   node rss-child.mjs synthetic SIZE_GIB DST FORMAT [SUBFORMAT]   convert a synthetic sparse disk (1 MiB of data per GiB)
 //   node rss-child.mjs cli ARGS...                     run `vdisk ARGS...`
 // Prints one JSON line on stdout: {"maxRssMiB": N, "seconds": S, "code": C}.
 import { BlockDeviceBase, convertImage } from '../../dist/index.js';
@@ -44,9 +44,9 @@ const t0 = process.hrtime.bigint();
 const [mode, ...rest] = process.argv.slice(2);
 let code = 0;
 if (mode === 'synthetic') {
-  const [sizeGiB, dst, format] = rest;
+  const [sizeGiB, dst, format, subformat] = rest;
   const dev = new SparseSynthetic(Number(sizeGiB) * GiB);
-  await convertImage(dev, dst, { format: format ?? 'raw' });
+  await convertImage(dev, dst, { format: format ?? 'raw', options: subformat ? { subformat } : undefined });
 } else if (mode === 'cli') {
   await main(['node', 'vdisk', ...rest]);
   code = process.exitCode ?? 0;
