@@ -38,11 +38,13 @@ const SAMPLE = ${SAMPLE_BYTES}, BITS = ${INCOMPRESSIBLE_BITS};
 // isolate hold tens of MiB of such memory before it collects; a worker that only
 // compresses reaches that fast (about 45 MiB per worker). A full collection every
 // GC_EVERY grains keeps it small at no measurable cost (heaps here are tiny).
-let gc;
-try {
-  require('node:v8').setFlagsFromString('--expose-gc');
-  gc = require('node:vm').runInNewContext('gc');
-} catch {}
+let collect = typeof globalThis.gc === 'function' ? globalThis.gc : undefined;
+if (!collect) {
+  try {
+    require('node:v8').setFlagsFromString('--expose-gc');
+    collect = require('node:vm').runInNewContext('gc');
+  } catch {}
+}
 const GC_EVERY = ${GC_EVERY_GRAINS};
 let sinceGc = 0;
 const counts = new Uint32Array(256);
@@ -70,9 +72,9 @@ parentPort.on('message', ({ id, grain, level }) => {
   const out = new Uint8Array(z.length);
   out.set(z);
   parentPort.postMessage({ id, z: out }, [out.buffer]);
-  if (gc && ++sinceGc >= GC_EVERY) {
+  if (collect && ++sinceGc >= GC_EVERY) {
     sinceGc = 0;
-    gc();
+    collect();
   }
 });
 `;
