@@ -477,7 +477,7 @@ export class VmdkImage extends BlockDeviceBase implements DiskImage {
           const piece = buf.subarray(0, Math.min(G, limit - g * G));
           await this.read(piece, g * G);
           if (isZero(piece)) dropped++;
-          await w.addGrain(g, Buffer.from(piece));
+          await w.addGrain(g, piece); // addGrain copies it before returning
           meter?.add(Math.min(e.offset + e.length, (g + 1) * G) - Math.max(e.offset, g * G));
           next = g + 1;
         }
