@@ -5,7 +5,7 @@
  */
 import { describe, expect, it } from 'vitest';
 import type { DiskImage } from '../../../src/device/block-device.js';
-import { isVdiskError } from '../../../src/errors.js';
+import { expectCode } from '../../helpers/errors.js';
 import { rawDriver } from '../../../src/formats/raw/index.js';
 import { VDI_BLOCK_FREE, VDI_BLOCK_ZERO, VdiImageType, decodeHeader, encodeHeader } from '../../../src/formats/vdi/header.js';
 import { checkVdi } from '../../../src/formats/vdi/index.js';
@@ -16,18 +16,6 @@ import { patternBytes } from '../../helpers/tmp.js';
 import { MiB, bytesOf, createIn, memFolder, openIn, putFile, readAll, smallVdi } from './util.js';
 
 const KiB = 1024;
-
-async function expectCode(p: Promise<unknown>, code: string, text?: string): Promise<void> {
-  const err = await p.then(
-    () => undefined,
-    (e: unknown) => e,
-  );
-  expect(isVdiskError(err), `expected VdiskError ${code}, got ${String(err)}`).toBe(true);
-  if (isVdiskError(err)) {
-    expect(err.code).toBe(code);
-    if (text) expect(err.message).toContain(text);
-  }
-}
 
 /** check must find nothing at all. */
 async function expectClean(folder: MemoryLocation, name: string): Promise<void> {

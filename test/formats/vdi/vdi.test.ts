@@ -1,6 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import { listExtents } from '../../../src/device/base.js';
 import { isVdiskError } from '../../../src/errors.js';
+import { expectCode } from '../../helpers/errors.js';
 import { VdiImage, checkVdi, vdiDriver } from '../../../src/formats/vdi/index.js';
 import {
   VDI_BLOCK_FREE,
@@ -18,18 +19,6 @@ import { MiB, bytesOf, createIn, memFolder, openIn, putFile, readAll, smallVdi }
 function mapEntry(file: Buffer, block: number): number {
   const h = decodeHeader(file, 'x');
   return file.readUInt32LE(h.offBlocks + block * 4);
-}
-
-async function expectCode(p: Promise<unknown>, code: string, field?: string): Promise<void> {
-  const err = await p.then(
-    () => undefined,
-    (e: unknown) => e,
-  );
-  expect(isVdiskError(err), `expected VdiskError ${code}, got ${String(err)}`).toBe(true);
-  if (isVdiskError(err)) {
-    expect(err.code).toBe(code);
-    if (field) expect(err.message).toContain(field);
-  }
 }
 
 describe('vdi header', () => {

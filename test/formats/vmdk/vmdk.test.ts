@@ -3,7 +3,7 @@ import { deflateRawSync, deflateSync, inflateSync } from 'node:zlib';
 import { describe, expect, it } from 'vitest';
 import { listExtents } from '../../../src/device/base.js';
 import type { DiskImage } from '../../../src/device/block-device.js';
-import { isVdiskError } from '../../../src/errors.js';
+import { expectCode } from '../../helpers/errors.js';
 import { openLocation } from '../../../src/formats/registry.js';
 import { formatDescriptor, parseDescriptor } from '../../../src/formats/vmdk/descriptor.js';
 import { decodeMarker, decodeSparseHeader, encodeSparseHeader, GRAIN_MARKER_HEADER, SECTOR } from '../../../src/formats/vmdk/header.js';
@@ -21,16 +21,6 @@ async function make(name: string, size: number, options: Record<string, string> 
 
 function bytesOf(loc: MemoryLocation, name: string): Buffer {
   return (loc.files.get(name) as MemoryStorage).snapshot();
-}
-
-async function expectCode(p: Promise<unknown>, code: string, text?: RegExp): Promise<void> {
-  const err = await p.then(
-    () => undefined,
-    (e: unknown) => e,
-  );
-  expect(isVdiskError(err), String(err)).toBe(true);
-  expect((err as { code: string }).code).toBe(code);
-  if (text) expect((err as Error).message).toMatch(text);
 }
 
 /** A folder holding one descriptor file plus the given extent files. */
