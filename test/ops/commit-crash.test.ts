@@ -9,6 +9,7 @@
  * and once the commit returned, the parent holding exactly the child's content.
  */
 import { describe, expect, it } from 'vitest';
+import { readAll } from '../helpers/read.js';
 import type { DiskImage } from '../../src/device/block-device.js';
 import { findDriver, openLocation } from '../../src/formats/registry.js';
 import { commitImage } from '../../src/ops/commit.js';
@@ -43,12 +44,6 @@ function folderOf(files: Map<string, Buffer>): MemoryLocation {
   const folder = new MemoryLocation('unused');
   for (const [n, b] of files) folder.files.set(n, new MemoryStorage(Buffer.from(b), { name: n }));
   return folder;
-}
-
-async function readAll(img: DiskImage): Promise<Buffer> {
-  const b = Buffer.alloc(img.size);
-  await img.read(b, 0);
-  return b;
 }
 
 async function viewOf(folder: MemoryLocation, name: string): Promise<Buffer> {

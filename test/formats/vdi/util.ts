@@ -1,6 +1,7 @@
 /** Helpers for the VDI tests: images in a memory folder, and a model to compare against. */
 import type { DiskImage } from '../../../src/device/block-device.js';
 import { openLocation } from '../../../src/formats/registry.js';
+export { readAll } from '../../helpers/read.js';
 import { vdiDriver } from '../../../src/formats/vdi/index.js';
 import { VDI_BLOCK_FREE, VDI_MAP_ENTRY_SIZE, encodeHeader, newHeader, type VdiHeader } from '../../../src/formats/vdi/header.js';
 import { MemoryLocation } from '../../../src/storage/location.js';
@@ -38,12 +39,6 @@ export function putFile(folder: MemoryLocation, name: string, bytes: Buffer): vo
 }
 
 /** Read a whole device. */
-export async function readAll(dev: DiskImage): Promise<Buffer> {
-  const b = Buffer.alloc(dev.size);
-  await dev.read(b, 0);
-  return b;
-}
-
 /**
  * A small dynamic VDI built from a header (any block size): `blocks` maps virtual
  * block → data block index (or FREE/ZERO), data filled with `fill(virtualBlock)`.

@@ -6,6 +6,7 @@ import { existsSync } from 'node:fs';
 import { readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
+import { readImageFile as readAll } from '../../helpers/read.js';
 import { listExtents } from '../../../src/device/base.js';
 import { open } from '../../../src/formats/registry.js';
 import { create } from '../../../src/ops/create.js';
@@ -22,17 +23,6 @@ function qemuSpec(file: string): string {
 }
 
 /** Read a whole image through vdisk. */
-async function readAll(file: string): Promise<Buffer> {
-  const img = await open(file, { readOnly: true });
-  try {
-    const buf = Buffer.alloc(img.size);
-    await img.read(buf, 0);
-    return buf;
-  } finally {
-    await img.close();
-  }
-}
-
 describe('VHD images written by qemu-img', () => {
   const cases: Array<[string, string[]]> = [
     ['dynamic', []],

@@ -8,6 +8,7 @@ import { existsSync } from 'node:fs';
 import { mkdir, readFile, stat, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
+import { readImageFile as readAll } from '../../helpers/read.js';
 import { open } from '../../../src/formats/registry.js';
 import { vhdDriver } from '../../../src/formats/vhd/index.js';
 import { readParentRefs, readVhdMeta } from '../../../src/formats/vhd/parse.js';
@@ -26,17 +27,6 @@ const MiB = 1024 * 1024;
 /** vhdimount needs FUSE; where /dev/fuse is missing (some containers) its checks are left out, saying so. */
 const HAVE_FUSE = existsSync('/dev/fuse');
 const FUSE = HAVE_FUSE ? ['vhdimount', 'umount'] : [];
-
-async function readAll(file: string): Promise<Buffer> {
-  const img = await open(file, { readOnly: true });
-  try {
-    const buf = Buffer.alloc(img.size);
-    await img.read(buf, 0);
-    return buf;
-  } finally {
-    await img.close();
-  }
-}
 
 /** vdisk's check of a VHD file: every problem message (none expected). */
 async function checkProblems(file: string): Promise<string[]> {

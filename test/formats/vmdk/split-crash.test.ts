@@ -10,7 +10,7 @@
  * piece when it grows), so a grow adds a file and a shrink drops one in a few MiB.
  */
 import { describe, expect, it } from 'vitest';
-import type { DiskImage } from '../../../src/device/block-device.js';
+import { readAll } from '../../helpers/read.js';
 import { openLocation } from '../../../src/formats/registry.js';
 import { writeSparseExtent } from '../../../src/formats/vmdk/create.js';
 import { formatDescriptor, parseDescriptor } from '../../../src/formats/vmdk/descriptor.js';
@@ -76,12 +76,6 @@ async function leaksOnly(loc: MemoryLocation): Promise<void> {
   const r = await vmdkDriver.check!(await loc.open('d.vmdk'), loc, { readOnly: true, openParent: noParent });
   const bad = r.problems.filter((p) => p.severity !== 'leak' && !/lags the primary/.test(p.message));
   expect(bad.map((p) => p.message)).toEqual([]);
-}
-
-async function readAll(img: DiskImage): Promise<Buffer> {
-  const b = Buffer.alloc(img.size);
-  await img.read(b, 0);
-  return b;
 }
 
 interface Case {
