@@ -8,7 +8,6 @@ import { VdiskError } from '../errors.js';
 import { FileLocation, type ImageLocation } from '../storage/location.js';
 import type { Storage } from '../storage/storage.js';
 import type { DriverOpenOptions, FormatDriver } from './driver.js';
-import { archiveMemberLocation } from './ovf/location.js';
 import { rawDriver } from './raw/index.js';
 import { vdiDriver } from './vdi/index.js';
 import { vhdDriver } from './vhd/index.js';
@@ -104,6 +103,7 @@ export function openLocation(location: ImageLocation, opts: OpenOptions = {}): P
  * tar or zip in place, read-only.
  */
 export async function open(path: string, opts: OpenOptions = {}): Promise<DiskImage> {
-  const member = await archiveMemberLocation(path);
+  // Only a path with a colon can name an archive member; the archive code loads then.
+  const member = path.includes(':') ? await (await import('./ovf/location.js')).archiveMemberLocation(path) : undefined;
   return openLocation(member ?? new FileLocation(path, opts.allowPaths ?? []), opts);
 }
