@@ -9,7 +9,6 @@ import { mkdir, open as fsOpen, readdir, rm, stat } from 'node:fs/promises';
 import { basename, dirname, join, resolve } from 'node:path';
 import { setImmediate as nextTurn } from 'node:timers/promises';
 import type { BlockDevice, DiskImage, Extent } from '../device/block-device.js';
-import { IO_CHUNK } from '../device/base.js';
 import { forEachZeroRun } from '../device/zero.js';
 import { VdiskError, fromSystemError } from '../errors.js';
 import { findDriver, open } from '../formats/registry.js';
@@ -26,12 +25,20 @@ export const DEFAULT_SPARSE_SIZE = 4096;
 export const MAX_SPARSE_SIZE = 64 * 1024 * 1024;
 
 /**
+ * Bytes copied per step (or `-S` when larger): 2 MiB, the default block of VHD (and
+ * twice VDI's), so a sparse destination allocates each block in one write instead of
+ * revisiting it (2 GiB VMDK -> VHD 0.99 s -> 0.88 s, VHD -> VMDK 1.05 s -> 0.71 s
+ * against 1 MiB steps).
+ */
+const COPY_CHUNK = 2 * 1024 * 1024;
+
+/**
  * Reads in flight ahead of the writer: as many as qemu-img convert keeps (8), which
  * keeps the disk busy when the source is not in the page cache, but no more than
- * {@link READ_AHEAD_BYTES} in all (a chunk is {@link IO_CHUNK} or `-S` bytes).
+ * {@link READ_AHEAD_BYTES} in all.
  */
 const READ_AHEAD = 8;
-const READ_AHEAD_BYTES = 16 * 1024 * 1024;
+const READ_AHEAD_BYTES = 32 * 1024 * 1024;
 
 /** Options for {@link convert} and {@link convertImage}. */
 export interface ConvertOptions {
@@ -265,7 +272,7 @@ async function* plan(source: BlockDevice, chunk: number, allocateAll: boolean): 
  * run ahead of the (strictly sequential) writes. Returns bytes written.
  */
 async function copyContents(source: BlockDevice, out: BlockDevice, sparse: number, opts: ConvertOptions): Promise<number> {
-  const chunk = Math.max(IO_CHUNK, sparse);
+  const chunk = Math.max(COPY_CHUNK, sparse);
   const ahead = Math.max(1, Math.min(READ_AHEAD, Math.floor(READ_AHEAD_BYTES / chunk)));
   const buffers = Array.from({ length: ahead + 1 }, () => Buffer.alloc(chunk));
   let next = 0;
