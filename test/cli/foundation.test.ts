@@ -37,6 +37,21 @@ describe('vdisk CLI (foundation)', () => {
     expect(r.stdout.trim()).toMatch(/^\d+\.\d+\.\d+$/);
   });
 
+  it('loads one command module per run, yet help lists them all and every spelling reaches its command', async () => {
+    const help = await vdisk(['--help'], dir);
+    expect(help.code).toBe(0);
+    for (const c of ['info', 'create', 'convert', 'map', 'compare', 'check', 'resize', 'compact', 'commit', 'rebase', 'ova', 'boot']) {
+      expect(help.stdout).toMatch(new RegExp(`^  ${c} `, 'm'));
+    }
+    const viaHelp = await vdisk(['help', 'convert'], dir);
+    expect(viaHelp.stdout).toContain('Usage: vdisk convert');
+    const debug = await vdisk(['--debug', 'resize', '--help'], dir);
+    expect(debug.stdout).toContain('--progress');
+    const unknown = await vdisk(['nosuch'], dir);
+    expect(unknown.code).not.toBe(0);
+    expect(unknown.stderr).toContain("unknown command 'nosuch'");
+  });
+
   itWith(['qemu-img'], 'create makes an image qemu-img sees at the size asked, and info prints qemu field names', async () => {
     const r = await vdisk(['create', '-f', 'raw', 'disk.img', '10M'], dir);
     expect(r.code).toBe(0);
