@@ -34,6 +34,16 @@ export async function readBlockMap(storage: Storage, h: VdiHeader): Promise<Uint
   return map;
 }
 
+/**
+ * Entries `first` .. `first + count - 1` of `map` as bytes (for writing at offBlocks +
+ * first × 4), in a buffer of at least `bytes` (the rest zero).
+ */
+export function encodeMapEntries(map: Uint32Array, first = 0, count = map.length - first, bytes = count * VDI_MAP_ENTRY_SIZE): Buffer {
+  const raw = Buffer.alloc(Math.max(bytes, count * VDI_MAP_ENTRY_SIZE));
+  for (let k = 0; k < count; k++) raw.writeUInt32LE(map[first + k]! >>> 0, k * VDI_MAP_ENTRY_SIZE);
+  return raw;
+}
+
 /** One map entry as bytes, for writing at offBlocks + i × 4. */
 export function encodeMapEntry(entry: number): Buffer {
   const b = Buffer.alloc(VDI_MAP_ENTRY_SIZE);

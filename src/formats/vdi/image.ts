@@ -16,7 +16,7 @@ import { filterStorage } from '../../storage/filter.js';
 import type { ImageLocation } from '../../storage/location.js';
 import type { Storage } from '../../storage/storage.js';
 import { isZero } from '../../device/zero.js';
-import { VDI_MAX_BLOCKS, blockStride, encodeMapEntry, isAllocated } from './blockmap.js';
+import { VDI_MAX_BLOCKS, blockStride, encodeMapEntries, encodeMapEntry, isAllocated } from './blockmap.js';
 
 import {
   NULL_UUID,
@@ -245,8 +245,7 @@ export class VdiImage extends BlockDeviceBase implements DiskImage {
         let j = i + 1;
         while (j < blocks.length && blocks[j] === blocks[j - 1]! + 1) j++;
         const first = blocks[i]!;
-        const run = Buffer.alloc((j - i) * VDI_MAP_ENTRY_SIZE);
-        for (let k = 0; k < j - i; k++) run.writeUInt32LE(this.map[first + k]! >>> 0, k * VDI_MAP_ENTRY_SIZE);
+        const run = encodeMapEntries(this.map, first, j - i);
         await this.storage.write(run, this.header.offBlocks + first * VDI_MAP_ENTRY_SIZE);
         i = j;
       }
@@ -615,8 +614,7 @@ export class VdiImage extends BlockDeviceBase implements DiskImage {
     const end = offData + slotsAfter * stride;
     if (this.storage.size < end) await this.storage.truncate(end);
     // 5. Write the map where the old header reads nothing: only the new entries when in place.
-    const raw = Buffer.alloc(mapBytes);
-    for (let i = 0; i < blocks; i++) raw.writeUInt32LE(map[i]!, i * VDI_MAP_ENTRY_SIZE);
+    const raw = encodeMapEntries(map, 0, blocks, mapBytes);
     if (mapAt === h.offBlocks) await this.storage.write(raw.subarray(oldBlocks * VDI_MAP_ENTRY_SIZE), mapAt + oldBlocks * VDI_MAP_ENTRY_SIZE);
     else await this.storage.write(raw, mapAt);
     await this.storage.flush();
@@ -658,8 +656,7 @@ export class VdiImage extends BlockDeviceBase implements DiskImage {
       await out.write(head, 0);
       const next: VdiHeader = { ...h, offData, cBlocksAllocated: this.mapped };
       await out.write(encodeHeader(next, this.headerRaw), 0);
-      const raw = Buffer.alloc(offData - h.offBlocks);
-      for (let i = 0; i < this.map.length; i++) raw.writeUInt32LE(this.map[i]! >>> 0, i * VDI_MAP_ENTRY_SIZE);
+      const raw = encodeMapEntries(this.map, 0, this.map.length, offData - h.offBlocks);
       await out.write(raw, h.offBlocks);
       // Data blocks keep their numbers: the data area is copied as it is.
       const buf = Buffer.alloc(Math.min(IO_CHUNK, Math.max(used, 1)));

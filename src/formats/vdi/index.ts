@@ -11,13 +11,12 @@ import type { ImageLocation } from '../../storage/location.js';
 import type { Storage } from '../../storage/storage.js';
 import { boolOption } from '../../util/options.js';
 import type { CheckProblem, CheckResult, DriverCheckOptions, DriverCreateOptions, DriverOpenOptions, FormatDriver } from '../driver.js';
-import { blockStride, readBlockMap, scanBlockMap, type BlockMapScan } from './blockmap.js';
+import { blockStride, encodeMapEntries, readBlockMap, scanBlockMap, type BlockMapScan } from './blockmap.js';
 import {
   NULL_UUID,
   VDI_BLOCK_FREE,
   VDI_HEADER1_SIZE,
   VDI_HEADER_BYTES,
-  VDI_MAP_ENTRY_SIZE,
   VDI_PREHEADER_SIZE,
   VDI_SIGNATURE,
   VdiField,
@@ -148,11 +147,8 @@ function needsSettling(h: VdiHeader, scan: BlockMapScan, fileSize: number): bool
 /** Write a new image's header and block map. */
 async function writeNewImage(storage: Storage, h: VdiHeader, fixed: boolean): Promise<Uint32Array> {
   const map = new Uint32Array(h.cBlocks);
-  const raw = Buffer.alloc(h.cBlocks * VDI_MAP_ENTRY_SIZE);
-  for (let i = 0; i < h.cBlocks; i++) {
-    map[i] = fixed ? i : VDI_BLOCK_FREE;
-    raw.writeUInt32LE(map[i]!, i * VDI_MAP_ENTRY_SIZE);
-  }
+  for (let i = 0; i < h.cBlocks; i++) map[i] = fixed ? i : VDI_BLOCK_FREE;
+  const raw = encodeMapEntries(map);
   const end = h.offData + (fixed ? h.cBlocks * blockStride(h) : 0);
   await storage.truncate(end);
   await storage.write(encodeHeader(h), 0);
