@@ -5,7 +5,7 @@
  * interrupted convert leaves no half image behind.
  */
 import { randomBytes } from 'node:crypto';
-import { mkdir, open as fsOpen, readdir, rm, stat } from 'node:fs/promises';
+import { mkdir, readdir, rm, stat } from 'node:fs/promises';
 import { basename, dirname, join, resolve } from 'node:path';
 import { setImmediate as nextTurn } from 'node:timers/promises';
 import type { BlockDevice, DiskImage, Extent } from '../device/block-device.js';
@@ -13,7 +13,7 @@ import { forEachZeroRun } from '../device/zero.js';
 import { VdiskError, fromSystemError } from '../errors.js';
 import { findDriver, open } from '../formats/registry.js';
 import { acquireWriteLock } from '../storage/lock.js';
-import { FileLocation, type ImageLocation } from '../storage/location.js';
+import { FileLocation, syncFolder, type ImageLocation } from '../storage/location.js';
 import { filterStorage } from '../storage/filter.js';
 import type { Storage } from '../storage/storage.js';
 import { checkOptionKeys } from '../util/options.js';
@@ -216,14 +216,6 @@ class UnsyncedLocation implements ImageLocation {
   at(name: string): ImageLocation {
     return new UnsyncedLocation(this.inner.at(name));
   }
-}
-
-/** Make the renames durable (best effort: not every file system lets a folder be synced). */
-async function syncFolder(dir: string): Promise<void> {
-  const fh = await fsOpen(dir, 'r').catch(() => undefined);
-  if (!fh) return;
-  await fh.sync().catch(() => undefined);
-  await fh.close();
 }
 
 /** Rename every file made in `tmp` into `dir`, the main file `base` last (so it appears only when its extents are there). */

@@ -35,13 +35,20 @@ export class FaultPlan {
    */
   step(what: string): void {
     if (this.crashed && this.sticky) throw new VdiskError('E_IO', `${what}: simulated crash (device gone)`);
-    if (this.crashed) return;
+    if (this.hit()) throw new VdiskError('E_IO', `${what}: simulated fault at #${this.writes}`);
+  }
+
+  /** Count one write point; true when it is the planned fault (from then on the plan has crashed). */
+  hit(): boolean {
+    if (this.crashed && !this.sticky) return false;
     this.writes++;
     if (this.crashAt > 0 && this.writes === this.crashAt) {
       this.crashed = true;
-      throw new VdiskError('E_IO', `${what}: simulated fault at #${this.writes}`);
+      return true;
     }
+    return false;
   }
+
 }
 
 /**
@@ -112,14 +119,9 @@ export class FaultStorage implements Storage {
   }
 
   private hit(): boolean {
-    if (this.plan.crashed && !this.plan.sticky) return false;
-    this.plan.writes++;
-    if (this.plan.crashAt > 0 && this.plan.writes === this.plan.crashAt) {
-      this.plan.crashed = true;
-      return true;
-    }
-    return false;
+    return this.plan.hit();
   }
+
 
   private check(): void {
     if (this.plan.crashed && this.plan.sticky) throw new VdiskError('E_IO', `${this.name}: simulated crash (device gone)`);

@@ -204,7 +204,7 @@ export class MemoryLocation implements ImageLocation {
  * entries in the directory, which a file's own fsync does not cover). Systems that
  * cannot open or sync a folder (EISDIR, EINVAL, EPERM on some) are left as they are.
  */
-async function syncFolder(dir: string): Promise<void> {
+export async function syncFolder(dir: string): Promise<void> {
   const fh = await openFile(dir, 'r').catch(() => undefined);
   if (!fh) return;
   try {

@@ -133,7 +133,8 @@ function quote(v: string): string {
   return `"${v.replace(/"/g, '')}"`;
 }
 
-function hex8(n: number): string {
+/** A CID as the descriptor spells it: 8 lowercase hex digits. */
+export function hex8(n: number): string {
   return (n >>> 0).toString(16).padStart(8, '0');
 }
 

@@ -13,7 +13,7 @@ import { MAX_OFFSET } from '../../storage/checks.js';
 import type { ImageLocation } from '../../storage/location.js';
 import type { Storage } from '../../storage/storage.js';
 import type { DriverOpenOptions } from '../driver.js';
-import { CID_NONE, type Descriptor, type ExtentLine, MAX_DESCRIPTOR_BYTES, formatDescriptor, parseDescriptor } from './descriptor.js';
+import { CID_NONE, type Descriptor, type ExtentLine, MAX_DESCRIPTOR_BYTES, formatDescriptor, hex8, parseDescriptor } from './descriptor.js';
 import { SPLIT_EXTENT_SECTORS, writeSparseExtent } from './create.js';
 import { compactSparse, growSparse, packSparse, releaseGrains, shrinkSparse } from './maintain.js';
 import { StreamOptimizedWriter } from './stream.js';
@@ -619,10 +619,6 @@ export class VmdkImage extends BlockDeviceBase implements DiskImage {
 
 /** A commit's note of the CID the parent is about to take (see VmdkImage.prepareCommit); vdisk's own ddb key. */
 export const PENDING_PARENT_CID = 'ddb.vdisk.pendingParentCID';
-
-function hex8(n: number): string {
-  return (n >>> 0).toString(16).padStart(8, '0');
-}
 
 /** The pending parent CID a commit noted, if any; E_CORRUPT when it is not a hex number. */
 function pendingParentCid(d: Descriptor, name: string): number | undefined {
