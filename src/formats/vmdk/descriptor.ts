@@ -50,6 +50,11 @@ export interface Descriptor {
   ddb: Map<string, string>;
 }
 
+/** A copy of `d` that can be changed without touching `d`. */
+export function copyDescriptor(d: Descriptor): Descriptor {
+  return { ...d, extents: d.extents.map((l) => ({ ...l })), headerKeys: new Map(d.headerKeys), ddb: new Map(d.ddb) };
+}
+
 const EXTENT_RE = /^(RW|RDONLY|NOACCESS)\s+(\d+)\s+([A-Za-z]+)(?:\s+"([^"]*)"(?:\s+(\d+))?)?\s*$/;
 const KV_RE = /^([A-Za-z0-9_.:-]+)\s*=\s*(.*?)\s*$/;
 
@@ -57,7 +62,8 @@ function unquote(v: string): string {
   return v.length >= 2 && v.startsWith('"') && v.endsWith('"') ? v.slice(1, -1) : v;
 }
 
-function parseCid(v: string, field: string, name: string): number {
+/** A CID field's value as a number; E_CORRUPT naming `field` when it is not hex. */
+export function parseCid(v: string, field: string, name: string): number {
   if (!/^[0-9a-fA-F]{1,8}$/.test(v)) throw new VdiskError('E_CORRUPT', `${name}: descriptor ${field} "${v.slice(0, 40)}" is not a hex number`);
   return parseInt(v, 16) >>> 0;
 }

@@ -13,7 +13,7 @@ import { MAX_OFFSET } from '../../storage/checks.js';
 import type { ImageLocation } from '../../storage/location.js';
 import type { Storage } from '../../storage/storage.js';
 import type { DriverOpenOptions } from '../driver.js';
-import { CID_NONE, type Descriptor, type ExtentLine, MAX_DESCRIPTOR_BYTES, formatDescriptor, hex8, parseDescriptor } from './descriptor.js';
+import { CID_NONE, copyDescriptor, type Descriptor, type ExtentLine, MAX_DESCRIPTOR_BYTES, formatDescriptor, hex8, parseCid, parseDescriptor } from './descriptor.js';
 import { SPLIT_EXTENT_SECTORS, writeSparseExtent } from './create.js';
 import { compactSparse, growSparse, packSparse, releaseGrains, shrinkSparse } from './maintain.js';
 import { StreamOptimizedWriter } from './stream.js';
@@ -69,7 +69,7 @@ export class VmdkImage extends BlockDeviceBase implements DiskImage {
   private descriptorReplaced = false;
 
   constructor(
-    readonly descriptor: Descriptor,
+    private desc: Descriptor,
     private readonly home: DescriptorHome,
     private readonly placed: Placed[],
     private readonly storages: Storage[],
@@ -158,6 +158,11 @@ export class VmdkImage extends BlockDeviceBase implements DiskImage {
     });
   }
 
+  /** The descriptor as it is on disk (replaced, not changed in place, by {@link editDescriptor}). */
+  get descriptor(): Descriptor {
+    return this.desc;
+  }
+
   /**
    * The CID this disk has after its next change: the current one once it was written
    * since open, else the one the first write will set (chosen now and kept).
@@ -230,10 +235,10 @@ export class VmdkImage extends BlockDeviceBase implements DiskImage {
    * reserved sectors), a descriptor file as a temp file renamed over it, so a crash
    * leaves the old or the new text whole.
    */
-  private async saveDescriptor(): Promise<void> {
+  private async saveDescriptor(d: Descriptor = this.desc): Promise<void> {
     if (this.home.kind === 'embedded') {
       if (this.home.size === 0) throw new VdiskError('E_UNSUPPORTED', `${this.filename}: a bare sparse extent has no descriptor to change; open the disk's descriptor`);
-      await writeDescriptor(this.home, this.descriptor);
+      await writeDescriptor(this.home, d);
       await this.home.storage.flush();
       return;
     }
@@ -241,13 +246,21 @@ export class VmdkImage extends BlockDeviceBase implements DiskImage {
     if (await this.location.exists(tmp)) await this.location.remove(tmp);
     const s = await this.location.create(tmp);
     try {
-      await s.write(Buffer.from(formatDescriptor(this.descriptor), 'utf8'), 0);
+      await s.write(Buffer.from(formatDescriptor(d), 'utf8'), 0);
       await s.flush();
     } finally {
       await s.close();
     }
     await this.location.rename(tmp, this.filename);
     this.descriptorReplaced = true;
+  }
+
+  /** Save the descriptor as `edit` changes a copy of it; the one in use is replaced only once that is durable. */
+  private async editDescriptor(edit: (d: Descriptor) => void): Promise<void> {
+    const next = copyDescriptor(this.desc);
+    edit(next);
+    await this.saveDescriptor(next);
+    this.desc = next;
   }
 
   /** Rebuild the extent objects from the descriptor's lines (after their files changed). */
@@ -375,17 +388,10 @@ export class VmdkImage extends BlockDeviceBase implements DiskImage {
         added.push({ start: 0, extent: new ZeroExtent(0), storage: s, file: name });
         rest -= sectors;
       }
-      const oldLines = d.extents;
-      const oldGeometry = d.ddb.get('ddb.geometry.cylinders');
-      d.extents = lines;
-      setGeometry(d, newSectors);
-      try {
-        await this.saveDescriptor();
-      } catch (err) {
-        d.extents = oldLines;
-        if (oldGeometry !== undefined) d.ddb.set('ddb.geometry.cylinders', oldGeometry);
-        throw err;
-      }
+      await this.editDescriptor((n) => {
+        n.extents = lines;
+        setGeometry(n, newSectors);
+      });
       this.placed.push(...added);
     } catch (err) {
       // New files no line names yet are left for the next attempt to replace.
@@ -415,15 +421,10 @@ export class VmdkImage extends BlockDeviceBase implements DiskImage {
       lines.push({ ...line, sectors: keep });
       acc += line.sectors;
     }
-    const oldLines = d.extents;
-    d.extents = lines;
-    setGeometry(d, newSectors);
-    try {
-      await this.saveDescriptor();
-    } catch (err) {
-      d.extents = oldLines;
-      throw err;
-    }
+    await this.editDescriptor((n) => {
+      n.extents = lines;
+      setGeometry(n, newSectors);
+    });
     const kept = this.placed.slice(0, lines.length);
     if (cut) {
       const p = this.placed[cut.index]!;
@@ -457,7 +458,8 @@ export class VmdkImage extends BlockDeviceBase implements DiskImage {
    */
   private async rewriteStream(newSize: number, meter?: ProgressMeter): Promise<number> {
     const d = this.descriptor;
-    const copy: Descriptor = { ...d, extents: d.extents.map((l) => ({ ...l, sectors: newSize / SECTOR })), headerKeys: new Map(d.headerKeys), ddb: new Map(d.ddb) };
+    const copy = copyDescriptor(d);
+    for (const l of copy.extents) l.sectors = newSize / SECTOR;
     setGeometry(copy, newSize / SECTOR);
     const tmp = `${this.filename}.vdisk-tmp`;
     if (await this.location.exists(tmp)) await this.location.remove(tmp);
@@ -496,7 +498,7 @@ export class VmdkImage extends BlockDeviceBase implements DiskImage {
     this.storages.push(s);
     const { descriptor, header } = await readDescriptor(s);
     const extent = await SparseExtent.open(s, newSize, true, header);
-    Object.assign(this.descriptor, descriptor);
+    this.desc = descriptor;
     this.placed.splice(0, this.placed.length, { start: 0, extent, storage: s, file: this.filename });
     this.size = newSize;
     return dropped;
@@ -542,22 +544,13 @@ export class VmdkImage extends BlockDeviceBase implements DiskImage {
     if (this.descriptor.createType === 'streamOptimized') throw new VdiskError('E_UNSUPPORTED', `${this.filename}: streamOptimized disks have no parent`);
     if (parent && !(parent instanceof VmdkImage)) throw new VdiskError('E_UNSUPPORTED', `${this.filename}: a VMDK delta link needs a VMDK parent, not ${parent.format}`);
     if (parent && ref === undefined) throw new VdiskError('E_USAGE', `${this.filename}: a parent needs a name to store in parentFileNameHint`);
-    const d = this.descriptor;
-    const old = { parentCID: d.parentCID, hint: d.parentFileNameHint, pending: d.ddb.get(PENDING_PARENT_CID) };
-    d.parentCID = parent ? parent.cid : CID_NONE;
-    if (parent) d.parentFileNameHint = ref;
-    else delete d.parentFileNameHint;
-    // A commit's note of the parent's coming CID is settled by the link itself.
-    d.ddb.delete(PENDING_PARENT_CID);
-    try {
-      await this.saveDescriptor();
-    } catch (err) {
-      d.parentCID = old.parentCID;
-      if (old.hint === undefined) delete d.parentFileNameHint;
-      else d.parentFileNameHint = old.hint;
-      if (old.pending !== undefined) d.ddb.set(PENDING_PARENT_CID, old.pending);
-      throw err;
-    }
+    await this.editDescriptor((n) => {
+      n.parentCID = parent ? parent.cid : CID_NONE;
+      if (parent) n.parentFileNameHint = ref;
+      else delete n.parentFileNameHint;
+      // A commit's note of the parent's coming CID is settled by the link itself.
+      n.ddb.delete(PENDING_PARENT_CID);
+    });
   }
 
   /**
@@ -572,16 +565,7 @@ export class VmdkImage extends BlockDeviceBase implements DiskImage {
     if (!(parent instanceof VmdkImage) || this.descriptor.parentFileNameHint === undefined) return;
     const next = parent.nextCid();
     if (next === this.descriptor.parentCID) return;
-    const d = this.descriptor;
-    const old = d.ddb.get(PENDING_PARENT_CID);
-    d.ddb.set(PENDING_PARENT_CID, hex8(next));
-    try {
-      await this.saveDescriptor();
-    } catch (err) {
-      if (old === undefined) d.ddb.delete(PENDING_PARENT_CID);
-      else d.ddb.set(PENDING_PARENT_CID, old);
-      throw err;
-    }
+    await this.editDescriptor((n) => n.ddb.set(PENDING_PARENT_CID, hex8(next)));
   }
 
   async info(): Promise<ImageInfo> {
@@ -623,9 +607,7 @@ export const PENDING_PARENT_CID = 'ddb.vdisk.pendingParentCID';
 /** The pending parent CID a commit noted, if any; E_CORRUPT when it is not a hex number. */
 function pendingParentCid(d: Descriptor, name: string): number | undefined {
   const v = d.ddb.get(PENDING_PARENT_CID);
-  if (v === undefined) return undefined;
-  if (!/^[0-9a-fA-F]{1,8}$/.test(v)) throw new VdiskError('E_CORRUPT', `${name}: descriptor ${PENDING_PARENT_CID} "${v.slice(0, 40)}" is not a hex number`);
-  return parseInt(v, 16) >>> 0;
+  return v === undefined ? undefined : parseCid(v, PENDING_PARENT_CID, name);
 }
 
 /** Make ddb.geometry.cylinders follow a new capacity (heads and sectors stay; at most 16383, as VMware caps it). */
