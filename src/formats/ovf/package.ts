@@ -9,9 +9,9 @@ import type { DiskImage } from '../../device/block-device.js';
 import { copyDevice } from '../../device/copy.js';
 import { VdiskError, fromSystemError } from '../../errors.js';
 import { create } from '../../ops/create.js';
+import { copyBytes } from '../../storage/copy.js';
 import { FileStorage } from '../../storage/file.js';
 import { FileLocation, type ImageLocation } from '../../storage/location.js';
-import type { Storage } from '../../storage/storage.js';
 import { findDriver, open, openLocation } from '../registry.js';
 import { FolderArchive, openArchive, type Archive, type ArchiveOptions } from './archive.js';
 import { MAX_DESCRIPTOR_BYTES, STREAM_OPTIMIZED_FORMAT, buildDescriptor, parseDescriptor, type ControllerKind, type OvfEnvelope } from './descriptor.js';
@@ -461,7 +461,7 @@ export async function extractPackage(path: string, dir: string, opts: ExtractOpt
           const out = await FileStorage.open(p, { create: 'new' });
           written.push(p);
           try {
-            await copyStorage(src, out, (n) => opts.onProgress?.((done += n), total, `extracting ${name}`));
+            await copyBytes(src, 0, out, 0, src.size, (n) => opts.onProgress?.((done += n), total, `extracting ${name}`));
             await out.flush();
           } finally {
             await out.close();
@@ -503,17 +503,5 @@ export async function extractPackage(path: string, dir: string, opts: ExtractOpt
     throw err;
   } finally {
     await pkg.close();
-  }
-}
-
-async function copyStorage(src: Storage, dst: Storage, onBytes: (n: number) => void): Promise<void> {
-  const buf = Buffer.alloc(Math.min(Math.max(src.size, 1), 1024 * 1024));
-  for (let off = 0; off < src.size; ) {
-    const n = Math.min(buf.length, src.size - off);
-    const piece = buf.subarray(0, n);
-    await src.read(piece, off);
-    await dst.write(piece, off);
-    off += n;
-    onBytes(n);
   }
 }

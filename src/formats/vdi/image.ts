@@ -12,6 +12,7 @@ import type { CompactOptions, CompactResult, DiskImage, Extent, ImageInfo, Resiz
 import { ProgressMeter } from '../../device/progress.js';
 import { BlockDeviceBase, IO_CHUNK } from '../../device/base.js';
 import { VdiskError } from '../../errors.js';
+import { copyBytes } from '../../storage/copy.js';
 import { filterStorage } from '../../storage/filter.js';
 import type { ImageLocation } from '../../storage/location.js';
 import type { Storage } from '../../storage/storage.js';
@@ -368,15 +369,7 @@ export class VdiImage extends BlockDeviceBase implements DiskImage {
 
   private async move(from: number, to: number): Promise<void> {
     const block = this.owner[from]!;
-    const buf = Buffer.alloc(Math.min(IO_CHUNK, this.stride));
-    const src = this.header.offData + from * this.stride;
-    const dst = this.header.offData + to * this.stride;
-    for (let done = 0; done < this.stride; ) {
-      const n = Math.min(buf.length, this.stride - done);
-      await this.storage.read(buf.subarray(0, n), src + done);
-      await this.storage.write(buf.subarray(0, n), dst + done);
-      done += n;
-    }
+    await copyBytes(this.storage, this.header.offData + from * this.stride, this.storage, this.header.offData + to * this.stride, this.stride);
     await this.storage.write(encodeMapEntry(to), this.header.offBlocks + block * VDI_MAP_ENTRY_SIZE);
     this.map[block] = to;
     this.owner[to] = block;
@@ -659,14 +652,7 @@ export class VdiImage extends BlockDeviceBase implements DiskImage {
       const raw = encodeMapEntries(this.map, 0, this.map.length, offData - h.offBlocks);
       await out.write(raw, h.offBlocks);
       // Data blocks keep their numbers: the data area is copied as it is.
-      const buf = Buffer.alloc(Math.min(IO_CHUNK, Math.max(used, 1)));
-      for (let done = 0; done < used; ) {
-        const n = Math.min(buf.length, used - done);
-        await this.storage.read(buf.subarray(0, n), h.offData + done);
-        await out.write(buf.subarray(0, n), offData + done);
-        done += n;
-        this.moveMeter?.add(n);
-      }
+      await copyBytes(this.storage, h.offData, out, offData, used, (n) => this.moveMeter?.add(n));
       await out.flush();
     } catch (err) {
       await out.close().catch(() => undefined);

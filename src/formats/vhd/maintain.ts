@@ -16,6 +16,7 @@ import type { DiskImage } from '../../device/block-device.js';
 import { IO_CHUNK } from '../../device/base.js';
 import { ProgressMeter } from '../../device/progress.js';
 import { VdiskError } from '../../errors.js';
+import { copyBytes } from '../../storage/copy.js';
 import { FileLocation, type ImageLocation } from '../../storage/location.js';
 import type { Storage } from '../../storage/storage.js';
 import {
@@ -123,14 +124,8 @@ class VhdEditor {
   }
 
   /** Copy `len` bytes within the file (regions must not overlap). */
-  async copy(from: number, to: number, len: number): Promise<void> {
-    const buf = Buffer.alloc(Math.min(IO_CHUNK, len));
-    for (let done = 0; done < len; ) {
-      const n = Math.min(buf.length, len - done);
-      await this.storage.read(buf.subarray(0, n), from + done);
-      await this.storage.write(buf.subarray(0, n), to + done);
-      done += n;
-    }
+  copy(from: number, to: number, len: number): Promise<void> {
+    return copyBytes(this.storage, from, this.storage, to, len);
   }
 
   /** Point BAT entry `idx` at `sector` (one 4-byte write: atomic). */
