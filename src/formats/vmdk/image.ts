@@ -158,7 +158,7 @@ export class VmdkImage extends BlockDeviceBase implements DiskImage {
     });
   }
 
-  /** The descriptor as it is on disk (replaced, not changed in place, by {@link editDescriptor}). */
+  /** The descriptor as it is on disk (edits replace it once the new one is saved). */
   get descriptor(): Descriptor {
     return this.desc;
   }
