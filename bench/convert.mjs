@@ -1,10 +1,12 @@
 #!/usr/bin/env node
 // bench/convert.mjs — `vdisk convert` against `qemu-img convert`, with `cp --sparse=always`
-// as the floor, on a 2 GiB disk half filled with random data. Runs alternate (vdisk, qemu,
-// cp, vdisk, ...) so drift on a shared machine hits all alike; prints medians and ratios.
+// as the floor, on a 2 GiB disk half filled with random data. The three take turns, in a
+// new random order each round, so drift on a shared machine hits all alike; prints medians,
+// their ratios, and the ratio of the fastest runs (the least disturbed ones).
 //
 //   npm run build && node bench/convert.mjs [--repeat N] [--size 2G] [--dir /tmp] [--data random|text] [--only NAME]
 //
+// BENCH_VERBOSE=1 also prints every run's time.
 // --data text fills the data half with compressible text instead of random bytes (the
 // case where compression does real work: streamOptimized then measures the worker
 // threads, not the incompressible-grain screen). --only runs the cases whose name
@@ -90,6 +92,14 @@ function clearOut(prefix) {
   for (const n of readdirSync(dir)) if (n.startsWith(prefix)) rmSync(join(dir, n), { force: true });
 }
 
+function shuffle(xs) {
+  for (let i = xs.length - 1; i > 0; i--) {
+    const j = Math.floor(Math.random() * (i + 1));
+    [xs[i], xs[j]] = [xs[j], xs[i]];
+  }
+  return xs;
+}
+
 const median = (xs) => {
   const s = [...xs].sort((a, b) => a - b);
   return s.length % 2 ? s[(s.length - 1) / 2] : (s[s.length / 2 - 1] + s[s.length / 2]) / 2;
@@ -123,18 +133,38 @@ for (const c of cases) {
   }
   const src = sources[c.from];
   const t = { vdisk: [], qemu: [], cp: [] };
+  const vdiskOut = join(dir, `out-vdisk.${c.ext}`);
+  const runs = {
+    vdisk: () => sh(process.execPath, [VDISK, 'convert', '-t', 'unsafe', '-f', c.from, ...c.vdisk, src.path, vdiskOut]),
+    qemu: () => sh('qemu-img', ['convert', '-f', src.qemu, ...c.qemu, src.path, join(dir, `out-qemu.${c.ext}`)]),
+    cp: () => sh('cp', ['--sparse=always', src.path, join(dir, `out-cp.${c.ext}`)]),
+  };
   for (let i = 0; i < REPEAT; i++) {
-    clearOut('out');
-    t.vdisk.push(sh(process.execPath, [VDISK, 'convert', '-t', 'unsafe', '-f', c.from, ...c.vdisk, src.path, join(dir, `out-vdisk.${c.ext}`)]));
-    if (i === 0) {
-      const r = spawnSync('qemu-img', ['compare', '-f', src.qemu, '-F', c.qemuOut ?? c.to, src.path, join(dir, `out-vdisk.${c.ext}`)]);
-      if (r.status !== 0) console.log(`WARNING ${c.name}: qemu-img compare says the vdisk output differs from the source: ${String(r.stdout).trim()} ${String(r.stderr).trim()}`);
+    // Each round runs the three in a fresh random order. On a VM the cost of a run's page
+    // allocations drifts in phases (free memory is handed back to the host and faulted in
+    // again); a fixed order can lock one tool onto the expensive phase for many rounds.
+    // Every timed run also starts the same way: no output file left, no dirty pages.
+    for (const k of shuffle(Object.keys(runs))) {
+      clearOut('out');
+      t[k].push(runs[k]());
+      if (k === 'vdisk' && i === 0) {
+        const r = spawnSync('qemu-img', ['compare', '-f', src.qemu, '-F', c.qemuOut ?? c.to, src.path, vdiskOut]);
+        if (r.status !== 0) console.log(`WARNING ${c.name}: qemu-img compare says the vdisk output differs from the source: ${String(r.stdout).trim()} ${String(r.stderr).trim()}`);
+      }
     }
-    t.qemu.push(sh('qemu-img', ['convert', '-f', src.qemu, ...c.qemu, src.path, join(dir, `out-qemu.${c.ext}`)]));
-    t.cp.push(sh('cp', ['--sparse=always', src.path, join(dir, `out-cp.${c.ext}`)]));
   }
   clearOut('out');
+  if (process.env.BENCH_VERBOSE) for (const k of Object.keys(t)) console.log(`${c.name} ${k}: ${t[k].map((x) => x.toFixed(2)).join(' ')}`);
   const m = { vdisk: median(t.vdisk), qemu: median(t.qemu), cp: median(t.cp) };
-  rows.push({ case: c.name, 'vdisk s': m.vdisk.toFixed(2), 'qemu-img s': m.qemu.toFixed(2), 'cp s': m.cp.toFixed(2), 'vdisk/qemu': (m.vdisk / m.qemu).toFixed(2), 'vdisk/cp': (m.vdisk / m.cp).toFixed(2) });
+  const best = (k) => Math.min(...t[k]);
+  rows.push({
+    case: c.name,
+    'vdisk s': m.vdisk.toFixed(2),
+    'qemu-img s': m.qemu.toFixed(2),
+    'cp s': m.cp.toFixed(2),
+    'vdisk/qemu': (m.vdisk / m.qemu).toFixed(2),
+    'vdisk/cp': (m.vdisk / m.cp).toFixed(2),
+    'fastest vdisk/qemu': (best('vdisk') / best('qemu')).toFixed(2),
+  });
 }
 console.table(rows);
