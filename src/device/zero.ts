@@ -8,17 +8,22 @@ export function zeroBuffer(length: number): Buffer {
   return Buffer.alloc(length);
 }
 
-/** True when every byte of `buf` is zero. */
-export function isZero(buf: Uint8Array): boolean {
-  // Most data is not zero at its ends: answer without making views (a convert tests every 4 KiB).
-  if (buf.length > 0 && (buf[0] !== 0 || buf[buf.length - 1] !== 0)) return false;
-  const b = Buffer.isBuffer(buf) ? buf : Buffer.from(buf.buffer, buf.byteOffset, buf.byteLength);
-  for (let off = 0; off < b.length; off += ZERO_CHUNK.length) {
-    const n = Math.min(ZERO_CHUNK.length, b.length - off);
-    // Buffer.compare over equal-length views is a memcmp in native code.
-    if (Buffer.compare(b.subarray(off, off + n), ZERO_CHUNK.subarray(0, n)) !== 0) return false;
+/** True when bytes `start` to `end` of `buf` are all zero. */
+function zeroRange(buf: Uint8Array, start: number, end: number): boolean {
+  if (start >= end) return true;
+  // Most data is not zero at its ends: answer without a compare (a convert tests every 4 KiB).
+  if (buf[start] !== 0 || buf[end - 1] !== 0) return false;
+  for (let off = start; off < end; off += ZERO_CHUNK.length) {
+    const n = Math.min(ZERO_CHUNK.length, end - off);
+    // Buffer#compare over ranges is a memcmp in native code, and makes no views.
+    if (ZERO_CHUNK.compare(buf, off, off + n, 0, n) !== 0) return false;
   }
   return true;
+}
+
+/** True when every byte of `buf` is zero. */
+export function isZero(buf: Uint8Array): boolean {
+  return zeroRange(buf, 0, buf.length);
 }
 
 /**
@@ -26,12 +31,16 @@ export function isZero(buf: Uint8Array): boolean {
  * `fn(start, end, zero)` for each maximal run, in order.
  */
 export function forEachZeroRun(buf: Uint8Array, granularity: number, fn: (start: number, end: number, zero: boolean) => void): void {
+  // A buffer of nothing but zeros (a hole read from a raw file) is one compare, not one per piece.
+  if (buf.length > 0 && zeroRange(buf, 0, buf.length)) {
+    fn(0, buf.length, true);
+    return;
+  }
   let runStart = 0;
   let runZero: boolean | undefined;
   for (let off = 0; off < buf.length; off += granularity) {
     const end = Math.min(buf.length, off + granularity);
-    // The end bytes settle most non-zero pieces without a view (see isZero).
-    const z = buf[off] === 0 && buf[end - 1] === 0 && isZero(buf.subarray(off, end));
+    const z = zeroRange(buf, off, end);
     if (runZero === undefined) runZero = z;
     else if (z !== runZero) {
       fn(runStart, off, runZero);
