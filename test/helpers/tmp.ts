@@ -3,12 +3,19 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll } from 'vitest';
 
+// Folders made by tempDir in this test file. The hook that removes them is registered
+// here, while the file is collected: a hook registered from inside beforeAll or a test
+// (where most callers make their folder) never ran, and each run left its folders in
+// the system's temporary folder (66 GB of them on one developer machine).
+const made: string[] = [];
+afterAll(async () => {
+  for (const dir of made.splice(0)) await rm(dir, { recursive: true, force: true });
+});
+
 /** A fresh temporary folder removed after the test file finishes. */
 export async function tempDir(prefix = 'vdisk-test-'): Promise<string> {
   const dir = await mkdtemp(join(tmpdir(), prefix));
-  afterAll(async () => {
-    await rm(dir, { recursive: true, force: true });
-  });
+  made.push(dir);
   return dir;
 }
 
