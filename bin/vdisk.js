@@ -1,4 +1,6 @@
 #!/usr/bin/env node
-import { main } from '../dist/cli/main.js';
+// The bundled CLI (scripts/bundle-cli.mjs, made by `npm run build`): one file and a chunk
+// per command instead of the ~45 modules under dist/ that the library is made of.
+import { main } from '../dist/cli/bundle.js';
 
 await main(process.argv);
