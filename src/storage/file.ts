@@ -22,16 +22,17 @@ const fdatasyncP = promisify(fdatasync);
 const SLICE = 128 * 1024;
 
 /**
- * Largest single write: 256 KiB. Smaller slices pay the kernel's per-call work (page-cache
- * lookup, block reservation) more often: 1 GiB in 128 KiB writes took 332 ms, in 256 KiB
- * 304 ms. Bigger aligned ones let the page cache take large folios (1 MiB and up), which
- * the allocator carves from its largest free blocks. On a VM that hands free memory back
- * to the host (virtio-balloon page reporting, here in 2 MiB blocks) those are, as far as
- * we can tell, the blocks the host has taken back, and each page faults in on the host. 1 GiB in
- * 1 MiB aligned writes: median 1082 ms over 12 runs, some 2.5 s; the same at 256 KiB:
- * 304 ms, none slow (qemu-img's VDI writes dodge it by sitting 512 bytes off alignment).
- * The 2 GiB VHD -> VDI convert, 15 shuffled rounds: 2 MiB slices 1845 ms median, 128 KiB
- * 709 ms, 256 KiB 667 ms, qemu-img 634 ms.
+ * Largest single write: 256 KiB. Smaller slices pay the kernel's per-call work
+ * (page-cache lookup, block reservation) more often: 1 GiB in 128 KiB writes took
+ * 332 ms, in 256 KiB 304 ms. Bigger aligned ones let the page cache take large folios
+ * (1 MiB and up), which the allocator carves from its largest free blocks. On a VM that
+ * hands free memory back to the host (virtio-balloon page reporting, here in 2 MiB
+ * blocks) those are, as far as we can tell, the blocks the host has taken back, and
+ * each page faults in on the host. 1 GiB in 1 MiB aligned writes: median 1082 ms over
+ * 12 runs, some 2.5 s; the same at 256 KiB: 304 ms, none slow (qemu-img's VDI writes
+ * dodge it by sitting 512 bytes off alignment). The 2 GiB VHD -> VDI convert, 15
+ * shuffled rounds: 2 MiB slices 1845 ms median, 128 KiB 709 ms, 256 KiB 667 ms,
+ * qemu-img 634 ms.
  */
 const WRITE_SLICE = 256 * 1024;
 
@@ -42,11 +43,11 @@ const ASYNC_READ = 512 * 1024;
  * Storage over a local file. Reads and writes are positional system calls made
  * synchronously (reads in 128 KiB slices, writes in 256 KiB ones): Node's threadpool
  * round trip costs 50-100 µs a call, more than a page-cache copy of the slice, and
- * 128 KiB read slices keep the copy cache-friendly (measured with bench/run.mjs read). Reads of 512 KiB or more are
- * the exception: they run on the thread pool, so a reader that keeps several in
- * flight (convert's read-ahead) has the disk working on them at once when they are
- * not in the page cache (2 GiB VHD -> VDI from a cold cache: 1.3 s against 1.6 s
- * all synchronous). Writes stay synchronous: on the thread pool the same convert
+ * 128 KiB read slices keep the copy cache-friendly (measured with bench/run.mjs read).
+ * Reads of 512 KiB or more are the exception: they run on the thread pool, so a
+ * reader that keeps several in flight (convert's read-ahead) has the disk working on
+ * them at once when they are not in the page cache (2 GiB VHD -> VDI from a cold
+ * cache: 1.3 s against 1.6 s all synchronous). Writes stay synchronous: on the thread pool the same convert
  * took twice as long. `flush` (fdatasync) stays asynchronous since it may wait for
  * the disk.
  */
