@@ -47,9 +47,9 @@ const ASYNC_READ = 512 * 1024;
  * Reads of 512 KiB or more are the exception: they run on the thread pool, so a
  * reader that keeps several in flight (convert's read-ahead) has the disk working on
  * them at once when they are not in the page cache (2 GiB VHD -> VDI from a cold
- * cache: 1.3 s against 1.6 s all synchronous). Writes stay synchronous: on the thread pool the same convert
- * took twice as long. `flush` (fdatasync) stays asynchronous since it may wait for
- * the disk.
+ * cache: 1.3 s against 1.6 s all synchronous). Writes stay synchronous: on the
+ * thread pool the same convert took twice as long. `flush` (fdatasync) stays
+ * asynchronous since it may wait for the disk.
  */
 export class FileStorage implements Storage {
   readonly name: string;
