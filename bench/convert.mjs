@@ -20,7 +20,7 @@ import { closeSync, mkdtempSync, openSync, rmSync, writeSync, ftruncateSync, rea
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { findDriver } from '../dist/index.js';
-import { benchEnv } from './lib.mjs';
+import { benchEnv, median, shuffle } from './lib.mjs';
 
 const args = process.argv.slice(2);
 const opt = (name, fallback) => {
@@ -94,19 +94,6 @@ function sh(cmd, argv) {
 function clearOut(prefix) {
   for (const n of readdirSync(dir)) if (n.startsWith(prefix)) rmSync(join(dir, n), { force: true });
 }
-
-function shuffle(xs) {
-  for (let i = xs.length - 1; i > 0; i--) {
-    const j = Math.floor(Math.random() * (i + 1));
-    [xs[i], xs[j]] = [xs[j], xs[i]];
-  }
-  return xs;
-}
-
-const median = (xs) => {
-  const s = [...xs].sort((a, b) => a - b);
-  return s.length % 2 ? s[(s.length - 1) / 2] : (s[s.length / 2 - 1] + s[s.length / 2]) / 2;
-};
 
 console.log(`vdisk convert bench: ${SIZE / 1024 ** 3} GiB disk, half ${DATA === 'text' ? 'text' : 'random data'}; ${REPEAT} alternating runs each; medians in seconds\n(vdisk runs with -t unsafe, qemu-img convert's default cache mode: neither flushes)`);
 const raw = join(dir, 'src.raw');

@@ -24,6 +24,15 @@ export function timeOnce(cmd, { selfTimed = false } = {}) {
   return selfTimed ? Number(r.stdout.trim().split('\n').pop()) : Number(t1 - t0) / 1e9;
 }
 
+/** `xs` in a uniformly random order (Fisher-Yates, in place); returns `xs`. */
+export function shuffle(xs) {
+  for (let i = xs.length - 1; i > 0; i--) {
+    const j = Math.floor(Math.random() * (i + 1));
+    [xs[i], xs[j]] = [xs[j], xs[i]];
+  }
+  return xs;
+}
+
 export function median(xs) {
   const s = [...xs].sort((a, b) => a - b);
   const m = s.length >> 1;
