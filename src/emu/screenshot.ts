@@ -1,6 +1,6 @@
 /**
  * Screenshots of the 80×25 text screen: glyphs from an 8×16 PC Screen Font (PSF)
- * found on the host (Debian's kbd package ships them), the 16 standard VGA colours,
+ * found on the host (Debian 12's console-setup-linux package ships them; other systems' kbd), the 16 standard VGA colours,
  * and a small PNG encoder over node:zlib.
  */
 import { existsSync, readFileSync } from 'node:fs';
@@ -95,12 +95,12 @@ export function decodePsf(data: Uint8Array, name = 'font'): Font8x16 {
   return out;
 }
 
-/** Load the host's 8×16 console font (VDISK_FONT or the kbd package's). */
+/** Load the host's 8×16 console font (VDISK_FONT, or console-setup-linux's or kbd's). */
 export function loadHostFont(): Font8x16 {
   const env = process.env.VDISK_FONT;
   const paths = env ? [env, ...FONT_CANDIDATES] : FONT_CANDIDATES;
   for (const p of paths) if (existsSync(p)) return decodePsf(readFileSync(p), p);
-  throw new VdiskError('E_UNSUPPORTED', `no 8x16 console font found for --screenshot (looked in ${paths.join(', ')}; install Debian's kbd package or set VDISK_FONT)`);
+  throw new VdiskError('E_UNSUPPORTED', `no 8x16 console font found for --screenshot (looked in ${paths.join(', ')}; install Debian's console-setup-linux package or set VDISK_FONT)`);
 }
 
 /** The 16 text-mode colours of the default VGA palette (RGB). */

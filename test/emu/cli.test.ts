@@ -53,7 +53,7 @@ describe('vdisk boot', () => {
     expect(sector1).toBe('WRITTEN BY GUEST');
   });
 
-  // The screenshot font comes from Debian's kbd package (an 8x16 PSF console font).
+  // The screenshot font comes from Debian 12's console-setup-linux package (an 8x16 PSF console font).
   const fontOk = FONT_CANDIDATES.some((f) => existsSync(f));
   it.skipIf(!existsSync(FREEDOS) || (!fontOk && !REQUIRE_ORACLES))('boots FreeDOS from --floppy to A:\\> and writes a screenshot', () => {
     const png = join(dir, 'fd.png');
