@@ -1,9 +1,10 @@
-import { fdatasync, fstatSync, readSync, writeSync } from 'node:fs';
+import { constants, fdatasync, fstatSync, readSync, readlinkSync, writeSync } from 'node:fs';
 import { open, stat, type FileHandle } from 'node:fs/promises';
 import { promisify } from 'node:util';
 import { VdiskError, fromSystemError } from '../errors.js';
 import { checkInside, checkIoArgs } from './checks.js';
 import { acquireWriteLock } from './lock.js';
+import { realPathOf } from './realpath.js';
 import type { Storage } from './storage.js';
 
 /** How {@link FileStorage.open} treats the file. */
@@ -14,6 +15,13 @@ export interface FileOpenOptions {
   create?: 'new' | 'overwrite';
   /** Skip the write lock (the caller already holds it). */
   noLock?: boolean;
+  /**
+   * The name was found inside an image: open its real path without following a link
+   * in the last component, and pass where the opened file really is to this check
+   * (which throws E_PATH when it lies outside the allowed folders), so a link swapped
+   * in between the check and the open is caught.
+   */
+  confine?: (realPath: string) => void;
 }
 
 const fdatasyncP = promisify(fdatasync);
@@ -35,6 +43,15 @@ const SLICE = 128 * 1024;
  * qemu-img 634 ms.
  */
 const WRITE_SLICE = 256 * 1024;
+
+/** Where the kernel says the open descriptor `fd` leads (Linux's /proc), or undefined where it cannot tell. */
+function openedPath(fd: number): string | undefined {
+  try {
+    return readlinkSync(`/proc/self/fd/${fd}`);
+  } catch {
+    return undefined;
+  }
+}
 
 /** Reads at least this big run on the thread pool (see {@link FileStorage.read}). */
 const ASYNC_READ = 512 * 1024;
@@ -66,31 +83,45 @@ export class FileStorage implements Storage {
     this.unlock = unlock;
   }
 
-  /** Open (or create) `path`. Writable opens take the exclusive write lock. */
+  /**
+   * Open (or create) `path`. Writable opens take the exclusive write lock, keyed on the
+   * file itself (its real path and its device and inode), so a symlink or a hard link
+   * to an image that is open for writing is refused too.
+   */
   static async open(path: string, opts: FileOpenOptions = {}): Promise<FileStorage> {
     const readOnly = opts.readOnly ?? false;
     if (readOnly && opts.create) throw new VdiskError('E_USAGE', `${path}: cannot create read-only`);
+    const target = opts.confine ? realPathOf(path) : path;
+    opts.confine?.(target);
     let unlock: (() => Promise<void>) | undefined;
     if (!readOnly && !opts.noLock) unlock = await acquireWriteLock(path);
     try {
       if (!opts.create) {
-        const st = await stat(path).catch((err: unknown) => {
+        const st = await stat(target).catch((err: unknown) => {
           throw fromSystemError(err, path);
         });
         if (st.isDirectory()) throw new VdiskError('E_USAGE', `${path}: is a folder, not an image`);
         // Opening a FIFO or socket would block (or hang a search through a folder): refuse before open.
         if (!st.isFile() && !st.isBlockDevice()) throw new VdiskError('E_USAGE', `${path}: not a regular file or block device`);
       }
-      const flags = readOnly ? 'r' : opts.create === 'new' ? 'wx+' : opts.create === 'overwrite' ? 'w+' : 'r+';
-      const fh = await open(path, flags, 0o644).catch((err: unknown) => {
+      const access = readOnly ? constants.O_RDONLY : constants.O_RDWR;
+      const creation = opts.create === 'new' ? constants.O_CREAT | constants.O_EXCL : opts.create === 'overwrite' ? constants.O_CREAT | constants.O_TRUNC : 0;
+      const flags = access | creation | (opts.confine ? constants.O_NOFOLLOW : 0);
+      const fh = await open(target, flags, 0o644).catch((err: unknown) => {
+        if ((err as NodeJS.ErrnoException).code === 'ELOOP') {
+          throw new VdiskError('E_PATH', `${path}: became a symbolic link while it was being opened`, { cause: err });
+        }
         throw fromSystemError(err, path);
       });
-      const st = await fh.stat();
-      if (!st.isFile() && !st.isBlockDevice()) {
+      try {
+        if (opts.confine) opts.confine(openedPath(fh.fd) ?? target);
+        const st = await fh.stat();
+        if (!st.isFile() && !st.isBlockDevice()) throw new VdiskError('E_USAGE', `${path}: not a regular file or block device`);
+        return new FileStorage(path, fh, st.size, readOnly, unlock);
+      } catch (err) {
         await fh.close();
-        throw new VdiskError('E_USAGE', `${path}: not a regular file or block device`);
+        throw err;
       }
-      return new FileStorage(path, fh, st.size, readOnly, unlock);
     } catch (err) {
       await unlock?.();
       throw err;

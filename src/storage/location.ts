@@ -2,6 +2,7 @@ import { open as openFile, readdir, rename, stat, unlink } from 'node:fs/promise
 import { basename, dirname, isAbsolute, relative, resolve, sep } from 'node:path';
 import { VdiskError, fromSystemError } from '../errors.js';
 import { FileStorage } from './file.js';
+import { confine, isInside } from './realpath.js';
 import { MemoryStorage } from './memory.js';
 import { filterStorage } from './filter.js';
 import type { Storage } from './storage.js';
@@ -37,11 +38,6 @@ export interface ImageLocation {
   at(name: string): ImageLocation;
 }
 
-function isInside(dir: string, p: string): boolean {
-  const rel = relative(dir, p);
-  return rel === '' || (!rel.startsWith('..') && !isAbsolute(rel));
-}
-
 /** Images on the local file system. */
 export class FileLocation implements ImageLocation {
   readonly name: string;
@@ -49,14 +45,18 @@ export class FileLocation implements ImageLocation {
   private readonly allowed: string[];
 
   private readonly syncRenames: boolean;
+  /** The image's own name came from an image (a parent, an extent), not from the user: confine it too. */
+  private readonly referenced: boolean;
 
   /**
    * @param path  the image's path
    * @param allow extra folders that references may lead into (besides the image's own)
-   * @param opts  syncRenames: false leaves renames to the caller to make durable (one folder sync after many)
+   * @param opts  syncRenames: false leaves renames to the caller to make durable (one folder sync after many);
+   *              referenced: the path was found inside another image, so opening it is confined as well
    */
-  constructor(path: string, allow: readonly string[] = [], opts: { syncRenames?: boolean } = {}) {
+  constructor(path: string, allow: readonly string[] = [], opts: { syncRenames?: boolean; referenced?: boolean } = {}) {
     this.syncRenames = opts.syncRenames ?? true;
+    this.referenced = opts.referenced ?? false;
     this.name = path;
     this.dir = dirname(resolve(path));
     this.allowed = [this.dir, ...allow.map((a) => resolve(a))];
@@ -70,6 +70,7 @@ export class FileLocation implements ImageLocation {
     if (!this.allowed.some((d) => isInside(d, target))) {
       throw new VdiskError('E_PATH', `${this.name}: reference "${ref}" leads outside ${this.allowed.join(', ')} (allow the folder explicitly to follow it)`);
     }
+    confine(this.name, ref, target, this.allowed);
     // Keep the caller's relative spelling when the image was given relatively.
     return isAbsolute(this.name) ? target : relative(process.cwd(), target) || basename(target);
   }
@@ -80,11 +81,19 @@ export class FileLocation implements ImageLocation {
   }
 
   open(name: string, opts: { readOnly?: boolean } = {}): Promise<Storage> {
-    return FileStorage.open(name, { readOnly: opts.readOnly ?? false });
+    const readOnly = opts.readOnly ?? false;
+    // The image the user named may be a symlink; a name found inside an image may not lead out.
+    if (name === this.name && !this.referenced) return FileStorage.open(name, { readOnly });
+    return FileStorage.open(name, { readOnly, confine: (real) => this.confineReal(name, real) });
   }
 
   create(name: string): Promise<Storage> {
-    return FileStorage.open(name, { create: 'new' });
+    return FileStorage.open(name, { create: 'new', confine: (real) => this.confineReal(name, real) });
+  }
+
+  /** Check a path the kernel says an open file really has (see FileStorage's `confine`). */
+  private confineReal(name: string, real: string): void {
+    confine(this.name, name, real, this.allowed);
   }
 
   async exists(name: string): Promise<boolean> {
@@ -118,7 +127,7 @@ export class FileLocation implements ImageLocation {
   }
 
   at(name: string): ImageLocation {
-    return new FileLocation(name, this.allowed.slice(1), { syncRenames: this.syncRenames });
+    return new FileLocation(name, this.allowed.slice(1), { syncRenames: this.syncRenames, referenced: true });
   }
 }
 

@@ -64,13 +64,16 @@ async function findParentByUuid(location: ImageLocation, self: string, h: VdiHea
   const selfRef = location.relativeName(location.name);
   let fallback: string | undefined;
   let scanned = 0;
+  const refused: string[] = [];
   for (const sibling of (await location.siblings()).sort()) {
     const ref = location.relativeName(sibling);
     if (ref === selfRef) continue;
     let name: string;
     try {
       name = location.resolve(ref);
-    } catch {
+    } catch (err) {
+      // A link out of the allowed folders is not looked into, but the user hears of it.
+      if (isVdiskError(err) && err.code === 'E_PATH') refused.push(ref);
       continue;
     }
     let s: Storage | undefined;
@@ -84,12 +87,14 @@ async function findParentByUuid(location: ImageLocation, self: string, h: VdiHea
     } catch (err) {
       // Folders, unreadable and damaged files are not the parent; keep looking.
       if (!isVdiskError(err)) throw err;
+      if (err.code === 'E_PATH') refused.push(ref);
     } finally {
       await s?.close().catch(() => undefined);
     }
   }
   if (fallback) return { name: fallback, modifyMatches: false };
-  throw new VdiskError('E_CHAIN', `${self}: parent with uuid ${h.uuidLinkage} (uuidLinkage) not found among ${scanned} files in the image's folder (give it explicitly)`);
+  const skipped = refused.length === 0 ? '' : `; not looked into, as they lead outside the allowed folders (through a symbolic link): ${refused.join(', ')} (--allow-path to follow)`;
+  throw new VdiskError('E_CHAIN', `${self}: parent with uuid ${h.uuidLinkage} (uuidLinkage) not found among ${scanned} files in the image's folder (give it explicitly)${skipped}`);
 }
 
 /** Open a validated VDI image on `storage`, following its parent. */
