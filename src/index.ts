@@ -7,6 +7,7 @@
 export { VdiskError, isVdiskError, type VdiskErrorCode } from './errors.js';
 export type { Storage, StorageOpenOptions } from './storage/storage.js';
 export { FileStorage, type FileOpenOptions } from './storage/file.js';
+export { removeLeftovers, type Leftover } from './storage/lock.js';
 export { MemoryStorage } from './storage/memory.js';
 export { FaultPlan, FaultStorage } from './storage/fault.js';
 export { FileLocation, MemoryLocation, type ImageLocation } from './storage/location.js';

@@ -103,7 +103,15 @@ export function openLocation(location: ImageLocation, opts: OpenOptions = {}): P
  * tar or zip in place, read-only.
  */
 export async function open(path: string, opts: OpenOptions = {}): Promise<DiskImage> {
+  return openLocation(await locate(path, opts), opts);
+}
+
+/**
+ * The location an address names: a path, or `ARCHIVE:MEMBER` inside a tar or zip
+ * (read-only). Every command that takes an image goes through here.
+ */
+export async function locate(address: string, opts: { allowPaths?: readonly string[] } = {}): Promise<ImageLocation> {
   // Only a path with a colon can name an archive member; the archive code loads then.
-  const member = path.includes(':') ? await (await import('./ovf/location.js')).archiveMemberLocation(path) : undefined;
-  return openLocation(member ?? new FileLocation(path, opts.allowPaths ?? []), opts);
+  const member = address.includes(':') ? await (await import('./ovf/location.js')).archiveMemberLocation(address) : undefined;
+  return member ?? new FileLocation(address, opts.allowPaths ?? []);
 }

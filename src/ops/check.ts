@@ -15,9 +15,10 @@
 import type { DiskImage } from '../device/block-device.js';
 import type { CheckProblem, CheckResult, FormatDriver } from '../formats/driver.js';
 import { VdiskError } from '../errors.js';
-import { findDriver, openLocation, probeFormat } from '../formats/registry.js';
+import { findDriver, locate, openLocation, probeFormat } from '../formats/registry.js';
 import { checkPartitions, readPartitions } from '../partitions/index.js';
 import { FileLocation, type ImageLocation } from '../storage/location.js';
+import { removeLeftovers, type Leftover } from '../storage/lock.js';
 
 /** Thrown when the image's format has no check (raw), as qemu-img says it; the CLI exits 63 like qemu-img. */
 export class ChecksUnsupportedError extends VdiskError {
@@ -63,6 +64,8 @@ export interface CheckReport {
   'partition-check-skipped'?: string;
   /** Every problem found (vdisk's addition), repaired ones marked. */
   problems: ReportProblem[];
+  /** Leftovers of a killed vdisk process (dead pid) removed from beside the image before the check. */
+  'removed-leftovers'?: Leftover[];
 }
 
 /** Summarise a driver's findings with qemu-img's counters. */
@@ -162,13 +165,19 @@ export async function checkLocation(location: ImageLocation, opts: CheckOptions 
 }
 
 /** Check (and with `repair`, fix) the image file at `path`. */
-export function check(path: string, opts: CheckOptions = {}): Promise<CheckReport> {
-  return checkLocation(new FileLocation(path, opts.allowPaths ?? []), opts);
+export async function check(path: string, opts: CheckOptions = {}): Promise<CheckReport> {
+  const location = await locate(path, opts);
+  // What a killed vdisk left beside the image (dead pid only) goes first, and the report says so.
+  const leftovers = location instanceof FileLocation ? await removeLeftovers(path) : [];
+  const report = await checkLocation(location, opts);
+  if (leftovers.length) report['removed-leftovers'] = leftovers;
+  return report;
 }
 
 /** Render a report the way `qemu-img check` prints it. */
 export function formatCheckHuman(r: CheckReport): string {
   const lines: string[] = [];
+  for (const l of r['removed-leftovers'] ?? []) lines.push(`Removed ${l.path}, left by process ${l.pid} which is no longer running`);
   for (const p of r.problems) {
     const where = p.offset !== undefined ? ` (at offset ${p.offset})` : p.diskOffset !== undefined ? ` (at disk offset ${p.diskOffset})` : '';
     const tag = p.severity === 'corrupt' ? 'ERROR' : p.severity === 'leak' ? 'Leaked' : 'Warning';

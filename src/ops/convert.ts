@@ -12,7 +12,7 @@ import type { BlockDevice, DiskImage, Extent } from '../device/block-device.js';
 import { forEachZeroRun } from '../device/zero.js';
 import { VdiskError, fromSystemError } from '../errors.js';
 import { findDriver, open } from '../formats/registry.js';
-import { acquireWriteLock } from '../storage/lock.js';
+import { acquireWriteLock, buildFolderPrefix, removeLeftovers, type Leftover } from '../storage/lock.js';
 import { FileLocation, syncFolder, type ImageLocation } from '../storage/location.js';
 import { filterStorage } from '../storage/filter.js';
 import type { Storage } from '../storage/storage.js';
@@ -85,6 +85,8 @@ export interface ConvertResult {
   size: number;
   /** Bytes of guest data written (zero runs skipped are not counted). */
   bytesWritten: number;
+  /** What a killed earlier run left beside the destination (dead pid), removed before this one. */
+  leftovers: Leftover[];
 }
 
 /** Convert the image at `src` (read through its chain) into a new image at `dst`. */
@@ -140,8 +142,10 @@ export async function convertImage(source: BlockDevice, dst: string, opts: Conve
   const dir = dirname(resolve(dst));
   const base = basename(dst);
   if (!(await stat(dir).catch(() => undefined))?.isDirectory()) throw new VdiskError('E_NOENT', `${dirname(dst)}: no such folder for ${dst}`);
+  const leftovers = await removeLeftovers(dst);
   const unlock = await acquireWriteLock(dst);
-  const tmp = join(dir, `.${base}.vdisk-convert-${randomBytes(4).toString('hex')}`);
+  // The pid in the name lets a later run tell a dead process's leftovers from a live build.
+  const tmp = join(dir, `${buildFolderPrefix(base)}${process.pid}-${randomBytes(4).toString('hex')}`);
   try {
     await mkdir(tmp).catch((err: unknown) => {
       throw fromSystemError(err, tmp);
@@ -165,7 +169,7 @@ export async function convertImage(source: BlockDevice, dst: string, opts: Conve
       await out.close();
       const files = await moveIntoPlace(tmp, dir, base, opts.force ?? false);
       if (opts.cache !== 'unsafe') await syncFolder(dir);
-      return { path: dst, files: files.map((f) => (f === base ? dst : join(dirname(dst), f))), format: driver.name, size: out.size, bytesWritten };
+      return { path: dst, files: files.map((f) => (f === base ? dst : join(dirname(dst), f))), format: driver.name, size: out.size, bytesWritten, leftovers };
     } finally {
       await rm(tmp, { recursive: true, force: true }).catch(() => undefined);
     }

@@ -37,7 +37,7 @@ export function register(program: Command): void {
         process.on('SIGINT', onSignal);
         process.on('SIGTERM', onSignal);
         try {
-          await convert(src, dst, {
+          const result = await convert(src, dst, {
             sourceFormat: o.format,
             format: o.outputFormat,
             options: parseKeyValues(o.options),
@@ -48,6 +48,7 @@ export function register(program: Command): void {
             onProgress: (done, total) => progress.update(done, total),
             signal: abort.signal,
           });
+          for (const l of result.leftovers) process.stderr.write(`vdisk: removed ${l.path}, left by process ${l.pid} which is no longer running\n`);
         } finally {
           progress.stop();
           process.off('SIGINT', onSignal);
