@@ -1,29 +1,9 @@
-import { execFile } from 'node:child_process';
 import { mkdir, readdir, stat, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { promisify } from 'node:util';
 import { beforeAll, describe, expect, it } from 'vitest';
+import { vdisk } from '../helpers/cli.js';
 import { itWith, qemuInfo } from '../helpers/oracle.js';
-import { VDISK_BIN, tempDir } from '../helpers/tmp.js';
-
-const execFileP = promisify(execFile);
-
-interface Out {
-  code: number;
-  stdout: string;
-  stderr: string;
-}
-
-/** Run the built CLI; never throws on a non-zero exit. */
-export async function vdisk(args: string[], cwd: string): Promise<Out> {
-  try {
-    const { stdout, stderr } = await execFileP(process.execPath, [VDISK_BIN, ...args], { cwd, encoding: 'utf8' });
-    return { code: 0, stdout, stderr };
-  } catch (err) {
-    const e = err as { code: number; stdout: string; stderr: string };
-    return { code: e.code, stdout: e.stdout, stderr: e.stderr };
-  }
-}
+import { tempDir } from '../helpers/tmp.js';
 
 let dir: string;
 beforeAll(async () => {
