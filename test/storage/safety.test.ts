@@ -2,7 +2,7 @@
 // their real path, a write lock belongs to the file (not its name), and a killed
 // convert leaves nothing the next run does not clear.
 import { spawn, spawnSync } from 'node:child_process';
-import { link, mkdir, readFile, readdir, rm, symlink, unlink, writeFile } from 'node:fs/promises';
+import { chmod, link, mkdir, readFile, readdir, rm, symlink, unlink, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { beforeAll, describe, expect, it } from 'vitest';
 import { create } from '../../src/ops/create.js';
@@ -17,6 +17,12 @@ let root: string;
 beforeAll(async () => {
   root = await tempDir('vdisk-safety-');
 });
+
+/** A pid that is certainly not running: a child that has exited. */
+function deadPid(): number {
+  const r = spawnSync(process.execPath, ['-e', 'process.stdout.write(String(process.pid))'], { encoding: 'utf8' });
+  return Number(r.stdout);
+}
 
 /** A monolithicFlat VMDK descriptor of 1 MiB whose one extent is `extent`. */
 function flatDescriptor(extent: string): string {
@@ -190,13 +196,53 @@ describe('a write lock belongs to the file, not its name', () => {
   });
 });
 
-describe('a killed process leaves nothing that matters', () => {
-  /** A pid that is certainly not running: a child that has exited. */
-  function deadPid(): number {
-    const r = spawnSync(process.execPath, ['-e', 'process.stdout.write(String(process.pid))'], { encoding: 'utf8' });
-    return Number(r.stdout);
+describe('a lock owned by someone else, and device nodes', () => {
+  /** Open `path` for writing with the built library in a child running as user nobody (65534); what it said. */
+  function openAsNobody(path: string): string {
+    const lib = new URL('../../dist/index.js', import.meta.url).pathname;
+    const code = `import(${JSON.stringify(lib)}).then((m) => m.open(${JSON.stringify(path)})).then((i) => i.close()).then(() => console.log('opened'), (e) => console.log(e.code + ' ' + e.message))`;
+    const r = spawnSync(process.execPath, ['-e', code], { uid: 65534, gid: 65534, encoding: 'utf8' });
+    return r.stdout.trim() || r.stderr;
   }
 
+  it.skipIf(process.getuid?.() !== 0)('a lock file owned by another user is refused, even when its pid is gone (run as nobody)', async () => {
+    const dir = join(root, 'lock-owner');
+    await mkdir(dir, { mode: 0o777 });
+    await chmod(root, 0o755);
+    await chmod(dir, 0o777);
+    const a = join(dir, 'a.raw');
+    await writeFile(a, Buffer.alloc(65536), { mode: 0o666 });
+    await chmod(a, 0o666);
+    // root's lock, left by a process that is gone: nobody may not take it over.
+    await writeFile(lockPathFor(a), `${deadPid()}\n0:0\n`);
+    expect(openAsNobody(a)).toMatch(/^E_LOCKED .*belongs to user 0/);
+    expect(await readFile(lockPathFor(a), 'utf8')).toMatch(/^\d+\n/);
+    await unlink(lockPathFor(a));
+    expect(openAsNobody(a)).toBe('opened');
+  });
+
+  it.skipIf(process.getuid?.() !== 0)('a folder where the lock cannot be made: a clear error and nothing changed (run as nobody)', async () => {
+    const dir = join(root, 'lock-noperm');
+    await mkdir(dir);
+    await chmod(root, 0o755);
+    await chmod(dir, 0o755);
+    const a = join(dir, 'a.raw');
+    await writeFile(a, patternBytes(65536, 4));
+    await chmod(a, 0o666);
+    expect(openAsNobody(a)).toMatch(/^E_\w+ .*cannot create the lock file .*a\.raw\.lock/);
+    expect(await readdir(dir)).toEqual(['a.raw']);
+    expect((await readFile(a)).equals(patternBytes(65536, 4))).toBe(true);
+  });
+
+  it.skipIf(process.getuid?.() !== 0)('an extent that is a character device node is refused without being read', async () => {
+    const { dir } = await layout('devnode', 'dev.bin');
+    // mknod needs root; /dev/zero's numbers (1, 5) would read as an endless disk of zeros.
+    expect(spawnSync('mknod', [join(dir, 'dev.bin'), 'c', '1', '5']).status).toBe(0);
+    await expect(open(join(dir, 'd.vmdk'), { readOnly: true })).rejects.toMatchObject({ code: 'E_USAGE', message: expect.stringMatching(/not a regular file/) });
+  });
+});
+
+describe('a killed process leaves nothing that matters', () => {
   it('the next convert and `vdisk check` remove dead leftovers, say so, and keep live ones', async () => {
     const dir = join(root, 'leftovers');
     await mkdir(dir);
