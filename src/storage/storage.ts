@@ -22,6 +22,20 @@ export interface Storage {
   close(): Promise<void>;
   /** Bytes the container occupies on its medium (a sparse file's allocated blocks), if known. */
   allocatedSize?(): Promise<number>;
+  /**
+   * Where the container holds data, zeros or nothing, covering the range exactly, when
+   * it can tell without reading (nbdkit's `extents`; an NBD export's BLOCK_STATUS).
+   */
+  extents?(offset: number, length: number): AsyncIterable<StorageExtent>;
+  /** Make a range read as zeros without sending them, when the container can (nbdkit's `zero`). */
+  writeZeroes?(offset: number, length: number): Promise<void>;
+}
+
+/** One run of a container's bytes by what it holds (see {@link Storage.extents}). */
+export interface StorageExtent {
+  offset: number;
+  length: number;
+  kind: 'data' | 'zero' | 'hole';
 }
 
 /** Options for opening a storage. */

@@ -23,7 +23,8 @@ export class RawImage extends BlockDeviceBase implements DiskImage {
 
   constructor(private readonly storage: Storage, readOnly: boolean, empty = false) {
     super();
-    this.extentsReadContent = !empty;
+    // A container that knows its own allocation (an NBD export) is asked, not read.
+    this.extentsReadContent = !empty && !storage.extents;
     this.filename = storage.name;
     this.size = storage.size;
     this.readOnly = readOnly || storage.readOnly;
@@ -44,6 +45,10 @@ export class RawImage extends BlockDeviceBase implements DiskImage {
   readonly extentsReadContent: boolean;
 
   protected async *extentsIn(offset: number, length: number): AsyncIterable<Extent> {
+    if (this.storage.extents) {
+      for await (const e of this.storage.extents(offset, length)) yield { ...e, depth: 0 };
+      return;
+    }
     // A file with no blocks allocated is one hole; no need to read it.
     if (this.storage.allocatedSize && (await this.storage.allocatedSize()) === 0) {
       yield { offset, length, kind: 'hole', depth: 0 };
@@ -59,6 +64,12 @@ export class RawImage extends BlockDeviceBase implements DiskImage {
       yield* runs;
       pos += n;
     }
+  }
+
+  /** Zeros through the container's own zeroing where it has one (NBD WRITE_ZEROES), else written. */
+  protected override async writeZeroesAt(offset: number, length: number): Promise<void> {
+    if (this.storage.writeZeroes) return this.storage.writeZeroes(offset, length);
+    return super.writeZeroesAt(offset, length);
   }
 
   protected flushAll(): Promise<void> {
