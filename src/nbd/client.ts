@@ -4,6 +4,7 @@
  * export opens like a local file, and a raw export's extents come from BLOCK_STATUS.
  */
 import { connect, type Socket } from 'node:net';
+import { userInfo } from 'node:os';
 import { VdiskError } from '../errors.js';
 import type { Storage, StorageExtent } from '../storage/storage.js';
 import {
@@ -32,6 +33,7 @@ import {
   vdiskErrorFor,
 } from './protocol.js';
 import { SocketReader } from './reader.js';
+import { readPskFile, startTls } from './tls.js';
 import { parseNbdUri, type NbdAddress } from './uri.js';
 
 /** How to connect. */
@@ -40,6 +42,10 @@ export interface NbdConnectOptions {
   readOnly?: boolean;
   /** Give up connecting after this many ms (default 10 000). */
   timeoutMs?: number;
+  /** For nbds://: the PSK file (else the URI's `?tls-psk-file=`). */
+  tlsPskFile?: string;
+  /** For nbds://: the PSK identity (else the URI's user, else the login name, as libnbd does). */
+  tlsUsername?: string;
 }
 
 interface Pending {
@@ -60,7 +66,7 @@ const CLIENT_MAX_REQUEST = 32 * 1024 * 1024;
 
 /** A connection to one export. */
 export class NbdClient {
-  private readonly reader: SocketReader;
+  private reader: SocketReader;
   private readonly pending = new Map<bigint, Pending>();
   private nextCookie = 1n;
   private failure: VdiskError | undefined;
@@ -73,8 +79,9 @@ export class NbdClient {
   maxPayload = CLIENT_MAX_REQUEST;
 
   private constructor(
-    private readonly socket: Socket,
+    private socket: Socket,
     readonly address: NbdAddress,
+    private readonly psk?: { identity: string; key: Buffer },
   ) {
     this.reader = new SocketReader(socket, address.uri, 64 * 1024 * 1024);
   }
@@ -82,7 +89,15 @@ export class NbdClient {
   /** Connect and negotiate; the connection is in transmission when this resolves. */
   static async connect(address: string | NbdAddress, opts: NbdConnectOptions = {}): Promise<NbdClient> {
     const a = typeof address === 'string' ? parseNbdUri(address) : address;
-    if (a.tls) throw new VdiskError('E_UNSUPPORTED', `${a.uri}: TLS (nbds://) is not supported yet`);
+    let psk: { identity: string; key: Buffer } | undefined;
+    if (a.tls) {
+      const file = opts.tlsPskFile ?? a.tlsPskFile;
+      if (!file) throw new VdiskError('E_USAGE', `${a.uri}: nbds:// needs a PSK file (?tls-psk-file=FILE)`);
+      const identity = opts.tlsUsername ?? a.user ?? userInfo().username;
+      const key = (await readPskFile(file)).get(identity);
+      if (!key) throw new VdiskError('E_USAGE', `${file}: no key for "${identity}"`);
+      psk = { identity, key };
+    }
     const socket = await new Promise<Socket>((resolve, reject) => {
       const s = a.socket ? connect({ path: a.socket }) : connect({ host: a.host, port: a.port ?? 10809 });
       const timer = setTimeout(() => {
@@ -100,7 +115,7 @@ export class NbdClient {
       });
     });
     socket.setNoDelay(true);
-    const c = new NbdClient(socket, a);
+    const c = new NbdClient(socket, a, psk);
     try {
       await c.negotiate();
     } catch (err) {
@@ -130,6 +145,13 @@ export class NbdClient {
     cf.writeUInt32BE(FLAG_C_FIXED_NEWSTYLE | (hflags & FLAG_NO_ZEROES ? FLAG_C_NO_ZEROES : 0), 0);
     this.socket.write(cf);
 
+    if (this.psk) {
+      const t = await this.option(OPT.STARTTLS, Buffer.alloc(0));
+      if (t.final !== REP.ACK) throw new VdiskError('E_UNSUPPORTED', `${this.address.uri}: the server does not offer TLS${t.message ? `: ${t.message}` : ''}`);
+      if (this.reader.detach() !== 0) throw this.bad('data after the STARTTLS reply');
+      this.socket = await startTls(this.socket, this.psk.identity, this.psk.key, this.address.uri);
+      this.reader = new SocketReader(this.socket, this.address.uri, 64 * 1024 * 1024);
+    }
     const sr = await this.option(OPT.STRUCTURED_REPLY, Buffer.alloc(0));
     this.structured = sr.final === REP.ACK;
     if (this.structured) {
@@ -154,7 +176,7 @@ export class NbdClient {
     if (g.final !== REP.ACK) {
       const msg = g.message ? `: ${g.message}` : '';
       if (g.final === REP.ERR_UNKNOWN) throw new VdiskError('E_NOENT', `${this.address.uri}: the server has no export "${this.address.export}"${msg}`);
-      if (g.final === REP.ERR_TLS_REQD) throw new VdiskError('E_UNSUPPORTED', `${this.address.uri}: the server requires TLS${msg}`);
+      if (g.final === REP.ERR_TLS_REQD) throw new VdiskError('E_UNSUPPORTED', `${this.address.uri}: the server requires TLS (connect with nbds://…?tls-psk-file=FILE)`);
       throw new VdiskError('E_IO', `${this.address.uri}: the server refused the export (reply 0x${g.final.toString(16)})${msg}`);
     }
     let sawExport = false;

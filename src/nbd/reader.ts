@@ -14,29 +14,42 @@ export class SocketReader {
   private failure: Error | undefined;
   private waiter: (() => void) | undefined;
 
+  private readonly onData = (d: Buffer): void => {
+    this.chunks.push(d);
+    this.queued += d.length;
+    if (this.queued > this.highWater) this.socket.pause();
+    this.wake();
+  };
+  private readonly onEnd = (): void => {
+    this.ended = true;
+    this.wake();
+  };
+  private readonly onError = (err: Error): void => {
+    this.failure = err;
+    this.wake();
+  };
+
   constructor(
     private readonly socket: Duplex,
     private readonly where: string,
     private readonly highWater = 4 * 1024 * 1024,
   ) {
-    socket.on('data', (d: Buffer) => {
-      this.chunks.push(d);
-      this.queued += d.length;
-      if (this.queued > this.highWater) socket.pause();
-      this.wake();
-    });
-    socket.on('end', () => {
-      this.ended = true;
-      this.wake();
-    });
-    socket.on('close', () => {
-      this.ended = true;
-      this.wake();
-    });
-    socket.on('error', (err: Error) => {
-      this.failure = err;
-      this.wake();
-    });
+    socket.on('data', this.onData);
+    socket.on('end', this.onEnd);
+    socket.on('close', this.onEnd);
+    socket.on('error', this.onError);
+  }
+
+  /**
+   * Stop reading the socket (before TLS takes it over). Returns the number of bytes
+   * that had arrived unread: after STARTTLS's reply there must be none.
+   */
+  detach(): number {
+    this.socket.off('data', this.onData);
+    this.socket.off('end', this.onEnd);
+    this.socket.off('close', this.onEnd);
+    this.socket.off('error', this.onError);
+    return this.queued;
   }
 
   private wake(): void {

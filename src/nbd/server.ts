@@ -37,6 +37,7 @@ import {
   type RequestHeader,
 } from './protocol.js';
 import { SocketReader } from './reader.js';
+import { acceptTls, type PskKeys } from './tls.js';
 
 /** One named export. */
 export interface NbdExport {
@@ -58,6 +59,12 @@ export interface NbdServerOptions {
   maxOptions?: number;
   /** Option data longer than this is refused (and the connection closed); default 64 KiB. */
   maxOptionLength?: number;
+  /**
+   * TLS with pre-shared keys: `on` offers STARTTLS and still serves clients that do
+   * not use it, `require` serves only clients inside TLS (proto.md's "SELECTIVETLS"
+   * is not offered: every export has the same policy).
+   */
+  tls?: { mode: 'on' | 'require'; keys: PskKeys };
   /** Told about each connection's end, with the reason when it was not a clean one. */
   onConnectionEnd?: (peer: string, reason?: string) => void;
 }
@@ -195,7 +202,9 @@ class Refusal extends Error {
 
 /** One client connection: negotiation, then transmission. */
 class Connection {
-  private readonly reader: SocketReader;
+  private reader: SocketReader;
+  private socket: Socket;
+  private tls = false;
   private readonly peer: string;
   private structured = false;
   private contexts: Array<{ id: number; name: string }> = [];
@@ -207,8 +216,9 @@ class Connection {
 
   constructor(
     private readonly server: NbdServer,
-    private readonly socket: Socket,
+    socket: Socket,
   ) {
+    this.socket = socket;
     this.peer = socket.remoteAddress ? `${socket.remoteAddress}:${socket.remotePort}` : 'unix socket';
     this.reader = new SocketReader(socket, `NBD client ${this.peer}`);
   }
@@ -269,6 +279,12 @@ class Connection {
       const data = await this.reader.read(length);
       const reply = (type: number, payload: Buffer = Buffer.alloc(0)): void => this.send(encodeOptionReply(option, type, payload));
       const fail = (type: number, message: string): void => reply(type, Buffer.from(message, 'utf8'));
+      const tlsPolicy = this.server.opts.tls;
+      if (tlsPolicy?.mode === 'require' && !this.tls && option !== OPT.STARTTLS && option !== OPT.ABORT) {
+        fail(REP.ERR_TLS_REQD, 'this server requires TLS: send NBD_OPT_STARTTLS first');
+        if (option === OPT.EXPORT_NAME) throw new HangUp('NBD_OPT_EXPORT_NAME without TLS');
+        continue;
+      }
       if (this.server.isStopping) {
         fail(REP.ERR_SHUTDOWN, 'the server is shutting down');
         if (option === OPT.EXPORT_NAME) throw new HangUp('shutting down');
@@ -297,7 +313,20 @@ class Connection {
           reply(REP.ACK);
           break;
         case OPT.STARTTLS:
-          fail(REP.ERR_POLICY, 'this server does not offer TLS');
+          if (!tlsPolicy) fail(REP.ERR_POLICY, 'this server does not offer TLS');
+          else if (this.tls) fail(REP.ERR_INVALID, 'TLS is already on');
+          else if (length !== 0) fail(REP.ERR_INVALID, 'NBD_OPT_STARTTLS takes no data');
+          else {
+            reply(REP.ACK);
+            if (this.reader.detach() !== 0) throw new HangUp('data sent after NBD_OPT_STARTTLS before the TLS handshake');
+            this.socket = await acceptTls(this.socket, tlsPolicy.keys, `NBD client ${this.peer}`);
+            this.reader = new SocketReader(this.socket, `NBD client ${this.peer}`);
+            this.tls = true;
+            // proto.md: state from before TLS does not carry into it.
+            this.structured = false;
+            this.contexts = [];
+            this.contextExport = undefined;
+          }
           break;
         case OPT.INFO:
         case OPT.GO: {

@@ -7,6 +7,10 @@ export interface NbdAddress {
   socket?: string;
   export: string;
   tls: boolean;
+  /** nbds://: the PSK identity (the URI's user part). */
+  user?: string;
+  /** nbds://: `?tls-psk-file=FILE`, as libnbd names it. */
+  tlsPskFile?: string;
   /** The URI as given, for messages. */
   uri: string;
 }
@@ -34,13 +38,17 @@ export function parseNbdUri(address: string): NbdAddress {
   if (!SCHEMES.includes(scheme)) throw new VdiskError('E_USAGE', `${address}: unknown scheme "${url.protocol}" (nbd, nbds, nbd+unix, nbds+unix)`);
   const tls = scheme.startsWith('nbds');
   const exportName = decodeURIComponent(url.pathname.replace(/^\//, ''));
+  const secrets = {
+    ...(url.username ? { user: decodeURIComponent(url.username) } : {}),
+    ...(url.searchParams.get('tls-psk-file') ? { tlsPskFile: url.searchParams.get('tls-psk-file')! } : {}),
+  };
   if (scheme.includes('+unix')) {
     const socket = url.searchParams.get('socket');
     if (!socket) throw new VdiskError('E_USAGE', `${address}: a Unix-socket URI needs ?socket=PATH`);
     if (url.host !== '') throw new VdiskError('E_USAGE', `${address}: a Unix-socket URI has no host (nbd+unix:///export?socket=PATH)`);
-    return { socket, export: exportName, tls, uri: address };
+    return { socket, export: exportName, tls, uri: address, ...secrets };
   }
   if (!url.hostname) throw new VdiskError('E_USAGE', `${address}: no host`);
   const port = url.port === '' ? 10809 : Number(url.port);
-  return { host: url.hostname.replace(/^\[|\]$/g, ''), port, export: exportName, tls, uri: address };
+  return { host: url.hostname.replace(/^\[|\]$/g, ''), port, export: exportName, tls, uri: address, ...secrets };
 }
