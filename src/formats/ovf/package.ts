@@ -13,13 +13,13 @@ import { copyBytes } from '../../storage/copy.js';
 import { FileStorage } from '../../storage/file.js';
 import { FileLocation, type ImageLocation } from '../../storage/location.js';
 import { findDriver, open, openLocation } from '../registry.js';
-import { FolderArchive, openArchive, type Archive, type ArchiveOptions } from './archive.js';
+import { FolderArchive, openArchive, type Archive, type ArchiveOptions } from '../../storage/containers/archive.js';
 import { MAX_DESCRIPTOR_BYTES, STREAM_OPTIMIZED_FORMAT, buildDescriptor, parseDescriptor, type ControllerKind, type OvfEnvelope } from './descriptor.js';
 import { defaultDiskWriter, type DiskWriter } from './disk-writer.js';
-import { ArchiveLocation } from './location.js';
+import { ArchiveLocation } from '../../storage/containers/location.js';
 import { MAX_MANIFEST_BYTES, buildManifest, digestBytes, digestStorage, parseManifest, type ManifestAlgorithm, type ManifestEntry } from './manifest.js';
-import { isTar, TarWriter } from './tar.js';
-import { isZip } from './zip.js';
+import { isTar, TarWriter } from '../../storage/containers/tar.js';
+import { isZip } from '../../storage/containers/zip.js';
 
 /** Progress callback: bytes done of bytes total, with the phase. */
 export type PackageProgress = (done: number, total: number, phase: string) => void;
