@@ -68,6 +68,23 @@ export type { VhdFooter, DynamicHeader, ParentLocator } from './formats/vhd/layo
 export type { MetaRegion } from './formats/vhd/parse.js';
 export type { ExtentRun, ReadBelow } from './formats/vmdk/extent.js';
 export * from './formats/ovf/index.js';
+export {
+  createOva,
+  describePackage,
+  extractPackage,
+  formatPackageInfoHuman,
+  openPackage,
+  verifyPackage,
+  type CreateOvaOptions,
+  type CreateOvaResult,
+  type ExtractOptions,
+  type OvfPackage,
+  type PackageInfo,
+  type PackageProgress,
+  type VerifyLine,
+  type VerifyResult,
+} from './ops/ova.js';
+export { VMDK_ADAPTER_TYPE, defaultDiskWriter, type DiskWriter, type DiskWriterOptions, type DiskWriterResult } from './ops/ova-disk-writer.js';
 export { convert, convertImage, DEFAULT_SPARSE_SIZE, MAX_SPARSE_SIZE, type ConvertOptions, type ConvertFileOptions, type ConvertResult } from './ops/convert.js';
 export { mapImage, mapEntry, writeMapJson, writeMapHuman, renderMapSvg, cellSizeFor, type MapEntry, type MapSvgOptions } from './ops/map.js';
 export { compare, type CompareOptions, type CompareResult } from './ops/compare.js';

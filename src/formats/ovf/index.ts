@@ -1,4 +1,4 @@
-/** OVF/OVA packaging: descriptor, manifest and packages. */
+/** OVF: the descriptor and the manifest of an appliance. */
 export {
   CONTROLLERS,
   MAX_DESCRIPTOR_BYTES,
@@ -17,21 +17,4 @@ export {
   type OvfSpec,
   type OvfVirtualSystem,
 } from './descriptor.js';
-export { VMDK_ADAPTER_TYPE, defaultDiskWriter, type DiskWriter, type DiskWriterOptions, type DiskWriterResult } from './disk-writer.js';
 export { MANIFEST_ALGORITHMS, buildManifest, digestStorage, parseManifest, type ManifestAlgorithm, type ManifestEntry } from './manifest.js';
-export {
-  createOva,
-  describePackage,
-  extractPackage,
-  formatPackageInfoHuman,
-  openPackage,
-  verifyPackage,
-  type CreateOvaOptions,
-  type CreateOvaResult,
-  type ExtractOptions,
-  type OvfPackage,
-  type PackageInfo,
-  type PackageProgress,
-  type VerifyLine,
-  type VerifyResult,
-} from './package.js';

@@ -3,7 +3,7 @@ import { join } from 'node:path';
 import { beforeAll, describe, expect, it } from 'vitest';
 import { copyDevice } from '../../../src/device/copy.js';
 import { ArchiveLocation, archiveMemberLocation } from '../../../src/storage/containers/location.js';
-import { createOva } from '../../../src/formats/ovf/package.js';
+import { createOva } from '../../../src/ops/ova.js';
 import { open } from '../../../src/formats/registry.js';
 import { create } from '../../../src/ops/create.js';
 import { itWith, qemuSame, runOk } from '../../helpers/oracle.js';

@@ -5,21 +5,21 @@
  */
 import { mkdir, mkdtemp, realpath, rm, stat } from 'node:fs/promises';
 import { basename, dirname, extname, isAbsolute, join, relative } from 'node:path';
-import type { DiskImage } from '../../device/block-device.js';
-import { copyDevice } from '../../device/copy.js';
-import { VdiskError, fromSystemError } from '../../errors.js';
-import { create } from '../../ops/create.js';
-import { copyBytes } from '../../storage/copy.js';
-import { FileStorage } from '../../storage/file.js';
-import { FileLocation, type ImageLocation } from '../../storage/location.js';
-import { findDriver, open, openLocation } from '../registry.js';
-import { FolderArchive, openArchive, type Archive, type ArchiveOptions } from '../../storage/containers/archive.js';
-import { MAX_DESCRIPTOR_BYTES, STREAM_OPTIMIZED_FORMAT, buildDescriptor, parseDescriptor, type ControllerKind, type OvfEnvelope } from './descriptor.js';
-import { defaultDiskWriter, type DiskWriter } from './disk-writer.js';
-import { ArchiveLocation } from '../../storage/containers/location.js';
-import { MAX_MANIFEST_BYTES, buildManifest, digestBytes, digestStorage, parseManifest, type ManifestAlgorithm, type ManifestEntry } from './manifest.js';
-import { isTar, TarWriter } from '../../storage/containers/tar.js';
-import { isZip } from '../../storage/containers/zip.js';
+import type { DiskImage } from '../device/block-device.js';
+import { copyDevice } from '../device/copy.js';
+import { VdiskError, fromSystemError } from '../errors.js';
+import { MAX_DESCRIPTOR_BYTES, STREAM_OPTIMIZED_FORMAT, buildDescriptor, parseDescriptor, type ControllerKind, type OvfEnvelope } from '../formats/ovf/descriptor.js';
+import { MAX_MANIFEST_BYTES, buildManifest, digestBytes, digestStorage, parseManifest, type ManifestAlgorithm, type ManifestEntry } from '../formats/ovf/manifest.js';
+import { findDriver, open, openLocation } from '../formats/registry.js';
+import { FolderArchive, openArchive, type Archive, type ArchiveOptions } from '../storage/containers/archive.js';
+import { ArchiveLocation } from '../storage/containers/location.js';
+import { isTar, TarWriter } from '../storage/containers/tar.js';
+import { isZip } from '../storage/containers/zip.js';
+import { copyBytes } from '../storage/copy.js';
+import { FileStorage } from '../storage/file.js';
+import { FileLocation, type ImageLocation } from '../storage/location.js';
+import { create } from './create.js';
+import { defaultDiskWriter, type DiskWriter } from './ova-disk-writer.js';
 
 /** Progress callback: bytes done of bytes total, with the phase. */
 export type PackageProgress = (done: number, total: number, phase: string) => void;
