@@ -2,7 +2,8 @@ import { copyFile, mkdir, readFile, readdir, rm, symlink, writeFile } from 'node
 import { join } from 'node:path';
 import { beforeAll, describe, expect } from 'vitest';
 import { isVdiskError } from '../../src/errors.js';
-import { createOva, describePackage, extractPackage, openPackage, verifyPackage } from '../../src/ops/ova.js';
+import { openPackage } from '../../src/formats/ovf/package.js';
+import { createOva, describePackage, extractPackage, verifyPackage } from '../../src/ops/ova.js';
 import { findDriver } from '../../src/formats/registry.js';
 import { itWith, qemuSame, run, runOk } from '../helpers/oracle.js';
 import { tempDir } from '../helpers/tmp.js';

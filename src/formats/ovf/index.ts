@@ -1,4 +1,4 @@
-/** OVF: the descriptor and the manifest of an appliance. */
+/** OVF: the descriptor and manifest of an appliance, and the package read in place. */
 export {
   CONTROLLERS,
   MAX_DESCRIPTOR_BYTES,
@@ -18,3 +18,4 @@ export {
   type OvfVirtualSystem,
 } from './descriptor.js';
 export { MANIFEST_ALGORITHMS, buildManifest, digestStorage, parseManifest, type ManifestAlgorithm, type ManifestEntry } from './manifest.js';
+export { openPackage, type OvfPackage } from './package.js';
