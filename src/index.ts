@@ -24,7 +24,8 @@ export { BlockDeviceBase, IO_CHUNK, checkDeviceRange, coalesceExtents, listExten
 export { copyDevice, type CopyOptions } from './device/copy.js';
 export { blockPieces, type BlockPiece } from './device/blocks.js';
 export { isZero, forEachZeroRun } from './device/zero.js';
-export type { CheckProblem, CheckResult, DriverCheckOptions, DriverCreateOptions, DriverOpenOptions, FormatDriver } from './formats/driver.js';
+export type { DriverCreateOptions, DriverOpenOptions, FormatDriver } from './formats/driver.js';
+export type { CheckProblem, CheckResult, DriverCheckOptions } from './device/check.js';
 export { MAX_CHAIN_DEPTH, findDriver, formatDrivers, open, openLocation, probeFormat, type OpenOptions } from './formats/registry.js';
 export { RawImage, rawDriver } from './formats/raw/index.js';
 export { VdiImage, checkVdi, vdiDriver, type VdiHeader } from './formats/vdi/index.js';
