@@ -5,7 +5,7 @@
  * @packageDocumentation
  */
 export { VdiskError, isVdiskError, type VdiskErrorCode } from './errors.js';
-export type { Storage, StorageOpenOptions } from './storage/storage.js';
+export { IO_CHUNK, type Storage, type StorageOpenOptions } from './storage/storage.js';
 export { FileStorage, type FileOpenOptions } from './storage/file.js';
 export { removeLeftovers, type Leftover } from './storage/lock.js';
 export { MemoryStorage } from './storage/memory.js';
@@ -20,7 +20,7 @@ export { WindowStorage } from './storage/containers/window.js';
 export { DEFAULT_ZIP_LIMITS, ZipArchive, isZip, type ZipLimits, type ZipMember } from './storage/containers/zip.js';
 export type { BlockDevice, CompactOptions, CompactResult, DiskImage, Extent, ExtentKind, ImageInfo } from './device/block-device.js';
 export type { ResizeImageOptions } from './device/block-device.js';
-export { BlockDeviceBase, IO_CHUNK, checkDeviceRange, coalesceExtents, listExtents } from './device/base.js';
+export { BlockDeviceBase, checkDeviceRange, coalesceExtents, listExtents } from './device/base.js';
 export { copyDevice, type CopyOptions } from './device/copy.js';
 export { blockPieces, type BlockPiece } from './device/blocks.js';
 export { isZero, forEachZeroRun } from './device/zero.js';
