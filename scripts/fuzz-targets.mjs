@@ -7,7 +7,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import CRC32 from 'crc-32';
 import { MemoryLocation, MemoryStorage, RawImage, checkPartitions, findDriver, isVdiskError, openLocation, readPartitions } from '../dist/index.js';
-import { createOva, openArchive, parseManifest } from '../dist/formats/ovf/index.js';
+import { createOva, openArchive, parseManifest } from '../dist/index.js';
 import { parseDescriptor } from '../dist/formats/ovf/descriptor.js';
 
 /** Deterministic bytes (xorshift32), so seeds need no fixtures. */

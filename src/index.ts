@@ -5,7 +5,7 @@
  * @packageDocumentation
  */
 export { VdiskError, isVdiskError, type VdiskErrorCode } from './errors.js';
-export type { Storage, StorageOpenOptions } from './storage/storage.js';
+export { IO_CHUNK, type Storage, type StorageExtent, type StorageOpenOptions } from './storage/storage.js';
 export { FileStorage, type FileOpenOptions } from './storage/file.js';
 export { removeLeftovers, type Leftover } from './storage/lock.js';
 export { MemoryStorage } from './storage/memory.js';
@@ -13,13 +13,19 @@ export { FaultPlan, FaultStorage } from './storage/fault.js';
 export { FileLocation, MemoryLocation, type ImageLocation } from './storage/location.js';
 export type { NamespaceWatcher } from './storage/location.js';
 export { filterStorage, type StorageCalls } from './storage/filter.js';
+export { FolderArchive, isArchive, openArchive, openArchiveChain, type Archive, type ArchiveMember, type ArchiveOptions } from './storage/containers/archive.js';
+export { ArchiveLocation, archiveMemberLocation } from './storage/containers/location.js';
+export { TAR_BLOCK, TarWriter, decodeTarHeader, encodeTarHeader, isTar, readTarEntries, type TarEntry, type TarHeader } from './storage/containers/tar.js';
+export { WindowStorage } from './storage/containers/window.js';
+export { DEFAULT_ZIP_LIMITS, ZipArchive, isZip, type ZipLimits, type ZipMember } from './storage/containers/zip.js';
 export type { BlockDevice, CompactOptions, CompactResult, DiskImage, Extent, ExtentKind, ImageInfo } from './device/block-device.js';
 export type { ResizeImageOptions } from './device/block-device.js';
-export { BlockDeviceBase, IO_CHUNK, checkDeviceRange, coalesceExtents, listExtents } from './device/base.js';
+export { BlockDeviceBase, checkDeviceRange, coalesceExtents, listExtents } from './device/base.js';
 export { copyDevice, type CopyOptions } from './device/copy.js';
 export { blockPieces, type BlockPiece } from './device/blocks.js';
 export { isZero, forEachZeroRun } from './device/zero.js';
-export type { CheckProblem, CheckResult, DriverCheckOptions, DriverCreateOptions, DriverOpenOptions, FormatDriver } from './formats/driver.js';
+export type { DriverCreateOptions, DriverOpenOptions, FormatDriver } from './formats/driver.js';
+export type { CheckProblem, CheckResult, DriverCheckOptions } from './device/check.js';
 export { MAX_CHAIN_DEPTH, findDriver, formatDrivers, open, openLocation, probeFormat, type OpenOptions } from './formats/registry.js';
 export { RawImage, rawDriver } from './formats/raw/index.js';
 export { VdiImage, checkVdi, vdiDriver, type VdiHeader } from './formats/vdi/index.js';
@@ -63,6 +69,21 @@ export type { VhdFooter, DynamicHeader, ParentLocator } from './formats/vhd/layo
 export type { MetaRegion } from './formats/vhd/parse.js';
 export type { ExtentRun, ReadBelow } from './formats/vmdk/extent.js';
 export * from './formats/ovf/index.js';
+export {
+  createOva,
+  describePackage,
+  extractPackage,
+  formatPackageInfoHuman,
+  verifyPackage,
+  type CreateOvaOptions,
+  type CreateOvaResult,
+  type ExtractOptions,
+  type PackageInfo,
+  type PackageProgress,
+  type VerifyLine,
+  type VerifyResult,
+} from './ops/ova.js';
+export { VMDK_ADAPTER_TYPE, defaultDiskWriter, type DiskWriter, type DiskWriterOptions, type DiskWriterResult } from './ops/ova-disk-writer.js';
 export { convert, convertImage, DEFAULT_SPARSE_SIZE, MAX_SPARSE_SIZE, type ConvertOptions, type ConvertFileOptions, type ConvertResult } from './ops/convert.js';
 export { mapImage, mapEntry, writeMapJson, writeMapHuman, renderMapSvg, cellSizeFor, type MapEntry, type MapSvgOptions } from './ops/map.js';
 export { compare, type CompareOptions, type CompareResult } from './ops/compare.js';

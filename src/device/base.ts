@@ -1,10 +1,8 @@
 import { VdiskError } from '../errors.js';
 import { checkIoArgs } from '../storage/checks.js';
+import { IO_CHUNK } from '../storage/storage.js';
 import type { BlockDevice, Extent } from './block-device.js';
 import { zeroBuffer } from './zero.js';
-
-/** Chunk size for large sequential I/O (DESIGN.md: >= 1 MiB). */
-export const IO_CHUNK = 1024 * 1024;
 
 /** Throw E_BOUNDS unless [offset, offset+length) lies inside a device of `size` bytes. */
 export function checkDeviceRange(name: string, size: number, offset: number, length: number): void {

@@ -1,5 +1,5 @@
+import { IO_CHUNK } from '../storage/storage.js';
 import type { BlockDevice } from './block-device.js';
-import { IO_CHUNK } from './base.js';
 import { forEachZeroRun } from './zero.js';
 
 /** Options for {@link copyDevice}. */

@@ -1,4 +1,5 @@
 import type { DiskImage } from '../device/block-device.js';
+import type { CheckResult, DriverCheckOptions } from '../device/check.js';
 import type { ImageLocation } from '../storage/location.js';
 import type { Storage } from '../storage/storage.js';
 
@@ -27,32 +28,6 @@ export interface DriverCreateOptions {
   parent?: DiskImage;
   /** How to name the parent inside the child (as the user gave it, relative to the child). */
   parentRef?: string;
-}
-
-/** One consistency problem found by `check`. */
-export interface CheckProblem {
-  /** `corrupt`: data may be wrong; `leak`: space is wasted but content is right. */
-  severity: 'corrupt' | 'leak' | 'warning';
-  /** What is wrong, naming the field. */
-  message: string;
-  /** Where in the file, when it has a place. */
-  offset?: number;
-  /** True if `check -r` fixed it. */
-  repaired?: boolean;
-}
-
-/** What `check` found. */
-export interface CheckResult {
-  problems: CheckProblem[];
-  /** Allocated clusters/blocks, when the format has them (qemu-img check's allocated-clusters). */
-  allocatedClusters?: number;
-  totalClusters?: number;
-}
-
-/** Options for a driver's check. */
-export interface DriverCheckOptions {
-  /** Repair what is safe: `leaks` frees leaked space, `all` also rewrites damaged redundant copies. */
-  repair?: 'leaks' | 'all';
 }
 
 /** A format: one object that says everything the format can do (like a QEMU BlockDriver table). */

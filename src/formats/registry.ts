@@ -113,6 +113,6 @@ export async function open(path: string, opts: OpenOptions = {}): Promise<DiskIm
 export async function locate(address: string, opts: { allowPaths?: readonly string[] } = {}): Promise<ImageLocation> {
   if (/^nbds?(\+(unix|tcp))?:\/\//i.test(address)) return new (await import('../nbd/location.js')).NbdLocation(address);
   // Only a path with a colon can name an archive member; the archive code loads then.
-  const member = address.includes(':') ? await (await import('./ovf/location.js')).archiveMemberLocation(address) : undefined;
+  const member = address.includes(':') ? await (await import('../storage/containers/location.js')).archiveMemberLocation(address) : undefined;
   return member ?? new FileLocation(address, opts.allowPaths ?? []);
 }

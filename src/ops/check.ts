@@ -13,7 +13,8 @@
  * no partition table). A raw disk with a partition table is checked for it alone.
  */
 import type { DiskImage } from '../device/block-device.js';
-import type { CheckProblem, CheckResult, FormatDriver } from '../formats/driver.js';
+import type { CheckProblem, CheckResult } from '../device/check.js';
+import type { FormatDriver } from '../formats/driver.js';
 import { VdiskError } from '../errors.js';
 import { findDriver, locate, openLocation, probeFormat } from '../formats/registry.js';
 import { checkPartitions, readPartitions } from '../partitions/index.js';

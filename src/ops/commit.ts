@@ -1,7 +1,7 @@
 import type { DiskImage, Extent } from '../device/block-device.js';
-import { IO_CHUNK } from '../device/base.js';
 import { VdiskError } from '../errors.js';
 import { open } from '../formats/registry.js';
+import { IO_CHUNK } from '../storage/storage.js';
 
 /** Options for {@link commitImage}. */
 export interface CommitImageOptions {

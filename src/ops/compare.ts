@@ -4,9 +4,9 @@
  * large chunks and compared byte by byte, like `qemu-img compare`.
  */
 import type { BlockDevice, Extent } from '../device/block-device.js';
-import { IO_CHUNK } from '../device/base.js';
 import { isZero } from '../device/zero.js';
 import { VdiskError } from '../errors.js';
+import { IO_CHUNK } from '../storage/storage.js';
 
 /** Options for {@link compare}. */
 export interface CompareOptions {

@@ -1,8 +1,8 @@
 import type { DiskImage } from '../device/block-device.js';
-import { IO_CHUNK } from '../device/base.js';
 import { VdiskError } from '../errors.js';
 import { open } from '../formats/registry.js';
 import { FileLocation } from '../storage/location.js';
+import { IO_CHUNK } from '../storage/storage.js';
 
 /** Options for {@link rebase}. */
 export interface RebaseOptions {

@@ -7,8 +7,8 @@
 import { createRequire } from 'node:module';
 import type CRC32Lib from 'crc-32';
 import type { BlockDevice } from '../device/block-device.js';
+import type { CheckProblem } from '../device/check.js';
 import { VdiskError } from '../errors.js';
-import type { CheckProblem } from '../formats/driver.js';
 import type { GptHeaderInfo, GptPartition } from './types.js';
 
 /** "EFI PART" (UEFI Table 5-5 Signature). */

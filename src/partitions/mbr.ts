@@ -8,7 +8,7 @@
  * (block/partitions/msdos.c) and util-linux (libfdisk) read.
  */
 import type { BlockDevice } from '../device/block-device.js';
-import type { CheckProblem } from '../formats/driver.js';
+import type { CheckProblem } from '../device/check.js';
 import type { Chs, MbrPartition, MbrTable } from './types.js';
 
 /** Byte offset of the 32-bit disk signature (UEFI Table 5-1 UniqueMBRDiskSignature). */

@@ -5,7 +5,7 @@
  * can still show it. Only I/O errors from the device propagate.
  */
 import type { BlockDevice } from '../device/block-device.js';
-import type { CheckProblem } from '../formats/driver.js';
+import type { CheckProblem } from '../device/check.js';
 import { type GptCopy, gptPartitions, readGptCopy } from './gpt.js';
 import { type BootRecord, MBR_ENTRY_SIZE, MBR_PARTITION_TABLE_OFFSET, MBR_TYPE_GPT_PROTECTIVE, decodeBootRecord, looksLikePartitionTable, protectiveSizeLba, pureProtectiveEntry, readMbr } from './mbr.js';
 import type { GptTable, MbrPartition, PartitionCommon, PartitionSpan, PartitionTable } from './types.js';

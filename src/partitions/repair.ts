@@ -8,8 +8,8 @@
  * overwritten in place is never the only one left (test/partitions/crash.test.ts).
  */
 import type { BlockDevice } from '../device/block-device.js';
+import type { CheckProblem, DriverCheckOptions } from '../device/check.js';
 import { VdiskError } from '../errors.js';
-import type { CheckProblem, DriverCheckOptions } from '../formats/driver.js';
 import { type GptCopy, type GptHeader, GPT_REVISION, encodeGptHeader, entryArraySectors, gptPartitions, readGptCopy } from './gpt.js';
 import { decodeBootRecord, encodeBootRecord, looksLikePartitionTable, protectiveSizeLba, pureProtectiveEntry } from './mbr.js';
 import { GPT_PRIMARY_HEADER_LBA, readPartitions } from './read.js';

@@ -3,7 +3,7 @@
  * in the device's logical sectors (as sfdisk/sgdisk print them); `offset`/`length`
  * give the same place in bytes.
  */
-import type { CheckProblem } from '../formats/driver.js';
+import type { CheckProblem } from '../device/check.js';
 
 /** A cylinder/head/sector address as stored in an MBR entry. */
 export interface Chs {

@@ -1,5 +1,4 @@
-import { IO_CHUNK } from '../device/base.js';
-import type { Storage } from './storage.js';
+import { IO_CHUNK, type Storage } from './storage.js';
 
 /**
  * Copy `length` bytes from `src` at `from` to `dst` at `to` (the same Storage is

@@ -43,3 +43,6 @@ export interface StorageOpenOptions {
   /** Refuse writes (and take no lock). */
   readOnly?: boolean;
 }
+
+/** Chunk size for large sequential I/O on a container (DESIGN.md: >= 1 MiB). */
+export const IO_CHUNK = 1024 * 1024;

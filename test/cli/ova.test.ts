@@ -1,7 +1,7 @@
 import { mkdir, readFile, readdir, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { beforeAll, describe, expect } from 'vitest';
-import { createOva } from '../../src/formats/ovf/package.js';
+import { createOva } from '../../src/ops/ova.js';
 import { itWith, qemuSame, run, runOk } from '../helpers/oracle.js';
 import { VDISK_BIN, tempDir } from '../helpers/tmp.js';
 import { itWithVmdk, makeRawDisk, qemuDiskWriter } from '../formats/ovf/helpers.js';

@@ -1,10 +1,14 @@
 import type { Command } from 'commander';
 import { VdiskError } from '../../errors.js';
 import type { ControllerKind } from '../../formats/ovf/descriptor.js';
-import type { PackageProgress } from '../../formats/ovf/package.js';
+import type { PackageProgress } from '../../ops/ova.js';
 
 /** The OVF/OVA code (XML parser, tar and zip readers), loaded only when an ova command runs. */
-const ovf = async () => ({ ...(await import('../../formats/ovf/descriptor.js')), ...(await import('../../formats/ovf/package.js')) });
+const ovf = async () => ({
+  ...(await import('../../formats/ovf/descriptor.js')),
+  ...(await import('../../formats/ovf/package.js')),
+  ...(await import('../../ops/ova.js')),
+});
 import { action, collect, outputMode } from '../common.js';
 
 function wholeNumber(flag: string, v: string | undefined, fallback: number): number {

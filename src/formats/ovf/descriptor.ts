@@ -6,7 +6,7 @@
  */
 import { XMLParser } from 'fast-xml-parser';
 import { VdiskError } from '../../errors.js';
-import { safeMemberName } from './names.js';
+import { safeMemberName } from '../../storage/containers/names.js';
 
 /** Envelope namespaces (DSP0243 1.x §7 / 2.x §7; DSP8023 schemas). */
 export const OVF_NAMESPACE = {

@@ -1,5 +1,4 @@
-/** OVF/OVA packaging: descriptor, manifest, tar/zip containers and disks opened in place. */
-export { FolderArchive, isArchive, openArchive, openArchiveChain, type Archive, type ArchiveMember, type ArchiveOptions } from './archive.js';
+/** OVF: the descriptor and manifest of an appliance, and the package read in place. */
 export {
   CONTROLLERS,
   MAX_DESCRIPTOR_BYTES,
@@ -18,25 +17,5 @@ export {
   type OvfSpec,
   type OvfVirtualSystem,
 } from './descriptor.js';
-export { VMDK_ADAPTER_TYPE, defaultDiskWriter, type DiskWriter, type DiskWriterOptions, type DiskWriterResult } from './disk-writer.js';
-export { ArchiveLocation, archiveMemberLocation } from './location.js';
 export { MANIFEST_ALGORITHMS, buildManifest, digestStorage, parseManifest, type ManifestAlgorithm, type ManifestEntry } from './manifest.js';
-export {
-  createOva,
-  describePackage,
-  extractPackage,
-  formatPackageInfoHuman,
-  openPackage,
-  verifyPackage,
-  type CreateOvaOptions,
-  type CreateOvaResult,
-  type ExtractOptions,
-  type OvfPackage,
-  type PackageInfo,
-  type PackageProgress,
-  type VerifyLine,
-  type VerifyResult,
-} from './package.js';
-export { TAR_BLOCK, TarWriter, decodeTarHeader, encodeTarHeader, isTar, readTarEntries, type TarEntry, type TarHeader } from './tar.js';
-export { WindowStorage } from './window.js';
-export { DEFAULT_ZIP_LIMITS, ZipArchive, isZip, type ZipLimits, type ZipMember } from './zip.js';
+export { openPackage, type OvfPackage } from './package.js';

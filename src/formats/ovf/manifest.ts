@@ -5,7 +5,7 @@
 import { createHash } from 'node:crypto';
 import { VdiskError } from '../../errors.js';
 import type { Storage } from '../../storage/storage.js';
-import { safeMemberName } from './names.js';
+import { safeMemberName } from '../../storage/containers/names.js';
 
 /** Digest algorithms a manifest may use, with their Node names and hex lengths. */
 export const MANIFEST_ALGORITHMS = {

@@ -4,11 +4,11 @@
  */
 import type { DiskImage, Extent, ImageInfo, ResizeImageOptions } from '../../device/block-device.js';
 import { ProgressMeter } from '../../device/progress.js';
-import { BlockDeviceBase, IO_CHUNK } from '../../device/base.js';
+import { BlockDeviceBase } from '../../device/base.js';
 import { forEachZeroRun } from '../../device/zero.js';
 import { VdiskError } from '../../errors.js';
 import type { ImageLocation } from '../../storage/location.js';
-import type { Storage } from '../../storage/storage.js';
+import { IO_CHUNK, type Storage } from '../../storage/storage.js';
 import type { DriverCreateOptions, DriverOpenOptions, FormatDriver } from '../driver.js';
 
 /** Granularity at which extents() tells zeros from data (one page, as filesystems allocate). */

@@ -4,9 +4,9 @@
  * VDI_IMAGE_BLOCK_FREE / VDI_IMAGE_BLOCK_ZERO. Data block n lives at
  * `offData + n × (cbBlockExtra + cbBlock)`, its cbBlockExtra service bytes first.
  */
+import type { CheckProblem } from '../../device/check.js';
 import { VdiskError } from '../../errors.js';
 import type { Storage } from '../../storage/storage.js';
-import type { CheckProblem } from '../driver.js';
 import { VDI_BLOCK_ZERO, VDI_MAP_ENTRY_SIZE, type VdiHeader } from './header.js';
 
 /** Most blocks vdisk loads a map for: 2^25 entries (128 MiB of map; 32 TiB at 1 MiB blocks). */

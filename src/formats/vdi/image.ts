@@ -10,12 +10,12 @@
 import { dirname, resolve } from 'node:path';
 import type { CompactOptions, CompactResult, DiskImage, Extent, ImageInfo, ResizeImageOptions } from '../../device/block-device.js';
 import { ProgressMeter } from '../../device/progress.js';
-import { BlockDeviceBase, IO_CHUNK } from '../../device/base.js';
+import { BlockDeviceBase } from '../../device/base.js';
 import { VdiskError } from '../../errors.js';
 import { copyBytes } from '../../storage/copy.js';
 import { filterStorage } from '../../storage/filter.js';
 import type { ImageLocation } from '../../storage/location.js';
-import type { Storage } from '../../storage/storage.js';
+import { IO_CHUNK, type Storage } from '../../storage/storage.js';
 import { isZero } from '../../device/zero.js';
 import { VDI_MAX_BLOCKS, blockStride, encodeMapEntries, encodeMapEntry, isAllocated } from './blockmap.js';
 

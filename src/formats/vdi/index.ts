@@ -6,11 +6,12 @@
  * folder whose uuid matches.
  */
 import type { DiskImage } from '../../device/block-device.js';
+import type { CheckProblem, CheckResult, DriverCheckOptions } from '../../device/check.js';
 import { VdiskError, isVdiskError } from '../../errors.js';
 import type { ImageLocation } from '../../storage/location.js';
 import type { Storage } from '../../storage/storage.js';
 import { boolOption } from '../../util/options.js';
-import type { CheckProblem, CheckResult, DriverCheckOptions, DriverCreateOptions, DriverOpenOptions, FormatDriver } from '../driver.js';
+import type { DriverCreateOptions, DriverOpenOptions, FormatDriver } from '../driver.js';
 import { blockStride, encodeMapEntries, readBlockMap, scanBlockMap, type BlockMapScan } from './blockmap.js';
 import {
   NULL_UUID,

@@ -5,12 +5,12 @@
  */
 import { isAbsolute } from 'node:path';
 import type { CompactOptions, CompactResult, DiskImage, Extent, ImageInfo, ResizeImageOptions } from '../../device/block-device.js';
-import { BlockDeviceBase, IO_CHUNK } from '../../device/base.js';
+import { BlockDeviceBase } from '../../device/base.js';
 import { blockPieces } from '../../device/blocks.js';
 import { isZero, zeroBuffer } from '../../device/zero.js';
 import { VdiskError } from '../../errors.js';
 import type { ImageLocation } from '../../storage/location.js';
-import type { Storage } from '../../storage/storage.js';
+import { IO_CHUNK, type Storage } from '../../storage/storage.js';
 import {
   BAT_UNUSED,
   DISK_TYPE_DIFFERENCING,

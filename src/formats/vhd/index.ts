@@ -4,12 +4,13 @@
  */
 import { randomBytes } from 'node:crypto';
 import type { DiskImage } from '../../device/block-device.js';
+import type { CheckProblem, CheckResult, DriverCheckOptions } from '../../device/check.js';
 import { VdiskError, isVdiskError } from '../../errors.js';
 import type { ImageLocation } from '../../storage/location.js';
 import type { Storage } from '../../storage/storage.js';
 import { boolOption } from '../../util/options.js';
 import { parseSize } from '../../util/size.js';
-import type { CheckProblem, CheckResult, DriverCheckOptions, DriverCreateOptions, DriverOpenOptions, FormatDriver } from '../driver.js';
+import type { DriverCreateOptions, DriverOpenOptions, FormatDriver } from '../driver.js';
 import { VhdImage, type VhdParentInfo } from './image.js';
 import {
   CREATOR_APPLICATION,

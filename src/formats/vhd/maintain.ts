@@ -13,12 +13,11 @@
  */
 import { isAbsolute, posix, resolve as resolvePath } from 'node:path';
 import type { DiskImage } from '../../device/block-device.js';
-import { IO_CHUNK } from '../../device/base.js';
 import { ProgressMeter } from '../../device/progress.js';
 import { VdiskError } from '../../errors.js';
 import { copyBytes } from '../../storage/copy.js';
 import { FileLocation, type ImageLocation } from '../../storage/location.js';
-import type { Storage } from '../../storage/storage.js';
+import { IO_CHUNK, type Storage } from '../../storage/storage.js';
 import {
   BAT_UNUSED,
   DISK_TYPE_DIFFERENCING,

@@ -3,10 +3,11 @@
  * grain table entries inside the file and clear of metadata and of each other, the
  * redundant directory in step with the primary one, and space no entry uses (leaks).
  */
+import type { CheckProblem, CheckResult, DriverCheckOptions } from '../../device/check.js';
 import { VdiskError } from '../../errors.js';
 import type { ImageLocation } from '../../storage/location.js';
 import type { Storage } from '../../storage/storage.js';
-import type { CheckProblem, CheckResult, DriverCheckOptions, DriverOpenOptions } from '../driver.js';
+import type { DriverOpenOptions } from '../driver.js';
 import { GTE_ZEROED, SECTOR, encodeEntries, entrySectors } from './header.js';
 import { openVmdk } from './image.js';
 import { SparseExtent } from './sparse.js';

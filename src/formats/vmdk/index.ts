@@ -6,9 +6,10 @@
  * create.ts and check.ts.
  */
 import type { DiskImage } from '../../device/block-device.js';
+import type { CheckResult, DriverCheckOptions } from '../../device/check.js';
 import type { ImageLocation } from '../../storage/location.js';
 import type { Storage } from '../../storage/storage.js';
-import type { CheckResult, DriverCheckOptions, DriverCreateOptions, DriverOpenOptions, FormatDriver } from '../driver.js';
+import type { DriverCreateOptions, DriverOpenOptions, FormatDriver } from '../driver.js';
 import { checkVmdk } from './check.js';
 import { createVmdk } from './create.js';
 import { looksLikeDescriptor } from './descriptor.js';

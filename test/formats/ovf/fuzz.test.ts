@@ -1,10 +1,10 @@
 import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { beforeAll, describe, expect } from 'vitest';
-import { openArchive } from '../../../src/formats/ovf/archive.js';
+import { openArchive } from '../../../src/storage/containers/archive.js';
 import { parseDescriptor } from '../../../src/formats/ovf/descriptor.js';
 import { parseManifest } from '../../../src/formats/ovf/manifest.js';
-import { createOva } from '../../../src/formats/ovf/package.js';
+import { createOva } from '../../../src/ops/ova.js';
 import { MemoryStorage } from '../../../src/storage/memory.js';
 import { fuzz, mutations } from '../../helpers/fuzz.js';
 import { itWith, runOk } from '../../helpers/oracle.js';

@@ -7,7 +7,7 @@ import { spawnSync } from 'node:child_process';
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { VMDK_ADAPTER_TYPE, type DiskWriter } from '../../../src/formats/ovf/disk-writer.js';
+import { VMDK_ADAPTER_TYPE, type DiskWriter } from '../../../src/ops/ova-disk-writer.js';
 import { isVdiskError } from '../../../src/errors.js';
 import { findDriver } from '../../../src/formats/registry.js';
 import { FileStorage } from '../../../src/storage/file.js';

@@ -6,8 +6,8 @@
 import { readdir, realpath, stat } from 'node:fs/promises';
 import { dirname, isAbsolute, join, relative } from 'node:path';
 import { VdiskError, fromSystemError } from '../../errors.js';
-import { FileStorage } from '../../storage/file.js';
-import type { Storage } from '../../storage/storage.js';
+import { FileStorage } from '../file.js';
+import type { Storage } from '../storage.js';
 import { safeMemberName } from './names.js';
 import { isTar, readTarEntries, type TarEntry } from './tar.js';
 import { WindowStorage } from './window.js';

@@ -3,8 +3,8 @@
  * a tar entry (or a stored zip entry) is opened in place, without extracting it.
  */
 import { VdiskError } from '../../errors.js';
-import { checkInside } from '../../storage/checks.js';
-import type { Storage } from '../../storage/storage.js';
+import { checkInside } from '../checks.js';
+import type { Storage } from '../storage.js';
 
 /** `length` bytes of `outer` starting at `offset`, read-only. */
 export class WindowStorage implements Storage {

@@ -12,9 +12,9 @@ import { join } from 'node:path';
 import { Readable } from 'node:stream';
 import type * as Yauzl from 'yauzl';
 import { VdiskError, isVdiskError } from '../../errors.js';
-import { FileStorage } from '../../storage/file.js';
-import { MemoryStorage } from '../../storage/memory.js';
-import type { Storage } from '../../storage/storage.js';
+import { FileStorage } from '../file.js';
+import { MemoryStorage } from '../memory.js';
+import type { Storage } from '../storage.js';
 import { safeMemberName } from './names.js';
 import { WindowStorage } from './window.js';
 

@@ -6,9 +6,9 @@
  */
 import { stat } from 'node:fs/promises';
 import { VdiskError } from '../../errors.js';
-import { FileStorage } from '../../storage/file.js';
-import type { ImageLocation } from '../../storage/location.js';
-import type { Storage } from '../../storage/storage.js';
+import { FileStorage } from '../file.js';
+import type { ImageLocation } from '../location.js';
+import type { Storage } from '../storage.js';
 import { isArchive, openArchive, openArchiveChain, type ArchiveOptions } from './archive.js';
 import { memberDir, safeMemberName } from './names.js';
 

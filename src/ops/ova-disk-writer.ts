@@ -2,10 +2,10 @@
  * How `ova create` turns a disk into the streamOptimized VMDK an OVA carries. The
  * VMDK driver provides the real writer; this is the one place that names it.
  */
-import type { BlockDevice } from '../../device/block-device.js';
-import type { Storage } from '../../storage/storage.js';
-import { writeStreamOptimized } from '../vmdk/index.js';
-import type { ControllerKind } from './descriptor.js';
+import type { BlockDevice } from '../device/block-device.js';
+import type { ControllerKind } from '../formats/ovf/descriptor.js';
+import { writeStreamOptimized } from '../formats/vmdk/index.js';
+import type { Storage } from '../storage/storage.js';
 
 /** What a disk writer reports. */
 export interface DiskWriterResult {

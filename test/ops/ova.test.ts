@@ -1,12 +1,13 @@
 import { copyFile, mkdir, readFile, readdir, rm, symlink, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { beforeAll, describe, expect } from 'vitest';
-import { isVdiskError } from '../../../src/errors.js';
-import { createOva, describePackage, extractPackage, openPackage, verifyPackage } from '../../../src/formats/ovf/package.js';
-import { findDriver } from '../../../src/formats/registry.js';
-import { itWith, qemuSame, run, runOk } from '../../helpers/oracle.js';
-import { tempDir } from '../../helpers/tmp.js';
-import { makeRawDisk, nonZeroPages, python, qemuDiskWriter, itWithVmdk } from './helpers.js';
+import { isVdiskError } from '../../src/errors.js';
+import { openPackage } from '../../src/formats/ovf/package.js';
+import { createOva, describePackage, extractPackage, verifyPackage } from '../../src/ops/ova.js';
+import { findDriver } from '../../src/formats/registry.js';
+import { itWith, qemuSame, run, runOk } from '../helpers/oracle.js';
+import { tempDir } from '../helpers/tmp.js';
+import { makeRawDisk, nonZeroPages, python, qemuDiskWriter, itWithVmdk } from '../formats/ovf/helpers.js';
 
 const TOOLS = ['qemu-img', 'tar', 'sha256sum', 'sha1sum', 'zip', 'python3'];
 

@@ -1,13 +1,13 @@
 import { readFile, writeFile, mkdir } from 'node:fs/promises';
 import { join } from 'node:path';
 import { beforeAll, describe, expect, it } from 'vitest';
-import { TAR_BLOCK, TarWriter, decodeTarHeader, encodeTarHeader, isTar, readTarEntries } from '../../../src/formats/ovf/tar.js';
-import { WindowStorage } from '../../../src/formats/ovf/window.js';
+import { TAR_BLOCK, TarWriter, decodeTarHeader, encodeTarHeader, isTar, readTarEntries } from '../../../src/storage/containers/tar.js';
+import { WindowStorage } from '../../../src/storage/containers/window.js';
 import { FileStorage } from '../../../src/storage/file.js';
 import { MemoryStorage } from '../../../src/storage/memory.js';
 import { itWith, runOk } from '../../helpers/oracle.js';
 import { patternBytes, tempDir } from '../../helpers/tmp.js';
-import { python, errorOf as code } from './helpers.js';
+import { python, errorOf as code } from '../../formats/ovf/helpers.js';
 
 describe('ustar header', () => {
   it('encode/decode round trip, including base-256 sizes over 8 GiB and a prefix for long names', () => {

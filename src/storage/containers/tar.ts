@@ -5,7 +5,7 @@
  * place through a window.
  */
 import { VdiskError } from '../../errors.js';
-import type { Storage } from '../../storage/storage.js';
+import type { Storage } from '../storage.js';
 import { safeMemberName } from './names.js';
 
 /** Size of a tar header and of the unit data is padded to. */

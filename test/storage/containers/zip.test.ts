@@ -2,13 +2,13 @@ import { readdir, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { beforeAll, describe, expect } from 'vitest';
-import { WindowStorage } from '../../../src/formats/ovf/window.js';
-import { ZipArchive } from '../../../src/formats/ovf/zip.js';
+import { WindowStorage } from '../../../src/storage/containers/window.js';
+import { ZipArchive } from '../../../src/storage/containers/zip.js';
 import { FileStorage } from '../../../src/storage/file.js';
 import type { Storage } from '../../../src/storage/storage.js';
 import { itWith, runOk } from '../../helpers/oracle.js';
 import { patternBytes, tempDir } from '../../helpers/tmp.js';
-import { python, errorOf as code } from './helpers.js';
+import { python, errorOf as code } from '../../formats/ovf/helpers.js';
 
 async function all(s: Storage): Promise<Buffer> {
   const b = Buffer.alloc(s.size);

@@ -2,13 +2,13 @@ import { writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { beforeAll, describe, expect, it } from 'vitest';
 import { copyDevice } from '../../../src/device/copy.js';
-import { ArchiveLocation, archiveMemberLocation } from '../../../src/formats/ovf/location.js';
-import { createOva } from '../../../src/formats/ovf/package.js';
+import { ArchiveLocation, archiveMemberLocation } from '../../../src/storage/containers/location.js';
+import { createOva } from '../../../src/ops/ova.js';
 import { open } from '../../../src/formats/registry.js';
 import { create } from '../../../src/ops/create.js';
 import { itWith, qemuSame, runOk } from '../../helpers/oracle.js';
 import { patternBytes, tempDir } from '../../helpers/tmp.js';
-import { makeRawDisk, qemuDiskWriter, itWithVmdk, errorOf as code } from './helpers.js';
+import { makeRawDisk, qemuDiskWriter, itWithVmdk, errorOf as code } from '../../formats/ovf/helpers.js';
 
 describe('ARCHIVE:MEMBER opens a disk in place', () => {
   let dir: string;
