@@ -108,10 +108,12 @@ export async function open(path: string, opts: OpenOptions = {}): Promise<DiskIm
 
 /**
  * The location an address names: a path, `ARCHIVE:MEMBER` inside a tar or zip
- * (read-only), or an NBD URI (`nbd://host[:port]/export`, `nbd+unix:///export?socket=PATH`). Every command that takes an image goes through here.
+ * (read-only), or an NBD URI (`nbd://host[:port]/export`,
+ * `nbd+unix:///export?socket=PATH`, `nbds://…`). Every command that takes an image
+ * goes through here.
  */
 export async function locate(address: string, opts: { allowPaths?: readonly string[] } = {}): Promise<ImageLocation> {
-  if (/^nbds?(\+(unix|tcp))?:\/\//i.test(address)) return new (await import('../nbd/location.js')).NbdLocation(address);
+  if (/^nbds?(\+(unix|tcp))?:\/\//i.test(address)) return new (await import('../storage/nbd/location.js')).NbdLocation(address);
   // Only a path with a colon can name an archive member; the archive code loads then.
   const member = address.includes(':') ? await (await import('../storage/containers/location.js')).archiveMemberLocation(address) : undefined;
   return member ?? new FileLocation(address, opts.allowPaths ?? []);

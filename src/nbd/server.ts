@@ -35,9 +35,9 @@ import {
   lengthPrefixed,
   nbdErrorFor,
   type RequestHeader,
-} from './protocol.js';
-import { SocketReader } from './reader.js';
-import { acceptTls, type PskKeys } from './tls.js';
+} from '../storage/nbd/protocol.js';
+import { SocketReader } from '../storage/nbd/reader.js';
+import { acceptTls, type PskKeys } from '../storage/nbd/tls.js';
 
 /** One named export. */
 export interface NbdExport {

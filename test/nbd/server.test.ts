@@ -5,7 +5,7 @@ import { afterAll, beforeAll, describe, expect } from 'vitest';
 import { open } from '../../src/formats/registry.js';
 import type { DiskImage } from '../../src/device/block-device.js';
 import { NbdServer } from '../../src/nbd/server.js';
-import { NbdStorage } from '../../src/nbd/client.js';
+import { NbdStorage } from '../../src/storage/nbd/client.js';
 import { itWith, run, runOk } from '../helpers/oracle.js';
 import { patternBytes, tempDir } from '../helpers/tmp.js';
 

@@ -5,8 +5,8 @@
  */
 import { connect, type Socket } from 'node:net';
 import { userInfo } from 'node:os';
-import { VdiskError } from '../errors.js';
-import type { Storage, StorageExtent } from '../storage/storage.js';
+import { VdiskError } from '../../errors.js';
+import type { Storage, StorageExtent } from '../storage.js';
 import {
   CMD,
   CONTEXT_BASE_ALLOCATION,

@@ -5,9 +5,9 @@
  * extent) are refused with E_PATH; a server such as `vdisk serve` or `qemu-nbd`
  * serves a differencing chain already flattened.
  */
-import { VdiskError } from '../errors.js';
-import type { ImageLocation } from '../storage/location.js';
-import type { Storage } from '../storage/storage.js';
+import { VdiskError } from '../../errors.js';
+import type { ImageLocation } from '../location.js';
+import type { Storage } from '../storage.js';
 import { NbdStorage } from './client.js';
 import { parseNbdUri } from './uri.js';
 

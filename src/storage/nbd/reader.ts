@@ -1,5 +1,5 @@
 import type { Duplex } from 'node:stream';
-import { VdiskError } from '../errors.js';
+import { VdiskError } from '../../errors.js';
 
 /**
  * Exact-length reads from a socket: `read(n)` resolves with the next n bytes, or

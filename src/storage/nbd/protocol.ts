@@ -3,7 +3,7 @@
  * numbers, option, reply, command and flag values, and the fixed-size messages as
  * typed encode/decode pairs. Section names below are proto.md's.
  */
-import { VdiskError, type VdiskErrorCode } from '../errors.js';
+import { VdiskError, type VdiskErrorCode } from '../../errors.js';
 
 /** "Newstyle negotiation": `NBDMAGIC`, then `IHAVEOPT` (also the magic of every option request). */
 export const NBDMAGIC = 0x4e42444d41474943n;

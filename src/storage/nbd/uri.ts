@@ -1,4 +1,4 @@
-import { VdiskError } from '../errors.js';
+import { VdiskError } from '../../errors.js';
 
 /** Where an NBD export is: a TCP host and port, or a Unix socket, and the export's name. */
 export interface NbdAddress {

@@ -8,7 +8,7 @@
 import { readFile } from 'node:fs/promises';
 import type { Socket } from 'node:net';
 import { TLSSocket, connect, type TLSSocketOptions } from 'node:tls';
-import { VdiskError, fromSystemError } from '../errors.js';
+import { VdiskError, fromSystemError } from '../../errors.js';
 
 /** Identities to keys, as read from a PSK file. */
 export type PskKeys = ReadonlyMap<string, Buffer>;
