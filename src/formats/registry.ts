@@ -1,3 +1,4 @@
+import { stat } from 'node:fs/promises';
 /**
  * The registry: which formats exist, detection by magic (never by file name), and
  * opening an image with its whole differencing chain.
@@ -114,6 +115,10 @@ export async function open(path: string, opts: OpenOptions = {}): Promise<DiskIm
  */
 export async function locate(address: string, opts: { allowPaths?: readonly string[] } = {}): Promise<ImageLocation> {
   if (/^nbds?(\+(unix|tcp))?:\/\//i.test(address)) return new (await import('../storage/nbd/location.js')).NbdLocation(address);
+  const scheme = /^([a-z][a-z0-9+.-]*):\/\//i.exec(address);
+  if (scheme && !(await stat(address).then(() => true, () => false))) {
+    throw new VdiskError('E_USAGE', `${address}: unknown scheme "${scheme[1]}://" (an image is a path, ARCHIVE:MEMBER, nbd://, nbds:// or nbd+unix://)`);
+  }
   // Only a path with a colon can name an archive member; the archive code loads then.
   const member = address.includes(':') ? await (await import('../storage/containers/location.js')).archiveMemberLocation(address) : undefined;
   return member ?? new FileLocation(address, opts.allowPaths ?? []);
