@@ -169,7 +169,9 @@ export class NbdClient {
       // An old server: NBD_OPT_EXPORT_NAME, which ends negotiation without a reply header.
       this.socket.write(encodeOption(OPT.EXPORT_NAME, Buffer.from(this.address.export, 'utf8')));
       const b = await this.reader.read(hflags & FLAG_NO_ZEROES ? 10 : 134);
-      this.size = Number(b.readBigUInt64BE(0));
+      const size = b.readBigUInt64BE(0);
+      if (size > BigInt(Number.MAX_SAFE_INTEGER)) throw this.bad(`export size ${size} is too large`);
+      this.size = Number(size);
       this.flags = b.readUInt16BE(8);
       return;
     }
