@@ -43,7 +43,7 @@ async function raw(): Promise<{ s: Socket; r: SocketReader; option: (type: numbe
   const r = new SocketReader(s, 'test');
   await r.read(18);
   s.write(Buffer.from([0, 0, 0, 3]));
-  const option = async (type: number, data = Buffer.alloc(0), length = data.length): Promise<{ type: number; data: Buffer; before: number }> => {
+  const option = async (type: number, data: Buffer = Buffer.alloc(0), length = data.length): Promise<{ type: number; data: Buffer; before: number }> => {
     const h = Buffer.alloc(16);
     h.writeBigUInt64BE(IHAVEOPT);
     h.writeUInt32BE(type, 8);
