@@ -1,8 +1,9 @@
 #!/usr/bin/env node
 // The main job on bundled data: make a small bootable disk, convert it between the
-// formats, look at it (info, map, check, compare), package it as an OVA and boot it
+// formats, look at it (info, map, check, compare), package it as an OVA, serve it
+// over NBD and read it back through its nbd:// URI, and boot it
 // in the bundled emulator. Everything happens in a temporary folder.
-import { execFileSync } from 'node:child_process';
+import { execFileSync, spawn } from 'node:child_process';
 import { mkdtempSync, rmSync, statSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -38,6 +39,34 @@ function bootSector(text) {
   return sector;
 }
 
+/** `vdisk serve` in the background; the same image read back through its nbd:// URI. */
+async function serveAndRead() {
+  console.log('\n$ vdisk serve -r --port 0 hello.vhd &');
+  const server = spawn(process.execPath, [bin, 'serve', '-r', '--port', '0', 'hello.vhd'], { cwd: dir, stdio: ['ignore', 'pipe', 'inherit'] });
+  try {
+    const uri = await new Promise((resolve, reject) => {
+      let out = '';
+      server.stdout.on('data', (b) => {
+        out += b;
+        const m = /serving (nbd:\/\/\S+)/.exec(out);
+        if (m) {
+          process.stdout.write(out);
+          resolve(m[1]);
+        }
+      });
+      server.on('exit', (code) => reject(new Error(`vdisk serve exited with ${code}`)));
+    });
+    sh(['info', uri]);
+    sh(['map', uri]);
+    sh(['compare', 'hello.img', uri]);
+    sh(['convert', '-O', 'vdi', uri, 'from-nbd.vdi']);
+    sh(['compare', 'hello.vdi', 'from-nbd.vdi']);
+  } finally {
+    server.kill('SIGTERM');
+    await new Promise((resolve) => (server.exitCode !== null ? resolve() : server.once('exit', resolve)));
+  }
+}
+
 try {
   sh(['create', '-f', 'raw', 'disk.img', '64M']);
   const img = await create(join(dir, 'hello.img'), { format: 'raw', size: '16M' });
@@ -59,6 +88,7 @@ try {
   sh(['ova', 'create', 'hello.ova', '--name', 'hello', '--memory', '64', 'hello.vhd']);
   sh(['ova', 'info', 'hello.ova']);
   sh(['info', 'hello.ova:hello-disk1.vmdk']);
+  await serveAndRead();
   sh(['boot', '--snapshot', 'hello.ova:hello-disk1.vmdk', '--expect', 'Hello from a disk vdisk made', '--timeout', '20']);
 } finally {
   rmSync(dir, { recursive: true, force: true });
