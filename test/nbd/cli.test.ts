@@ -9,6 +9,7 @@ import { afterEach, describe, expect } from 'vitest';
 import { vdisk } from '../helpers/cli.js';
 import { itWith, run, runOk } from '../helpers/oracle.js';
 import { VDISK_BIN, patternBytes, tempDir } from '../helpers/tmp.js';
+import { nasm, partitionedImage } from '../emu/guests.js';
 
 const children: ChildProcess[] = [];
 
@@ -194,6 +195,28 @@ describe('nbd:// addresses in every command', () => {
     expect((await vdisk(['convert', '-O', 'raw', qUri, 'from-qemu.raw'], dir)).code).toBe(0);
     expect((await readFile(join(dir, 'from-qemu.raw'))).equals(data)).toBe(true);
   }, 60_000);
+
+  itWith(['nasm', 'sfdisk', 'qemu-img', 'qemu-nbd'], 'vdisk boot runs a guest from a VHD that qemu-nbd serves, and from vdisk serve', async () => {
+    const dir = await tempDir('vdisk-nbdboot-');
+    const raw = join(dir, 'disk.raw');
+    partitionedImage(raw, 8, 2048, '83', nasm(dir, 'mbr'), nasm(dir, 'vbr'));
+    await runOk('qemu-img', ['convert', '-f', 'raw', '-O', 'vpc', '-o', 'subformat=dynamic', raw, join(dir, 'disk.vhd')]);
+    const sock = join(dir, 'boot.sock');
+    const qn = spawn('qemu-nbd', ['-t', '-r', '-f', 'vpc', '-k', sock, join(dir, 'disk.vhd')], { stdio: 'ignore' });
+    children.push(qn);
+    for (let i = 0; i < 100 && !(await readFile(sock).then(() => true, (e: NodeJS.ErrnoException) => e.code !== 'ENOENT')); i++) await new Promise((r) => setTimeout(r, 50));
+    const viaQemu = await vdisk(['boot', '--snapshot', `nbd+unix:///?socket=${sock}`, '--expect', 'BOOT OK', '--timeout', '30'], dir);
+    expect(viaQemu.code, viaQemu.stderr).toBe(0);
+    expect(viaQemu.stdout).toContain('VBR: payload sector says hello');
+
+    // The same disk as a VDI served by vdisk itself (read-only, so boot takes a snapshot).
+    expect((await vdisk(['convert', '-O', 'vdi', 'disk.raw', 'disk.vdi'], dir)).code).toBe(0);
+    const { child, uris } = await serve(dir, ['-r', 'disk.vdi']);
+    const viaUs = await vdisk(['boot', '--snapshot', uris.disk!, '--expect', 'BOOT OK', '--timeout', '30'], dir);
+    expect(viaUs.code, viaUs.stderr).toBe(0);
+    expect(viaUs.stdout).toContain('VBR: disk sectors 00004000');
+    expect(await stop(child)).toBe(0);
+  }, 90_000);
 
   itWith(['nbdkit'], 'our client writes and reads nbdkit memory; bad addresses get clear errors', async () => {
     const dir = await tempDir('vdisk-nbdcli-');
