@@ -15,6 +15,7 @@ import { findDriver, open } from '../formats/registry.js';
 import { acquireWriteLock, buildFolderPrefix, removeLeftovers, type Leftover } from '../storage/lock.js';
 import { FileLocation, syncFolder, type ImageLocation } from '../storage/location.js';
 import { filterStorage } from '../storage/filter.js';
+import { isNbdUri } from '../storage/nbd/uri.js';
 import type { Storage } from '../storage/storage.js';
 import { checkOptionKeys } from '../util/options.js';
 
@@ -127,6 +128,7 @@ export async function convertImage(source: BlockDevice, dst: string, opts: Conve
     throw new VdiskError('E_USAGE', `-S ${sparse}: the sparse size must be 0 or a multiple of 512 bytes up to ${MAX_SPARSE_SIZE}`);
   }
 
+  if (isNbdUri(dst)) return convertIntoExport(source, dst, driver.name, sparse, opts);
   for (const f of chainFiles(source)) {
     if (await sameFile(f, dst)) throw new VdiskError('E_USAGE', `${dst}: is the source image ${f} itself; convert into a new file`);
   }
@@ -179,6 +181,26 @@ export async function convertImage(source: BlockDevice, dst: string, opts: Conve
     throw err;
   } finally {
     await unlock();
+  }
+}
+
+/**
+ * Convert into an NBD export that already exists (as `qemu-img convert -n` or
+ * `nbdcopy` do): the export is a disk's bytes, so the output is raw; it must be at
+ * least as large as the source, and what the source does not hold is zeroed there
+ * (WRITE_ZEROES), since the export's old contents would show through otherwise.
+ * Bytes past the source's end are left as they are.
+ */
+async function convertIntoExport(source: BlockDevice, dst: string, format: string, sparse: number, opts: ConvertOptions): Promise<ConvertResult> {
+  if (format !== 'raw') throw new VdiskError('E_UNSUPPORTED', `${dst}: an NBD export holds a disk's bytes, so only -O raw converts into it (not ${format}); serve an image of that format instead`);
+  const out = await open(dst, { format: 'raw', readOnly: false });
+  try {
+    if (out.size < source.size) throw new VdiskError('E_BOUNDS', `${dst}: the export is ${out.size} bytes, smaller than the ${source.size}-byte source`);
+    const bytesWritten = await copyContents(source, out, sparse, opts, true);
+    await out.flush();
+    return { path: dst, files: [dst], format: 'raw', size: out.size, bytesWritten, leftovers: [] };
+  } finally {
+    await out.close();
   }
 }
 
@@ -267,7 +289,7 @@ async function* plan(source: BlockDevice, chunk: number, allocateAll: boolean): 
  * without reading, zero runs of at least `sparse` bytes are not written, and reads
  * run ahead of the (strictly sequential) writes. Returns bytes written.
  */
-async function copyContents(source: BlockDevice, out: BlockDevice, sparse: number, opts: ConvertOptions): Promise<number> {
+async function copyContents(source: BlockDevice, out: BlockDevice, sparse: number, opts: ConvertOptions, zeroSkipped = false): Promise<number> {
   const chunk = Math.max(COPY_CHUNK, sparse);
   const ahead = Math.max(1, Math.min(READ_AHEAD, Math.floor(READ_AHEAD_BYTES / chunk)));
   const buffers = Array.from({ length: ahead + 1 }, () => Buffer.alloc(chunk));
@@ -312,13 +334,18 @@ async function copyContents(source: BlockDevice, out: BlockDevice, sparse: numbe
       if (!item) break;
       enqueue();
       const { piece, data } = item;
+      if (!data && zeroSkipped) await out.writeZeroes(piece.offset, piece.length);
       if (data) {
         if (sparse > 0) {
-          const runs: Array<[number, number]> = [];
+          const runs: Array<[number, number, boolean]> = [];
           forEachZeroRun(data, sparse, (s, e, zero) => {
-            if (!zero) runs.push([s, e]);
+            if (!zero || zeroSkipped) runs.push([s, e, zero]);
           });
-          for (const [s, e] of runs) {
+          for (const [s, e, zero] of runs) {
+            if (zero) {
+              await out.writeZeroes(piece.offset + s, e - s);
+              continue;
+            }
             await out.write(data.subarray(s, e), piece.offset + s);
             written += e - s;
           }

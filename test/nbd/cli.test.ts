@@ -196,6 +196,43 @@ describe('nbd:// addresses in every command', () => {
     expect((await readFile(join(dir, 'from-qemu.raw'))).equals(data)).toBe(true);
   }, 60_000);
 
+  itWith(['qemu-img', 'qemu-nbd'], 'convert -O raw into an export qemu-nbd serves: data written, holes zeroed, the tail left alone; other formats and small exports refused', async () => {
+    const dir = await tempDir('vdisk-nbdinto-');
+    await writeFile(join(dir, 'data.raw'), data);
+    await runOk('qemu-img', ['convert', '-f', 'raw', '-O', 'vpc', '-o', 'force_size=on', 'data.raw', 'q.vhd'], { cwd: dir });
+    // The target disk holds old bytes everywhere, so a hole left unwritten would show.
+    const old = Buffer.alloc(data.length + (2 << 20), 0xee);
+    await writeFile(join(dir, 'target.raw'), old);
+    await writeFile(join(dir, 'small.raw'), Buffer.alloc(1 << 20, 0xee));
+    const serveRaw = async (file: string): Promise<{ uri: string; child: ChildProcess }> => {
+      const sock = join(dir, `${file}.sock`);
+      const child = spawn('qemu-nbd', ['-t', '-f', 'raw', '-k', sock, join(dir, file)], { stdio: 'ignore' });
+      children.push(child);
+      for (let i = 0; i < 100 && !(await readFile(sock).then(() => true, (e: NodeJS.ErrnoException) => e.code !== 'ENOENT')); i++) await new Promise((r) => setTimeout(r, 50));
+      return { uri: `nbd+unix:///?socket=${sock}`, child };
+    };
+    const target = await serveRaw('target.raw');
+    const done = await vdisk(['convert', '-O', 'raw', 'q.vhd', target.uri], dir);
+    expect(done.code, done.stderr).toBe(0);
+    const vhdInto = await vdisk(['convert', '-O', 'vhd', 'q.vhd', target.uri], dir);
+    expect(vhdInto.code).toBe(1);
+    expect(vhdInto.stderr).toMatch(/only -O raw/);
+    // qemu-img reads the export as a user would: the source's bytes, then the old tail.
+    const cmp = await run('qemu-img', ['compare', '-f', 'raw', '-F', 'raw', join(dir, 'data.raw'), target.uri]);
+    expect(cmp.stdout).toMatch(/Image size mismatch|differ|Content mismatch/i);
+    await stop(target.child);
+    const after = await readFile(join(dir, 'target.raw'));
+    expect(after.subarray(0, data.length).equals(data)).toBe(true);
+    expect(after.subarray(data.length).equals(old.subarray(data.length))).toBe(true);
+
+    const small = await serveRaw('small.raw');
+    const tooSmall = await vdisk(['convert', '-O', 'raw', 'q.vhd', small.uri], dir);
+    expect(tooSmall.code).toBe(1);
+    expect(tooSmall.stderr).toMatch(/smaller than the/);
+    await stop(small.child);
+    expect((await readFile(join(dir, 'small.raw'))).equals(Buffer.alloc(1 << 20, 0xee))).toBe(true);
+  }, 60_000);
+
   itWith(['nasm', 'sfdisk', 'qemu-img', 'qemu-nbd'], 'vdisk boot runs a guest from a VHD that qemu-nbd serves, and from vdisk serve', async () => {
     const dir = await tempDir('vdisk-nbdboot-');
     const raw = join(dir, 'disk.raw');
