@@ -444,18 +444,56 @@ export class Cpu {
     return ((this.ldst ^ this.lsrc ^ this.lres) & 0x10) !== 0;
   }
 
-  /** Fold the lazy flags into `flags`. */
+  /** Fold the lazy flags into `flags` (one switch on the operation, not six getters). */
   materialize(): void {
-    if (this.lop === L_NONE) return;
-    const f =
-      (this.getCF() ? CF : 0) |
-      (this.getPF() ? PF : 0) |
-      (this.getAF() ? AF : 0) |
-      (this.getZF() ? ZF : 0) |
-      (this.getSF() ? SF : 0) |
-      (this.getOF() ? OF : 0);
+    const op = this.lop;
+    if (op === L_NONE) return;
+    const res = this.lres;
+    const dst = this.ldst;
+    const src = this.lsrc;
+    const s = SIGN[this.lsz]!;
+    let f = PARITY[res & 0xff]! | (res === 0 ? ZF : 0) | (res & s ? SF : 0);
+    switch (op) {
+      case L_ADD:
+        f |= (res >>> 0 < dst >>> 0 ? CF : 0) | ((dst ^ res) & (src ^ res) & s ? OF : 0) | ((dst ^ src ^ res) & AF);
+        break;
+      case L_ADC:
+        f |= (res >>> 0 <= dst >>> 0 ? CF : 0) | ((dst ^ res) & (src ^ res) & s ? OF : 0) | ((dst ^ src ^ res) & AF);
+        break;
+      case L_SUB:
+        f |= (dst >>> 0 < src >>> 0 ? CF : 0) | ((dst ^ src) & (dst ^ res) & s ? OF : 0) | ((dst ^ src ^ res) & AF);
+        break;
+      case L_SBB:
+        f |= (dst >>> 0 <= src >>> 0 ? CF : 0) | ((dst ^ src) & (dst ^ res) & s ? OF : 0) | ((dst ^ src ^ res) & AF);
+        break;
+      case L_LOGIC:
+        break;
+      case L_INC:
+        f |= (this.flags & CF) | (res === s ? OF : 0) | ((dst ^ src ^ res) & AF);
+        break;
+      case L_DEC:
+        f |= (this.flags & CF) | (res === ((s - 1) & MASK[this.lsz]!) ? OF : 0) | ((dst ^ src ^ res) & AF);
+        break;
+      default: // L_SZP
+        f |= this.flags & (CF | OF | AF);
+    }
     this.flags = (this.flags & ~ARITH) | f;
     this.lop = L_NONE;
+  }
+
+  /**
+   * Set CF and OF to `cfof` (bits CF|OF) leaving SF, ZF, PF and AF as they are, without
+   * materialising them (rotates): AF is fixed now, SF/ZF/PF stay lazy in `lres`.
+   */
+  setCFOF(cfof: number): void {
+    const op = this.lop;
+    if (op === L_NONE) {
+      this.flags = (this.flags & ~(CF | OF)) | cfof;
+      return;
+    }
+    const af = op === L_LOGIC ? 0 : op === L_SZP ? this.flags & AF : (this.ldst ^ this.lsrc ^ this.lres) & AF;
+    this.flags = (this.flags & ~(CF | OF | AF)) | cfof | af;
+    this.lop = L_SZP;
   }
 
   /** The whole FLAGS/EFLAGS value. */

@@ -5,7 +5,7 @@
  */
 import {
   AF, CF, CS, DF, DS, EAX, EBP, EBX, ECX, EDI, EDX, ES, ESI, ESP, FS, GS, IF, L_ADC, L_ADD, L_DEC, L_INC, L_LOGIC, L_SBB, L_SUB,
-  OF, SIGN, SS, VEC_BP, VEC_BR, VEC_DB, VEC_DE, VEC_NM, VEC_OF, ZF, ARITH,
+  OF, SIGN, SS, VEC_BP, VEC_BR, VEC_DB, VEC_DE, VEC_NM, VEC_OF, ZF,
 } from './consts.js';
 import type { Cpu } from './cpu.js';
 
@@ -905,54 +905,56 @@ OPS[0x6f] = strop(S_OUTS, 0);
 export function shift(c: Cpu, op: number, v: number, cnt: number, sz: number): number {
   cnt &= 0x1f;
   if (cnt === 0) return v;
-  if (op >= 4) return shiftLinear(c, op, v, cnt, sz);
-  const bits = sz * 8;
-  const S = SIGN[sz]!;
-  let r: number;
-  c.materialize();
-  let f = c.flags & ARITH;
   switch (op) {
-    case 0: {
-      const n = cnt & (bits - 1);
-      r = n === 0 ? v : m((v << n) | (v >>> (bits - n)), sz);
-      const cf = r & 1;
-      f = (f & ~(CF | OF)) | (cf ? CF : 0) | ((r & S ? 1 : 0) ^ cf ? OF : 0);
-      break;
-    }
-    case 1: {
-      const n = cnt & (bits - 1);
-      r = n === 0 ? v : m((v >>> n) | (v << (bits - n)), sz);
-      const cf = r & S ? 1 : 0;
-      f = (f & ~(CF | OF)) | (cf ? CF : 0) | (cf ^ (r & (S >>> 1) ? 1 : 0) ? OF : 0);
-      break;
-    }
-    case 2: {
-      const n = sz === 4 ? cnt : cnt % (bits + 1);
-      let cf = f & CF ? 1 : 0;
-      r = v;
-      for (let i = 0; i < n; i++) {
-        const out = r & S ? 1 : 0;
-        r = m((r << 1) | cf, sz);
-        cf = out;
-      }
-      f = (f & ~(CF | OF)) | (cf ? CF : 0) | ((r & S ? 1 : 0) ^ cf ? OF : 0);
-      break;
-    }
-    default: {
-      // RCR
-      const n = sz === 4 ? cnt : cnt % (bits + 1);
-      let cf = f & CF ? 1 : 0;
-      r = v;
-      for (let i = 0; i < n; i++) {
-        const out = r & 1;
-        r = m((r >>> 1) | (cf ? S : 0), sz);
-        cf = out;
-      }
-      f = (f & ~(CF | OF)) | (cf ? CF : 0) | ((r & S ? 1 : 0) ^ (r & (S >>> 1) ? 1 : 0) ? OF : 0);
-      break;
-    }
+    case 0: return rol(c, v, cnt, sz);
+    case 1: return ror(c, v, cnt, sz);
+    case 2: return rcl(c, v, cnt, sz);
+    case 3: return rcr(c, v, cnt, sz);
+    default: return shiftLinear(c, op, v, cnt, sz);
   }
-  c.flags = (c.flags & ~ARITH) | f;
+}
+// Rotates change only CF and OF: setCFOF leaves SF, ZF, PF lazy instead of materialising all six.
+function rol(c: Cpu, v: number, cnt: number, sz: number): number {
+  const bits = sz * 8;
+  const n = cnt & (bits - 1);
+  const r = n === 0 ? v : m((v << n) | (v >>> (bits - n)), sz);
+  const cf = r & 1;
+  c.setCFOF((cf ? CF : 0) | ((r & SIGN[sz]! ? 1 : 0) ^ cf ? OF : 0));
+  return r;
+}
+function ror(c: Cpu, v: number, cnt: number, sz: number): number {
+  const bits = sz * 8;
+  const n = cnt & (bits - 1);
+  const r = n === 0 ? v : m((v >>> n) | (v << (bits - n)), sz);
+  const S = SIGN[sz]!;
+  const cf = r & S ? 1 : 0;
+  c.setCFOF((cf ? CF : 0) | (cf ^ (r & (S >>> 1) ? 1 : 0) ? OF : 0));
+  return r;
+}
+function rcl(c: Cpu, v: number, cnt: number, sz: number): number {
+  const n = sz === 4 ? cnt : cnt % (sz * 8 + 1);
+  const S = SIGN[sz]!;
+  let cf = c.getCF() ? 1 : 0;
+  let r = v;
+  for (let i = 0; i < n; i++) {
+    const out = r & S ? 1 : 0;
+    r = m((r << 1) | cf, sz);
+    cf = out;
+  }
+  c.setCFOF((cf ? CF : 0) | ((r & S ? 1 : 0) ^ cf ? OF : 0));
+  return r;
+}
+function rcr(c: Cpu, v: number, cnt: number, sz: number): number {
+  const n = sz === 4 ? cnt : cnt % (sz * 8 + 1);
+  const S = SIGN[sz]!;
+  let cf = c.getCF() ? 1 : 0;
+  let r = v;
+  for (let i = 0; i < n; i++) {
+    const out = r & 1;
+    r = m((r >>> 1) | (cf ? S : 0), sz);
+    cf = out;
+  }
+  c.setCFOF((cf ? CF : 0) | ((r & S ? 1 : 0) ^ (r & (S >>> 1) ? 1 : 0) ? OF : 0));
   return r;
 }
 
