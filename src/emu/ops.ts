@@ -823,6 +823,70 @@ const S_SCAS = 4;
 const S_INS = 5;
 const S_OUTS = 6;
 
+/**
+ * REP MOVS/STOS/CMPS done in bulk on the RAM array when nothing can differ from the
+ * element-by-element loop: 16-bit addressing, DF=0, neither SI nor DI wraps at 64 KiB,
+ * both ranges lie wholly in RAM with the A20 gate not folding them, and a MOVS whose
+ * destination starts inside its source (a forward, pattern-repeating copy) is left
+ * to the loop. Returns false to fall back to the loop. `ls`/`ld` are linear addresses.
+ */
+function repInRam(c: Cpu, kind: number, size: number, n: number, ls: number, ld: number, si: number, di: number): boolean {
+  const bytes = n * size;
+  if (di + bytes > 0x10000 || ld < 0 || ld + bytes > c.ramSize || (ld & ~c.amask) !== 0 || ((ld + bytes - 1) & ~c.amask) !== 0) return false;
+  if (kind !== S_STOS && (si + bytes > 0x10000 || ls < 0 || ls + bytes > c.ramSize || (ls & ~c.amask) !== 0 || ((ls + bytes - 1) & ~c.amask) !== 0)) return false;
+  const ram = c.ram;
+  if (kind === S_MOVS) {
+    if (ld > ls && ld < ls + bytes) return false;
+    ram.copyWithin(ld, ls, ls + bytes);
+    setCounter(c, 0);
+    c.setR16(ESI, si + bytes);
+    c.setR16(EDI, di + bytes);
+    return true;
+  }
+  if (kind === S_STOS) {
+    const v = c.reg[EAX]!;
+    if (size === 1) ram.fill(v & 0xff, ld, ld + bytes);
+    else {
+      for (let i = 0; i < bytes; i += size) {
+        ram[ld + i] = v;
+        ram[ld + i + 1] = v >> 8;
+        if (size === 4) {
+          ram[ld + i + 2] = v >> 16;
+          ram[ld + i + 3] = v >> 24;
+        }
+      }
+    }
+    setCounter(c, 0);
+    c.setR16(EDI, di + bytes);
+    return true;
+  }
+  // CMPS: find the first element that ends the repeat, then let the ALU set the flags from it.
+  const untilEqual = c.rep === 0xf2;
+  let i = 0;
+  let a = 0;
+  let b = 0;
+  for (;;) {
+    if (size === 1) {
+      a = ram[ls + i]!;
+      b = ram[ld + i]!;
+    } else {
+      a = ram[ls + i]! | (ram[ls + i + 1]! << 8);
+      b = ram[ld + i]! | (ram[ld + i + 1]! << 8);
+      if (size === 4) {
+        a |= (ram[ls + i + 2]! << 16) | (ram[ls + i + 3]! << 24);
+        b |= (ram[ld + i + 2]! << 16) | (ram[ld + i + 3]! << 24);
+      }
+    }
+    i += size;
+    if (i === bytes || (a === b) === untilEqual) break;
+  }
+  alu(c, 7, a, b, size);
+  setCounter(c, n - i / size);
+  c.setR16(ESI, si + i);
+  c.setR16(EDI, di + i);
+  return true;
+}
+
 function strop(kind: number, sz: number): Op {
   return (c) => {
     const size = sz === 0 ? osz(c) : sz;
@@ -835,6 +899,7 @@ function strop(kind: number, sz: number): Op {
     if (n === 0) return;
     let si = idx(c, ESI);
     let di = idx(c, EDI);
+    if (rep && delta > 0 && !c.as32 && kind <= S_STOS && repInRam(c, kind, size, n, src + si, dst + di, si, di)) return;
     const port = c.reg[EDX]! & 0xffff;
     for (;;) {
       switch (kind) {
