@@ -222,6 +222,11 @@ export class Cpu {
     this.eip = (ip + 1) & 0xffff;
     return a >= 0 && a < this.ramSize ? this.ram[a]! : this.mem.readUnmapped(a >>> 0);
   }
+  /** The next instruction byte, without consuming it (a handler choosing its path by ModRM). */
+  peek8(): number {
+    const a = (this.csBase + this.eip) & this.amask;
+    return a >= 0 && a < this.ramSize ? this.ram[a]! : this.mem.readUnmapped(a >>> 0);
+  }
   fetch16(): number {
     const ip = this.eip;
     const a = (this.csBase + ip) & this.amask;

@@ -575,10 +575,33 @@ function grp1(c: Cpu, sz: number, immSz: number): void {
   const r = alu(c, op, a, b, sz);
   if (op !== 7) c.writeRM(sz, modrm, r);
 }
+/** Grp1 on a word or dword register (the common `and si, 1FFEh`, `add eax, 4`), without the generic r/m helpers. */
+function grp1Reg(c: Cpu, modrm: number, b: number): void {
+  const op = (modrm >> 3) & 7;
+  const d = modrm & 7;
+  const reg = c.reg;
+  if (c.os32) {
+    const r = alu(c, op, reg[d]!, b, 4);
+    if (op !== 7) reg[d] = r;
+  } else {
+    const r = alu(c, op, reg[d]! & 0xffff, b & 0xffff, 2);
+    if (op !== 7) reg[d] = (reg[d]! & ~0xffff) | r;
+  }
+}
 OPS[0x80] = (c) => grp1(c, 1, 1);
 OPS[0x82] = (c) => grp1(c, 1, 1);
-OPS[0x81] = (c) => grp1(c, osz(c), osz(c));
-OPS[0x83] = (c) => grp1(c, osz(c), 1);
+OPS[0x81] = (c) => {
+  if (c.peek8() >= 0xc0) {
+    const modrm = c.fetch8();
+    grp1Reg(c, modrm, c.os32 ? c.fetch32() : c.fetch16());
+  } else grp1(c, osz(c), osz(c));
+};
+OPS[0x83] = (c) => {
+  if (c.peek8() >= 0xc0) {
+    const modrm = c.fetch8();
+    grp1Reg(c, modrm, c.fetchS8());
+  } else grp1(c, osz(c), 1);
+};
 OPS[0x84] = (c) => {
   const modrm = c.fetch8();
   alu(c, 4, c.readRM(1, modrm), c.r8((modrm >> 3) & 7), 1);
@@ -616,19 +639,33 @@ OPS[0x88] = (c) => {
   c.writeRM(1, modrm, c.r8((modrm >> 3) & 7));
 };
 OPS[0x89] = (c) => {
-  const sz = osz(c);
   const modrm = c.fetch8();
-  if (modrm < 0xc0) c.decodeEA(modrm);
-  c.writeRM(sz, modrm, c.rSz(sz, (modrm >> 3) & 7));
+  const reg = c.reg;
+  const v = reg[(modrm >> 3) & 7]!;
+  if (modrm >= 0xc0) {
+    const d = modrm & 7;
+    reg[d] = c.os32 ? v : (reg[d]! & ~0xffff) | (v & 0xffff);
+    return;
+  }
+  c.decodeEA(modrm);
+  if (c.os32) c.wr32(c.eaBase, c.eaOff, v);
+  else c.wr16(c.eaBase, c.eaOff, v & 0xffff);
 };
 OPS[0x8a] = (c) => {
   const modrm = c.fetch8();
   c.setR8((modrm >> 3) & 7, c.readRM(1, modrm));
 };
 OPS[0x8b] = (c) => {
-  const sz = osz(c);
   const modrm = c.fetch8();
-  c.setRSz(sz, (modrm >> 3) & 7, c.readRM(sz, modrm));
+  const reg = c.reg;
+  const d = (modrm >> 3) & 7;
+  let v: number;
+  if (modrm >= 0xc0) v = reg[modrm & 7]!;
+  else {
+    c.decodeEA(modrm);
+    v = c.os32 ? c.rd32(c.eaBase, c.eaOff) : c.rd16(c.eaBase, c.eaOff);
+  }
+  reg[d] = c.os32 ? v : (reg[d]! & ~0xffff) | (v & 0xffff);
 };
 OPS[0x8c] = (c) => {
   const modrm = c.fetch8();
