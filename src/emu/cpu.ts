@@ -716,12 +716,17 @@ export class Cpu {
       const a = (this.csBase + ip) & this.amask;
       this.eip = (ip + 1) & 0xffff;
       const op = a >= 0 && a < ramSize ? ram[a]! : this.mem.readUnmapped(a >>> 0);
+      // Handlers are called as plain functions (no receiver), which V8's call builtin does a little faster.
       if (op === 0x66) {
         // The operand-size prefix is common in 386 code: handle it here, saving a dispatch.
         this.os32 = true;
-        ops[this.fetch8()]!(this);
+        const h = ops[this.fetch8()]!;
+        h(this);
         this.os32 = false;
-      } else ops[op]!(this);
+      } else {
+        const h = ops[op]!;
+        h(this);
+      }
       this.instructions = ++n;
     }
     return BLOCK_LIMIT;
