@@ -198,11 +198,16 @@ for (let op = 0; op < 8; op++) {
 
 // ------------------------------------------------------------------ prefixes
 
+/** Run the handler of the next opcode byte (after a prefix), called without a receiver. */
+function dispatchNext(c: Cpu): void {
+  const h = OPS[c.fetch8()]!;
+  h(c);
+}
 function prefixSeg(seg: number): Op {
   return (c) => {
     const prev = c.segOv;
     c.segOv = seg;
-    OPS[c.fetch8()]!(c);
+    dispatchNext(c);
     c.segOv = prev;
   };
 }
@@ -214,26 +219,29 @@ OPS[0x64] = prefixSeg(FS);
 OPS[0x65] = prefixSeg(GS);
 OPS[0x66] = (c) => {
   c.os32 = true;
-  OPS[c.fetch8()]!(c);
+  dispatchNext(c);
   c.os32 = false;
 };
 OPS[0x67] = (c) => {
   c.as32 = true;
-  OPS[c.fetch8()]!(c);
+  dispatchNext(c);
   c.as32 = false;
 };
-OPS[0xf0] = (c) => OPS[c.fetch8()]!(c);
+OPS[0xf0] = (c) => dispatchNext(c);
 OPS[0xf2] = (c) => {
   c.rep = 0xf2;
-  OPS[c.fetch8()]!(c);
+  dispatchNext(c);
   c.rep = 0;
 };
 OPS[0xf3] = (c) => {
   c.rep = 0xf3;
-  OPS[c.fetch8()]!(c);
+  dispatchNext(c);
   c.rep = 0;
 };
-OPS[0x0f] = (c) => OPS0F[c.fetch8()]!(c);
+OPS[0x0f] = (c) => {
+  const h = OPS0F[c.fetch8()]!;
+  h(c);
+};
 
 // ------------------------------------------------------------------ segment push/pop
 
