@@ -222,6 +222,11 @@ export class Cpu {
     this.eip = (ip + 1) & 0xffff;
     return a >= 0 && a < this.ramSize ? this.ram[a]! : this.mem.readUnmapped(a >>> 0);
   }
+  /** The next instruction byte, without consuming it (a handler choosing its path by ModRM). */
+  peek8(): number {
+    const a = (this.csBase + this.eip) & this.amask;
+    return a >= 0 && a < this.ramSize ? this.ram[a]! : this.mem.readUnmapped(a >>> 0);
+  }
   fetch16(): number {
     const ip = this.eip;
     const a = (this.csBase + ip) & this.amask;
@@ -444,18 +449,56 @@ export class Cpu {
     return ((this.ldst ^ this.lsrc ^ this.lres) & 0x10) !== 0;
   }
 
-  /** Fold the lazy flags into `flags`. */
+  /** Fold the lazy flags into `flags` (one switch on the operation, not six getters). */
   materialize(): void {
-    if (this.lop === L_NONE) return;
-    const f =
-      (this.getCF() ? CF : 0) |
-      (this.getPF() ? PF : 0) |
-      (this.getAF() ? AF : 0) |
-      (this.getZF() ? ZF : 0) |
-      (this.getSF() ? SF : 0) |
-      (this.getOF() ? OF : 0);
+    const op = this.lop;
+    if (op === L_NONE) return;
+    const res = this.lres;
+    const dst = this.ldst;
+    const src = this.lsrc;
+    const s = SIGN[this.lsz]!;
+    let f = PARITY[res & 0xff]! | (res === 0 ? ZF : 0) | (res & s ? SF : 0);
+    switch (op) {
+      case L_ADD:
+        f |= (res >>> 0 < dst >>> 0 ? CF : 0) | ((dst ^ res) & (src ^ res) & s ? OF : 0) | ((dst ^ src ^ res) & AF);
+        break;
+      case L_ADC:
+        f |= (res >>> 0 <= dst >>> 0 ? CF : 0) | ((dst ^ res) & (src ^ res) & s ? OF : 0) | ((dst ^ src ^ res) & AF);
+        break;
+      case L_SUB:
+        f |= (dst >>> 0 < src >>> 0 ? CF : 0) | ((dst ^ src) & (dst ^ res) & s ? OF : 0) | ((dst ^ src ^ res) & AF);
+        break;
+      case L_SBB:
+        f |= (dst >>> 0 <= src >>> 0 ? CF : 0) | ((dst ^ src) & (dst ^ res) & s ? OF : 0) | ((dst ^ src ^ res) & AF);
+        break;
+      case L_LOGIC:
+        break;
+      case L_INC:
+        f |= (this.flags & CF) | (res === s ? OF : 0) | ((dst ^ src ^ res) & AF);
+        break;
+      case L_DEC:
+        f |= (this.flags & CF) | (res === ((s - 1) & MASK[this.lsz]!) ? OF : 0) | ((dst ^ src ^ res) & AF);
+        break;
+      default: // L_SZP
+        f |= this.flags & (CF | OF | AF);
+    }
     this.flags = (this.flags & ~ARITH) | f;
     this.lop = L_NONE;
+  }
+
+  /**
+   * Set CF and OF to `cfof` (bits CF|OF) leaving SF, ZF, PF and AF as they are, without
+   * materialising them (rotates): AF is fixed now, SF/ZF/PF stay lazy in `lres`.
+   */
+  setCFOF(cfof: number): void {
+    const op = this.lop;
+    if (op === L_NONE) {
+      this.flags = (this.flags & ~(CF | OF)) | cfof;
+      return;
+    }
+    const af = op === L_LOGIC ? 0 : op === L_SZP ? this.flags & AF : (this.ldst ^ this.lsrc ^ this.lres) & AF;
+    this.flags = (this.flags & ~(CF | OF | AF)) | cfof | af;
+    this.lop = L_SZP;
   }
 
   /** The whole FLAGS/EFLAGS value. */
@@ -673,12 +716,17 @@ export class Cpu {
       const a = (this.csBase + ip) & this.amask;
       this.eip = (ip + 1) & 0xffff;
       const op = a >= 0 && a < ramSize ? ram[a]! : this.mem.readUnmapped(a >>> 0);
+      // Handlers are called as plain functions (no receiver), which V8's call builtin does a little faster.
       if (op === 0x66) {
         // The operand-size prefix is common in 386 code: handle it here, saving a dispatch.
         this.os32 = true;
-        ops[this.fetch8()]!(this);
+        const h = ops[this.fetch8()]!;
+        h(this);
         this.os32 = false;
-      } else ops[op]!(this);
+      } else {
+        const h = ops[op]!;
+        h(this);
+      }
       this.instructions = ++n;
     }
     return BLOCK_LIMIT;

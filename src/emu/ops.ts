@@ -5,7 +5,7 @@
  */
 import {
   AF, CF, CS, DF, DS, EAX, EBP, EBX, ECX, EDI, EDX, ES, ESI, ESP, FS, GS, IF, L_ADC, L_ADD, L_DEC, L_INC, L_LOGIC, L_SBB, L_SUB,
-  OF, SIGN, SS, VEC_BP, VEC_BR, VEC_DB, VEC_DE, VEC_NM, VEC_OF, ZF, ARITH,
+  OF, SIGN, SS, VEC_BP, VEC_BR, VEC_DB, VEC_DE, VEC_NM, VEC_OF, ZF,
 } from './consts.js';
 import type { Cpu } from './cpu.js';
 
@@ -198,11 +198,16 @@ for (let op = 0; op < 8; op++) {
 
 // ------------------------------------------------------------------ prefixes
 
+/** Run the handler of the next opcode byte (after a prefix), called without a receiver. */
+function dispatchNext(c: Cpu): void {
+  const h = OPS[c.fetch8()]!;
+  h(c);
+}
 function prefixSeg(seg: number): Op {
   return (c) => {
     const prev = c.segOv;
     c.segOv = seg;
-    OPS[c.fetch8()]!(c);
+    dispatchNext(c);
     c.segOv = prev;
   };
 }
@@ -214,26 +219,29 @@ OPS[0x64] = prefixSeg(FS);
 OPS[0x65] = prefixSeg(GS);
 OPS[0x66] = (c) => {
   c.os32 = true;
-  OPS[c.fetch8()]!(c);
+  dispatchNext(c);
   c.os32 = false;
 };
 OPS[0x67] = (c) => {
   c.as32 = true;
-  OPS[c.fetch8()]!(c);
+  dispatchNext(c);
   c.as32 = false;
 };
-OPS[0xf0] = (c) => OPS[c.fetch8()]!(c);
+OPS[0xf0] = (c) => dispatchNext(c);
 OPS[0xf2] = (c) => {
   c.rep = 0xf2;
-  OPS[c.fetch8()]!(c);
+  dispatchNext(c);
   c.rep = 0;
 };
 OPS[0xf3] = (c) => {
   c.rep = 0xf3;
-  OPS[c.fetch8()]!(c);
+  dispatchNext(c);
   c.rep = 0;
 };
-OPS[0x0f] = (c) => OPS0F[c.fetch8()]!(c);
+OPS[0x0f] = (c) => {
+  const h = OPS0F[c.fetch8()]!;
+  h(c);
+};
 
 // ------------------------------------------------------------------ segment push/pop
 
@@ -575,10 +583,33 @@ function grp1(c: Cpu, sz: number, immSz: number): void {
   const r = alu(c, op, a, b, sz);
   if (op !== 7) c.writeRM(sz, modrm, r);
 }
+/** Grp1 on a word or dword register (the common `and si, 1FFEh`, `add eax, 4`), without the generic r/m helpers. */
+function grp1Reg(c: Cpu, modrm: number, b: number): void {
+  const op = (modrm >> 3) & 7;
+  const d = modrm & 7;
+  const reg = c.reg;
+  if (c.os32) {
+    const r = alu(c, op, reg[d]!, b, 4);
+    if (op !== 7) reg[d] = r;
+  } else {
+    const r = alu(c, op, reg[d]! & 0xffff, b & 0xffff, 2);
+    if (op !== 7) reg[d] = (reg[d]! & ~0xffff) | r;
+  }
+}
 OPS[0x80] = (c) => grp1(c, 1, 1);
 OPS[0x82] = (c) => grp1(c, 1, 1);
-OPS[0x81] = (c) => grp1(c, osz(c), osz(c));
-OPS[0x83] = (c) => grp1(c, osz(c), 1);
+OPS[0x81] = (c) => {
+  if (c.peek8() >= 0xc0) {
+    const modrm = c.fetch8();
+    grp1Reg(c, modrm, c.os32 ? c.fetch32() : c.fetch16());
+  } else grp1(c, osz(c), osz(c));
+};
+OPS[0x83] = (c) => {
+  if (c.peek8() >= 0xc0) {
+    const modrm = c.fetch8();
+    grp1Reg(c, modrm, c.fetchS8());
+  } else grp1(c, osz(c), 1);
+};
 OPS[0x84] = (c) => {
   const modrm = c.fetch8();
   alu(c, 4, c.readRM(1, modrm), c.r8((modrm >> 3) & 7), 1);
@@ -616,19 +647,33 @@ OPS[0x88] = (c) => {
   c.writeRM(1, modrm, c.r8((modrm >> 3) & 7));
 };
 OPS[0x89] = (c) => {
-  const sz = osz(c);
   const modrm = c.fetch8();
-  if (modrm < 0xc0) c.decodeEA(modrm);
-  c.writeRM(sz, modrm, c.rSz(sz, (modrm >> 3) & 7));
+  const reg = c.reg;
+  const v = reg[(modrm >> 3) & 7]!;
+  if (modrm >= 0xc0) {
+    const d = modrm & 7;
+    reg[d] = c.os32 ? v : (reg[d]! & ~0xffff) | (v & 0xffff);
+    return;
+  }
+  c.decodeEA(modrm);
+  if (c.os32) c.wr32(c.eaBase, c.eaOff, v);
+  else c.wr16(c.eaBase, c.eaOff, v & 0xffff);
 };
 OPS[0x8a] = (c) => {
   const modrm = c.fetch8();
   c.setR8((modrm >> 3) & 7, c.readRM(1, modrm));
 };
 OPS[0x8b] = (c) => {
-  const sz = osz(c);
   const modrm = c.fetch8();
-  c.setRSz(sz, (modrm >> 3) & 7, c.readRM(sz, modrm));
+  const reg = c.reg;
+  const d = (modrm >> 3) & 7;
+  let v: number;
+  if (modrm >= 0xc0) v = reg[modrm & 7]!;
+  else {
+    c.decodeEA(modrm);
+    v = c.os32 ? c.rd32(c.eaBase, c.eaOff) : c.rd16(c.eaBase, c.eaOff);
+  }
+  reg[d] = c.os32 ? v : (reg[d]! & ~0xffff) | (v & 0xffff);
 };
 OPS[0x8c] = (c) => {
   const modrm = c.fetch8();
@@ -823,6 +868,70 @@ const S_SCAS = 4;
 const S_INS = 5;
 const S_OUTS = 6;
 
+/**
+ * REP MOVS/STOS/CMPS done in bulk on the RAM array when nothing can differ from the
+ * element-by-element loop: 16-bit addressing, DF=0, neither SI nor DI wraps at 64 KiB,
+ * both ranges lie wholly in RAM with the A20 gate not folding them, and a MOVS whose
+ * destination starts inside its source (a forward, pattern-repeating copy) is left
+ * to the loop. Returns false to fall back to the loop. `ls`/`ld` are linear addresses.
+ */
+function repInRam(c: Cpu, kind: number, size: number, n: number, ls: number, ld: number, si: number, di: number): boolean {
+  const bytes = n * size;
+  if (di + bytes > 0x10000 || ld < 0 || ld + bytes > c.ramSize || (ld & ~c.amask) !== 0 || ((ld + bytes - 1) & ~c.amask) !== 0) return false;
+  if (kind !== S_STOS && (si + bytes > 0x10000 || ls < 0 || ls + bytes > c.ramSize || (ls & ~c.amask) !== 0 || ((ls + bytes - 1) & ~c.amask) !== 0)) return false;
+  const ram = c.ram;
+  if (kind === S_MOVS) {
+    if (ld > ls && ld < ls + bytes) return false;
+    ram.copyWithin(ld, ls, ls + bytes);
+    setCounter(c, 0);
+    c.setR16(ESI, si + bytes);
+    c.setR16(EDI, di + bytes);
+    return true;
+  }
+  if (kind === S_STOS) {
+    const v = c.reg[EAX]!;
+    if (size === 1) ram.fill(v & 0xff, ld, ld + bytes);
+    else {
+      for (let i = 0; i < bytes; i += size) {
+        ram[ld + i] = v;
+        ram[ld + i + 1] = v >> 8;
+        if (size === 4) {
+          ram[ld + i + 2] = v >> 16;
+          ram[ld + i + 3] = v >> 24;
+        }
+      }
+    }
+    setCounter(c, 0);
+    c.setR16(EDI, di + bytes);
+    return true;
+  }
+  // CMPS: find the first element that ends the repeat, then let the ALU set the flags from it.
+  const untilEqual = c.rep === 0xf2;
+  let i = 0;
+  let a = 0;
+  let b = 0;
+  for (;;) {
+    if (size === 1) {
+      a = ram[ls + i]!;
+      b = ram[ld + i]!;
+    } else {
+      a = ram[ls + i]! | (ram[ls + i + 1]! << 8);
+      b = ram[ld + i]! | (ram[ld + i + 1]! << 8);
+      if (size === 4) {
+        a |= (ram[ls + i + 2]! << 16) | (ram[ls + i + 3]! << 24);
+        b |= (ram[ld + i + 2]! << 16) | (ram[ld + i + 3]! << 24);
+      }
+    }
+    i += size;
+    if (i === bytes || (a === b) === untilEqual) break;
+  }
+  alu(c, 7, a, b, size);
+  setCounter(c, n - i / size);
+  c.setR16(ESI, si + i);
+  c.setR16(EDI, di + i);
+  return true;
+}
+
 function strop(kind: number, sz: number): Op {
   return (c) => {
     const size = sz === 0 ? osz(c) : sz;
@@ -835,6 +944,7 @@ function strop(kind: number, sz: number): Op {
     if (n === 0) return;
     let si = idx(c, ESI);
     let di = idx(c, EDI);
+    if (rep && delta > 0 && !c.as32 && kind <= S_STOS && repInRam(c, kind, size, n, src + si, dst + di, si, di)) return;
     const port = c.reg[EDX]! & 0xffff;
     for (;;) {
       switch (kind) {
@@ -905,54 +1015,56 @@ OPS[0x6f] = strop(S_OUTS, 0);
 export function shift(c: Cpu, op: number, v: number, cnt: number, sz: number): number {
   cnt &= 0x1f;
   if (cnt === 0) return v;
-  if (op >= 4) return shiftLinear(c, op, v, cnt, sz);
-  const bits = sz * 8;
-  const S = SIGN[sz]!;
-  let r: number;
-  c.materialize();
-  let f = c.flags & ARITH;
   switch (op) {
-    case 0: {
-      const n = cnt & (bits - 1);
-      r = n === 0 ? v : m((v << n) | (v >>> (bits - n)), sz);
-      const cf = r & 1;
-      f = (f & ~(CF | OF)) | (cf ? CF : 0) | ((r & S ? 1 : 0) ^ cf ? OF : 0);
-      break;
-    }
-    case 1: {
-      const n = cnt & (bits - 1);
-      r = n === 0 ? v : m((v >>> n) | (v << (bits - n)), sz);
-      const cf = r & S ? 1 : 0;
-      f = (f & ~(CF | OF)) | (cf ? CF : 0) | (cf ^ (r & (S >>> 1) ? 1 : 0) ? OF : 0);
-      break;
-    }
-    case 2: {
-      const n = sz === 4 ? cnt : cnt % (bits + 1);
-      let cf = f & CF ? 1 : 0;
-      r = v;
-      for (let i = 0; i < n; i++) {
-        const out = r & S ? 1 : 0;
-        r = m((r << 1) | cf, sz);
-        cf = out;
-      }
-      f = (f & ~(CF | OF)) | (cf ? CF : 0) | ((r & S ? 1 : 0) ^ cf ? OF : 0);
-      break;
-    }
-    default: {
-      // RCR
-      const n = sz === 4 ? cnt : cnt % (bits + 1);
-      let cf = f & CF ? 1 : 0;
-      r = v;
-      for (let i = 0; i < n; i++) {
-        const out = r & 1;
-        r = m((r >>> 1) | (cf ? S : 0), sz);
-        cf = out;
-      }
-      f = (f & ~(CF | OF)) | (cf ? CF : 0) | ((r & S ? 1 : 0) ^ (r & (S >>> 1) ? 1 : 0) ? OF : 0);
-      break;
-    }
+    case 0: return rol(c, v, cnt, sz);
+    case 1: return ror(c, v, cnt, sz);
+    case 2: return rcl(c, v, cnt, sz);
+    case 3: return rcr(c, v, cnt, sz);
+    default: return shiftLinear(c, op, v, cnt, sz);
   }
-  c.flags = (c.flags & ~ARITH) | f;
+}
+// Rotates change only CF and OF: setCFOF leaves SF, ZF, PF lazy instead of materialising all six.
+function rol(c: Cpu, v: number, cnt: number, sz: number): number {
+  const bits = sz * 8;
+  const n = cnt & (bits - 1);
+  const r = n === 0 ? v : m((v << n) | (v >>> (bits - n)), sz);
+  const cf = r & 1;
+  c.setCFOF((cf ? CF : 0) | ((r & SIGN[sz]! ? 1 : 0) ^ cf ? OF : 0));
+  return r;
+}
+function ror(c: Cpu, v: number, cnt: number, sz: number): number {
+  const bits = sz * 8;
+  const n = cnt & (bits - 1);
+  const r = n === 0 ? v : m((v >>> n) | (v << (bits - n)), sz);
+  const S = SIGN[sz]!;
+  const cf = r & S ? 1 : 0;
+  c.setCFOF((cf ? CF : 0) | (cf ^ (r & (S >>> 1) ? 1 : 0) ? OF : 0));
+  return r;
+}
+function rcl(c: Cpu, v: number, cnt: number, sz: number): number {
+  const n = sz === 4 ? cnt : cnt % (sz * 8 + 1);
+  const S = SIGN[sz]!;
+  let cf = c.getCF() ? 1 : 0;
+  let r = v;
+  for (let i = 0; i < n; i++) {
+    const out = r & S ? 1 : 0;
+    r = m((r << 1) | cf, sz);
+    cf = out;
+  }
+  c.setCFOF((cf ? CF : 0) | ((r & S ? 1 : 0) ^ cf ? OF : 0));
+  return r;
+}
+function rcr(c: Cpu, v: number, cnt: number, sz: number): number {
+  const n = sz === 4 ? cnt : cnt % (sz * 8 + 1);
+  const S = SIGN[sz]!;
+  let cf = c.getCF() ? 1 : 0;
+  let r = v;
+  for (let i = 0; i < n; i++) {
+    const out = r & 1;
+    r = m((r >>> 1) | (cf ? S : 0), sz);
+    cf = out;
+  }
+  c.setCFOF((cf ? CF : 0) | ((r & S ? 1 : 0) ^ (r & (S >>> 1) ? 1 : 0) ? OF : 0));
   return r;
 }
 
