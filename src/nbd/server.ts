@@ -558,8 +558,10 @@ class Connection {
       case CMD.WRITE_ZEROES:
         if (!allowed(CMD_FLAG.FUA | CMD_FLAG.NO_HOLE | CMD_FLAG.FAST_ZERO)) throw invalid('unknown flags on WRITE_ZEROES');
         writing();
-        // We cannot tell in advance that zeroing beats writing, so a fast-zero request is refused quickly, as proto.md allows.
-        if (r.flags & CMD_FLAG.FAST_ZERO) throw new VdiskError('E_UNSUPPORTED', 'fast zeroing is not offered');
+        // proto.md: a fast-zero request must fail quickly unless zeroing beats writing. It
+        // does where the map already says zero (nothing to do but record it); anywhere
+        // else, or where the map is found by reading (raw), it is refused at once.
+        if (r.flags & CMD_FLAG.FAST_ZERO && !(await this.alreadyZero(dev, r))) throw new VdiskError('E_UNSUPPORTED', 'fast zeroing is only offered where the range already reads as zeros');
         await e.gate.run(async () => {
           if (r.flags & CMD_FLAG.NO_HOLE) await writeZeroBytes(dev, r.offset, r.length);
           else await dev.writeZeroes(r.offset, r.length);
@@ -578,6 +580,13 @@ class Connection {
       default:
         throw invalid(`unknown command ${r.type}`);
     }
+  }
+
+  /** True when the allocation map (not the content) says `r`'s range reads as zeros. */
+  private async alreadyZero(dev: BlockDevice, r: RequestHeader): Promise<boolean> {
+    if (dev.extentsReadContent || r.flags & CMD_FLAG.NO_HOLE || r.offset + r.length > dev.size) return false;
+    for await (const x of dev.extents(r.offset, r.length)) if (x.kind === 'data') return false;
+    return true;
   }
 
   private async blockStatus(dev: BlockDevice, r: RequestHeader): Promise<void> {

@@ -61,4 +61,32 @@ describe('NBD server', () => {
       await s.close();
     }
   });
+
+  itWith(['qemu-img', 'qemu-io'], 'fast zeroing (qemu-io write -z -u -n) succeeds where the map says zero and is refused at once over data', async () => {
+    const f = join(dir, 'fz.vdi');
+    await runOk('qemu-img', ['create', '-f', 'vdi', f, '16M']);
+    await runOk('qemu-io', ['-f', 'vdi', '-c', 'write -P 0x5a 1M 64k', f]);
+    const w = await open(f);
+    const srv = new NbdServer([{ name: 'w', device: w }]);
+    const p = (await srv.listen({ port: 0 })).port!;
+    const uri = `nbd://127.0.0.1:${p}/w`;
+    try {
+      // -u lets qemu leave a hole (no NO_HOLE flag): over a hole there is nothing to do.
+      const hole = await run('qemu-io', ['-f', 'raw', '-c', 'write -z -u -n 8M 1M', uri]);
+      expect(hole.code, hole.stdout + hole.stderr).toBe(0);
+      // Over data, or where NO_HOLE asks for allocated zeros, zeroing is real work: refused.
+      for (const cmd of ['write -z -u -n 1M 64k', 'write -z -n 8M 64k']) {
+        const over = await run('qemu-io', ['-f', 'raw', '-c', cmd, uri]);
+        expect(over.stdout + over.stderr, cmd).toMatch(/not supported/i);
+      }
+      // The refused request changed nothing; a plain zero write still works.
+      const back = await runOk('qemu-io', ['-f', 'raw', '-c', 'read -P 0x5a 1M 64k', '-c', 'write -z 1M 64k', '-c', 'read -P 0 1M 64k', uri]);
+      expect(back).not.toMatch(/Pattern verification failed/);
+    } finally {
+      await srv.close();
+      await w.close();
+    }
+    const after = await runOk('qemu-io', ['-f', 'vdi', '-c', 'read -P 0 0 16M', f]);
+    expect(after).not.toMatch(/Pattern verification failed/);
+  });
 });
