@@ -1,0 +1,151 @@
+/**
+ * A logical volume as a BlockDevice. Every request is split along the LV's segments
+ * (and, in striped segments, along stripe chunks) into requests on the member images,
+ * so holes, zeroing and discards pass through to the members' own formats. The map is
+ * read from the pool's committed metadata on every request: an extend committed while
+ * the LV is in use simply makes the LV larger.
+ */
+import { BlockDeviceBase } from '../device/base.js';
+import type { DiskImage, Extent, ImageInfo } from '../device/block-device.js';
+import { VdiskError } from '../errors.js';
+import { SECTOR } from './layout.js';
+import { extentBytes, lvExtents } from './metadata.js';
+import type { Pool, PoolMember } from './pool.js';
+
+/** One piece of an LV request: where it lands on which member. */
+export interface LvPiece {
+  /** Offset in the LV. */
+  lvOffset: number;
+  length: number;
+  member: PoolMember;
+  /** Byte offset in the member's guest-visible disk. */
+  devOffset: number;
+}
+
+export class LogicalVolume extends BlockDeviceBase implements DiskImage {
+  readonly format = 'lvm';
+  readonly filename: string;
+
+  constructor(
+    private readonly pool: Pool,
+    readonly lvName: string,
+    private readonly ownsPool: boolean,
+  ) {
+    super();
+    this.filename = `lvm:${pool.name}/${lvName}`;
+  }
+
+  get size(): number {
+    return lvExtents(this.pool.lv(this.lvName)) * extentBytes(this.pool.vg);
+  }
+
+  get readOnly(): boolean {
+    return this.pool.readOnly;
+  }
+
+  get isClosed(): boolean {
+    return this.closed;
+  }
+
+  /** Split `[offset, offset+length)` into member pieces, in LV order. */
+  *pieces(offset: number, length: number): Generator<LvPiece> {
+    const vg = this.pool.vg;
+    const E = extentBytes(vg);
+    const lv = this.pool.lv(this.lvName);
+    let pos = offset;
+    const end = offset + length;
+    for (const seg of lv.segments) {
+      const segStart = seg.startExtent * E;
+      const segEnd = segStart + seg.extentCount * E;
+      if (segEnd <= pos) continue;
+      if (segStart >= end) break;
+      if (seg.type !== 'striped') throw new VdiskError('E_UNSUPPORTED', `${this.filename}: "${seg.type}" segments are not read by vdisk`);
+      const k = seg.stripes.length;
+      const chunk = k > 1 ? seg.stripeSize! * SECTOR : seg.extentCount * E;
+      if (k > 1 && E % chunk !== 0) throw new VdiskError('E_UNSUPPORTED', `${this.filename}: stripe size ${chunk} does not divide the extent size`);
+      while (pos < Math.min(end, segEnd)) {
+        const rel = pos - segStart;
+        const c = Math.floor(rel / chunk);
+        const stripe = seg.stripes[c % k]!;
+        const row = Math.floor(c / k);
+        const within = rel - c * chunk;
+        const len = Math.min(chunk - within, Math.min(end, segEnd) - pos);
+        const pv = vg.pvs.find((p) => p.key === stripe.pv)!;
+        const member = this.pool.member(stripe.pv);
+        yield { lvOffset: pos, length: len, member, devOffset: pv.peStart * SECTOR + stripe.pe * E + row * chunk + within };
+        pos += len;
+      }
+    }
+  }
+
+  private dev(p: LvPiece): DiskImage {
+    if (!p.member.dev) throw new VdiskError('E_IO', `${this.filename}: bytes ${p.lvOffset}+${p.length} lie on the missing PV ${p.member.key} (${p.member.path})`);
+    return p.member.dev;
+  }
+
+  protected async readAt(buf: Uint8Array, offset: number): Promise<void> {
+    for (const p of this.pieces(offset, buf.length)) {
+      await this.dev(p).read(buf.subarray(p.lvOffset - offset, p.lvOffset - offset + p.length), p.devOffset);
+    }
+  }
+
+  protected async writeAt(buf: Uint8Array, offset: number): Promise<void> {
+    for (const p of this.pieces(offset, buf.length)) {
+      await this.dev(p).write(buf.subarray(p.lvOffset - offset, p.lvOffset - offset + p.length), p.devOffset);
+    }
+  }
+
+  protected override async writeZeroesAt(offset: number, length: number): Promise<void> {
+    for (const p of this.pieces(offset, length)) await this.dev(p).writeZeroes(p.devOffset, p.length);
+  }
+
+  protected override async discardAt(offset: number, length: number): Promise<void> {
+    for (const p of this.pieces(offset, length)) await this.dev(p).discard(p.devOffset, p.length);
+  }
+
+  protected async *extentsIn(offset: number, length: number): AsyncIterable<Extent> {
+    for (const p of this.pieces(offset, length)) {
+      const dev = this.dev(p);
+      for await (const e of dev.extents(p.devOffset, p.length)) {
+        yield { offset: p.lvOffset + (e.offset - p.devOffset), length: e.length, kind: e.kind, depth: 0 };
+      }
+    }
+  }
+
+  get extentsReadContent(): boolean {
+    return this.pool.members.some((m) => m.dev?.extentsReadContent);
+  }
+
+  protected async flushAll(): Promise<void> {
+    await this.pool.flush();
+  }
+
+  protected async closeAll(): Promise<void> {
+    if (this.ownsPool) await this.pool.close();
+  }
+
+  async info(): Promise<ImageInfo> {
+    const lv = this.pool.lv(this.lvName);
+    const vg = this.pool.vg;
+    return {
+      clusterSize: extentBytes(vg),
+      formatSpecific: {
+        vg: vg.name,
+        lv: lv.name,
+        seqno: vg.seqno,
+        segments: lv.segments.map((s) => ({
+          startExtent: s.startExtent,
+          extentCount: s.extentCount,
+          type: s.type,
+          ...(s.stripeSize ? { stripeSize: s.stripeSize * SECTOR } : {}),
+          stripes: s.stripes.map((a) => ({ member: this.pool.member(a.pv).path, pe: a.pe })),
+        })),
+      },
+      warnings: this.pool.warnings.length ? [...this.pool.warnings] : undefined,
+    };
+  }
+
+  async actualSize(): Promise<number | undefined> {
+    return undefined;
+  }
+}

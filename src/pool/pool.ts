@@ -1,0 +1,696 @@
+/**
+ * A storage pool: an LVM2 volume group whose physical volumes are the guest-visible
+ * disks of vdisk images of any format. The pool is found as LVM2 finds a VG (scan a
+ * folder for PV labels, take the highest seqno whose text checksum holds), changed by
+ * LVM2-style commits on every member, and its logical volumes are BlockDevices.
+ */
+import { randomBytes } from 'node:crypto';
+import { readdir, stat } from 'node:fs/promises';
+import { hostname } from 'node:os';
+import { basename, join, relative, resolve } from 'node:path';
+import type { DiskImage } from '../device/block-device.js';
+import { VdiskError } from '../errors.js';
+import { open } from '../formats/registry.js';
+import { create } from '../ops/create.js';
+import { minimumDiskSize, readPartitions } from '../partitions/index.js';
+import { formatSize } from '../util/size.js';
+import {
+  DEFAULT_PE_START,
+  formatId,
+  LABEL_SECTOR,
+  MDA_HEADER_SIZE,
+  MDA_OFFSET,
+  type MdaHeader,
+  newId,
+  PV_EXT_USED,
+  PV_EXT_VERSION,
+  type PvLabel,
+  SECTOR,
+} from './layout.js';
+import { LogicalVolume } from './lv.js';
+import { findLabel, type MdaState, nextLocn, readMda, writeLabel, writeMdaHeader, writeText } from './member.js';
+import { checkName, extentBytes, type LvMeta, lvExtents, type PvMeta, type SegmentMeta, type VgMeta, formatVg } from './metadata.js';
+
+/** Default extent size: 4 MiB, as vgcreate uses. */
+export const DEFAULT_EXTENT_SIZE = 4 << 20;
+/** Default stripe size: 64 KiB, as lvcreate uses. */
+export const DEFAULT_STRIPE_SIZE = 64 << 10;
+const VERSION = 'vdisk';
+
+/** A member image of the pool. */
+export interface PoolMember {
+  /** The PV's key in the VG text (`pv0`, ...). */
+  key: string;
+  uuid: string;
+  /** Absolute path of the image, or the hint when the member is missing. */
+  path: string;
+  /** The opened image; undefined when the member is missing. */
+  dev?: DiskImage;
+  label?: PvLabel;
+  mda?: MdaHeader;
+  /** Seqno of the text committed on this member when the pool was opened. */
+  seqno?: number;
+}
+
+/** Options for {@link Pool.open}. */
+export interface PoolOpenOptions {
+  /** Folder to scan for members; the current one when absent. */
+  dir?: string;
+  readOnly?: boolean;
+}
+
+/** Options for {@link Pool.create} and {@link Pool.add}. */
+export interface PoolMemberOptions {
+  dir?: string;
+  /** Extent size in bytes (create only). */
+  extentSize?: number;
+  /** Use a member that holds a partition table, a filesystem signature or an unused PV. */
+  force?: boolean;
+  /** Create members that do not exist yet with this format and size. */
+  newImage?: { format: string; size: number };
+}
+
+interface Candidate {
+  path: string;
+  dev: DiskImage;
+  label: PvLabel;
+  mdas: MdaState[];
+}
+
+/** A PV label and metadata areas read from a device, or undefined when it holds no label. */
+async function readCandidate(path: string): Promise<Candidate | undefined> {
+  let dev: DiskImage;
+  try {
+    dev = await open(path, { readOnly: true });
+  } catch {
+    return undefined;
+  }
+  try {
+    const label = await findLabel(dev, path);
+    if (!label) {
+      await dev.close();
+      return undefined;
+    }
+    const mdas: MdaState[] = [];
+    for (const a of label.metadataAreas) mdas.push(await readMda(dev, a.offset, a.size, path));
+    return { path, dev, label, mdas };
+  } catch (e) {
+    await dev.close().catch(() => undefined);
+    if (e instanceof VdiskError && (e.code === 'E_CORRUPT' || e.code === 'E_UNSUPPORTED')) return undefined;
+    throw e;
+  }
+}
+
+/** The best VG text a candidate holds (highest seqno among good copies). */
+function bestVg(c: Candidate): VgMeta | undefined {
+  let best: VgMeta | undefined;
+  for (const m of c.mdas) if (m.vg && (!best || m.vg.seqno > best.seqno)) best = m.vg;
+  return best;
+}
+
+/** Files of `dir` that could be images: regular, not hidden, not lock files. */
+async function scanFolder(dir: string): Promise<string[]> {
+  const out: string[] = [];
+  for (const e of await readdir(dir, { withFileTypes: true })) {
+    if (!e.isFile() || e.name.startsWith('.') || e.name.endsWith('.lock')) continue;
+    out.push(join(dir, e.name));
+  }
+  return out.sort();
+}
+
+/** Free extent ranges `[start, end)` of each PV, in PV order. */
+export function freeRanges(vg: VgMeta): Map<string, Array<[number, number]>> {
+  const used = new Map<string, Array<[number, number]>>();
+  for (const lv of vg.lvs) {
+    for (const s of lv.segments) {
+      const len = s.extentCount / Math.max(1, s.stripes.length);
+      for (const a of s.stripes) used.set(a.pv, [...(used.get(a.pv) ?? []), [a.pe, a.pe + len]]);
+    }
+  }
+  const out = new Map<string, Array<[number, number]>>();
+  for (const pv of vg.pvs) {
+    const u = (used.get(pv.key) ?? []).sort((a, b) => a[0] - b[0]);
+    const free: Array<[number, number]> = [];
+    let at = 0;
+    for (const [a, b] of u) {
+      if (a > at) free.push([at, a]);
+      at = Math.max(at, b);
+    }
+    if (at < pv.peCount) free.push([at, pv.peCount]);
+    out.set(pv.key, pv.status.includes('ALLOCATABLE') ? free : []);
+  }
+  return out;
+}
+
+function cloneVg(vg: VgMeta): VgMeta {
+  return structuredClone(vg);
+}
+
+/** Why `dev` should not become a PV without --force, or undefined when it is blank enough. */
+async function foreignContent(dev: DiskImage): Promise<string | undefined> {
+  const head = Buffer.alloc(Math.min(dev.size, 68 << 10));
+  await dev.read(head, 0);
+  const at = (off: number, s: string): boolean => head.length >= off + s.length && head.subarray(off, off + s.length).toString('latin1') === s;
+  if (at(512, 'EFI PART')) return 'a GPT partition table';
+  if (head.length >= 1082 && head.readUInt16LE(1080) === 0xef53) return 'an ext2/3/4 filesystem';
+  if (at(0, 'XFSB')) return 'an XFS filesystem';
+  if (at(65600, '_BHRfS_M')) return 'a btrfs filesystem';
+  if (at(4086, 'SWAPSPACE2') || at(4086, 'SWAP-SPACE')) return 'a swap area';
+  if (at(0, 'LUKS\xba\xbe')) return 'a LUKS volume';
+  if (at(3, 'NTFS    ')) return 'an NTFS filesystem';
+  if (at(54, 'FAT1') || at(82, 'FAT32')) return 'a FAT filesystem';
+  if (head.length >= 512 && head.readUInt16LE(510) === 0xaa55) {
+    const table = await readPartitions(dev).catch(() => undefined);
+    return table && table.scheme !== 'none' ? 'an MBR partition table' : 'a boot sector';
+  }
+  const label = await findLabel(dev, 'member').catch(() => undefined);
+  if (label) return 'an LVM2 physical volume label';
+  return undefined;
+}
+
+/** An LVM2 volume group over vdisk images. */
+export class Pool {
+  /** Things the user should hear: bad metadata copies that were skipped, members brought up to date. */
+  readonly warnings: string[] = [];
+  private pending: Promise<unknown> = Promise.resolve();
+  private readonly volumes = new Set<LogicalVolume>();
+  private closed = false;
+
+  private constructor(
+    readonly dir: string,
+    private current: VgMeta,
+    readonly members: PoolMember[],
+    readonly readOnly: boolean,
+  ) {}
+
+  /** The committed VG. */
+  get vg(): VgMeta {
+    return this.current;
+  }
+
+  get name(): string {
+    return this.current.name;
+  }
+
+  /** Members listed in the VG but not found. */
+  get missing(): PoolMember[] {
+    return this.members.filter((m) => !m.dev);
+  }
+
+  /** Find and open the VG named `name` among the images in `opts.dir`. */
+  static async open(name: string, opts: PoolOpenOptions = {}): Promise<Pool> {
+    const dir = resolve(opts.dir ?? '.');
+    const cands: Candidate[] = [];
+    const release = async (): Promise<void> => {
+      await Promise.all(cands.map((c) => c.dev.close().catch(() => undefined)));
+    };
+    try {
+      for (const path of await scanFolder(dir).catch((e: NodeJS.ErrnoException) => {
+        throw new VdiskError('E_NOENT', `${dir}: cannot scan for pool members (${e.code ?? e.message})`);
+      })) {
+        const c = await readCandidate(path);
+        if (c) cands.push(c);
+      }
+      return await Pool.assemble(name, dir, cands, opts.readOnly ?? false);
+    } finally {
+      await release();
+    }
+  }
+
+  private static async assemble(name: string, dir: string, cands: Candidate[], readOnly: boolean): Promise<Pool> {
+    const ours = cands.filter((c) => c.mdas.some((m) => m.vg?.name === name) || c.mdas.some((m) => m.problem && m.text?.includes(`${name} {`)));
+    const good = ours.filter((c) => bestVg(c)?.name === name);
+    if (good.length === 0) {
+      const bad = ours.flatMap((c) => c.mdas.filter((m) => m.problem).map((m) => m.problem));
+      if (bad.length > 0) throw new VdiskError('E_CORRUPT', `VG ${name}: every metadata copy is damaged: ${bad.join('; ')}`);
+      throw new VdiskError('E_NOENT', `VG ${name}: no member image in ${dir} holds it`);
+    }
+    const ids = new Set(good.map((c) => bestVg(c)!.id));
+    if (ids.size > 1) throw new VdiskError('E_CORRUPT', `${dir} holds ${ids.size} different VGs named ${name}: ${good.map((c) => basename(c.path)).join(', ')}`);
+    const best = good.map((c) => bestVg(c)!).reduce((a, b) => (b.seqno > a.seqno ? b : a));
+    const warnings: string[] = [];
+    for (const c of ours) {
+      for (const m of c.mdas) if (m.problem) warnings.push(`${c.path}: ${m.problem}; using the copy with seqno ${best.seqno}`);
+    }
+
+    // Which file holds which PV: by label uuid; a copied file is refused, a container's own extent file is not a copy.
+    const byUuid = new Map<string, Candidate>();
+    for (const c of cands) {
+      const other = byUuid.get(c.label.uuid);
+      if (!other) {
+        byUuid.set(c.label.uuid, c);
+        continue;
+      }
+      if (other.dev.format === 'raw' && c.dev.format !== 'raw') byUuid.set(c.label.uuid, c);
+      else if (c.dev.format === 'raw' && other.dev.format !== 'raw') continue;
+      else if (best.pvs.some((p) => p.id === c.label.uuid)) {
+        throw new VdiskError('E_CORRUPT', `PV ${formatId(c.label.uuid)} is in both ${other.path} and ${c.path} (a copied image?): remove one`);
+      }
+    }
+    const members: PoolMember[] = [];
+    for (const pv of best.pvs) {
+      let c = byUuid.get(pv.id);
+      if (!c && pv.device) {
+        // A member outside the folder, named by its relative hint.
+        const hinted = resolve(dir, pv.device);
+        if (!hinted.startsWith('/dev/') && (await stat(hinted).then((s) => s.isFile(), () => false))) {
+          const h = await readCandidate(hinted);
+          if (h && h.label.uuid === pv.id) {
+            cands.push(h);
+            c = h;
+          } else if (h) await h.dev.close();
+        }
+      }
+      members.push({ key: pv.key, uuid: pv.id, path: c?.path ?? resolve(dir, pv.device || pv.key), seqno: c ? bestVg(c)?.seqno : undefined });
+    }
+    const partial = members.some((m) => !byUuid.get(m.uuid) && !cands.some((c) => c.label.uuid === m.uuid));
+    const ro = readOnly || partial || best.readOnlyReason !== undefined;
+    if (partial) {
+      for (const m of members.filter((x) => !cands.some((c) => c.label.uuid === x.uuid))) {
+        warnings.push(`PV ${formatId(m.uuid)} (last seen as ${best.pvs.find((p) => p.key === m.key)?.device || '?'}) is missing: the pool is open read-only and partial`);
+      }
+    }
+    if (best.readOnlyReason && !readOnly) warnings.push(`${best.readOnlyReason}: the pool is open read-only`);
+
+    // Open the members for real (writable unless read-only), checking nothing changed since the scan.
+    const pool = new Pool(dir, best, members, ro);
+    pool.warnings.push(...warnings);
+    try {
+      for (const m of members) {
+        const c = cands.find((x) => x.label.uuid === m.uuid && x.path === m.path) ?? cands.find((x) => x.label.uuid === m.uuid);
+        if (!c) continue;
+        m.path = c.path;
+        const dev = await open(c.path, { readOnly: ro });
+        m.dev = dev;
+        const label = await findLabel(dev, c.path);
+        if (!label || label.uuid !== m.uuid) throw new VdiskError('E_CORRUPT', `${c.path}: its PV label changed while the pool was opened`);
+        m.label = label;
+        const area = label.metadataAreas[0];
+        if (!area) throw new VdiskError('E_UNSUPPORTED', `${c.path}: PV without a metadata area (vdisk keeps one on every member)`);
+        const st = await readMda(dev, area.offset, area.size, c.path);
+        m.mda = st.header;
+        m.seqno = st.vg?.seqno;
+        if (m.seqno !== undefined && m.seqno < best.seqno) pool.warnings.push(`${c.path}: holds seqno ${m.seqno}, older than ${best.seqno}; brought up to date on the next change`);
+      }
+    } catch (e) {
+      await pool.close().catch(() => undefined);
+      throw e;
+    }
+    return pool;
+  }
+
+  /**
+   * Create VG `name` over the images at `paths` (relative to `opts.dir`). Members that
+   * do not exist are created when `opts.newImage` says how; a member holding a
+   * partition table, a filesystem or a PV is refused unless `opts.force`.
+   */
+  static async create(name: string, paths: readonly string[], opts: PoolMemberOptions = {}): Promise<Pool> {
+    checkName(name, 'VG');
+    if (paths.length === 0) throw new VdiskError('E_USAGE', 'a pool needs at least one member');
+    const dir = resolve(opts.dir ?? '.');
+    const existing = await Pool.open(name, { dir, readOnly: true }).then(
+      async (p) => {
+        await p.close();
+        return true;
+      },
+      (e: unknown) => {
+        if (e instanceof VdiskError && e.code === 'E_NOENT') return false;
+        throw e;
+      },
+    );
+    if (existing) throw new VdiskError('E_EXISTS', `VG ${name} already exists in ${dir}`);
+    const extentSize = opts.extentSize ?? DEFAULT_EXTENT_SIZE;
+    if (!Number.isSafeInteger(extentSize) || extentSize < 1024 || (extentSize & (extentSize - 1)) !== 0) {
+      throw new VdiskError('E_USAGE', `extent size ${extentSize} must be a power of two of at least 1 KiB`);
+    }
+    const vg: VgMeta = {
+      name,
+      id: newId(randomBytes),
+      seqno: 0,
+      format: 'lvm2',
+      status: ['RESIZEABLE', 'READ', 'WRITE'],
+      flags: [],
+      extentSize: extentSize / SECTOR,
+      maxLv: 0,
+      maxPv: 0,
+      metadataCopies: 0,
+      pvs: [],
+      lvs: [],
+      extra: [],
+    };
+    const pool = new Pool(dir, vg, [], false);
+    try {
+      const seen = new Set<string>();
+      for (const p of paths) {
+        const abs = resolve(dir, p);
+        if (seen.has(abs)) throw new VdiskError('E_USAGE', `${p} is named twice`);
+        seen.add(abs);
+        await pool.prepareMember(abs, opts);
+      }
+      await pool.commit(pool.withPvs(vg), `vdisk pool create ${name}`);
+      await pool.markUsed(pool.members);
+    } catch (e) {
+      await pool.close().catch(() => undefined);
+      throw e;
+    }
+    return pool;
+  }
+
+  /** The VG with a PV entry for every member that lacks one. */
+  private withPvs(vg: VgMeta): VgMeta {
+    const next = cloneVg(vg);
+    for (const m of this.members) {
+      if (next.pvs.some((p) => p.id === m.uuid)) continue;
+      let i = 0;
+      while (next.pvs.some((p) => p.key === `pv${i}`)) i++;
+      m.key = `pv${i}`;
+      const devSize = Math.floor(m.dev!.size / SECTOR);
+      const peStart = DEFAULT_PE_START / SECTOR;
+      next.pvs.push({
+        key: m.key,
+        id: m.uuid,
+        device: relative(this.dir, m.path) || basename(m.path),
+        status: ['ALLOCATABLE'],
+        flags: [],
+        devSize,
+        peStart,
+        peCount: Math.floor((devSize - peStart) / next.extentSize),
+        extra: [],
+      });
+    }
+    return next;
+  }
+
+  /** Open (or create) `abs`, check it may become a PV, and write an unused PV label and empty metadata area. */
+  private async prepareMember(abs: string, opts: PoolMemberOptions): Promise<void> {
+    let dev: DiskImage;
+    const exists = await stat(abs).then(() => true, () => false);
+    if (!exists && opts.newImage) dev = await create(abs, { format: opts.newImage.format, size: opts.newImage.size });
+    else if (!exists) throw new VdiskError('E_NOENT', `${abs}: no such image (use --new FMT:SIZE to create members)`);
+    else dev = await open(abs);
+    const m: PoolMember = { key: '', uuid: newId(randomBytes), path: abs, dev };
+    this.members.push(m);
+    const minimum = DEFAULT_PE_START + this.current.extentSize * SECTOR;
+    if (dev.size < minimum) throw new VdiskError('E_USAGE', `${abs}: ${formatSize(dev.size)} is too small for a PV (at least ${formatSize(minimum)})`);
+    if (exists) {
+      const label = await findLabel(dev, abs).catch(() => undefined);
+      if (label) {
+        const st = await readMda(dev, label.metadataAreas[0]?.offset ?? MDA_OFFSET, label.metadataAreas[0]?.size ?? 0, abs).catch(() => undefined);
+        if (st?.vg) throw new VdiskError('E_EXISTS', `${abs}: already a member of VG ${st.vg.name}`);
+      }
+      const what = await foreignContent(dev);
+      if (what && !opts.force) throw new VdiskError('E_EXISTS', `${abs}: holds ${what}; use --force to overwrite it`);
+    }
+    await dev.writeZeroes(0, DEFAULT_PE_START);
+    const mdaSize = DEFAULT_PE_START - MDA_OFFSET;
+    const label: PvLabel = {
+      sector: LABEL_SECTOR,
+      uuid: m.uuid,
+      deviceSize: dev.size,
+      dataAreas: [{ offset: DEFAULT_PE_START, size: 0 }],
+      metadataAreas: [{ offset: MDA_OFFSET, size: mdaSize }],
+      extVersion: PV_EXT_VERSION,
+      extFlags: 0,
+      bootloaderAreas: [],
+    };
+    const header: MdaHeader = { start: MDA_OFFSET, size: mdaSize, locns: [] };
+    await writeMdaHeader(dev, header);
+    await writeLabel(dev, label);
+    await dev.flush();
+    m.label = label;
+    m.mda = header;
+  }
+
+  /** Set the "in a VG" flag of the members' labels, as vgcreate and vgextend do once the VG is committed. */
+  private async markUsed(members: readonly PoolMember[]): Promise<void> {
+    for (const m of members) {
+      if (!m.dev || !m.label || m.label.extFlags & PV_EXT_USED) continue;
+      m.label = { ...m.label, extFlags: m.label.extFlags | PV_EXT_USED };
+      await writeLabel(m.dev, m.label);
+      await m.dev.flush();
+    }
+  }
+
+  /** Run `fn` after every earlier change has finished (changes never interleave). */
+  private serial<T>(fn: () => Promise<T>): Promise<T> {
+    const run = this.pending.then(fn, fn);
+    this.pending = run.catch(() => undefined);
+    return run;
+  }
+
+  private writable(): void {
+    if (this.closed) throw new VdiskError('E_CLOSED', `VG ${this.name}: pool is closed`);
+    if (this.readOnly) throw new VdiskError('E_READONLY', `VG ${this.name}: opened read-only${this.missing.length ? ' (members are missing)' : ''}`);
+  }
+
+  /**
+   * Commit `next` as LVM2 does: the text after the old one on every member, then the
+   * precommit slot on every member, then the commit slot. A crash leaves every member
+   * at the old or the new seqno, and the open takes the highest good one.
+   */
+  private async commit(next: VgMeta, description: string): Promise<void> {
+    next.seqno = this.current.seqno + 1;
+    const footer = { description, host: hostname(), time: Math.floor(Date.now() / 1000), version: VERSION };
+    const text = Buffer.from(`${formatVg(next, footer)}\0`, 'utf8');
+    const live = this.members.filter((m) => m.dev && m.mda && next.pvs.some((p) => p.id === m.uuid));
+    const locns = live.map((m) => nextLocn(m.mda!, text, m.path));
+    for (const [i, m] of live.entries()) {
+      await writeText(m.dev!, m.mda!, locns[i]!, text);
+      await m.dev!.flush();
+    }
+    for (const [i, m] of live.entries()) {
+      const old = m.mda!.locns[0] ?? { offset: 0, size: 0, checksum: 0, flags: 0 };
+      await writeMdaHeader(m.dev!, { ...m.mda!, locns: [old, locns[i]!] });
+      await m.dev!.flush();
+    }
+    for (const [i, m] of live.entries()) {
+      m.mda = { ...m.mda!, locns: [locns[i]!] };
+      await writeMdaHeader(m.dev!, m.mda);
+      await m.dev!.flush();
+      m.seqno = next.seqno;
+    }
+    this.current = next;
+  }
+
+  /** Add the image at `path` to the pool (any format; created with `opts.newImage` when missing). */
+  add(path: string, opts: PoolMemberOptions = {}): Promise<void> {
+    return this.serial(async () => {
+      this.writable();
+      const abs = resolve(this.dir, path);
+      if (this.members.some((m) => m.path === abs)) throw new VdiskError('E_EXISTS', `${path} is already a member of VG ${this.name}`);
+      const before = this.members.length;
+      try {
+        await this.prepareMember(abs, opts);
+      } catch (e) {
+        for (const m of this.members.splice(before)) await m.dev?.close().catch(() => undefined);
+        throw e;
+      }
+      await this.commit(this.withPvs(this.current), `vdisk pool add ${this.name} ${basename(abs)}`);
+      await this.markUsed(this.members.slice(before));
+    });
+  }
+
+  /** The LV named `name`, or E_NOENT. */
+  lv(name: string): LvMeta {
+    const lv = this.current.lvs.find((l) => l.name === name);
+    if (!lv) throw new VdiskError('E_NOENT', `VG ${this.name} has no LV ${name}`);
+    return lv;
+  }
+
+  /** Extents of `n` to add after `after` (the LV's last segment) from the free space. */
+  private allocate(vg: VgMeta, n: number, stripes: number, stripeSize: number, start: number, after?: SegmentMeta): SegmentMeta[] {
+    const free = freeRanges(vg);
+    const E = extentBytes(vg);
+    const nospc = (): never => {
+      const total = [...free.values()].flat().reduce((s, [a, b]) => s + b - a, 0);
+      throw new VdiskError('E_NOSPC', `VG ${vg.name}: ${n} more extents (${formatSize(n * E)}) asked, ${total} free${stripes > 1 ? ` (striped over ${stripes} members needs each to have room)` : ''}`);
+    };
+    if (stripes > 1) {
+      if (n % stripes !== 0) n += stripes - (n % stripes);
+      const area = n / stripes;
+      // Continue each stripe in place when all have room right after the old segment.
+      if (after && after.stripes.length === stripes && after.stripeSize === stripeSize / SECTOR) {
+        const len = after.extentCount / stripes;
+        if (after.stripes.every((a) => (free.get(a.pv) ?? []).some(([x, y]) => x === a.pe + len && y - x >= area))) {
+          return [{ ...after, extentCount: after.extentCount + n, stripes: after.stripes.map((a) => ({ ...a })) }];
+        }
+      }
+      const picks = vg.pvs
+        .map((p) => ({ pv: p.key, best: (free.get(p.key) ?? []).filter(([a, b]) => b - a >= area).sort((x, y) => x[1] - x[0] - (y[1] - y[0]))[0] }))
+        .filter((p) => p.best);
+      if (picks.length < stripes) nospc();
+      return [{ startExtent: start, extentCount: n, type: 'striped', stripeSize: stripeSize / SECTOR, stripes: picks.slice(0, stripes).map((p) => ({ pv: p.pv, pe: p.best![0] })) }];
+    }
+    // Pieces: grow in place first, then one free range that holds it all, then whatever is left in member order.
+    const pieces: Array<[pv: string, pe: number, len: number]> = [];
+    let left = n;
+    const take = (pv: string, r: [number, number], len: number): void => {
+      pieces.push([pv, r[0], len]);
+      r[0] += len;
+      left -= len;
+    };
+    const tail = after && after.stripes.length === 1 ? after.stripes[0]! : undefined;
+    if (after && tail) {
+      const r = (free.get(tail.pv) ?? []).find(([a]) => a === tail.pe + after.extentCount);
+      if (r) take(tail.pv, r, Math.min(left, r[1] - r[0]));
+    }
+    if (left > 0) {
+      for (const p of vg.pvs) {
+        const r = (free.get(p.key) ?? []).find(([a, b]) => b - a >= left);
+        if (r) {
+          take(p.key, r, left);
+          break;
+        }
+      }
+    }
+    for (const p of vg.pvs) for (const r of free.get(p.key) ?? []) if (left > 0 && r[1] > r[0]) take(p.key, r, Math.min(left, r[1] - r[0]));
+    if (left > 0) nospc();
+    // Segments: a piece that continues the previous one on the same member joins it.
+    const out: SegmentMeta[] = after && tail ? [{ ...after, stripes: [{ ...tail }] }] : [];
+    let at = start;
+    for (const [pv, pe, len] of pieces) {
+      const prev = out.at(-1);
+      const pt = prev?.stripes.length === 1 ? prev.stripes[0] : undefined;
+      if (prev && pt && pt.pv === pv && pt.pe + prev.extentCount === pe) prev.extentCount += len;
+      else out.push({ startExtent: at, extentCount: len, type: 'striped', stripes: [{ pv, pe }] });
+      at += len;
+    }
+    if (after && tail && out[0]!.extentCount === after.extentCount) out.shift();
+    return out;
+  }
+
+  /** Create LV `name` of at least `size` bytes (rounded up to whole extents, and to the stripe count). */
+  lvCreate(name: string, size: number, opts: { stripes?: number; stripeSize?: number } = {}): Promise<LvMeta> {
+    return this.serial(async () => {
+      this.writable();
+      checkName(name, 'LV');
+      if (this.current.lvs.some((l) => l.name === name)) throw new VdiskError('E_EXISTS', `VG ${this.name} already has an LV ${name}`);
+      const stripes = opts.stripes ?? 1;
+      const stripeSize = opts.stripeSize ?? DEFAULT_STRIPE_SIZE;
+      this.checkStripes(stripes, stripeSize);
+      if (!Number.isSafeInteger(size) || size <= 0) throw new VdiskError('E_USAGE', `LV size must be positive`);
+      const next = cloneVg(this.current);
+      const n = Math.ceil(size / extentBytes(next));
+      const lv: LvMeta = {
+        name,
+        id: newId(randomBytes),
+        status: ['READ', 'WRITE', 'VISIBLE'],
+        flags: [],
+        creationTime: Math.floor(Date.now() / 1000),
+        creationHost: hostname(),
+        segments: this.allocate(next, n, stripes, stripeSize, 0),
+        extra: [],
+      };
+      next.lvs.push(lv);
+      await this.commit(next, `vdisk pool lv create ${this.name}/${name}`);
+      return this.lv(name);
+    });
+  }
+
+  private checkStripes(stripes: number, stripeSize: number): void {
+    if (!Number.isSafeInteger(stripes) || stripes < 1 || stripes > 128) throw new VdiskError('E_USAGE', `stripe count ${stripes} must be 1 to 128`);
+    if (stripes > this.current.pvs.length) throw new VdiskError('E_USAGE', `${stripes} stripes need ${stripes} members; VG ${this.name} has ${this.current.pvs.length}`);
+    if (stripes > 1 && (!Number.isSafeInteger(stripeSize) || stripeSize < 4096 || (stripeSize & (stripeSize - 1)) !== 0 || stripeSize > extentBytes(this.current))) {
+      throw new VdiskError('E_USAGE', `stripe size ${stripeSize} must be a power of two from 4 KiB to the extent size`);
+    }
+  }
+
+  /** Grow LV `name` to at least `size` bytes; open LVs see the new size once it is committed. */
+  lvExtend(name: string, size: number): Promise<void> {
+    return this.serial(async () => {
+      this.writable();
+      const lv = this.lv(name);
+      const E = extentBytes(this.current);
+      const have = lvExtents(lv);
+      const want = Math.ceil(size / E);
+      if (want <= have) throw new VdiskError('E_USAGE', `${this.name}/${name} is already ${formatSize(have * E)}; extend asks for more`);
+      const next = cloneVg(this.current);
+      const nlv = next.lvs.find((l) => l.name === name)!;
+      const last = nlv.segments.at(-1)!;
+      const stripes = last.stripes.length;
+      const added = this.allocate(next, want - have, stripes, (last.stripeSize ?? DEFAULT_STRIPE_SIZE / SECTOR) * SECTOR, have, last);
+      if (added[0] && added[0].startExtent === last.startExtent) nlv.segments.splice(-1, 1, ...added);
+      else nlv.segments.push(...added);
+      await this.commit(next, `vdisk pool lv extend ${this.name}/${name}`);
+    });
+  }
+
+  /** Shrink LV `name` to `size` bytes (whole extents); refused when it would cut a partition table's span. */
+  lvReduce(name: string, size: number): Promise<void> {
+    return this.serial(async () => {
+      this.writable();
+      const lv = this.lv(name);
+      const E = extentBytes(this.current);
+      const have = lvExtents(lv);
+      const want = Math.ceil(size / E);
+      if (want >= have) throw new VdiskError('E_USAGE', `${this.name}/${name} is ${formatSize(have * E)}; reduce asks for less`);
+      if (want === 0) throw new VdiskError('E_USAGE', `${this.name}/${name}: reduce to nothing is lv remove`);
+      const dev = this.openLv(name);
+      const table = await readPartitions(dev);
+      if (table.scheme !== 'none' && minimumDiskSize(table) > want * E) {
+        throw new VdiskError('E_USAGE', `${this.name}/${name}: ${formatSize(want * E)} would cut into the ${table.scheme.toUpperCase()} partitions, which need ${minimumDiskSize(table)} bytes`);
+      }
+      const next = cloneVg(this.current);
+      const nlv = next.lvs.find((l) => l.name === name)!;
+      const segs: SegmentMeta[] = [];
+      for (const s of nlv.segments) {
+        if (s.startExtent >= want) break;
+        const keep = Math.min(s.extentCount, want - s.startExtent);
+        const k = s.stripes.length;
+        if (keep % k !== 0) throw new VdiskError('E_USAGE', `${this.name}/${name}: ${want} extents would cut a stripe row; pick a multiple of ${k} extents`);
+        segs.push({ ...s, extentCount: keep });
+      }
+      nlv.segments = segs;
+      await this.commit(next, `vdisk pool lv reduce ${this.name}/${name}`);
+    });
+  }
+
+  /** Remove LV `name` (refused while it is open here). */
+  lvRemove(name: string): Promise<void> {
+    return this.serial(async () => {
+      this.writable();
+      this.lv(name);
+      if ([...this.volumes].some((v) => v.lvName === name && !v.isClosed)) throw new VdiskError('E_LOCKED', `${this.name}/${name} is open`);
+      const next = cloneVg(this.current);
+      next.lvs = next.lvs.filter((l) => l.name !== name);
+      await this.commit(next, `vdisk pool lv remove ${this.name}/${name}`);
+    });
+  }
+
+  /** LV `name` as a BlockDevice that follows the pool's committed metadata (it grows when the LV is extended). */
+  openLv(name: string, opts: { ownsPool?: boolean } = {}): LogicalVolume {
+    this.lv(name);
+    const v = new LogicalVolume(this, name, opts.ownsPool ?? false);
+    this.volumes.add(v);
+    return v;
+  }
+
+  /** The member holding PV `key`. */
+  member(key: string): PoolMember {
+    const m = this.members.find((x) => x.key === key);
+    if (!m) throw new VdiskError('E_CORRUPT', `VG ${this.name}: no member for ${key}`);
+    return m;
+  }
+
+  /** PV entry of a member. */
+  pvOf(m: PoolMember): PvMeta | undefined {
+    return this.current.pvs.find((p) => p.id === m.uuid);
+  }
+
+  /** Flush every member. */
+  async flush(): Promise<void> {
+    for (const m of this.members) if (m.dev && !m.dev.readOnly) await m.dev.flush();
+  }
+
+  /** Wait for pending changes, then close every member. */
+  async close(): Promise<void> {
+    if (this.closed) return;
+    await this.pending;
+    this.closed = true;
+    const errs: unknown[] = [];
+    for (const m of this.members) await m.dev?.close().catch((e: unknown) => errs.push(e));
+    if (errs.length) throw errs[0];
+  }
+}
+
+export { MDA_HEADER_SIZE };
