@@ -21,6 +21,7 @@ const COMMANDS: ReadonlyArray<readonly [names: readonly string[], load: () => Pr
   [['check'], () => import('./commands/check.js')],
   [['resize', 'compact', 'commit', 'rebase'], () => import('./commands/maintain.js')],
   [['ova'], () => import('./commands/ova.js')],
+  [['pool'], () => import('./commands/pool.js')],
   [['serve'], () => import('./commands/serve.js')],
   [['boot'], () => import('./commands/boot.js')],
 ];

@@ -101,9 +101,10 @@ export function openLocation(location: ImageLocation, opts: OpenOptions = {}): P
 /**
  * Open the image file at `path` with its differencing chain; the format is detected
  * unless given. `ARCHIVE:MEMBER` (e.g. `app.ova:disk1.vmdk`) opens a disk inside a
- * tar or zip in place, read-only.
+ * tar or zip in place, read-only; `lvm:[DIR/]VG/LV` opens a pool's logical volume.
  */
 export async function open(path: string, opts: OpenOptions = {}): Promise<DiskImage> {
+  if (path.startsWith('lvm:')) return (await import('../pool/open.js')).openLv(path, { readOnly: opts.readOnly });
   return openLocation(await locate(path, opts), opts);
 }
 

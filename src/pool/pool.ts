@@ -66,8 +66,11 @@ export interface PoolMemberOptions {
   extentSize?: number;
   /** Use a member that holds a partition table, a filesystem signature or an unused PV. */
   force?: boolean;
-  /** Create members that do not exist yet with this format and size. */
-  newImage?: { format: string; size: number };
+  /**
+   * Create members that do not exist yet: the first missing member gets the first
+   * entry, the next the next; a single entry serves them all.
+   */
+  newImages?: ReadonlyArray<{ format: string; size: number }>;
 }
 
 interface Candidate {
@@ -166,6 +169,14 @@ async function foreignContent(dev: DiskImage): Promise<string | undefined> {
   const label = await findLabel(dev, 'member').catch(() => undefined);
   if (label) return 'an LVM2 physical volume label';
   return undefined;
+}
+
+/** How to create the `i`-th missing member, or E_NOENT when `--new` does not say. */
+function newImageFor(opts: PoolMemberOptions, i: number, name: string): { format: string; size: number } {
+  const list = opts.newImages ?? [];
+  const n = list.length === 1 ? list[0] : list[i];
+  if (!n) throw new VdiskError('E_NOENT', `${name}: no such image (use --new FMT:SIZE to create members; one per missing member, or one for all)`);
+  return n;
 }
 
 /** An LVM2 volume group over vdisk images. */
@@ -341,11 +352,13 @@ export class Pool {
     const pool = new Pool(dir, vg, [], false);
     try {
       const seen = new Set<string>();
+      let fresh = 0;
       for (const p of paths) {
         const abs = resolve(dir, p);
         if (seen.has(abs)) throw new VdiskError('E_USAGE', `${p} is named twice`);
         seen.add(abs);
-        await pool.prepareMember(abs, opts);
+        const exists = await stat(abs).then(() => true, () => false);
+        await pool.prepareMember(abs, opts, exists ? undefined : newImageFor(opts, fresh++, p));
       }
       await pool.commit(pool.withPvs(vg), `vdisk pool create ${name}`);
       await pool.markUsed(pool.members);
@@ -382,10 +395,10 @@ export class Pool {
   }
 
   /** Open (or create) `abs`, check it may become a PV, and write an unused PV label and empty metadata area. */
-  private async prepareMember(abs: string, opts: PoolMemberOptions): Promise<void> {
+  private async prepareMember(abs: string, opts: PoolMemberOptions, fresh?: { format: string; size: number }): Promise<void> {
     let dev: DiskImage;
     const exists = await stat(abs).then(() => true, () => false);
-    if (!exists && opts.newImage) dev = await create(abs, { format: opts.newImage.format, size: opts.newImage.size });
+    if (!exists && fresh) dev = await create(abs, { format: fresh.format, size: fresh.size });
     else if (!exists) throw new VdiskError('E_NOENT', `${abs}: no such image (use --new FMT:SIZE to create members)`);
     else dev = await open(abs);
     const m: PoolMember = { key: '', uuid: newId(randomBytes), path: abs, dev };
@@ -480,7 +493,8 @@ export class Pool {
       if (this.members.some((m) => m.path === abs)) throw new VdiskError('E_EXISTS', `${path} is already a member of VG ${this.name}`);
       const before = this.members.length;
       try {
-        await this.prepareMember(abs, opts);
+        const exists = await stat(abs).then(() => true, () => false);
+        await this.prepareMember(abs, opts, exists ? undefined : newImageFor(opts, 0, path));
       } catch (e) {
         for (const m of this.members.splice(before)) await m.dev?.close().catch(() => undefined);
         throw e;
@@ -488,6 +502,42 @@ export class Pool {
       await this.commit(this.withPvs(this.current), `vdisk pool add ${this.name} ${basename(abs)}`);
       await this.markUsed(this.members.slice(before));
     });
+  }
+
+  /**
+   * Look for what LVM2's vgck and pvck would: missing members, members whose
+   * metadata is older than the pool's or damaged, labels without the in-use flag, a
+   * PV whose device size disagrees with its image. With `repair`, the committed VG is
+   * written again to every member (a new seqno), which brings them all in step.
+   */
+  check(repair = false): Promise<{ problems: string[]; repaired: string[] }> {
+    return this.serial(async () => {
+      const problems: string[] = [];
+      for (const m of this.members) {
+        const pv = this.pvOf(m);
+        if (!m.dev) {
+          problems.push(`${m.key} ${formatId(m.uuid)}: member missing (last seen as ${pv?.device || '?'})`);
+          continue;
+        }
+        if (m.seqno !== this.current.seqno) problems.push(`${m.path}: metadata ${m.seqno === undefined ? 'damaged or missing' : `at seqno ${m.seqno}`}, the pool is at ${this.current.seqno}`);
+        if (m.label && !(m.label.extFlags & PV_EXT_USED)) problems.push(`${m.path}: PV label lacks the in-use flag`);
+        if (pv && m.label && m.label.deviceSize !== m.dev.size) problems.push(`${m.path}: PV label records ${m.label.deviceSize} bytes, the disk has ${m.dev.size}`);
+        if (pv && pv.peStart + pv.peCount * this.current.extentSize > Math.floor(m.dev.size / SECTOR)) problems.push(`${m.path}: ${pv.peCount} extents do not fit the ${m.dev.size}-byte disk`);
+      }
+      const repaired: string[] = [];
+      if (repair && problems.length > 0) {
+        this.writable();
+        await this.commit(cloneVg(this.current), `vdisk pool check -r ${this.name}`);
+        await this.markUsed(this.members);
+        repaired.push(`metadata seqno ${this.current.seqno} written to every member`);
+      }
+      return { problems, repaired };
+    });
+  }
+
+  /** Size of LV `name` in bytes. */
+  lvSize(name: string): number {
+    return lvExtents(this.lv(name)) * extentBytes(this.current);
   }
 
   /** The LV named `name`, or E_NOENT. */
