@@ -79,6 +79,15 @@ function sizeFromChs(f: VhdFooter): boolean {
   return f.creatorApplication === 'qemu' || f.creatorApplication === 'vpc ';
 }
 
+/**
+ * True when readers of `f`'s creator take the largest geometry (65535x16x255) to mean
+ * "use current_size": qemu does for every creator; Virtual PC ("vpc "), which reads
+ * the geometry alone, has no such rule.
+ */
+export function largestGeometryReadsCurrentSize(f: VhdFooter): boolean {
+  return f.creatorApplication !== 'vpc ';
+}
+
 /** True when `storage` looks like a VHD (footer cookie at the end, or its copy at offset 0). */
 export async function probeVhd(storage: Storage): Promise<boolean> {
   if (storage.size < FOOTER_SIZE) return false;
