@@ -1,7 +1,8 @@
 /**
  * Every reader sees the same VHD size: the geometry we write makes plain qemu-img
  * (which sizes our creator "vdsk" by CHS), vhdiinfo (current_size) and vdisk agree,
- * after create, convert -O vhd and resize, and on images qemu-img made.
+ * after create, convert -O vhd and resize, and on images qemu-img made; `vdisk info`
+ * warns about images from other tools that qemu would size differently.
  */
 import { readFile, truncate, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
@@ -215,4 +216,35 @@ describe('Virtual PC images (creator "vpc ": sized by the geometry alone)', () =
       expect(await judged(f)).toEqual({ qemu: to, vhdiinfo: to, vdisk: to, warnings: [] });
     }
   });
+});
+
+describe('vdisk info on VHDs qemu sizes differently', () => {
+  // Another tool's image: its creator, the spec's (rounding-down) geometry 1003x12x17, an exact current_size.
+  const creators = ['vbox', 'wa\0\0', 'vdsk', 'win ', 'qem2', 'd2v ', 'CTXS', 'tap\0', 'vpc ', 'qemu'];
+  for (const creator of creators) {
+    const shown = creator.replace(/\0/g, '\\0');
+    itWith(['qemu-img'], `creator "${shown}": vdisk warns exactly when plain qemu-img sizes it otherwise, naming qemu's size`, async () => {
+      const f = join(dir, `creator-${shown.replace(/\W/g, '_')}.vhd`);
+      await (await create(f, { format: 'vhd', size: 100 * MiB })).close();
+      await writeFile(
+        f,
+        editFooter(await readFile(f), (ft) => {
+          ft.creatorApplication = creator;
+          Object.assign(ft, chsGeometry(100 * MiB));
+        }),
+      );
+      const qemu = (await qemuInfo(f, 'vpc'))['virtual-size'] as number;
+      const img = await open(f, { readOnly: true });
+      const { warnings } = await describeImage(img);
+      const ours = img.size;
+      await img.close();
+      if (qemu === ours) {
+        expect(warnings).toBeUndefined();
+      } else {
+        expect(warnings).toEqual([expect.stringContaining(`qemu sizes this VHD (creator "${shown}") by its CHS geometry 1003x12x17: ${qemu} bytes, not ${ours}`)]);
+        const cli = await vdisk(['info', f], dir);
+        expect(cli.stdout).toContain(`warning: qemu sizes this VHD (creator "${shown}")`);
+      }
+    });
+  }
 });
