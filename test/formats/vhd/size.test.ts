@@ -43,17 +43,37 @@ async function chsReading(f: string): Promise<number | 'largest'> {
   return geometrySectors(footer) === MAX_CHS_SECTORS ? 'largest' : geometrySectors(footer) * 512;
 }
 
-/** What the three judges say: plain `qemu-img info -f vpc`, vhdiinfo's media size, and vdisk. */
-async function judged(f: string): Promise<{ qemu: number; vhdiinfo: number; vdisk: number; warnings: string[] }> {
+/** What each reader sees of an image. */
+interface Readings {
+  /** Plain `qemu-img info -f vpc`, as a user runs it (CHS for creators qemu does not know). */
+  qemu: number;
+  /** Hyper-V's rule, current_size, as qemu-img applies it with force_size_calc=current_size. */
+  currentSize: number;
+  /** vhdiinfo's media size (libvhdi reports original_size). */
+  vhdiinfo: number;
+  vdisk: number;
+  /** What `vdisk info` warns. */
+  warnings: string[];
+}
+
+/** What the judges say of `f`. */
+async function judged(f: string): Promise<Readings> {
   const qemu = (await qemuInfo(f, 'vpc'))['virtual-size'] as number;
+  const opts = `driver=vpc,force_size_calc=current_size,file.filename=${f.replace(/,/g, ',,')}`;
+  const currentSize = (JSON.parse(await runOk('qemu-img', ['info', '--output', 'json', '--image-opts', opts])) as Record<string, unknown>)['virtual-size'] as number;
   const m = /Media size\s*:.*\((\d+) bytes\)/.exec(await runOk('vhdiinfo', [f]));
   const img = await open(f, { readOnly: true });
   try {
     const r = await describeImage(img);
-    return { qemu, vhdiinfo: Number(m?.[1]), vdisk: img.size, warnings: r.warnings ?? [] };
+    return { qemu, currentSize, vhdiinfo: Number(m?.[1]), vdisk: img.size, warnings: r.warnings ?? [] };
   } finally {
     await img.close();
   }
+}
+
+/** Every reader sees `size`, and vdisk warns of nothing. */
+function allSee(size: number): Readings {
+  return { qemu: size, currentSize: size, vhdiinfo: size, vdisk: size, warnings: [] };
 }
 
 describe('diskGeometry', () => {
@@ -73,12 +93,12 @@ describe('diskGeometry', () => {
   });
 });
 
-describe('VHD sizes: plain qemu-img, vhdiinfo and vdisk agree', () => {
+describe('VHD sizes: plain qemu-img, current_size, vhdiinfo and vdisk agree', () => {
   for (const [label, size, exact] of SIZES) {
     itWith(['qemu-img', 'vhdiinfo'], `dynamic ${label}`, async () => {
       const f = join(dir, `dyn-${size}.vhd`);
       await (await create(f, { format: 'vhd', size })).close();
-      expect(await judged(f)).toEqual({ qemu: size, vhdiinfo: size, vdisk: size, warnings: [] });
+      expect(await judged(f)).toEqual(allSee(size));
       // The geometry says the size itself where one can; else it is the largest, which qemu reads as "use current_size".
       expect(await chsReading(f)).toBe(exact ? size : 'largest');
     });
@@ -88,7 +108,7 @@ describe('VHD sizes: plain qemu-img, vhdiinfo and vdisk agree', () => {
     itWith(['qemu-img', 'vhdiinfo'], `fixed ${label}`, async () => {
       const f = join(dir, `fix-${size}.vhd`);
       await (await create(f, { format: 'vhd', size, options: { subformat: 'fixed' } })).close();
-      expect(await judged(f)).toEqual({ qemu: size, vhdiinfo: size, vdisk: size, warnings: [] });
+      expect(await judged(f)).toEqual(allSee(size));
       expect(await chsReading(f)).toBe(exact ? size : 'largest');
     });
   }
@@ -96,7 +116,7 @@ describe('VHD sizes: plain qemu-img, vhdiinfo and vdisk agree', () => {
   itWith(['qemu-img', 'vhdiinfo'], 'azure=on stays exact (fixed, whole MiB)', async () => {
     const f = join(dir, 'azure.vhd');
     await (await create(f, { format: 'vhd', size: 30 * MiB, options: { azure: 'on' } })).close();
-    expect(await judged(f)).toEqual({ qemu: 30 * MiB, vhdiinfo: 30 * MiB, vdisk: 30 * MiB, warnings: [] });
+    expect(await judged(f)).toEqual(allSee(30 * MiB));
   });
 
   itWith(['qemu-img', 'vhdiinfo'], 'differencing child of an odd-sized parent', async () => {
@@ -104,7 +124,7 @@ describe('VHD sizes: plain qemu-img, vhdiinfo and vdisk agree', () => {
     const child = join(dir, 'diff-child.vhd');
     await (await create(base, { format: 'vhd', size: 65537 * 512 })).close();
     await (await create(child, { format: 'vhd', backing: base })).close();
-    expect(await judged(child)).toEqual({ qemu: 65537 * 512, vhdiinfo: 65537 * 512, vdisk: 65537 * 512, warnings: [] });
+    expect(await judged(child)).toEqual(allSee(65537 * 512));
   });
 
   for (const [label, size, subformat] of [
@@ -121,7 +141,7 @@ describe('VHD sizes: plain qemu-img, vhdiinfo and vdisk agree', () => {
       const r = await convert(raw, f, { format: 'vhd', options: { subformat } });
       const want = Math.ceil(size / 512) * 512;
       expect(r.size).toBe(want);
-      expect(await judged(f)).toEqual({ qemu: want, vhdiinfo: want, vdisk: want, warnings: [] });
+      expect(await judged(f)).toEqual(allSee(want));
     });
   }
 
@@ -135,7 +155,7 @@ describe('VHD sizes: plain qemu-img, vhdiinfo and vdisk agree', () => {
       const f = join(dir, `resize-${to}.vhd`);
       await (await create(f, { format: 'vhd', size: MiB })).close();
       await resize(f, to);
-      expect(await judged(f)).toEqual({ qemu: to, vhdiinfo: to, vdisk: to, warnings: [] });
+      expect(await judged(f)).toEqual(allSee(to));
     });
   }
 
@@ -144,7 +164,7 @@ describe('VHD sizes: plain qemu-img, vhdiinfo and vdisk agree', () => {
     await (await create(f, { format: 'vhd', size: MiB, options: { subformat: 'fixed' } })).close();
     for (const to of [12345 * 512, 65537 * 512]) {
       await resize(f, to);
-      expect(await judged(f)).toEqual({ qemu: to, vhdiinfo: to, vdisk: to, warnings: [] });
+      expect(await judged(f)).toEqual(allSee(to));
     }
   });
 
@@ -166,10 +186,10 @@ describe('VHDs qemu-img made (creator "qemu", size rounded up to a CHS product)'
       await runOk('qemu-img', ['create', '-q', '-f', 'vpc', q, String(asked)]);
       const theirs = await judged(q);
       expect(theirs.qemu).toBeGreaterThanOrEqual(asked);
-      expect(theirs).toEqual({ qemu: theirs.qemu, vhdiinfo: theirs.qemu, vdisk: theirs.qemu, warnings: [] });
+      expect(theirs).toEqual(allSee(theirs.qemu));
       const out = join(dir, `qemu-${asked}-copy.vhd`);
       await convert(q, out, { format: 'vhd' });
-      expect(await judged(out)).toEqual({ qemu: theirs.qemu, vhdiinfo: theirs.qemu, vdisk: theirs.qemu, warnings: [] });
+      expect(await judged(out)).toEqual(allSee(theirs.qemu));
     });
   }
 
@@ -183,7 +203,7 @@ describe('VHDs qemu-img made (creator "qemu", size rounded up to a CHS product)'
       [200 * GiB, 'largest'],
     ] as const) {
       await resize(q, to, { shrink: true });
-      expect(await judged(q)).toEqual({ qemu: to, vhdiinfo: to, vdisk: to, warnings: [] });
+      expect(await judged(q)).toEqual(allSee(to));
       expect(await chsReading(q)).toBe(chs);
     }
     const file = await readFile(q);
@@ -213,7 +233,7 @@ describe('Virtual PC images (creator "vpc ": sized by the geometry alone)', () =
     // qemu sizes "vpc " by the geometry: it sees the new size only if the geometry's product is it.
     for (const to of [above, below]) {
       await resize(f, to, { shrink: true });
-      expect(await judged(f)).toEqual({ qemu: to, vhdiinfo: to, vdisk: to, warnings: [] });
+      expect(await judged(f)).toEqual(allSee(to));
     }
   });
 });
