@@ -80,26 +80,21 @@ export async function runOk(tool: string, args: readonly string[], opts: { cwd?:
   return r.stdout;
 }
 
-/**
- * How qemu-img should open `file` of qemu format `fmt`, as an --image-opts string.
- * VHDs are opened with force_size_calc=current_size: qemu 7.2 takes the size of a
- * VHD from an unknown creator (ours is "vdsk") from its CHS geometry, which rounds
- * most sizes down, while the footer's current_size is the real one.
- */
-export function qemuImageOpts(file: string, fmt: string): string {
-  const f = file.replace(/,/g, ',,');
-  return fmt === 'vpc' || fmt === 'vhd' ? `driver=vpc,force_size_calc=current_size,file.filename=${f}` : `driver=${fmt},file.filename=${f}`;
+/** qemu's name for a format: `vpc` for VHD. */
+function qemuFormat(fmt: string): string {
+  return fmt === 'vhd' ? 'vpc' : fmt;
 }
 
 /** `qemu-img info --output json` of a file. */
 export async function qemuInfo(file: string, fmt?: string): Promise<Record<string, unknown>> {
-  const args = fmt ? ['info', '--output', 'json', '--image-opts', qemuImageOpts(file, fmt)] : ['info', '--output', 'json', file];
+  // Plainly, as a user runs it: qemu must size our VHDs right without force_size_calc.
+  const args = fmt ? ['info', '--output', 'json', '-f', qemuFormat(fmt), file] : ['info', '--output', 'json', file];
   return JSON.parse(await runOk('qemu-img', args)) as Record<string, unknown>;
 }
 
 /** `qemu-img compare` of two images: true when identical (exit 0), false when they differ (exit 1). */
 export async function qemuSame(a: string, fa: string, b: string, fb: string): Promise<boolean> {
-  const r = await run('qemu-img', ['compare', '--image-opts', qemuImageOpts(a, fa), qemuImageOpts(b, fb)]);
+  const r = await run('qemu-img', ['compare', '-f', qemuFormat(fa), '-F', qemuFormat(fb), a, b]);
   if (r.code > 1) throw new Error(`qemu-img compare failed: ${r.stderr}`);
   return r.code === 0;
 }

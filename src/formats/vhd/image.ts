@@ -24,7 +24,7 @@ import {
   uuidString,
 } from './layout.js';
 import { absoluteRef, compactVhd, relinkVhd, resizeVhd } from './maintain.js';
-import { readVhdMeta, validateBat, type VhdMeta } from './parse.js';
+import { qemuVirtualSize, readVhdMeta, validateBat, type VhdMeta } from './parse.js';
 
 /** Bytes of block bitmaps an image keeps in memory (512 B each for 2 MiB blocks). */
 const BITMAP_CACHE_BYTES = 8 * 1024 * 1024;
@@ -436,7 +436,15 @@ export class VhdImage extends BlockDeviceBase implements DiskImage {
       } else if (h.parentUnicodeName) out.backingFilename = h.parentUnicodeName;
       if (this.parentInfo.resolved !== undefined) out.fullBackingFilename = this.parentInfo.resolved;
     }
-    if (this.warnings.length) out.warnings = [...this.warnings];
+    const warnings = [...this.warnings];
+    const qemu = qemuVirtualSize(f);
+    if (qemu.size !== this.size) {
+      // Images from other tools (or edited): qemu would show the guest a different disk.
+      const rule = qemu.source === 'chs' ? `its CHS geometry ${f.cylinders}x${f.heads}x${f.sectorsPerTrack}` : 'current_size';
+      const creator = f.creatorApplication.replace(/\0/g, '\\0');
+      warnings.push(`qemu sizes this VHD (creator "${creator}") by ${rule}: ${qemu.size} bytes, not ${this.size}; a guest under qemu sees ${qemu.size < this.size ? 'less' : 'more'} disk (vdisk convert -O vhd writes a copy every reader sizes alike)`);
+    }
+    if (warnings.length) out.warnings = warnings;
     return out;
   }
 

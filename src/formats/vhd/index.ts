@@ -30,7 +30,7 @@ import {
   MAX_DISK_SIZE,
   NO_DATA_OFFSET,
   SECTOR_SIZE,
-  chsGeometry,
+  diskGeometry,
   encodeDynamicHeader,
   encodeFooter,
   roundUpSector,
@@ -151,7 +151,8 @@ async function createVhd(location: ImageLocation, opts: DriverCreateOptions): Pr
     if (!(parent instanceof VhdImage)) throw new VdiskError('E_UNSUPPORTED', `${name}: a VHD's parent must be a VHD, not ${parent.format}`);
   }
   const type = parent ? DISK_TYPE_DIFFERENCING : subformat === 'fixed' ? DISK_TYPE_FIXED : DISK_TYPE_DYNAMIC;
-  const geometry = chsGeometry(size);
+  // A geometry whose CHS product is the size, so qemu (which sizes our creator by CHS) agrees.
+  const { cylinders, heads, sectorsPerTrack } = diskGeometry(size);
   const footer: VhdFooter = {
     cookie: FOOTER_COOKIE,
     features: FEATURES_RESERVED,
@@ -163,7 +164,9 @@ async function createVhd(location: ImageLocation, opts: DriverCreateOptions): Pr
     creatorHostOs: HOST_OS_WINDOWS,
     originalSize: size,
     currentSize: size,
-    ...geometry,
+    cylinders,
+    heads,
+    sectorsPerTrack,
     diskType: type,
     checksum: 0,
     uniqueId: randomBytes(16),

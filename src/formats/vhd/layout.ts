@@ -34,8 +34,12 @@ export const DISK_TYPE_DIFFERENCING = 4;
 export const DEFAULT_BLOCK_SIZE = 2 * 1024 * 1024;
 /** Largest disk VHD can describe: 2040 GiB (0xff000000 sectors, as Hyper-V and qemu limit it). */
 export const MAX_DISK_SIZE = 0xff000000 * SECTOR_SIZE;
-/** Largest CHS geometry: 65535 cylinders, 16 heads, 255 sectors per track (spec appendix "CHS Calculation"). */
-export const MAX_CHS_SECTORS = 65535 * 16 * 255;
+/** Field limits of the footer's geometry, as the spec's algorithm keeps to them (appendix "CHS Calculation"). */
+const CHS_MAX_CYLINDERS = 65535;
+const CHS_MAX_HEADS = 16;
+const CHS_MAX_SECTORS_PER_TRACK = 255;
+/** Largest CHS geometry: 65535 cylinders, 16 heads, 255 sectors per track. */
+export const MAX_CHS_SECTORS = CHS_MAX_CYLINDERS * CHS_MAX_HEADS * CHS_MAX_SECTORS_PER_TRACK;
 /** Number of parent locator entries in the dynamic header. */
 export const PARENT_LOCATOR_COUNT = 8;
 /** Seconds between the Unix epoch and the VHD epoch (2000-01-01 00:00:00 UTC). */
@@ -359,8 +363,18 @@ export function encodeLocatorData(path: string): Buffer {
   return Buffer.from(path, 'utf16le');
 }
 
+/** A footer's disk geometry (spec "Disk Geometry"). */
+export interface VhdGeometry {
+  cylinders: number;
+  heads: number;
+  sectorsPerTrack: number;
+}
+
+/** The largest geometry, 65535x16x255: readers that size by CHS (qemu) take it as "use current_size". */
+export const MAX_GEOMETRY: Readonly<VhdGeometry> = { cylinders: CHS_MAX_CYLINDERS, heads: CHS_MAX_HEADS, sectorsPerTrack: CHS_MAX_SECTORS_PER_TRACK };
+
 /** CHS geometry for a disk of `size` bytes by the spec's algorithm (appendix "CHS Calculation"). */
-export function chsGeometry(size: number): { cylinders: number; heads: number; sectorsPerTrack: number } {
+export function chsGeometry(size: number): VhdGeometry {
   let totalSectors = Math.floor(size / SECTOR_SIZE);
   if (totalSectors > MAX_CHS_SECTORS) totalSectors = MAX_CHS_SECTORS;
   let sectorsPerTrack: number;
@@ -387,6 +401,64 @@ export function chsGeometry(size: number): { cylinders: number; heads: number; s
     }
   }
   return { cylinders: Math.floor(cylinderTimesHeads / heads), heads, sectorsPerTrack };
+}
+
+/** Sectors a geometry describes. */
+export function geometrySectors(g: VhdGeometry): number {
+  return g.cylinders * g.heads * g.sectorsPerTrack;
+}
+
+/** Sectors per track a BIOS can address (INT 13h); exact geometries within it are tried first. */
+const BIOS_MAX_SECTORS_PER_TRACK = 63;
+
+/** A geometry of exactly `sectors` sectors with `maxSpt` down to `minSpt` sectors per track, most heads first. */
+function exactGeometry(sectors: number, maxSpt: number, minSpt: number): VhdGeometry | undefined {
+  for (let sectorsPerTrack = maxSpt; sectorsPerTrack >= minSpt; sectorsPerTrack--) {
+    if (sectors % sectorsPerTrack !== 0) continue;
+    const tracks = sectors / sectorsPerTrack;
+    for (let heads = CHS_MAX_HEADS; heads >= 1; heads--) {
+      if (tracks % heads === 0 && tracks / heads <= CHS_MAX_CYLINDERS) return { cylinders: tracks / heads, heads, sectorsPerTrack };
+    }
+  }
+  return undefined;
+}
+
+/**
+ * The geometry vdisk writes for a disk of `size` bytes (a multiple of 512), chosen so
+ * that readers that size a VHD by CHS (qemu, for every creator it does not know, ours
+ * included; Virtual PC) see the same size as those that take current_size (Hyper-V,
+ * Azure, libvhdi, vdisk). In order: the spec's geometry when its product is the size;
+ * else another geometry whose product is the size (tracks of at most 63 sectors
+ * first); else, when no product of the fields' range is the size (a prime sector
+ * count over 65535, 127 GiB, anything over 65535x16x255 sectors), the largest
+ * geometry, which qemu reads as "use current_size", as qemu-img itself writes with
+ * force_size=on. `exact` says whether the CHS product is the size.
+ */
+export function diskGeometry(size: number): VhdGeometry & { exact: boolean } {
+  const sectors = size / SECTOR_SIZE;
+  if (Number.isSafeInteger(sectors) && sectors > 0 && sectors <= MAX_CHS_SECTORS) {
+    const spec = chsGeometry(size);
+    if (geometrySectors(spec) === sectors) return { ...spec, exact: true };
+    const found = exactGeometry(sectors, BIOS_MAX_SECTORS_PER_TRACK, 1) ?? exactGeometry(sectors, CHS_MAX_SECTORS_PER_TRACK, BIOS_MAX_SECTORS_PER_TRACK + 1);
+    if (found) return { ...found, exact: true };
+  }
+  return { ...MAX_GEOMETRY, exact: false };
+}
+
+/** Sectors searched either way for the nearest exact geometry (gaps stay under 16x255 sectors). */
+const NEAREST_EXACT_SEARCH = 8192;
+
+/** The nearest sizes below and above `size` (a multiple of 512) that have an exact CHS geometry. */
+export function nearestExactSizes(size: number): { below?: number; above?: number } {
+  const sectors = Math.floor(size / SECTOR_SIZE);
+  const out: { below?: number; above?: number } = {};
+  for (let d = 1; d <= NEAREST_EXACT_SEARCH && (out.below === undefined || out.above === undefined); d++) {
+    const lo = sectors - d;
+    const hi = sectors + d;
+    if (out.below === undefined && lo > 0 && lo <= MAX_CHS_SECTORS && diskGeometry(lo * SECTOR_SIZE).exact) out.below = lo * SECTOR_SIZE;
+    if (out.above === undefined && hi <= MAX_CHS_SECTORS && diskGeometry(hi * SECTOR_SIZE).exact) out.above = hi * SECTOR_SIZE;
+  }
+  return out;
 }
 
 /** Bytes of a block's sector bitmap: one bit per sector, padded to a whole sector. */

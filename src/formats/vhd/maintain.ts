@@ -31,17 +31,18 @@ import {
   PLATFORM,
   SECTOR_SIZE,
   bitmapGet,
-  chsGeometry,
+  diskGeometry,
   encodeDynamicHeader,
   encodeFooter,
   encodeLocatorData,
+  nearestExactSizes,
   roundUpSector,
   vhdChecksum,
   type DynamicHeader,
   type ParentLocator,
   type VhdFooter,
 } from './layout.js';
-import { validateBat, type VhdMeta } from './parse.js';
+import { largestGeometryReadsCurrentSize, validateBat, type VhdMeta } from './parse.js';
 
 /** Largest sector number a BAT entry can hold. */
 const MAX_BAT_SECTOR = 0xfffffffe;
@@ -415,16 +416,16 @@ function locatorRegion(l: ParentLocator): { start: number; end: number } {
 function checkNewSize(meta: VhdMeta, name: string, newSize: number): VhdFooter {
   if (!Number.isSafeInteger(newSize) || newSize <= 0 || newSize % SECTOR_SIZE !== 0) throw new VdiskError('E_USAGE', `${name}: new size ${newSize} is not a positive multiple of 512`);
   if (newSize > MAX_DISK_SIZE) throw new VdiskError('E_USAGE', `${name}: new size ${newSize} is over the VHD format's 2040 GiB`);
-  const geometry = chsGeometry(newSize);
-  if (meta.sizeSource === 'chs') {
-    const chs = geometry.cylinders * geometry.heads * geometry.sectorsPerTrack * SECTOR_SIZE;
-    if (chs !== newSize) {
-      throw new VdiskError('E_UNSUPPORTED', `${name}: this VHD's creator (${meta.footer.creatorApplication}) makes readers take the size from the CHS geometry; ${newSize} bytes has none (nearest below: ${chs})`);
-    }
+  const { exact, cylinders, heads, sectorsPerTrack } = diskGeometry(newSize);
+  if (meta.sizeSource === 'chs' && !exact && !largestGeometryReadsCurrentSize(meta.footer)) {
+    // Virtual PC reads the geometry alone: the largest one would read as 127.5 GiB.
+    const { below, above } = nearestExactSizes(newSize);
+    const nearest = [below !== undefined ? `${below} below` : '', above !== undefined ? `${above} above` : ''].filter(Boolean).join(', ');
+    throw new VdiskError('E_UNSUPPORTED', `${name}: this VHD's creator (${meta.footer.creatorApplication}) makes readers take the size from the CHS geometry; ${newSize} bytes has no exact one${nearest ? ` (nearest: ${nearest})` : ''}`);
   }
   // original_size is "the size at creation" in the spec, but libvhdi (vhdiinfo) reports
   // it as the media size, so both fields follow, as they agree in a new image.
-  return { ...meta.footer, uniqueId: Buffer.from(meta.footer.uniqueId), originalSize: newSize, currentSize: newSize, ...geometry };
+  return { ...meta.footer, uniqueId: Buffer.from(meta.footer.uniqueId), originalSize: newSize, currentSize: newSize, cylinders, heads, sectorsPerTrack };
 }
 
 /**

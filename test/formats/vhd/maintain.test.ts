@@ -322,12 +322,13 @@ describe('VHD maintenance of images others made, and of chains', () => {
     await expect(compact(f)).rejects.toMatchObject({ code: 'E_CORRUPT' });
     expect((await readFile(f)).equals(broken)).toBe(true);
 
-    // A Virtual PC image: readers take the size from CHS geometry, so only CHS sizes can be set.
+    // A Virtual PC image: readers take the size from CHS geometry, so only sizes with an exact CHS geometry can be set.
     const vpc = editFooter(good, (ft) => {
       ft.creatorApplication = 'vpc ';
     });
     await writeFile(f, vpc);
-    await expect(resize(f, '16M')).rejects.toMatchObject({ code: 'E_UNSUPPORTED', message: expect.stringContaining('CHS geometry') });
+    // 65537 sectors is prime and over 65535: no cylinders x heads x sectors product is exact.
+    await expect(resize(f, 65537 * 512)).rejects.toMatchObject({ code: 'E_UNSUPPORTED', message: expect.stringContaining('CHS geometry') });
     expect((await readFile(f)).equals(vpc)).toBe(true);
     // 1040 cylinders x 16 heads x 63 sectors is a CHS size: accepted, and read back by CHS.
     const chs = 1040 * 16 * 63 * 512;
