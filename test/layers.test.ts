@@ -23,6 +23,7 @@ const LAYERS: ReadonlyArray<{ rank: number; layer: string; paths: readonly strin
   { rank: 5, layer: 'ops', paths: ['ops/'] },
   { rank: 5, layer: 'nbd', paths: ['nbd/'] },
   { rank: 5, layer: 'emu', paths: ['emu/'] },
+  { rank: 5, layer: 'pool', paths: ['pool/'] },
   { rank: 6, layer: 'cli', paths: ['cli/'] },
   // the public library surface re-exports every layer; nothing imports it
   { rank: 6, layer: 'api', paths: ['index.ts'] },
@@ -32,7 +33,10 @@ const LAYERS: ReadonlyArray<{ rank: number; layer: string; paths: readonly strin
  * Imports that break the order today, each with why it stays. Keyed `from -> to`,
  * paths relative to src/.
  */
-const ALLOWED: ReadonlyMap<string, string> = new Map([]);
+const ALLOWED: ReadonlyMap<string, string> = new Map([
+  // open() is the one resolver of addresses every command goes through; an lvm:VG/LV address loads the pool on demand.
+  ['formats/registry.ts -> pool/open.ts', 'lvm: addresses in open()'],
+]);
 
 function layerOf(file: string): { rank: number; layer: string } | undefined {
   return LAYERS.find((l) => l.paths.some((p) => (p.endsWith('/') ? file.startsWith(p) : file === p)));

@@ -5,13 +5,10 @@
  * LVM2-style commits on every member, and its logical volumes are BlockDevices.
  */
 import { randomBytes } from 'node:crypto';
-import { readdir, stat } from 'node:fs/promises';
 import { hostname } from 'node:os';
-import { basename, join, relative, resolve } from 'node:path';
+import { basename } from 'node:path';
 import type { DiskImage } from '../device/block-device.js';
 import { VdiskError } from '../errors.js';
-import { open } from '../formats/registry.js';
-import { create } from '../ops/create.js';
 import { minimumDiskSize, readPartitions } from '../partitions/index.js';
 import { formatSize } from '../util/size.js';
 import {
@@ -27,6 +24,7 @@ import {
   type PvLabel,
   SECTOR,
 } from './layout.js';
+import { fileFolder, type PoolFolder } from './folder.js';
 import { LogicalVolume } from './lv.js';
 import { findLabel, type MdaState, nextLocn, readMda, writeLabel, writeMdaHeader, writeText } from './member.js';
 import { checkName, extentBytes, type LvMeta, lvExtents, type PvMeta, type SegmentMeta, type VgMeta, formatVg } from './metadata.js';
@@ -56,12 +54,15 @@ export interface PoolMember {
 export interface PoolOpenOptions {
   /** Folder to scan for members; the current one when absent. */
   dir?: string;
+  /** The folder as an abstraction (tests: a memory folder); wins over `dir`. */
+  folder?: PoolFolder;
   readOnly?: boolean;
 }
 
 /** Options for {@link Pool.create} and {@link Pool.add}. */
 export interface PoolMemberOptions {
   dir?: string;
+  folder?: PoolFolder;
   /** Extent size in bytes (create only). */
   extentSize?: number;
   /** Use a member that holds a partition table, a filesystem signature or an unused PV. */
@@ -81,10 +82,10 @@ interface Candidate {
 }
 
 /** A PV label and metadata areas read from a device, or undefined when it holds no label. */
-async function readCandidate(path: string): Promise<Candidate | undefined> {
+async function readCandidate(folder: PoolFolder, path: string): Promise<Candidate | undefined> {
   let dev: DiskImage;
   try {
-    dev = await open(path, { readOnly: true });
+    dev = await folder.open(path, true);
   } catch {
     return undefined;
   }
@@ -109,16 +110,6 @@ function bestVg(c: Candidate): VgMeta | undefined {
   let best: VgMeta | undefined;
   for (const m of c.mdas) if (m.vg && (!best || m.vg.seqno > best.seqno)) best = m.vg;
   return best;
-}
-
-/** Files of `dir` that could be images: regular, not hidden, not lock files. */
-async function scanFolder(dir: string): Promise<string[]> {
-  const out: string[] = [];
-  for (const e of await readdir(dir, { withFileTypes: true })) {
-    if (!e.isFile() || e.name.startsWith('.') || e.name.endsWith('.lock')) continue;
-    out.push(join(dir, e.name));
-  }
-  return out.sort();
 }
 
 /** Free extent ranges `[start, end)` of each PV, in PV order. */
@@ -188,11 +179,16 @@ export class Pool {
   private closed = false;
 
   private constructor(
-    readonly dir: string,
+    readonly folder: PoolFolder,
     private current: VgMeta,
     readonly members: PoolMember[],
     readonly readOnly: boolean,
   ) {}
+
+  /** The pool folder. */
+  get dir(): string {
+    return this.folder.dir;
+  }
 
   /** The committed VG. */
   get vg(): VgMeta {
@@ -210,25 +206,24 @@ export class Pool {
 
   /** Find and open the VG named `name` among the images in `opts.dir`. */
   static async open(name: string, opts: PoolOpenOptions = {}): Promise<Pool> {
-    const dir = resolve(opts.dir ?? '.');
+    const folder = opts.folder ?? fileFolder(opts.dir);
     const cands: Candidate[] = [];
     const release = async (): Promise<void> => {
       await Promise.all(cands.map((c) => c.dev.close().catch(() => undefined)));
     };
     try {
-      for (const path of await scanFolder(dir).catch((e: NodeJS.ErrnoException) => {
-        throw new VdiskError('E_NOENT', `${dir}: cannot scan for pool members (${e.code ?? e.message})`);
-      })) {
-        const c = await readCandidate(path);
+      for (const path of await folder.list()) {
+        const c = await readCandidate(folder, path);
         if (c) cands.push(c);
       }
-      return await Pool.assemble(name, dir, cands, opts.readOnly ?? false);
+      return await Pool.assemble(name, folder, cands, opts.readOnly ?? false);
     } finally {
       await release();
     }
   }
 
-  private static async assemble(name: string, dir: string, cands: Candidate[], readOnly: boolean): Promise<Pool> {
+  private static async assemble(name: string, folder: PoolFolder, cands: Candidate[], readOnly: boolean): Promise<Pool> {
+    const dir = folder.dir;
     const ours = cands.filter((c) => c.mdas.some((m) => m.vg?.name === name) || c.mdas.some((m) => m.problem && m.text?.includes(`${name} {`)));
     const good = ours.filter((c) => bestVg(c)?.name === name);
     if (good.length === 0) {
@@ -263,16 +258,16 @@ export class Pool {
       let c = byUuid.get(pv.id);
       if (!c && pv.device) {
         // A member outside the folder, named by its relative hint.
-        const hinted = resolve(dir, pv.device);
-        if (!hinted.startsWith('/dev/') && (await stat(hinted).then((s) => s.isFile(), () => false))) {
-          const h = await readCandidate(hinted);
+        const hinted = folder.name(pv.device);
+        if (hinted && !cands.some((x) => x.path === hinted) && (await folder.exists(hinted))) {
+          const h = await readCandidate(folder, hinted);
           if (h && h.label.uuid === pv.id) {
             cands.push(h);
             c = h;
           } else if (h) await h.dev.close();
         }
       }
-      members.push({ key: pv.key, uuid: pv.id, path: c?.path ?? resolve(dir, pv.device || pv.key), seqno: c ? bestVg(c)?.seqno : undefined });
+      members.push({ key: pv.key, uuid: pv.id, path: c?.path ?? (folder.name(pv.device) || pv.device || pv.key), seqno: c ? bestVg(c)?.seqno : undefined });
     }
     const partial = members.some((m) => !byUuid.get(m.uuid) && !cands.some((c) => c.label.uuid === m.uuid));
     const ro = readOnly || partial || best.readOnlyReason !== undefined;
@@ -284,14 +279,14 @@ export class Pool {
     if (best.readOnlyReason && !readOnly) warnings.push(`${best.readOnlyReason}: the pool is open read-only`);
 
     // Open the members for real (writable unless read-only), checking nothing changed since the scan.
-    const pool = new Pool(dir, best, members, ro);
+    const pool = new Pool(folder, best, members, ro);
     pool.warnings.push(...warnings);
     try {
       for (const m of members) {
         const c = cands.find((x) => x.label.uuid === m.uuid && x.path === m.path) ?? cands.find((x) => x.label.uuid === m.uuid);
         if (!c) continue;
         m.path = c.path;
-        const dev = await open(c.path, { readOnly: ro });
+        const dev = await folder.open(c.path, ro);
         m.dev = dev;
         const label = await findLabel(dev, c.path);
         if (!label || label.uuid !== m.uuid) throw new VdiskError('E_CORRUPT', `${c.path}: its PV label changed while the pool was opened`);
@@ -318,8 +313,9 @@ export class Pool {
   static async create(name: string, paths: readonly string[], opts: PoolMemberOptions = {}): Promise<Pool> {
     checkName(name, 'VG');
     if (paths.length === 0) throw new VdiskError('E_USAGE', 'a pool needs at least one member');
-    const dir = resolve(opts.dir ?? '.');
-    const existing = await Pool.open(name, { dir, readOnly: true }).then(
+    const folder = opts.folder ?? fileFolder(opts.dir);
+    const dir = folder.dir;
+    const existing = await Pool.open(name, { folder, readOnly: true }).then(
       async (p) => {
         await p.close();
         return true;
@@ -349,15 +345,16 @@ export class Pool {
       lvs: [],
       extra: [],
     };
-    const pool = new Pool(dir, vg, [], false);
+    const pool = new Pool(folder, vg, [], false);
     try {
       const seen = new Set<string>();
       let fresh = 0;
       for (const p of paths) {
-        const abs = resolve(dir, p);
+        const abs = folder.name(p);
+        if (!abs) throw new VdiskError('E_USAGE', `${p} cannot be a member in ${dir}`);
         if (seen.has(abs)) throw new VdiskError('E_USAGE', `${p} is named twice`);
         seen.add(abs);
-        const exists = await stat(abs).then(() => true, () => false);
+        const exists = await folder.exists(abs);
         await pool.prepareMember(abs, opts, exists ? undefined : newImageFor(opts, fresh++, p));
       }
       await pool.commit(pool.withPvs(vg), `vdisk pool create ${name}`);
@@ -382,7 +379,7 @@ export class Pool {
       next.pvs.push({
         key: m.key,
         id: m.uuid,
-        device: relative(this.dir, m.path) || basename(m.path),
+        device: this.folder.hint(m.path),
         status: ['ALLOCATABLE'],
         flags: [],
         devSize,
@@ -397,10 +394,10 @@ export class Pool {
   /** Open (or create) `abs`, check it may become a PV, and write an unused PV label and empty metadata area. */
   private async prepareMember(abs: string, opts: PoolMemberOptions, fresh?: { format: string; size: number }): Promise<void> {
     let dev: DiskImage;
-    const exists = await stat(abs).then(() => true, () => false);
-    if (!exists && fresh) dev = await create(abs, { format: fresh.format, size: fresh.size });
+    const exists = await this.folder.exists(abs);
+    if (!exists && fresh) dev = await this.folder.create(abs, fresh.format, fresh.size);
     else if (!exists) throw new VdiskError('E_NOENT', `${abs}: no such image (use --new FMT:SIZE to create members)`);
-    else dev = await open(abs);
+    else dev = await this.folder.open(abs, false);
     const m: PoolMember = { key: '', uuid: newId(randomBytes), path: abs, dev };
     this.members.push(m);
     const minimum = DEFAULT_PE_START + this.current.extentSize * SECTOR;
@@ -489,11 +486,12 @@ export class Pool {
   add(path: string, opts: PoolMemberOptions = {}): Promise<void> {
     return this.serial(async () => {
       this.writable();
-      const abs = resolve(this.dir, path);
+      const abs = this.folder.name(path);
+      if (!abs) throw new VdiskError('E_USAGE', `${path} cannot be a member in ${this.dir}`);
       if (this.members.some((m) => m.path === abs)) throw new VdiskError('E_EXISTS', `${path} is already a member of VG ${this.name}`);
       const before = this.members.length;
       try {
-        const exists = await stat(abs).then(() => true, () => false);
+        const exists = await this.folder.exists(abs);
         await this.prepareMember(abs, opts, exists ? undefined : newImageFor(opts, 0, path));
       } catch (e) {
         for (const m of this.members.splice(before)) await m.dev?.close().catch(() => undefined);
