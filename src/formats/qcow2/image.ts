@@ -1,0 +1,282 @@
+/**
+ * A qcow2 image as a BlockDevice: guest offsets go through the L1 table and L2
+ * tables (kept in a bounded cache) to host clusters, which are normal, compressed
+ * (raw deflate, at most one cluster once inflated) or zero; unallocated clusters
+ * fall through to the backing image.
+ */
+import { inflateRawSync } from 'node:zlib';
+import type { DiskImage, Extent, ImageInfo } from '../../device/block-device.js';
+import { BlockDeviceBase } from '../../device/base.js';
+import { VdiskError } from '../../errors.js';
+import type { Storage } from '../../storage/storage.js';
+import { Compatible, Incompatible, type Qcow2Header } from './header.js';
+import { decodeL2, entryHalves, entryOffset, type L2Mapping } from './tables.js';
+
+/** Bytes of L2 tables the cache keeps (at least a few tables whatever the cluster size). */
+const L2_CACHE_BYTES = 32 * 1024 * 1024;
+const L2_CACHE_MIN_TABLES = 4;
+
+/** How a Qcow2Image is wired up (the driver decodes and validates before constructing). */
+export interface Qcow2ImageParts {
+  storage: Storage;
+  header: Qcow2Header;
+  /** The L1 table as on disk (l1_size entries). */
+  l1: Buffer;
+  readOnly: boolean;
+  parent?: DiskImage;
+  ownsParent: boolean;
+  warnings: string[];
+}
+
+/** A qcow2 image (version 2 or 3), optionally over a backing image. */
+export class Qcow2Image extends BlockDeviceBase implements DiskImage {
+  readonly format = 'qcow2';
+  readonly filename: string;
+  readonly readOnly: boolean;
+  readonly size: number;
+  readonly backing?: DiskImage;
+  protected readonly storage: Storage;
+  protected readonly header: Qcow2Header;
+  protected readonly l1: Buffer;
+  protected readonly clusterSize: number;
+  /** log2 of the number of entries in an L2 table. */
+  protected readonly l2Bits: number;
+  private readonly ownsParent: boolean;
+  protected readonly warnings: string[];
+  /** L2 tables by host offset, least recently used first. */
+  protected readonly l2Cache = new Map<number, Buffer>();
+  private readonly l2CacheMax: number;
+  /** The last compressed cluster inflated (sequential small reads of one cluster inflate once). */
+  private inflated?: { offset: number; data: Buffer };
+
+  constructor(p: Qcow2ImageParts) {
+    super();
+    this.storage = p.storage;
+    this.filename = p.storage.name;
+    this.header = p.header;
+    this.l1 = p.l1;
+    this.readOnly = p.readOnly || p.storage.readOnly;
+    this.size = p.header.size;
+    this.clusterSize = 2 ** p.header.clusterBits;
+    this.l2Bits = p.header.clusterBits - 3;
+    if (p.parent) this.backing = p.parent;
+    this.ownsParent = p.ownsParent;
+    this.warnings = p.warnings;
+    this.l2CacheMax = Math.max(L2_CACHE_MIN_TABLES, Math.floor(L2_CACHE_BYTES / this.clusterSize));
+  }
+
+  /** The decoded header (a copy). */
+  get qcow2Header(): Qcow2Header {
+    return { ...this.header };
+  }
+
+  /** Host offset of the L2 table for L1 index `i` (0 = none). */
+  protected l2Offset(i: number): number {
+    const [hi, lo] = entryHalves(this.l1, i * 8);
+    const off = entryOffset(hi, lo);
+    if (off !== 0 && (off % this.clusterSize !== 0 || off + this.clusterSize > this.storage.size)) {
+      throw new VdiskError('E_CORRUPT', `${this.filename}: L1 entry ${i} names an L2 table at ${off}, which is not a cluster-aligned offset inside the ${this.storage.size}-byte file`);
+    }
+    return off;
+  }
+
+  /** The L2 table at host offset `off`, through the cache. */
+  protected async l2Table(off: number): Promise<Buffer> {
+    const hit = this.l2Cache.get(off);
+    if (hit) {
+      this.l2Cache.delete(off);
+      this.l2Cache.set(off, hit);
+      return hit;
+    }
+    const t = Buffer.alloc(this.clusterSize);
+    await this.storage.read(t, off);
+    this.cacheL2(off, t);
+    return t;
+  }
+
+  protected cacheL2(off: number, t: Buffer): void {
+    this.l2Cache.set(off, t);
+    while (this.l2Cache.size > this.l2CacheMax) {
+      const oldest = this.l2Cache.keys().next().value as number;
+      if (!this.evictable(oldest)) break;
+      this.l2Cache.delete(oldest);
+    }
+  }
+
+  /** False for tables whose changes are not yet on disk (the writer pins them). */
+  protected evictable(_off: number): boolean {
+    return true;
+  }
+
+  /** The mapping of guest cluster `c`. */
+  protected async lookup(c: number): Promise<L2Mapping> {
+    const i = Math.floor(c / 2 ** this.l2Bits);
+    if (i >= this.header.l1Size) return { kind: 'unallocated' };
+    const l2 = this.l2Offset(i);
+    if (l2 === 0) return { kind: 'unallocated' };
+    const t = await this.l2Table(l2);
+    const j = c % 2 ** this.l2Bits;
+    const [hi, lo] = entryHalves(t, j * 8);
+    const m = decodeL2(hi, lo, this.header.clusterBits, this.header.version);
+    this.checkMapping(m, c);
+    return m;
+  }
+
+  private checkMapping(m: L2Mapping, c: number): void {
+    const fileSize = this.storage.size;
+    if (m.kind === 'normal' || (m.kind === 'zero' && m.offset !== 0)) {
+      if (m.offset % this.clusterSize !== 0) throw new VdiskError('E_CORRUPT', `${this.filename}: L2 entry of guest cluster ${c} names host offset ${m.offset}, which is not cluster-aligned`);
+      if (m.kind === 'normal' && m.offset >= fileSize) throw new VdiskError('E_CORRUPT', `${this.filename}: L2 entry of guest cluster ${c} names host offset ${m.offset}, past the ${fileSize}-byte file`);
+    } else if (m.kind === 'compressed') {
+      if (m.offset < this.clusterSize || m.offset >= fileSize) throw new VdiskError('E_CORRUPT', `${this.filename}: compressed guest cluster ${c} at host offset ${m.offset} lies outside the ${fileSize}-byte file`);
+    }
+  }
+
+  /** Read host bytes; what lies past the end of the file reads as zeros (qemu allows a short last cluster). */
+  private async readHost(buf: Uint8Array, off: number): Promise<void> {
+    const n = Math.max(0, Math.min(buf.length, this.storage.size - off));
+    if (n > 0) await this.storage.read(buf.subarray(0, n), off);
+    buf.fill(0, n);
+  }
+
+  /** Inflate the compressed cluster `m` (bounded to one cluster). */
+  protected async inflate(m: { offset: number; length: number }, c: number): Promise<Buffer> {
+    if (this.inflated?.offset === m.offset) return this.inflated.data;
+    const len = Math.min(m.length, this.storage.size - m.offset, 2 * this.clusterSize);
+    const raw = Buffer.alloc(len);
+    await this.storage.read(raw, m.offset);
+    let out: Buffer;
+    try {
+      out = inflateRawSync(raw, { maxOutputLength: this.clusterSize, finishFlush: 2 /* Z_SYNC_FLUSH: a stream cut at the sector end is fine */ });
+    } catch (err) {
+      throw new VdiskError('E_CORRUPT', `${this.filename}: compressed guest cluster ${c} at host offset ${m.offset} does not inflate to at most one cluster (${(err as Error).message})`, { cause: err });
+    }
+    const data = Buffer.alloc(this.clusterSize);
+    out.copy(data);
+    this.inflated = { offset: m.offset, data };
+    return data;
+  }
+
+  /** Fill `buf` with what lies under this image at `offset`: the backing data, or zeros. */
+  protected async readBelow(buf: Uint8Array, offset: number): Promise<void> {
+    const p = this.backing;
+    const inParent = p ? Math.max(0, Math.min(buf.length, p.size - offset)) : 0;
+    if (p && inParent > 0) await p.read(buf.subarray(0, inParent), offset);
+    buf.fill(0, inParent);
+  }
+
+  /** Read guest cluster `c`'s bytes [within, within + piece.length) into `piece`. */
+  protected async readCluster(c: number, within: number, piece: Uint8Array): Promise<void> {
+    const m = await this.lookup(c);
+    switch (m.kind) {
+      case 'normal':
+        return this.readHost(piece, m.offset + within);
+      case 'zero':
+        piece.fill(0);
+        return;
+      case 'compressed': {
+        const data = await this.inflate(m, c);
+        piece.set(data.subarray(within, within + piece.length));
+        return;
+      }
+      case 'unallocated':
+        return this.readBelow(piece, c * this.clusterSize + within);
+    }
+  }
+
+  protected async readAt(buf: Uint8Array, offset: number): Promise<void> {
+    const cs = this.clusterSize;
+    for (let pos = offset; pos < offset + buf.length; ) {
+      const c = Math.floor(pos / cs);
+      const within = pos - c * cs;
+      const n = Math.min(cs - within, offset + buf.length - pos);
+      await this.readCluster(c, within, buf.subarray(pos - offset, pos - offset + n));
+      pos += n;
+    }
+  }
+
+  protected async writeAt(_buf: Uint8Array, _offset: number): Promise<void> {
+    throw new VdiskError('E_UNSUPPORTED', `${this.filename}: writing qcow2 images is not supported yet`);
+  }
+
+  protected async *extentsIn(offset: number, length: number): AsyncIterable<Extent> {
+    const cs = this.clusterSize;
+    const perL2 = 2 ** this.l2Bits;
+    let below = -1;
+    const end = offset + length;
+    const fallThrough = async function* (this: Qcow2Image, from: number, to: number): AsyncIterable<Extent> {
+      const p = this.backing;
+      const inParent = p ? Math.max(0, Math.min(to, p.size) - from) : 0;
+      if (p && inParent > 0) for await (const x of p.extents(from, inParent)) yield { ...x, depth: x.depth + 1 };
+      // Past the backing file's end qemu answers from this image (depth 0), as qemu-img map shows.
+      if (to - from > inParent) yield { offset: from + inParent, length: to - from - inParent, kind: 'hole', depth: 0 };
+    };
+    for (let pos = offset; pos < end; ) {
+      const c = Math.floor(pos / cs);
+      const i = Math.floor(c / perL2);
+      // A whole missing L2 table is one unallocated run.
+      if (i >= this.header.l1Size || this.l2Offset(i) === 0) {
+        const next = Math.min(end, (i + 1) * perL2 * cs);
+        if (below < 0) below = pos;
+        pos = next;
+        continue;
+      }
+      const n = Math.min((c + 1) * cs, end) - pos;
+      const m = await this.lookup(c);
+      if (m.kind === 'unallocated') {
+        if (below < 0) below = pos;
+      } else {
+        if (below >= 0) {
+          yield* fallThrough.call(this, below, pos);
+          below = -1;
+        }
+        yield { offset: pos, length: n, kind: m.kind === 'zero' ? 'zero' : 'data', depth: 0 };
+      }
+      pos += n;
+    }
+    if (below >= 0) yield* fallThrough.call(this, below, end);
+  }
+
+  protected async flushAll(): Promise<void> {
+    await this.storage.flush();
+  }
+
+  protected async closeAll(): Promise<void> {
+    try {
+      await this.storage.close();
+    } finally {
+      if (this.ownsParent) await this.backing?.close();
+    }
+  }
+
+  async info(): Promise<ImageInfo> {
+    const h = this.header;
+    const incompat = h.incompatibleFeatures;
+    const facts: Record<string, unknown> = {
+      compat: h.version === 2 ? '0.10' : '1.1',
+      version: h.version,
+      'cluster-size': this.clusterSize,
+      'refcount-bits': 2 ** h.refcountOrder,
+      'lazy-refcounts': (h.compatibleFeatures & BigInt(Compatible.LAZY_REFCOUNTS)) !== 0n,
+      'dirty-bit': (incompat & BigInt(Incompatible.DIRTY)) !== 0n,
+      corrupt: (incompat & BigInt(Incompatible.CORRUPT)) !== 0n,
+      'compression-type': 'zlib',
+      snapshots: h.nbSnapshots,
+      'l1-size': h.l1Size,
+      'l1-table-offset': h.l1TableOffset,
+      'refcount-table-offset': h.refcountTableOffset,
+      'refcount-table-clusters': h.refcountTableClusters,
+    };
+    if (h.backingFormat !== undefined) facts['backing-format'] = h.backingFormat;
+    const out: ImageInfo = { clusterSize: this.clusterSize, formatSpecific: facts };
+    if ((incompat & BigInt(Incompatible.DIRTY)) !== 0n) out.dirty = true;
+    if (h.backingFile !== undefined) out.backingFilename = h.backingFile;
+    if (this.backing) out.fullBackingFilename = this.backing.filename;
+    if (this.warnings.length) out.warnings = [...this.warnings];
+    return out;
+  }
+
+  async actualSize(): Promise<number | undefined> {
+    return this.storage.allocatedSize?.();
+  }
+}
