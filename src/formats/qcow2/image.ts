@@ -3,18 +3,27 @@
  * tables (kept in a bounded cache) to host clusters, which are normal, compressed
  * (raw deflate, at most one cluster once inflated) or zero; unallocated clusters
  * fall through to the backing image.
+ *
+ * Writes (see {@link Qcow2Image.writeAt}) never overwrite a cluster that anything
+ * else may share: a new cluster is taken at the end of the file and counted
+ * (refcount), filled (data), then named by its L2 entry, and a new L2 table by its L1
+ * entry, with a flush between the steps; clusters no longer named are released last.
+ * A crash at any point leaves at worst leaked clusters.
  */
 import { inflateRawSync } from 'node:zlib';
 import type { DiskImage, Extent, ImageInfo } from '../../device/block-device.js';
 import { BlockDeviceBase } from '../../device/base.js';
 import { VdiskError } from '../../errors.js';
 import type { Storage } from '../../storage/storage.js';
-import { Compatible, Incompatible, type Qcow2Header } from './header.js';
-import { decodeL2, entryHalves, entryOffset, type L2Mapping } from './tables.js';
+import { Compatible, Incompatible, Qcow2Field, type Qcow2Header } from './header.js';
+import type { Refcounts } from './refcount.js';
+import { QCOW_OFLAG_COPIED_HI, QCOW_OFLAG_ZERO, decodeL2, entryHalves, entryOffset, writeEntry, type L2Mapping } from './tables.js';
 
 /** Bytes of L2 tables the cache keeps (at least a few tables whatever the cluster size). */
 const L2_CACHE_BYTES = 32 * 1024 * 1024;
 const L2_CACHE_MIN_TABLES = 4;
+/** Map updates that may wait in memory before {@link Qcow2Image.commit} writes them. */
+const PENDING_LIMIT = 256;
 
 /** How a Qcow2Image is wired up (the driver decodes and validates before constructing). */
 export interface Qcow2ImageParts {
@@ -26,6 +35,8 @@ export interface Qcow2ImageParts {
   parent?: DiskImage;
   ownsParent: boolean;
   warnings: string[];
+  /** The refcounts, for a writable image. */
+  refcounts?: Refcounts;
 }
 
 /** A qcow2 image (version 2 or 3), optionally over a backing image. */
@@ -63,7 +74,11 @@ export class Qcow2Image extends BlockDeviceBase implements DiskImage {
     this.ownsParent = p.ownsParent;
     this.warnings = p.warnings;
     this.l2CacheMax = Math.max(L2_CACHE_MIN_TABLES, Math.floor(L2_CACHE_BYTES / this.clusterSize));
+    this.refcounts = p.refcounts;
+    if (!this.readOnly && !this.refcounts) throw new VdiskError('E_USAGE', `${this.filename}: a writable qcow2 image needs its refcounts`);
   }
+
+  private readonly refcounts?: Refcounts;
 
   /** The decoded header (a copy). */
   get qcow2Header(): Qcow2Header {
@@ -96,16 +111,13 @@ export class Qcow2Image extends BlockDeviceBase implements DiskImage {
 
   protected cacheL2(off: number, t: Buffer): void {
     this.l2Cache.set(off, t);
-    while (this.l2Cache.size > this.l2CacheMax) {
-      const oldest = this.l2Cache.keys().next().value as number;
-      if (!this.evictable(oldest)) break;
-      this.l2Cache.delete(oldest);
+    if (this.l2Cache.size <= this.l2CacheMax) return;
+    for (const key of this.l2Cache.keys()) {
+      // Tables with changes not yet on disk stay (commit bounds how many there are).
+      if (this.pendingL2.has(key)) continue;
+      this.l2Cache.delete(key);
+      if (this.l2Cache.size <= this.l2CacheMax) return;
     }
-  }
-
-  /** False for tables whose changes are not yet on disk (the writer pins them). */
-  protected evictable(_off: number): boolean {
-    return true;
   }
 
   /** The mapping of guest cluster `c`. */
@@ -195,8 +207,186 @@ export class Qcow2Image extends BlockDeviceBase implements DiskImage {
     }
   }
 
-  protected async writeAt(_buf: Uint8Array, _offset: number): Promise<void> {
-    throw new VdiskError('E_UNSUPPORTED', `${this.filename}: writing qcow2 images is not supported yet`);
+  protected async writeAt(buf: Uint8Array, offset: number): Promise<void> {
+    await this.noteModified();
+    const cs = this.clusterSize;
+    for (let pos = offset; pos < offset + buf.length; ) {
+      const c = Math.floor(pos / cs);
+      const within = pos - c * cs;
+      const n = Math.min(cs - within, offset + buf.length - pos);
+      await this.writeCluster(c, within, buf.subarray(pos - offset, pos - offset + n));
+      pos += n;
+    }
+    if (this.pendingCount >= PENDING_LIMIT) await this.commit();
+  }
+
+  /** Write into guest cluster `c`: in place when it is ours alone, else into a new cluster. */
+  private async writeCluster(c: number, within: number, piece: Uint8Array): Promise<void> {
+    const m = await this.lookup(c);
+    if (m.kind === 'normal' && m.copied) {
+      await this.storage.write(piece, m.offset + within);
+      return;
+    }
+    const cs = this.clusterSize;
+    let data: Uint8Array = piece;
+    if (piece.length !== cs) {
+      const full = Buffer.alloc(cs);
+      const inDisk = Math.min(cs, this.size - c * cs);
+      await this.readCluster(c, 0, full.subarray(0, inDisk));
+      full.set(piece, within);
+      data = full;
+    }
+    // 1. refcount, 2. data, 3. (later, after a flush) the L2 entry naming it.
+    const host = await this.refcounts!.allocate();
+    await this.storage.write(data, host);
+    await this.setL2(c, host, QCOW_OFLAG_COPIED_HI, 0);
+    this.releaseLater(m);
+  }
+
+  /** Queue the host clusters of a mapping that is being replaced, released after the new one is on disk. */
+  private releaseLater(m: L2Mapping): void {
+    if (m.kind === 'normal' || (m.kind === 'zero' && m.offset !== 0)) this.pendingFree.push([m.offset, this.clusterSize]);
+    else if (m.kind === 'compressed') this.pendingFree.push([m.offset, m.length]);
+    if (this.inflated && m.kind === 'compressed' && this.inflated.offset === m.offset) this.inflated = undefined;
+  }
+
+  /**
+   * Point guest cluster `c` at a new entry. The L2 table must be ours alone: a
+   * missing (or shared) one is replaced by a new table, counted and written whole,
+   * whose L1 entry waits for {@link commit} like every L2 entry.
+   */
+  private async setL2(c: number, offset: number, hiFlags: number, loFlags: number): Promise<void> {
+    const i = Math.floor(c / 2 ** this.l2Bits);
+    const j = c % 2 ** this.l2Bits;
+    let off = this.l2Offset(i);
+    const [l1hi] = entryHalves(this.l1, i * 8);
+    if (off === 0 || !(l1hi & QCOW_OFLAG_COPIED_HI)) {
+      const t = Buffer.alloc(this.clusterSize);
+      if (off !== 0) (await this.l2Table(off)).copy(t);
+      writeEntry(t, j * 8, offset, hiFlags, loFlags);
+      const at = await this.refcounts!.allocate();
+      await this.storage.write(t, at);
+      if (off !== 0) this.pendingFree.push([off, this.clusterSize]);
+      writeEntry(this.l1, i * 8, at, QCOW_OFLAG_COPIED_HI);
+      this.pendingL1.add(i);
+      this.cacheL2(at, t);
+      off = at;
+      this.pendingCount++;
+      return;
+    }
+    const t = await this.l2Table(off);
+    writeEntry(t, j * 8, offset, hiFlags, loFlags);
+    let set = this.pendingL2.get(off);
+    if (!set) this.pendingL2.set(off, (set = new Set()));
+    set.add(j);
+    this.pendingCount++;
+  }
+
+  /** L2 entries (by table offset) written in memory, not yet on disk. */
+  private readonly pendingL2 = new Map<number, Set<number>>();
+  /** L1 entries written in memory, not yet on disk. */
+  private readonly pendingL1 = new Set<number>();
+  /** Host ranges to release once nothing on disk names them. */
+  private pendingFree: Array<[number, number]> = [];
+  private pendingCount = 0;
+  private modified = false;
+
+  /**
+   * Put the deferred map updates on disk in crash-safe order: flush (the new
+   * clusters' refcounts and contents), L2 entries, flush, L1 entries, flush, then
+   * release the clusters they replaced.
+   */
+  async commit(): Promise<void> {
+    if (this.pendingL2.size === 0 && this.pendingL1.size === 0 && this.pendingFree.length === 0) return;
+    await this.storage.flush();
+    for (const [off, set] of this.pendingL2) {
+      const t = this.l2Cache.get(off)!;
+      const idx = [...set].sort((a, b) => a - b);
+      await this.writeRuns(t, off, idx);
+    }
+    this.pendingL2.clear();
+    if (this.pendingL1.size > 0) {
+      await this.storage.flush();
+      await this.writeRuns(this.l1, this.header.l1TableOffset, [...this.pendingL1].sort((a, b) => a - b));
+      this.pendingL1.clear();
+    }
+    this.pendingCount = 0;
+    if (this.pendingFree.length > 0) {
+      await this.storage.flush();
+      const frees = this.pendingFree;
+      this.pendingFree = [];
+      for (const [off, len] of frees) await this.refcounts!.release(off, len);
+    }
+  }
+
+  /** Write the 8-byte entries `idx` (sorted) of `table`, one write per run of neighbours. */
+  private async writeRuns(table: Buffer, at: number, idx: number[]): Promise<void> {
+    for (let k = 0; k < idx.length; ) {
+      let e = k + 1;
+      while (e < idx.length && idx[e] === idx[e - 1]! + 1) e++;
+      const from = idx[k]! * 8;
+      const to = (idx[e - 1]! + 1) * 8;
+      await this.storage.write(table.subarray(from, to), at + from);
+      k = e;
+    }
+  }
+
+  /** First write since open: autoclear features (bitmaps) this writer does not keep are cleared, as qcow2.txt asks. */
+  private async noteModified(): Promise<void> {
+    if (this.modified) return;
+    this.modified = true;
+    if (this.header.autoclearFeatures !== 0n) {
+      const b = Buffer.alloc(8);
+      await this.storage.write(b, Qcow2Field.autoclearFeatures);
+      await this.storage.flush();
+      this.header.autoclearFeatures = 0n;
+    }
+  }
+
+  /** True when guest cluster `c` reads zeros with mapping `m`. */
+  private readsZero(m: L2Mapping): boolean {
+    return m.kind === 'zero' || (m.kind === 'unallocated' && !this.backing);
+  }
+
+  protected override async writeZeroesAt(offset: number, length: number): Promise<void> {
+    await this.noteModified();
+    await this.forClusters(offset, length, async (c, whole, pos, n) => {
+      const m = await this.lookup(c);
+      if (this.readsZero(m)) return;
+      if (whole && this.header.version >= 3) {
+        await this.setL2(c, 0, 0, QCOW_OFLAG_ZERO);
+        this.releaseLater(m);
+      } else if (whole && !this.backing) {
+        await this.setL2(c, 0, 0, 0);
+        this.releaseLater(m);
+      } else {
+        await super.writeZeroesAt(pos, n);
+      }
+    });
+  }
+
+  protected override async discardAt(offset: number, length: number): Promise<void> {
+    await this.noteModified();
+    await this.forClusters(offset, length, async (c, whole) => {
+      if (!whole) return;
+      const m = await this.lookup(c);
+      if (m.kind === 'unallocated') return;
+      await this.setL2(c, 0, 0, 0);
+      this.releaseLater(m);
+    });
+  }
+
+  /** Call `fn` for each guest cluster of a range, saying whether the range covers it whole (the last one up to the disk's end). */
+  private async forClusters(offset: number, length: number, fn: (c: number, whole: boolean, pos: number, n: number) => Promise<void>): Promise<void> {
+    const cs = this.clusterSize;
+    for (let pos = offset; pos < offset + length; ) {
+      const c = Math.floor(pos / cs);
+      const within = pos - c * cs;
+      const n = Math.min(cs - within, offset + length - pos);
+      await fn(c, within === 0 && (n === cs || pos + n === this.size), pos, n);
+      pos += n;
+      if (this.pendingCount >= PENDING_LIMIT) await this.commit();
+    }
   }
 
   protected async *extentsIn(offset: number, length: number): AsyncIterable<Extent> {
@@ -238,6 +428,7 @@ export class Qcow2Image extends BlockDeviceBase implements DiskImage {
   }
 
   protected async flushAll(): Promise<void> {
+    await this.commit();
     await this.storage.flush();
   }
 
@@ -264,8 +455,8 @@ export class Qcow2Image extends BlockDeviceBase implements DiskImage {
       snapshots: h.nbSnapshots,
       'l1-size': h.l1Size,
       'l1-table-offset': h.l1TableOffset,
-      'refcount-table-offset': h.refcountTableOffset,
-      'refcount-table-clusters': h.refcountTableClusters,
+      'refcount-table-offset': this.refcounts?.tableAt.offset ?? h.refcountTableOffset,
+      'refcount-table-clusters': this.refcounts?.tableAt.clusters ?? h.refcountTableClusters,
     };
     if (h.backingFormat !== undefined) facts['backing-format'] = h.backingFormat;
     const out: ImageInfo = { clusterSize: this.clusterSize, formatSpecific: facts };
