@@ -231,7 +231,7 @@ export function validateHeader(h: Qcow2Header, fileSize: number, name: string): 
     throw new VdiskError('E_UNSUPPORTED', `${name}: qcow2 encryption (crypt_method ${h.cryptMethod}${CRYPT_NAMES[h.cryptMethod] ? `, ${CRYPT_NAMES[h.cryptMethod]}` : ''}) is not supported`);
   }
   if (h.otherExtensions.includes(Extension.FULL_DISK_ENCRYPTION)) throw new VdiskError('E_UNSUPPORTED', `${name}: qcow2 full disk encryption header is not supported`);
-  const unknown = unknownBits(h.incompatibleFeatures, Incompatible.DIRTY | Incompatible.CORRUPT | Incompatible.COMPRESSION_TYPE, 'incompatible', h);
+  const unknown = unknownBits(h.incompatibleFeatures, Incompatible.DIRTY | Incompatible.CORRUPT | Incompatible.COMPRESSION_TYPE | Incompatible.EXTENDED_L2, 'incompatible', h);
   if (unknown.length > 0) {
     const names = unknown.map((u) => {
       const bit = Number(/^bit (\d+)/.exec(u)![1]);
@@ -247,7 +247,10 @@ export function validateHeader(h: Qcow2Header, fileSize: number, name: string): 
   }
   if (h.refcountOrder > 6) bad('refcount_order', `${h.refcountOrder} is more than 6 (64-bit refcounts)`);
   if (h.size > QCOW2_MAX_SIZE) bad('size', `${h.size} is larger than ${QCOW2_MAX_SIZE}`);
-  const l2Entries = cs / 8;
+  const extended = (h.incompatibleFeatures & BigInt(Incompatible.EXTENDED_L2)) !== 0n;
+  // qcow2.txt, Extended L2 Entries: 32 subclusters per cluster, each at least a sector.
+  if (extended && h.clusterBits < 14) bad('cluster_bits', `${h.clusterBits} is too small for extended L2 entries (32 subclusters of at least 512 bytes)`);
+  const l2Entries = cs / (extended ? 16 : 8);
   const needL1 = Math.ceil(h.size / (cs * l2Entries));
   if (h.l1Size < needL1) bad('l1_size', `${h.l1Size} is too small for size ${h.size} (needs ${needL1})`);
   if (h.l1Size * 8 > QCOW2_MAX_L1_BYTES) bad('l1_size', `${h.l1Size} is larger than ${QCOW2_MAX_L1_BYTES / 8} entries`);

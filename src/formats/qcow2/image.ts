@@ -52,6 +52,8 @@ export class Qcow2Image extends BlockDeviceBase implements DiskImage {
   protected readonly clusterSize: number;
   /** log2 of the number of entries in an L2 table. */
   protected readonly l2Bits: number;
+  /** Extended L2 entries (qcow2.txt): 128 bits, the second half a bitmap of 32 subclusters. */
+  private readonly extendedL2: boolean;
   private readonly ownsParent: boolean;
   protected readonly warnings: string[];
   /** L2 tables by host offset, least recently used first. */
@@ -69,7 +71,8 @@ export class Qcow2Image extends BlockDeviceBase implements DiskImage {
     this.readOnly = p.readOnly || p.storage.readOnly;
     this.size = p.header.size;
     this.clusterSize = 2 ** p.header.clusterBits;
-    this.l2Bits = p.header.clusterBits - 3;
+    this.extendedL2 = (p.header.incompatibleFeatures & BigInt(Incompatible.EXTENDED_L2)) !== 0n;
+    this.l2Bits = p.header.clusterBits - (this.extendedL2 ? 4 : 3);
     if (p.parent) this.backing = p.parent;
     this.ownsParent = p.ownsParent;
     this.warnings = p.warnings;
@@ -120,18 +123,60 @@ export class Qcow2Image extends BlockDeviceBase implements DiskImage {
     }
   }
 
-  /** The mapping of guest cluster `c`. */
+  /** The mapping of guest cluster `c` (for extended L2 entries, of its whole cluster; see {@link segment}). */
   protected async lookup(c: number): Promise<L2Mapping> {
+    return (await this.lookupEntry(c)).m;
+  }
+
+  private async lookupEntry(c: number): Promise<{ m: L2Mapping; bitmap?: [number, number] }> {
     const i = Math.floor(c / 2 ** this.l2Bits);
-    if (i >= this.header.l1Size) return { kind: 'unallocated' };
+    if (i >= this.header.l1Size) return { m: { kind: 'unallocated' } };
     const l2 = this.l2Offset(i);
-    if (l2 === 0) return { kind: 'unallocated' };
+    if (l2 === 0) return { m: { kind: 'unallocated' } };
     const t = await this.l2Table(l2);
     const j = c % 2 ** this.l2Bits;
-    const [hi, lo] = entryHalves(t, j * 8);
-    const m = decodeL2(hi, lo, this.header.clusterBits, this.header.version);
+    if (!this.extendedL2) {
+      const [hi, lo] = entryHalves(t, j * 8);
+      const m = decodeL2(hi, lo, this.header.clusterBits, this.header.version);
+      this.checkMapping(m, c);
+      return { m };
+    }
+    const [hi, lo] = entryHalves(t, j * 16);
+    // Bit 0 is not the zero flag here: zeros are marked per subcluster in the bitmap.
+    const m = decodeL2(hi, lo & ~QCOW_OFLAG_ZERO, this.header.clusterBits, this.header.version);
     this.checkMapping(m, c);
-    return m;
+    const [zero, alloc] = entryHalves(t, j * 16 + 8);
+    return { m, bitmap: [alloc >>> 0, zero >>> 0] };
+  }
+
+  /**
+   * The run of guest bytes from `pos` that one mapping answers: to the end of the
+   * cluster, or with extended L2 entries to the end of the subclusters sharing a status.
+   */
+  private async segment(pos: number): Promise<{ m: L2Mapping; c: number; end: number }> {
+    const cs = this.clusterSize;
+    const c = Math.floor(pos / cs);
+    const { m, bitmap } = await this.lookupEntry(c);
+    const end = (c + 1) * cs;
+    if (!bitmap || m.kind === 'compressed') return { m, c, end };
+    const [alloc, zero] = bitmap;
+    const scs = cs / 32;
+    const state = (sc: number): number => {
+      const a = (alloc >>> sc) & 1;
+      const z = (zero >>> sc) & 1;
+      if (a && z) throw new VdiskError('E_CORRUPT', `${this.filename}: subcluster ${sc} of guest cluster ${c} is marked both allocated and zero`);
+      return a ? 1 : z ? 2 : 0;
+    };
+    const first = Math.floor((pos - c * cs) / scs);
+    const s = state(first);
+    let last = first + 1;
+    while (last < 32 && state(last) === s) last++;
+    const runEnd = c * cs + last * scs;
+    if (s === 1) {
+      if (m.kind !== 'normal') throw new VdiskError('E_CORRUPT', `${this.filename}: guest cluster ${c} has allocated subclusters but no host cluster`);
+      return { m, c, end: runEnd };
+    }
+    return { m: s === 2 ? { kind: 'zero', offset: 0 } : { kind: 'unallocated' }, c, end: runEnd };
   }
 
   private checkMapping(m: L2Mapping, c: number): void {
@@ -179,7 +224,12 @@ export class Qcow2Image extends BlockDeviceBase implements DiskImage {
 
   /** Read guest cluster `c`'s bytes [within, within + piece.length) into `piece`. */
   protected async readCluster(c: number, within: number, piece: Uint8Array): Promise<void> {
-    const m = await this.lookup(c);
+    await this.readAt(piece, c * this.clusterSize + within);
+  }
+
+  /** Read `piece` at guest offset `pos`, which mapping `m` of guest cluster `c` answers. */
+  private async readMapped(m: L2Mapping, c: number, pos: number, piece: Uint8Array): Promise<void> {
+    const within = pos - c * this.clusterSize;
     switch (m.kind) {
       case 'normal':
         return this.readHost(piece, m.offset + within);
@@ -192,17 +242,16 @@ export class Qcow2Image extends BlockDeviceBase implements DiskImage {
         return;
       }
       case 'unallocated':
-        return this.readBelow(piece, c * this.clusterSize + within);
+        return this.readBelow(piece, pos);
     }
   }
 
   protected async readAt(buf: Uint8Array, offset: number): Promise<void> {
-    const cs = this.clusterSize;
-    for (let pos = offset; pos < offset + buf.length; ) {
-      const c = Math.floor(pos / cs);
-      const within = pos - c * cs;
-      const n = Math.min(cs - within, offset + buf.length - pos);
-      await this.readCluster(c, within, buf.subarray(pos - offset, pos - offset + n));
+    const end = offset + buf.length;
+    for (let pos = offset; pos < end; ) {
+      const seg = await this.segment(pos);
+      const n = Math.min(seg.end, end) - pos;
+      await this.readMapped(seg.m, seg.c, pos, buf.subarray(pos - offset, pos - offset + n));
       pos += n;
     }
   }
@@ -411,8 +460,9 @@ export class Qcow2Image extends BlockDeviceBase implements DiskImage {
         pos = next;
         continue;
       }
-      const n = Math.min((c + 1) * cs, end) - pos;
-      const m = await this.lookup(c);
+      const seg = await this.segment(pos);
+      const m = seg.m;
+      const n = Math.min(seg.end, end) - pos;
       if (m.kind === 'unallocated') {
         if (below < 0) below = pos;
       } else {
@@ -452,6 +502,7 @@ export class Qcow2Image extends BlockDeviceBase implements DiskImage {
       'dirty-bit': (incompat & BigInt(Incompatible.DIRTY)) !== 0n,
       corrupt: (incompat & BigInt(Incompatible.CORRUPT)) !== 0n,
       'compression-type': 'zlib',
+      'extended-l2': this.extendedL2,
       snapshots: h.nbSnapshots,
       'l1-size': h.l1Size,
       'l1-table-offset': h.l1TableOffset,

@@ -95,6 +95,7 @@ function refuseWriting(h: Qcow2Header, name: string): void {
   if (h.incompatibleFeatures & BigInt(Incompatible.DIRTY)) {
     throw new VdiskError('E_UNSUPPORTED', `${name}: the qcow2 dirty bit is set (lazy refcounts not written back); vdisk does not rebuild refcounts yet: run qemu-img check -r all, or open read-only`);
   }
+  if (h.incompatibleFeatures & BigInt(Incompatible.EXTENDED_L2)) throw new VdiskError('E_UNSUPPORTED', `${name}: writing qcow2 images with extended L2 entries (subclusters) is not supported; open it read-only`);
   if (h.nbSnapshots > 0) throw new VdiskError('E_UNSUPPORTED', `${name}: writing a qcow2 image with internal snapshots (${h.nbSnapshots}) is not supported; open it read-only`);
 }
 
