@@ -330,3 +330,63 @@ export function encodeHeader(n: NewHeader): Buffer {
   if (buf.length > 2 ** n.clusterBits) throw new VdiskError('E_USAGE', `qcow2 header with a ${name.length}-byte backing name does not fit one cluster`);
   return buf;
 }
+
+/** One internal snapshot, as `qemu-img info` lists it (qcow2.txt, "Snapshots"). */
+export interface Qcow2Snapshot {
+  id: string;
+  name: string;
+  'date-sec': number;
+  'date-nsec': number;
+  'vm-clock-sec': number;
+  'vm-clock-nsec': number;
+  'vm-state-size': number;
+  /** Guest size when the snapshot was taken (extra data, version 3). */
+  'disk-size'?: number;
+  'l1-size': number;
+}
+
+/** Fixed part of a snapshot table entry. */
+const SNAPSHOT_HEADER = 40;
+/** Bytes of snapshot table vdisk reads at most (qemu's QCOW_MAX_SNAPSHOTS_SIZE is 64 MiB). */
+export const QCOW2_MAX_SNAPSHOT_TABLE = 64 * 1024 * 1024;
+
+/**
+ * Decode the snapshot table: `count` variable-length entries from `offset`, each
+ * checked against the file; `read` fetches bytes (bounded by the caller's file).
+ */
+export async function readSnapshots(read: (len: number, at: number) => Promise<Buffer>, offset: number, count: number, fileSize: number, name: string): Promise<Qcow2Snapshot[]> {
+  const out: Qcow2Snapshot[] = [];
+  let at = offset;
+  for (let n = 0; n < count; n++) {
+    if (at + SNAPSHOT_HEADER > fileSize || at - offset > QCOW2_MAX_SNAPSHOT_TABLE) {
+      throw new VdiskError('E_CORRUPT', `${name}: qcow2 snapshot ${n} of ${count} at ${at} lies outside the file or the table's bound`);
+    }
+    const h = await read(SNAPSHOT_HEADER, at);
+    const idLen = h.readUInt16BE(12);
+    const nameLen = h.readUInt16BE(14);
+    const extraLen = h.readUInt32BE(36);
+    if (extraLen > 1024) throw new VdiskError('E_CORRUPT', `${name}: qcow2 snapshot ${n} has ${extraLen} bytes of extra data (at most 1024)`);
+    const rest = extraLen + idLen + nameLen;
+    if (at + SNAPSHOT_HEADER + rest > fileSize) throw new VdiskError('E_CORRUPT', `${name}: qcow2 snapshot ${n} at ${at} runs past the end of the file`);
+    const body = await read(rest, at + SNAPSHOT_HEADER);
+    const clock = Number(h.readBigUInt64BE(24));
+    const s: Qcow2Snapshot = {
+      id: body.subarray(extraLen, extraLen + idLen).toString('utf8'),
+      name: body.subarray(extraLen + idLen, rest).toString('utf8'),
+      'date-sec': h.readUInt32BE(16),
+      'date-nsec': h.readUInt32BE(20),
+      'vm-clock-sec': Math.floor(clock / 1e9),
+      'vm-clock-nsec': clock % 1e9,
+      'vm-state-size': h.readUInt32BE(32),
+      'l1-size': h.readUInt32BE(8),
+    };
+    if (extraLen >= 16) s['disk-size'] = Number(body.readBigUInt64BE(8));
+    if (extraLen >= 8) {
+      const large = Number(body.readBigUInt64BE(0));
+      if (large > 0) s['vm-state-size'] = large;
+    }
+    out.push(s);
+    at += Math.ceil((SNAPSHOT_HEADER + rest) / 8) * 8;
+  }
+  return out;
+}

@@ -15,7 +15,7 @@ import type { DiskImage, Extent, ImageInfo } from '../../device/block-device.js'
 import { BlockDeviceBase } from '../../device/base.js';
 import { VdiskError } from '../../errors.js';
 import type { Storage } from '../../storage/storage.js';
-import { Compatible, Incompatible, Qcow2Field, type Qcow2Header } from './header.js';
+import { Compatible, Incompatible, Qcow2Field, readSnapshots, type Qcow2Header } from './header.js';
 import type { Refcounts } from './refcount.js';
 import { QCOW_OFLAG_COPIED_HI, QCOW_OFLAG_ZERO, decodeL2, entryHalves, entryOffset, writeEntry, type L2Mapping } from './tables.js';
 
@@ -510,11 +510,25 @@ export class Qcow2Image extends BlockDeviceBase implements DiskImage {
       'refcount-table-clusters': this.refcounts?.tableAt.clusters ?? h.refcountTableClusters,
     };
     if (h.backingFormat !== undefined) facts['backing-format'] = h.backingFormat;
+    const warnings = [...this.warnings];
+    if (h.nbSnapshots > 0) {
+      try {
+        const read = async (len: number, at: number): Promise<Buffer> => {
+          const b = Buffer.alloc(len);
+          await this.storage.read(b, at);
+          return b;
+        };
+        facts['snapshot-list'] = await readSnapshots(read, h.snapshotsOffset, h.nbSnapshots, this.storage.size, this.filename);
+      } catch (err) {
+        if (!(err instanceof VdiskError)) throw err;
+        warnings.push(`snapshot table not listed: ${err.message}`);
+      }
+    }
     const out: ImageInfo = { clusterSize: this.clusterSize, formatSpecific: facts };
     if ((incompat & BigInt(Incompatible.DIRTY)) !== 0n) out.dirty = true;
     if (h.backingFile !== undefined) out.backingFilename = h.backingFile;
     if (this.backing) out.fullBackingFilename = this.backing.filename;
-    if (this.warnings.length) out.warnings = [...this.warnings];
+    if (warnings.length) out.warnings = warnings;
     return out;
   }
 

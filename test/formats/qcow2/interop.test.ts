@@ -209,6 +209,12 @@ describe('qcow2 images made by qemu read as qemu reads them', () => {
       const info = await img.info();
       expect(info.clusterSize).toBe(65536);
       expect(info.formatSpecific).toMatchObject({ snapshots: 2, 'lazy-refcounts': true, 'dirty-bit': false, 'refcount-bits': 16, compat: '1.1' });
+      const qemu = JSON.parse(await runOk('qemu-img', ['info', '--output', 'json', f])) as { snapshots: Array<Record<string, unknown>> };
+      const keys = ['id', 'name', 'date-sec', 'date-nsec', 'vm-clock-sec', 'vm-clock-nsec', 'vm-state-size'];
+      const pick = (o: Record<string, unknown>): Record<string, unknown> => Object.fromEntries(keys.map((k) => [k, o[k]]));
+      const ours = info.formatSpecific?.['snapshot-list'] as Array<Record<string, unknown>>;
+      expect(ours.map(pick)).toEqual(qemu.snapshots.map(pick));
+      expect(ours.map((x) => x['disk-size'])).toEqual([4 * MiB, 4 * MiB]);
     } finally {
       await img.close();
     }
