@@ -343,6 +343,7 @@ export interface Qcow2Snapshot {
   /** Guest size when the snapshot was taken (extra data, version 3). */
   'disk-size'?: number;
   'l1-size': number;
+  'l1-offset': number;
 }
 
 /** Fixed part of a snapshot table entry. */
@@ -379,6 +380,7 @@ export async function readSnapshots(read: (len: number, at: number) => Promise<B
       'vm-clock-nsec': clock % 1e9,
       'vm-state-size': h.readUInt32BE(32),
       'l1-size': h.readUInt32BE(8),
+      'l1-offset': Number(h.readBigUInt64BE(0) & 0x00fffffffffffe00n),
     };
     if (extraLen >= 16) s['disk-size'] = Number(body.readBigUInt64BE(8));
     if (extraLen >= 8) {

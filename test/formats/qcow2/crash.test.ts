@@ -9,7 +9,7 @@ import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import type { DiskImage } from '../../../src/device/block-device.js';
 import { openLocation } from '../../../src/formats/registry.js';
-import { qcow2Driver } from '../../../src/formats/qcow2/index.js';
+import { checkQcow2, qcow2Driver } from '../../../src/formats/qcow2/index.js';
 import { MemoryLocation } from '../../../src/storage/location.js';
 import { MemoryStorage } from '../../../src/storage/memory.js';
 import { crashSweep } from '../../helpers/crash.js';
@@ -71,6 +71,10 @@ describe('qcow2 crash safety', async () => {
         expect(got.subarray(0, lo).equals(before.subarray(0, lo)), 'bytes before the step in progress').toBe(true);
         expect(got.subarray(hi).equals(before.subarray(hi)), 'bytes after the step in progress').toBe(true);
         for (let i = lo; i < hi; i++) if (got[i] !== before[i] && got[i] !== after[i]) throw new Error(`byte ${i} is neither before nor after`);
+        // Our check: leaks allowed, never corruption.
+        const r = await checkQcow2(new MemoryStorage(files.get('a.qcow2')!, { name: 'a.qcow2' }), folder.at('a.qcow2'), {});
+        expect(r.totalClusters).toBe(size / 512);
+        expect(r.problems.filter((p) => p.severity === 'corrupt')).toEqual([]);
         if (n++ % 17 === 0) sample.push(files.get('a.qcow2')!);
       },
     });

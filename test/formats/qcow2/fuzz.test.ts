@@ -1,13 +1,13 @@
 /**
  * Fuzz the qcow2 driver: damaged headers, extensions, L1/L2 tables, refcount tables
- * and blocks and compressed descriptors must open, read, map and take a few writes,
+ * and blocks and compressed descriptors must check, open, read, map and take a few writes,
  * or fail with a VdiskError, quickly and without large allocations.
  */
 import { readFileSync } from 'node:fs';
 import { describe, expect, it } from 'vitest';
 import { isVdiskError } from '../../../src/errors.js';
 import { Qcow2Field, decodeHeader } from '../../../src/formats/qcow2/header.js';
-import { qcow2Driver } from '../../../src/formats/qcow2/index.js';
+import { checkQcow2, qcow2Driver } from '../../../src/formats/qcow2/index.js';
 import { openLocation } from '../../../src/formats/registry.js';
 import { MemoryLocation } from '../../../src/storage/location.js';
 import { MemoryStorage } from '../../../src/storage/memory.js';
@@ -69,6 +69,12 @@ function folderWith(data: Buffer): MemoryLocation {
 }
 
 async function attempt(data: Buffer): Promise<void> {
+  const f0 = folderWith(data);
+  try {
+    await checkQcow2(await f0.open('f.qcow2'), f0, {});
+  } catch (err) {
+    if (!isVdiskError(err)) throw err;
+  }
   const f1 = folderWith(data);
   const open1 = (n: string, format?: string) => openLocation(f1.at(n), { readOnly: true, format });
   const ro = await qcow2Driver.open(await f1.open('f.qcow2'), f1, { readOnly: true, openParent: open1 });
@@ -102,7 +108,7 @@ async function attempt(data: Buffer): Promise<void> {
 let writes = 0;
 
 describe('qcow2 fuzz', () => {
-  it('survives 7500 damaged images (open, extents, read, info, write)', async () => {
+  it('survives 7500 damaged images (check, open, extents, read, info, write)', async () => {
     const seeds = [fixture('qemu72-v3-512-compressed.qcow2'), fixture('qemu72-v3-1k-child.qcow2'), BASE, await ourSeed(), fixture('qemu72-v3-16k-extl2.qcow2')];
     let total = 0;
     let opened = 0;

@@ -67,6 +67,8 @@ async function judge(f: string, model: Buffer): Promise<void> {
   const c = await qemuCheck(f);
   expect(c.code, c.out).toBe(0);
   expect(c.out).toMatch(/No errors were found/);
+  const ours = await run(process.execPath, [VDISK_BIN, 'check', f], { cwd: dir });
+  expect(ours.code, ours.stdout + ours.stderr).toBe(0);
   const raw = `${f}.model.raw`;
   await writeFile(raw, model);
   expect(await qemuSame(f, 'qcow2', raw, 'raw')).toBe(true);
