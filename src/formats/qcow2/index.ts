@@ -213,11 +213,11 @@ const CHECK_MAX_CLUSTERS = 2 ** 27;
  * and every snapshot, data and compressed clusters, the snapshot table) and compare
  * with the stored refcounts: a refcount below its references is corruption (a
  * writer would reuse a cluster in use), above it a leak; references past the end of
- * the file and COPIED flags that disagree with the refcount are corruption. Repair
- * is not implemented yet.
+ * the file and COPIED flags that disagree with the refcount are corruption. `repair`
+ * lowers leaked refcounts to their references when nothing is corrupt (rebuilding
+ * refcounts after corruption, qemu's `-r all`, is not implemented).
  */
 export async function checkQcow2(storage: Storage, _location: ImageLocation, opts: DriverCheckOptions & Partial<DriverOpenOptions>): Promise<CheckResult> {
-  if (opts.repair) throw new VdiskError('E_UNSUPPORTED', `${storage.name}: repairing qcow2 images is not supported yet (check without -r reports the problems)`);
   const h = await loadHeader(storage);
   const cs = 2 ** h.clusterBits;
   const clusters = Math.ceil(storage.size / cs);
@@ -311,6 +311,7 @@ export async function checkQcow2(storage: Storage, _location: ImageLocation, opt
   }
   const rc = new Refcounts(storage, { clusterBits: h.clusterBits, refcountOrder: h.refcountOrder, table, tableOffset: h.refcountTableOffset });
   const stored = new Uint32Array(clusters);
+  const leaked: number[] = [];
   for (let c = 0; c < clusters; c++) {
     let actual: number;
     try {
@@ -323,11 +324,25 @@ export async function checkQcow2(storage: Storage, _location: ImageLocation, opt
     stored[c] = actual;
     const want = refs[c]!;
     if (actual < want) corrupt(`host cluster ${c} has refcount ${actual} but ${want} references`, c * cs);
-    else if (actual > want) problems.push({ severity: 'leak', message: `${storage.name}: host cluster ${c} has refcount ${actual} but ${want} references (leaked)`, offset: c * cs });
+    else if (actual > want) {
+      leaked.push(c);
+      problems.push({ severity: 'leak', message: `${storage.name}: host cluster ${c} has refcount ${actual} but ${want} references (leaked)`, offset: c * cs });
+    }
   }
   for (const x of copied) {
     const c = Math.floor(x.host / cs);
     if (c < clusters && x.flag !== (stored[c] === 1)) corrupt(`${x.what}: OFLAG_COPIED is ${x.flag ? 'set' : 'clear'} but the refcount is ${stored[c]}`, x.at);
+  }
+  if (opts.repair && leaked.length > 0) {
+    if (problems.some((p) => p.severity === 'corrupt')) {
+      warnings.push({ severity: 'warning', message: `${storage.name}: leaks not repaired: the image is corrupt, and rebuilding refcounts (qemu-img check -r all) is not implemented in vdisk` });
+    } else {
+      if (storage.readOnly) throw new VdiskError('E_READONLY', `${storage.name}: opened read-only; cannot repair`);
+      // Lowering a refcount to its references never frees a cluster in use.
+      for (const c of leaked) await rc.put(c, refs[c]!);
+      await storage.flush();
+      for (const p of problems) if (p.severity === 'leak') p.repaired = true;
+    }
   }
   problems.push(...warnings);
   return { problems, allocatedClusters: allocated, totalClusters: Math.ceil(h.size / cs) };

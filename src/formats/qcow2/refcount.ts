@@ -75,7 +75,7 @@ export class Refcounts {
   }
 
   /** Set the refcount of host cluster `c`, whose refcount block must exist (write-through). */
-  private async put(c: number, value: number): Promise<void> {
+  async put(c: number, value: number): Promise<void> {
     const off = this.blockOffset(Math.floor(c / this.perBlock));
     if (off === 0) throw new VdiskError('E_CORRUPT', `${this.storage.name}: host cluster ${c} has no refcount block`);
     if (this.bits < 64 && value >= 2 ** this.bits) throw new VdiskError('E_UNSUPPORTED', `${this.storage.name}: refcount ${value} of host cluster ${c} does not fit ${this.bits} bits`);

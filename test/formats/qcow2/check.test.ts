@@ -2,7 +2,8 @@
  * `vdisk check` on qcow2 agrees with `qemu-img check`: clean qemu-made images of
  * every kind (snapshots, compressed, extended L2, refcount widths, backing files) are
  * clean; a leaked cluster and a cluster in use with refcount 0 give the same leak and
- * corruption counts and the same exit codes (0 clean, 2 corrupt, 3 leaks only).
+ * corruption counts and the same exit codes (0 clean, 2 corrupt, 3 leaks only);
+ * `-r leaks` repairs the leak so that qemu finds the image clean.
  */
 import { readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
@@ -88,6 +89,11 @@ describe('vdisk check on qcow2', () => {
     const ql = await qemuCheck(lf);
     expect(ql).toMatchObject({ code: 3, leaks: 1 });
     expect(await ourCheck(lf)).toEqual(ql);
+    // -r leaks lowers the refcount; qemu then finds the image clean.
+    const r = await run(process.execPath, [VDISK_BIN, 'check', '-r', 'leaks', lf], { cwd: dir });
+    expect(r.code, r.stdout + r.stderr).toBe(0);
+    expect(r.stdout).toMatch(/1 leaked clusters/);
+    expect(await qemuCheck(lf)).toMatchObject({ code: 0, leaks: 0, corruptions: 0 });
     const bad = Buffer.from(b);
     bad.writeUInt16BE(0, rb + 2 * (n - 1));
     const cf = join(dir, 'corrupt.qcow2');
@@ -95,5 +101,9 @@ describe('vdisk check on qcow2', () => {
     const qc = await qemuCheck(cf);
     expect(qc.code).toBe(2);
     expect(await ourCheck(cf)).toEqual(qc);
+    // A corrupt image is not "repaired" by lowering leaks: -r all is refused to act and says so.
+    const r2 = await run(process.execPath, [VDISK_BIN, 'check', '-r', 'all', cf], { cwd: dir });
+    expect(r2.code).toBe(2);
+    expect((await readFile(cf)).equals(bad)).toBe(true);
   });
 });
