@@ -46,18 +46,18 @@ export class Qcow2Image extends BlockDeviceBase implements DiskImage {
   readonly readOnly: boolean;
   readonly size: number;
   readonly backing?: DiskImage;
-  protected readonly storage: Storage;
-  protected readonly header: Qcow2Header;
-  protected readonly l1: Buffer;
-  protected readonly clusterSize: number;
+  private readonly storage: Storage;
+  private readonly header: Qcow2Header;
+  private readonly l1: Buffer;
+  private readonly clusterSize: number;
   /** log2 of the number of entries in an L2 table. */
-  protected readonly l2Bits: number;
+  private readonly l2Bits: number;
   /** Extended L2 entries (qcow2.txt): 128 bits, the second half a bitmap of 32 subclusters. */
   private readonly extendedL2: boolean;
   private readonly ownsParent: boolean;
-  protected readonly warnings: string[];
+  private readonly warnings: string[];
   /** L2 tables by host offset, least recently used first. */
-  protected readonly l2Cache = new Map<number, Buffer>();
+  private readonly l2Cache = new Map<number, Buffer>();
   private readonly l2CacheMax: number;
   /** The last compressed cluster inflated (sequential small reads of one cluster inflate once). */
   private inflated?: { offset: number; data: Buffer };
@@ -89,7 +89,7 @@ export class Qcow2Image extends BlockDeviceBase implements DiskImage {
   }
 
   /** Host offset of the L2 table for L1 index `i` (0 = none). */
-  protected l2Offset(i: number): number {
+  private l2Offset(i: number): number {
     const [hi, lo] = entryHalves(this.l1, i * 8);
     const off = entryOffset(hi, lo);
     if (off !== 0 && (off % this.clusterSize !== 0 || off + this.clusterSize > this.storage.size)) {
@@ -99,7 +99,7 @@ export class Qcow2Image extends BlockDeviceBase implements DiskImage {
   }
 
   /** The L2 table at host offset `off`, through the cache. */
-  protected async l2Table(off: number): Promise<Buffer> {
+  private async l2Table(off: number): Promise<Buffer> {
     const hit = this.l2Cache.get(off);
     if (hit) {
       this.l2Cache.delete(off);
@@ -112,7 +112,7 @@ export class Qcow2Image extends BlockDeviceBase implements DiskImage {
     return t;
   }
 
-  protected cacheL2(off: number, t: Buffer): void {
+  private cacheL2(off: number, t: Buffer): void {
     this.l2Cache.set(off, t);
     if (this.l2Cache.size <= this.l2CacheMax) return;
     for (const key of this.l2Cache.keys()) {
@@ -123,8 +123,8 @@ export class Qcow2Image extends BlockDeviceBase implements DiskImage {
     }
   }
 
-  /** The mapping of guest cluster `c` (for extended L2 entries, of its whole cluster; see {@link segment}). */
-  protected async lookup(c: number): Promise<L2Mapping> {
+  /** The mapping of guest cluster `c` (for extended L2 entries, of its whole cluster; `segment` splits it by subcluster). */
+  private async lookup(c: number): Promise<L2Mapping> {
     return (await this.lookupEntry(c)).m;
   }
 
@@ -197,7 +197,7 @@ export class Qcow2Image extends BlockDeviceBase implements DiskImage {
   }
 
   /** Inflate the compressed cluster `m` (bounded to one cluster). */
-  protected async inflate(m: { offset: number; length: number }, c: number): Promise<Buffer> {
+  private async inflate(m: { offset: number; length: number }, c: number): Promise<Buffer> {
     if (this.inflated?.offset === m.offset) return this.inflated.data;
     const len = Math.min(m.length, this.storage.size - m.offset, 2 * this.clusterSize);
     const raw = Buffer.alloc(len);
@@ -215,7 +215,7 @@ export class Qcow2Image extends BlockDeviceBase implements DiskImage {
   }
 
   /** Fill `buf` with what lies under this image at `offset`: the backing data, or zeros. */
-  protected async readBelow(buf: Uint8Array, offset: number): Promise<void> {
+  private async readBelow(buf: Uint8Array, offset: number): Promise<void> {
     const p = this.backing;
     const inParent = p ? Math.max(0, Math.min(buf.length, p.size - offset)) : 0;
     if (p && inParent > 0) await p.read(buf.subarray(0, inParent), offset);
@@ -223,7 +223,7 @@ export class Qcow2Image extends BlockDeviceBase implements DiskImage {
   }
 
   /** Read guest cluster `c`'s bytes [within, within + piece.length) into `piece`. */
-  protected async readCluster(c: number, within: number, piece: Uint8Array): Promise<void> {
+  private async readCluster(c: number, within: number, piece: Uint8Array): Promise<void> {
     await this.readAt(piece, c * this.clusterSize + within);
   }
 

@@ -19,7 +19,8 @@ import { QCOW_OFLAG_COPIED_HI, QCOW_OFLAG_ZERO, decodeL2, entryHalves, entryOffs
 import { parseSize } from '../../util/size.js';
 
 export { Qcow2Image, type Qcow2ImageParts } from './image.js';
-export { decodeHeader as decodeQcow2Header, type Qcow2Header } from './header.js';
+export { decodeHeader as decodeQcow2Header, type FeatureName, type Qcow2Header, type Qcow2Snapshot } from './header.js';
+export type { Refcounts } from './refcount.js';
 
 /** Formats a backing_fmt may name (qemu's names; `vpc` is VHD). */
 const BACKING_FORMATS: Record<string, string> = { qcow2: 'qcow2', raw: 'raw', vpc: 'vhd', vhd: 'vhd', vdi: 'vdi', vmdk: 'vmdk' };
