@@ -27,6 +27,8 @@ export { isZero, forEachZeroRun } from './device/zero.js';
 export type { DriverCreateOptions, DriverOpenOptions, FormatDriver } from './formats/driver.js';
 export type { CheckProblem, CheckResult, DriverCheckOptions } from './device/check.js';
 export { MAX_CHAIN_DEPTH, findDriver, formatDrivers, open, openLocation, probeFormat, type OpenOptions } from './formats/registry.js';
+export { Qcow2Image, checkQcow2, qcow2Driver, type Qcow2Header } from './formats/qcow2/index.js';
+export type { FeatureName, Qcow2ImageParts, Qcow2Snapshot, Refcounts } from './formats/qcow2/index.js';
 export { RawImage, rawDriver } from './formats/raw/index.js';
 export { VdiImage, checkVdi, vdiDriver, type VdiHeader } from './formats/vdi/index.js';
 export type { VdiGeometry, VdiImageParts } from './formats/vdi/index.js';

@@ -9,9 +9,11 @@ export interface DriverOpenOptions {
   readOnly: boolean;
   /**
    * Open another image of any format (a parent), detected by magic, read-only,
-   * with chain-depth and loop checks. `name` must come from `location.resolve`.
+   * with chain-depth and loop checks. `name` must come from `location.resolve`;
+   * `format`, when the image records the parent's format (qcow2's backing_fmt),
+   * is used instead of probing.
    */
-  openParent(name: string): Promise<DiskImage>;
+  openParent(name: string, format?: string): Promise<DiskImage>;
   /** An explicitly given parent (overrides what the image names), if any. */
   parent?: DiskImage;
   /** Do not open the parent even if the image names one (info on a broken chain). */

@@ -9,13 +9,14 @@ import { VdiskError } from '../errors.js';
 import { FileLocation, type ImageLocation } from '../storage/location.js';
 import type { Storage } from '../storage/storage.js';
 import type { DriverOpenOptions, FormatDriver } from './driver.js';
+import { qcow2Driver } from './qcow2/index.js';
 import { rawDriver } from './raw/index.js';
 import { vdiDriver } from './vdi/index.js';
 import { vhdDriver } from './vhd/index.js';
 import { vmdkDriver } from './vmdk/index.js';
 
 /** Every driver, probed in this order; raw matches anything and comes last. */
-const DRIVERS: readonly FormatDriver[] = [vhdDriver, vmdkDriver, vdiDriver, rawDriver];
+const DRIVERS: readonly FormatDriver[] = [vhdDriver, vmdkDriver, vdiDriver, qcow2Driver, rawDriver];
 
 /** Longest differencing chain vdisk follows (child + 63 ancestors). */
 export const MAX_CHAIN_DEPTH = 64;
@@ -74,14 +75,14 @@ async function openAt(location: ImageLocation, opts: OpenOptions, chain: ChainSt
     const driverOpts: DriverOpenOptions = {
       readOnly,
       noBacking: opts.noBacking ?? false,
-      openParent: async (name: string) => {
+      openParent: async (name: string, format?: string) => {
         const key = location instanceof FileLocation ? resolvePath(name) : name;
         if (chain.seen.has(key)) throw new VdiskError('E_CHAIN', `${location.name}: backing chain loops back to ${name}`);
         if (chain.depth + 1 >= MAX_CHAIN_DEPTH) {
           throw new VdiskError('E_CHAIN', `${location.name}: backing chain deeper than ${MAX_CHAIN_DEPTH} images`);
         }
         chain.seen.add(key);
-        return openAt(location.at(name), { readOnly: true, allowPaths: opts.allowPaths }, { depth: chain.depth + 1, seen: chain.seen });
+        return openAt(location.at(name), { readOnly: true, allowPaths: opts.allowPaths, format }, { depth: chain.depth + 1, seen: chain.seen });
       },
     };
     if (opts.parent) driverOpts.parent = opts.parent;

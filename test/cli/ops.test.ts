@@ -65,7 +65,7 @@ describe('vdisk convert', () => {
     const cases: Array<[string[], RegExp]> = [
       [['convert', '-O', 'raw', 'src.raw', 'src.raw'], /^vdisk: src\.raw: is the source image src\.raw itself/],
       [['convert', '-O', 'raw', 'src.raw', 'out.raw'], /^vdisk: out\.raw: already exists \(use --force to replace it\)/],
-      [['convert', '-O', 'qcow2', 'src.raw', 'new.img'], /^vdisk: unknown format "qcow2" \(known: .*raw.*\)/],
+      [['convert', '-O', 'qcow9', 'src.raw', 'new.img'], /^vdisk: unknown format "qcow9" \(known: .*qcow2.*raw.*\)/],
       [['convert', '-O', 'raw', '-o', 'cluster_size=64k', 'src.raw', 'new.img'], /^vdisk: output format raw has no option "cluster_size" \(valid: none\)/],
       [['convert', '-O', 'raw', '-S', 'lots', 'src.raw', 'new.img'], /^vdisk: invalid -S size "lots"/],
       [['convert', '-O', 'raw', 'nothere.raw', 'new.img'], /^vdisk: nothere\.raw: no such file/],
