@@ -227,7 +227,8 @@ export class Pool {
     const ours = cands.filter((c) => c.mdas.some((m) => m.vg?.name === name) || c.mdas.some((m) => m.problem && m.text?.includes(`${name} {`)));
     const good = ours.filter((c) => bestVg(c)?.name === name);
     if (good.length === 0) {
-      const bad = ours.flatMap((c) => c.mdas.filter((m) => m.problem).map((m) => m.problem));
+      // A damaged text cannot say which VG it was: name every damaged copy in the folder.
+      const bad = cands.flatMap((c) => c.mdas.filter((m) => m.problem).map((m) => m.problem));
       if (bad.length > 0) throw new VdiskError('E_CORRUPT', `VG ${name}: every metadata copy is damaged: ${bad.join('; ')}`);
       throw new VdiskError('E_NOENT', `VG ${name}: no member image in ${dir} holds it`);
     }
@@ -235,7 +236,8 @@ export class Pool {
     if (ids.size > 1) throw new VdiskError('E_CORRUPT', `${dir} holds ${ids.size} different VGs named ${name}: ${good.map((c) => basename(c.path)).join(', ')}`);
     const best = good.map((c) => bestVg(c)!).reduce((a, b) => (b.seqno > a.seqno ? b : a));
     const warnings: string[] = [];
-    for (const c of ours) {
+    for (const c of cands) {
+      if (!best.pvs.some((p) => p.id === c.label.uuid)) continue;
       for (const m of c.mdas) if (m.problem) warnings.push(`${c.path}: ${m.problem}; using the copy with seqno ${best.seqno}`);
     }
 
