@@ -675,8 +675,8 @@ export class Pool {
       const want = Math.ceil(size / E);
       if (want >= have) throw new VdiskError('E_USAGE', `${this.name}/${name} is ${formatSize(have * E)}; reduce asks for less`);
       if (want === 0) throw new VdiskError('E_USAGE', `${this.name}/${name}: reduce to nothing is lv remove`);
-      const dev = this.openLv(name);
-      const table = await readPartitions(dev);
+      // Read the table through a short-lived LV view (not registered as open: lv remove must not see it).
+      const table = await readPartitions(new LogicalVolume(this, name, false));
       if (table.scheme !== 'none' && minimumDiskSize(table) > want * E) {
         throw new VdiskError('E_USAGE', `${this.name}/${name}: ${formatSize(want * E)} would cut into the ${table.scheme.toUpperCase()} partitions, which need ${minimumDiskSize(table)} bytes`);
       }

@@ -251,4 +251,26 @@ describe('pool bad input', () => {
     expect(q.lvSize('x')).toBe(36 * MiB);
     await q.close();
   });
+
+  it('lv reduce refuses to cut an MBR partition\'s span, then shrinks; lv remove frees the extents', async () => {
+    const dir = await tempDir('vdisk-poolreduce-');
+    await images(dir, ['a.raw'], 64 * MiB);
+    const p = await Pool.create('vg0', ['a.raw'], { dir });
+    await p.lvCreate('x', 40 * MiB);
+    const lv = p.openLv('x');
+    const mbr = Buffer.alloc(512);
+    mbr.writeUInt16LE(0xaa55, 510);
+    mbr.writeUInt8(0x83, 446 + 4);
+    mbr.writeUInt32LE(2048, 446 + 8);
+    mbr.writeUInt32LE(20480 * 2, 446 + 12); // ends at 21 MiB
+    await lv.write(mbr, 0);
+    await lv.close();
+    await expectCode(p.lvReduce('x', 16 * MiB), 'E_USAGE', /partitions/);
+    await p.lvReduce('x', 24 * MiB);
+    expect(p.lvSize('x')).toBe(24 * MiB);
+    await p.lvRemove('x');
+    expect(p.vg.lvs).toEqual([]);
+    await p.lvCreate('y', 60 * MiB);
+    await p.close();
+  });
 });
