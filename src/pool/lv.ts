@@ -83,32 +83,52 @@ export class LogicalVolume extends BlockDeviceBase implements DiskImage {
     return p.member.dev;
   }
 
-  protected async readAt(buf: Uint8Array, offset: number): Promise<void> {
-    for (const p of this.pieces(offset, buf.length)) {
-      await this.dev(p).read(buf.subarray(p.lvOffset - offset, p.lvOffset - offset + p.length), p.devOffset);
-    }
+  protected readAt(buf: Uint8Array, offset: number): Promise<void> {
+    return this.pool.io(async () => {
+      for (const p of this.pieces(offset, buf.length)) {
+        await this.dev(p).read(buf.subarray(p.lvOffset - offset, p.lvOffset - offset + p.length), p.devOffset);
+      }
+    });
   }
 
-  protected async writeAt(buf: Uint8Array, offset: number): Promise<void> {
-    for (const p of this.pieces(offset, buf.length)) {
-      await this.dev(p).write(buf.subarray(p.lvOffset - offset, p.lvOffset - offset + p.length), p.devOffset);
-    }
+  protected writeAt(buf: Uint8Array, offset: number): Promise<void> {
+    return this.pool.io(async () => {
+      for (const p of this.pieces(offset, buf.length)) {
+        await this.dev(p).write(buf.subarray(p.lvOffset - offset, p.lvOffset - offset + p.length), p.devOffset);
+      }
+    });
   }
 
-  protected override async writeZeroesAt(offset: number, length: number): Promise<void> {
-    for (const p of this.pieces(offset, length)) await this.dev(p).writeZeroes(p.devOffset, p.length);
+  protected override writeZeroesAt(offset: number, length: number): Promise<void> {
+    return this.pool.io(async () => {
+      for (const p of this.pieces(offset, length)) await this.dev(p).writeZeroes(p.devOffset, p.length);
+    });
   }
 
-  protected override async discardAt(offset: number, length: number): Promise<void> {
-    for (const p of this.pieces(offset, length)) await this.dev(p).discard(p.devOffset, p.length);
+  protected override discardAt(offset: number, length: number): Promise<void> {
+    return this.pool.io(async () => {
+      for (const p of this.pieces(offset, length)) await this.dev(p).discard(p.devOffset, p.length);
+    });
   }
 
   protected async *extentsIn(offset: number, length: number): AsyncIterable<Extent> {
-    for (const p of this.pieces(offset, length)) {
-      const dev = this.dev(p);
-      for await (const e of dev.extents(p.devOffset, p.length)) {
-        yield { offset: p.lvOffset + (e.offset - p.devOffset), length: e.length, kind: e.kind, depth: 0 };
-      }
+    // One piece at a time, each mapped and listed inside pool.io, so a migration step
+    // is never held off by a caller that consumes extents slowly.
+    let pos = offset;
+    const end = offset + length;
+    while (pos < end) {
+      const got = await this.pool.io(async () => {
+        const p = this.pieces(pos, end - pos).next().value as LvPiece | undefined;
+        if (!p) return undefined;
+        const out: Extent[] = [];
+        for await (const e of this.dev(p).extents(p.devOffset, p.length)) {
+          out.push({ offset: p.lvOffset + (e.offset - p.devOffset), length: e.length, kind: e.kind, depth: 0 });
+        }
+        return { out, next: p.lvOffset + p.length };
+      });
+      if (!got) return;
+      yield* got.out;
+      pos = got.next;
     }
   }
 

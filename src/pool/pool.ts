@@ -170,11 +170,90 @@ function newImageFor(opts: PoolMemberOptions, i: number, name: string): { format
   return n;
 }
 
+/** Extents of LVs that sit on PV `key`. */
+function usedExtents(vg: VgMeta, key: string): number {
+  let n = 0;
+  for (const lv of vg.lvs) for (const s of lv.segments) for (const a of s.stripes) if (a.pv === key) n += s.extentCount / s.stripes.length;
+  return n;
+}
+
+/** One migration chunk: `count` extents of a stripe area moved from one PV to another, and the VG that says so. */
+interface MoveStep {
+  from: { pv: string; pe: number };
+  to: { pv: string; pe: number };
+  count: number;
+  next: VgMeta;
+}
+
+/**
+ * The next chunk to move off PV `key`: the first stripe area on it, up to `chunk`
+ * extents, to free space on another allocatable PV that the segment does not
+ * already stripe over. Undefined when nothing is left on `key`; E_NOSPC when
+ * nowhere can take it.
+ */
+export function planMove(vg: VgMeta, key: string, chunk: number): MoveStep | undefined {
+  for (const lv of vg.lvs) {
+    for (const [si, seg] of lv.segments.entries()) {
+      const j = seg.stripes.findIndex((a) => a.pv === key);
+      if (j < 0) continue;
+      const k = seg.stripes.length;
+      const area = seg.extentCount / k;
+      const free = freeRanges(vg);
+      const others = vg.pvs.filter((p) => p.key !== key && !seg.stripes.some((a) => a.pv === p.key));
+      const ranges = others.flatMap((p) => (free.get(p.key) ?? []).map(([a, b]) => ({ pv: p.key, pe: a, len: b - a })));
+      const want = Math.min(chunk, area);
+      const fit = ranges.find((r) => r.len >= want) ?? ranges.sort((x, y) => y.len - x.len)[0];
+      if (!fit) {
+        throw new VdiskError('E_NOSPC', `VG ${vg.name}: no free extents outside ${key}${k > 1 ? ' and the other stripes' : ''} to take ${lv.name}'s ${usedExtents(vg, key)} extents on it`);
+      }
+      const count = Math.min(want, fit.len);
+      const next = structuredClone(vg);
+      const nlv = next.lvs.find((l) => l.name === lv.name)!;
+      const nseg = nlv.segments[si]!;
+      const from = { pv: key, pe: seg.stripes[j]!.pe };
+      const parts: SegmentMeta[] = [];
+      const head: SegmentMeta = { ...nseg, extentCount: count * k, stripes: nseg.stripes.map((a) => ({ ...a })) };
+      head.stripes[j] = { pv: fit.pv, pe: fit.pe };
+      parts.push(head);
+      if (count < area) {
+        parts.push({ ...nseg, startExtent: nseg.startExtent + count * k, extentCount: (area - count) * k, stripes: nseg.stripes.map((a) => ({ pv: a.pv, pe: a.pe + count })) });
+      }
+      nlv.segments.splice(si, 1, ...parts);
+      nlv.segments = mergeSegments(nlv.segments);
+      return { from, to: { pv: fit.pv, pe: fit.pe }, count, next };
+    }
+  }
+  return undefined;
+}
+
+/** Join neighbouring segments that continue each other on the same PVs (as LVM2 merges them). */
+function mergeSegments(segs: SegmentMeta[]): SegmentMeta[] {
+  const out: SegmentMeta[] = [];
+  for (const s of segs) {
+    const prev = out.at(-1);
+    const k = s.stripes.length;
+    if (
+      prev &&
+      prev.type === s.type &&
+      prev.stripes.length === k &&
+      prev.stripeSize === s.stripeSize &&
+      prev.stripes.every((a, i) => a.pv === s.stripes[i]!.pv && a.pe + prev.extentCount / k === s.stripes[i]!.pe)
+    ) {
+      prev.extentCount += s.extentCount;
+    } else out.push({ ...s, stripes: s.stripes.map((a) => ({ ...a })) });
+  }
+  return out;
+}
+
 /** An LVM2 volume group over vdisk images. */
 export class Pool {
   /** Things the user should hear: bad metadata copies that were skipped, members brought up to date. */
   readonly warnings: string[] = [];
   private pending: Promise<unknown> = Promise.resolve();
+  /** LV requests in flight, and the migration step that holds them off while it moves a chunk. */
+  private ioActive = 0;
+  private ioDrained?: () => void;
+  private moving?: Promise<void>;
   private readonly volumes = new Set<LogicalVolume>();
   private closed = false;
 
@@ -443,6 +522,37 @@ export class Pool {
     }
   }
 
+  /**
+   * Run one LV request: it waits while a migration step moves a chunk, and computes
+   * its mapping only once the step has committed, so no write lands on an extent that
+   * is being copied away.
+   */
+  async io<T>(fn: () => Promise<T>): Promise<T> {
+    while (this.moving) await this.moving;
+    this.ioActive++;
+    try {
+      return await fn();
+    } finally {
+      this.ioActive--;
+      if (this.ioActive === 0 && this.ioDrained) this.ioDrained();
+    }
+  }
+
+  /** Run `fn` with every LV request held off (after those in flight have finished). */
+  private async exclusive<T>(fn: () => Promise<T>): Promise<T> {
+    while (this.moving) await this.moving;
+    let release!: () => void;
+    this.moving = new Promise<void>((r) => (release = r));
+    try {
+      if (this.ioActive > 0) await new Promise<void>((r) => (this.ioDrained = r));
+      this.ioDrained = undefined;
+      return await fn();
+    } finally {
+      this.moving = undefined;
+      release();
+    }
+  }
+
   /** Run `fn` after every earlier change has finished (changes never interleave). */
   private serial<T>(fn: () => Promise<T>): Promise<T> {
     const run = this.pending.then(fn, fn);
@@ -502,6 +612,88 @@ export class Pool {
       await this.commit(this.withPvs(this.current), `vdisk pool add ${this.name} ${basename(abs)}`);
       await this.markUsed(this.members.slice(before));
     });
+  }
+
+  /**
+   * Take the member at `path` out of the pool, moving its extents onto the others
+   * first, as `pvmove` then `vgreduce` would, without device-mapper. The member is
+   * first made unallocatable (committed, so a re-run knows a removal is under way);
+   * then each chunk of at most `chunkExtents` extents is copied to free space on
+   * another member, flushed there, and only then does a commit point the LV at the
+   * new place. A crash at any point leaves the chunk readable at the old place or
+   * the new one; running remove again finishes the job. While a chunk moves, LV
+   * requests wait (pool.io), so a write is never made to the copy's source after it
+   * was read. Finally the VG is committed without the member and its PV label and
+   * metadata area are wiped.
+   */
+  remove(path: string, opts: { chunkExtents?: number; progress?: (done: number, total: number) => void } = {}): Promise<{ movedExtents: number }> {
+    return this.serial(async () => {
+      this.writable();
+      const abs = this.folder.name(path);
+      const m = this.members.find((x) => x.path === abs) ?? this.members.find((x) => basename(x.path) === path);
+      if (!m || !this.pvOf(m)) throw new VdiskError('E_NOENT', `${path} is not a member of VG ${this.name}`);
+      if (this.current.pvs.length === 1) throw new VdiskError('E_USAGE', `${path} is the last member of VG ${this.name}; a pool cannot be left empty`);
+      const E = extentBytes(this.current);
+      const chunk = opts.chunkExtents ?? Math.max(1, Math.floor((16 << 20) / E));
+      if (!Number.isSafeInteger(chunk) || chunk < 1) throw new VdiskError('E_USAGE', `chunk of ${chunk} extents`);
+      if (this.pvOf(m)!.status.includes('ALLOCATABLE')) {
+        const next = cloneVg(this.current);
+        const pv = next.pvs.find((p) => p.id === m.uuid)!;
+        pv.status = pv.status.filter((x) => x !== 'ALLOCATABLE');
+        await this.commit(next, `vdisk pool remove ${this.name} ${basename(m.path)} (moving extents off)`);
+      }
+      const total = usedExtents(this.current, m.key);
+      let moved = 0;
+      opts.progress?.(0, total * E);
+      for (;;) {
+        const step = planMove(this.current, m.key, chunk);
+        if (!step) break;
+        await this.exclusive(async () => {
+          await this.copyExtents(step);
+          await this.commit(step.next, `vdisk pool remove ${this.name} ${basename(m.path)} (moved ${step.count} extents)`);
+        });
+        moved += step.count;
+        opts.progress?.(moved * E, total * E);
+      }
+      const next = cloneVg(this.current);
+      next.pvs = next.pvs.filter((p) => p.id !== m.uuid);
+      await this.commit(next, `vdisk pool remove ${this.name} ${basename(m.path)}`);
+      // The image is no longer a PV: wipe the label and the metadata area, as pvremove does.
+      await m.dev!.writeZeroes(0, DEFAULT_PE_START);
+      await m.dev!.flush();
+      await m.dev!.close();
+      this.members.splice(this.members.indexOf(m), 1);
+      return { movedExtents: moved };
+    });
+  }
+
+  /** Copy one migration chunk: data ranges copied, zero ranges and holes zeroed; the copy is flushed. */
+  private async copyExtents(step: MoveStep): Promise<void> {
+    const vg = this.current;
+    const E = extentBytes(vg);
+    const at = (pv: string, pe: number): { dev: DiskImage; off: number } => {
+      const p = vg.pvs.find((x) => x.key === pv)!;
+      const dev = this.member(pv).dev;
+      if (!dev) throw new VdiskError('E_IO', `VG ${this.name}: ${pv} is missing`);
+      return { dev, off: p.peStart * SECTOR + pe * E };
+    };
+    const src = at(step.from.pv, step.from.pe);
+    const dst = at(step.to.pv, step.to.pe);
+    const len = step.count * E;
+    const buf = Buffer.allocUnsafe(Math.min(len, 1 << 20));
+    for await (const e of src.dev.extents(src.off, len)) {
+      const to = dst.off + (e.offset - src.off);
+      if (e.kind !== 'data') {
+        await dst.dev.writeZeroes(to, e.length);
+        continue;
+      }
+      for (let done = 0; done < e.length; done += buf.length) {
+        const n = Math.min(buf.length, e.length - done);
+        await src.dev.read(buf.subarray(0, n), e.offset + done);
+        await dst.dev.write(buf.subarray(0, n), to + done);
+      }
+    }
+    await dst.dev.flush();
   }
 
   /**

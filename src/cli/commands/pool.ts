@@ -6,6 +6,7 @@ import { Pool } from '../../pool/pool.js';
 import { formatPoolHuman, poolReport, renderPoolSvg } from '../../pool/show.js';
 import { parseSize } from '../../util/size.js';
 import { action, collect, outputMode } from '../common.js';
+import { makeProgress, noProgress } from '../progress.js';
 
 interface DirOpt {
   dir?: string;
@@ -71,6 +72,28 @@ export function register(program: Command): void {
       await withPool(vg, o.dir, false, async (p) => {
         await p.add(member, { newImages: newImages(o.new), force: o.force });
         process.stdout.write(`Volume group "${vg}" extended by ${member}\n`);
+      });
+    }),
+  );
+
+  const remove = pool
+    .command('remove')
+    .description('move a member\'s extents onto the others in crash-safe chunks (pvmove), then take it out of the VG (vgreduce); re-run to finish an interrupted removal')
+    .argument('<vg>', 'volume group')
+    .argument('<member>', 'member image to remove')
+    .option('--dir <dir>', 'pool folder')
+    .option('-p, --progress', 'show progress');
+  remove.action(
+    action(remove, async (vg: string, member: string, o: DirOpt & { progress?: boolean }) => {
+      await withPool(vg, o.dir, false, async (p) => {
+        const bar = o.progress ? makeProgress('pool remove') : noProgress;
+        try {
+          const r = await p.remove(member, { progress: (d, t) => bar.update(d, t) });
+          bar.stop();
+          process.stdout.write(`Removed "${member}" from volume group "${vg}" (${r.movedExtents} extents moved)\n`);
+        } finally {
+          bar.stop();
+        }
       });
     }),
   );
