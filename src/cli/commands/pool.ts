@@ -89,7 +89,6 @@ export function register(program: Command): void {
         const bar = o.progress ? makeProgress('pool remove') : noProgress;
         try {
           const r = await p.remove(member, { progress: (d, t) => bar.update(d, t) });
-          bar.stop();
           process.stdout.write(`Removed "${member}" from volume group "${vg}" (${r.movedExtents} extents moved)\n`);
         } finally {
           bar.stop();
