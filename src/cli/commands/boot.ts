@@ -72,19 +72,19 @@ export function register(program: Command): void {
     .option('--memory <MiB>', 'guest memory in MiB', '16')
     .option('--expect <text>', 'exit 0 as soon as TEXT appears on the screen or COM1; 1 on timeout')
     .option('--timeout <s>', 'stop after S seconds of wall time')
-    .option('--screenshot <out.png>', 'write the final 80x25 text screen as a PNG')
+    .option('--screenshot <out.png>', 'write the final screen as a PNG (80x25 text as 640x400, mode 13h as 320x200)')
     .option('--keys <text>', 'type TEXT into the keyboard (\\n for Enter), a key each time the guest waits')
     .option('--snapshot', 'keep the guest\'s writes in memory instead of writing the image(s)');
   cmd.action(
     action(cmd, async (image: string | undefined, o: BootFlags) => {
       // The emulator is loaded only for this command: every other command starts faster.
-      const [{ boot }, { loadHostFont, screenshotPng }] = await Promise.all([import('../../emu/boot.js'), import('../../emu/screenshot.js')]);
+      const [{ boot }, { loadFont, screenshotPng }] = await Promise.all([import('../../emu/boot.js'), import('../../emu/screenshot.js')]);
       const debug = Boolean((program.opts() as GlobalFlags).debug);
       if (!image && !o.floppy) throw new VdiskError('E_USAGE', 'boot needs an IMAGE or --floppy IMG');
       const memoryMiB = Number(o.memory);
       const timeoutS = o.timeout === undefined ? undefined : Number(o.timeout);
       if (timeoutS !== undefined && !(timeoutS > 0)) throw new VdiskError('E_USAGE', `--timeout must be a positive number of seconds, not "${o.timeout}"`);
-      const font = o.screenshot ? loadHostFont() : null;
+      const font = o.screenshot ? loadFont() : null;
       const opened: DiskImage[] = [];
       try {
         const disk = image ? await open(image, { readOnly: Boolean(o.snapshot) }) : null;
@@ -109,7 +109,7 @@ export function register(program: Command): void {
         const r = await session.result;
         process.off('SIGINT', onSigint);
         mirror.flush();
-        if (o.screenshot && font) writeFileSync(o.screenshot, screenshotPng(session.machine.vga, font));
+        if (o.screenshot && font) writeFileSync(o.screenshot, screenshotPng(session.machine.vga, font, session.machine.mem.ram));
         if (r.outcome === 'expect') return 0;
         if (r.outcome === 'no-boot') throw new VdiskError('E_FORMAT', r.message);
         if (r.outcome === 'stopped' || (r.outcome === 'timeout' && !o.expect)) {
