@@ -4,6 +4,7 @@ import type { DiskImage } from '../../device/block-device.js';
 import { VdiskError } from '../../errors.js';
 import { open } from '../../formats/registry.js';
 import { action, type GlobalFlags } from '../common.js';
+import { ConsoleMirror } from '../console-mirror.js';
 
 interface BootFlags {
   floppy?: string;
@@ -13,48 +14,6 @@ interface BootFlags {
   screenshot?: string;
   keys?: string;
   snapshot?: boolean;
-}
-
-/**
- * Mirrors the two console streams (INT 10h teletype and COM1) to stdout line by
- * line, printing a line once when both streams carry it (guests often print to both).
- */
-class ConsoleMirror {
-  private readonly partial = { tty: '', serial: '' };
-  private readonly cr = { tty: false, serial: false };
-  private readonly unmatched = { tty: [] as string[], serial: [] as string[] };
-
-  write(kind: 'tty' | 'serial', text: string): void {
-    for (const ch of text) {
-      if (this.cr[kind] && ch !== '\n' && ch !== '\r') this.partial[kind] = '';
-      this.cr[kind] = ch === '\r';
-      if (ch === '\n') {
-        this.line(kind, this.partial[kind]);
-        this.partial[kind] = '';
-      } else if (ch === '\b') this.partial[kind] = this.partial[kind].slice(0, -1);
-      else if (ch >= ' ' || ch === '\t') this.partial[kind] += ch;
-    }
-  }
-
-  private line(kind: 'tty' | 'serial', text: string): void {
-    const other = kind === 'tty' ? 'serial' : 'tty';
-    const i = this.unmatched[other].indexOf(text);
-    if (i >= 0) {
-      this.unmatched[other].splice(0, i + 1);
-      return;
-    }
-    this.unmatched[kind].push(text);
-    if (this.unmatched[kind].length > 50) this.unmatched[kind].shift();
-    process.stdout.write(`${text}\n`, 'latin1');
-  }
-
-  /** Print what is left of unfinished lines (a prompt). */
-  flush(): void {
-    const t = this.partial.tty || this.partial.serial;
-    if (t) process.stdout.write(`${t}\n`, 'latin1');
-    this.partial.tty = '';
-    this.partial.serial = '';
-  }
 }
 
 function frame(lines: string[]): string {
@@ -91,7 +50,7 @@ export function register(program: Command): void {
         if (disk) opened.push(disk);
         const floppy = o.floppy ? await open(o.floppy, { readOnly: Boolean(o.snapshot) }) : null;
         if (floppy) opened.push(floppy);
-        const mirror = new ConsoleMirror();
+        const mirror = new ConsoleMirror((t) => process.stdout.write(t, 'latin1'));
         process.stdout.on('error', () => session.machine.stop()); // a closed pipe ends the run
         const session = boot(disk, {
           floppy,
