@@ -56,7 +56,7 @@ describe('vdisk boot', () => {
   it.skipIf(!existsSync(FREEDOS))('boots FreeDOS from --floppy to A:\\> and writes a screenshot', () => {
     const png = join(dir, 'fd.png');
     const before = sha(FREEDOS);
-    const r = vdisk('boot', '--floppy', FREEDOS, '--snapshot', '--expect', 'A:\\>', '--timeout', '60', '--screenshot', png);
+    const r = vdisk('boot', '--floppy', FREEDOS, '--snapshot', '--expect', 'A:\\\\>' /* a regular expression: the backslash escaped */, '--timeout', '60', '--screenshot', png);
     expect(r.status).toBe(0);
     expect(r.stdout).toContain('A:\\>');
     expect(sha(FREEDOS)).toBe(before);

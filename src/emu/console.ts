@@ -24,6 +24,8 @@ export class ConsoleMirror {
   private shown = '';
   /** Finished lines of a diverging stream, waiting for the terminal's line to end. */
   private readonly held: string[] = [];
+  /** This stream ended, as an echo, the line the other stream is still showing. */
+  private readonly echoEnded = { tty: false, serial: false };
 
   constructor(private readonly out: (text: string) => void) {}
 
@@ -67,7 +69,9 @@ export class ConsoleMirror {
     const text = this.partial[kind];
     this.partial[kind] = '';
     const other = this.other(kind);
-    const owed = this.owed[kind].indexOf(text);
+    // The same line, or (when not blank) the start of it: one stream may carry more of a
+    // line than the other, such as typed input a guest echoes to COM1 only.
+    const owed = this.owed[kind].findIndex((l) => l === text || (text !== '' && l.startsWith(text)));
     if (owed >= 0) {
       this.owed[kind].splice(0, owed + 1);
       return;
@@ -77,8 +81,14 @@ export class ConsoleMirror {
       this.out('\n');
       this.live = null;
       this.shown = '';
-      this.remember(other, text);
+      if (this.echoEnded[other]) this.echoEnded[other] = false;
+      else this.remember(other, text);
       this.release();
+      return;
+    }
+    if (this.live === other && text !== '' && this.shown.startsWith(text)) {
+      // An echo that ends its line while the owner carries on with more of it.
+      this.echoEnded[kind] = true;
       return;
     }
     if (this.live !== null) {

@@ -1,6 +1,6 @@
 /** ConsoleMirror: live output of the screen and COM1 streams, each line once. */
 import { describe, expect, it } from 'vitest';
-import { ConsoleMirror, type ConsoleStream } from '../../src/cli/console-mirror.js';
+import { ConsoleMirror, type ConsoleStream } from '../../src/emu/console.js';
 
 function mirror() {
   let out = '';
@@ -70,5 +70,15 @@ describe('ConsoleMirror', () => {
       m.flush();
       expect(out()).toBe('only\nprompt> \n');
     }
+  });
+
+  it('takes a line one stream carries further (input echoed to COM1 only) as the same line', () => {
+    const { m, out } = mirror();
+    interleave(m, 'first> ', 'first> ');
+    m.write('serial', 'one');
+    interleave(m, '\r\n', '\r\n');
+    m.write('tty', '\r\n');
+    m.write('serial', '\r\n');
+    expect(out()).toBe('first> one\n\n');
   });
 });
