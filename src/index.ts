@@ -90,5 +90,5 @@ export { convert, convertImage, DEFAULT_SPARSE_SIZE, MAX_SPARSE_SIZE, type Conve
 export { mapImage, mapEntry, writeMapJson, writeMapHuman, renderMapSvg, cellSizeFor, type MapEntry, type MapSvgOptions } from './ops/map.js';
 export { compare, type CompareOptions, type CompareResult } from './ops/compare.js';
 export { check, checkLocation, checkExitCode, summariseCheck, formatCheckHuman, ChecksUnsupportedError, type CheckOptions, type CheckReport, type ReportProblem } from './ops/check.js';
-export { boot, Machine, type BootOptions, type BootSession, type BootResult, type BootOutcome } from './emu/boot.js';
+export { boot, Machine, type BootOptions, type BootSession, type BootResult, type BootOutcome, type KeyStep } from './emu/boot.js';
 export { OverlayDevice } from './device/overlay.js';

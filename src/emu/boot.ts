@@ -10,6 +10,8 @@ export interface BootOptions extends Omit<MachineOptions, 'disk'> {
   /** Called for each chunk of console output (COM1 bytes and INT 10h teletype characters). */
   onSerial?: (text: string) => void;
   onTty?: (text: string) => void;
+  /** Called with the console as a terminal shows it: both streams merged, each line once, partial lines at once. */
+  onConsole?: (text: string) => void;
 }
 
 /** A running boot: the machine (an EventEmitter) and the promise of its result. */
@@ -27,9 +29,10 @@ export function boot(device: BlockDevice | null, opts: BootOptions = {}): BootSe
   const machine = new Machine({ ...opts, disk: wrap(device), floppy: wrap(opts.floppy) });
   if (opts.onSerial) machine.on('serial', opts.onSerial);
   if (opts.onTty) machine.on('tty', opts.onTty);
+  if (opts.onConsole) machine.on('console', opts.onConsole);
   // Start on the next turn so callers can attach listeners first.
   const result = new Promise<void>((r) => setImmediate(r)).then(() => machine.run());
   return { machine, result };
 }
 
-export { Machine, type BootResult, type BootOutcome, type MachineOptions } from './machine.js';
+export { Machine, type BootResult, type BootOutcome, type MachineOptions, type KeyStep } from './machine.js';

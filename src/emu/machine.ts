@@ -7,6 +7,7 @@ import { EventEmitter } from 'node:events';
 import type { BlockDevice } from '../device/block-device.js';
 import { VdiskError } from '../errors.js';
 import { Bios } from './bios/index.js';
+import { ConsoleMirror } from './console.js';
 import { floppyDrive, hardDrive, type Drive } from './bios/disk.js';
 import { CS, IF } from './consts.js';
 import { Cpu } from './cpu.js';
@@ -27,16 +28,31 @@ export interface MachineOptions {
   floppy?: BlockDevice | null;
   /** Guest memory in MiB (default 16). */
   memoryMiB?: number;
-  /** Stop successfully once this text appears on the screen or COM1. */
-  expect?: string;
+  /**
+   * Stop successfully once the console shows these, in order: a string is found as
+   * it is, a RegExp is matched; each is looked for in the console output after the
+   * previous one's match (and on the screen as it is now, for guests that write video
+   * memory directly).
+   */
+  expect?: string | RegExp | readonly (string | RegExp)[];
   /** Wall-clock limit in milliseconds (default: none). */
   timeoutMs?: number;
-  /** Text typed into the keyboard, one key each time the guest waits for input. */
-  keys?: string;
+  /**
+   * Text typed into the keyboard, one key each time the guest waits for input; as
+   * steps, each step's text is typed once its `after` pattern (if any) shows on the
+   * console after the previous step's.
+   */
+  keys?: string | readonly KeyStep[];
   /** Stop after this many instructions (default: none). */
   maxInstructions?: number;
   /** Diagnostic messages (unknown opcodes, unsupported BIOS calls). */
   debug?: (msg: string) => void;
+}
+
+/** Keys to type once `after` (if given) appears on the console. */
+export interface KeyStep {
+  after?: string | RegExp;
+  text: string;
 }
 
 /** How a run ended. */
@@ -53,6 +69,8 @@ export interface BootResult {
   screen: string[];
   /** Everything the guest sent to COM1 (latin1). */
   serial: string;
+  /** The console as the terminal shows it: screen teletype and COM1 merged, each line once. */
+  console: string;
   instructions: number;
   elapsedMs: number;
 }
@@ -69,9 +87,27 @@ function hex4(n: number): string {
   return n.toString(16).toUpperCase().padStart(4, '0');
 }
 
+/** Find `p` in `text` from `from`: the end of the match, or -1. */
+function matchFrom(p: string | RegExp, text: string, from: number): number {
+  if (typeof p === 'string') {
+    const i = text.indexOf(p, from);
+    return i < 0 ? -1 : i + p.length;
+  }
+  const re = new RegExp(p.source, p.flags.replace(/[gy]/g, '') + 'g');
+  re.lastIndex = from;
+  const m = re.exec(text);
+  return m ? m.index + m[0].length : -1;
+}
+
+/** How a pattern is named in messages. */
+export function patternText(p: string | RegExp): string {
+  return typeof p === 'string' ? p : p.source;
+}
+
 /**
  * A PC that boots from a floppy or hard disk. Events: `serial` (string, bytes the
  * guest sends to COM1), `tty` (string, characters written with INT 10h teletype),
+ * `console` (string, the two merged as a terminal shows them, see {@link ConsoleMirror}),
  * `debug` (string).
  */
 export class Machine extends EventEmitter {
@@ -93,6 +129,18 @@ export class Machine extends EventEmitter {
   private readonly keyQueue: number[][] = [];
   private keyWanted = false;
   private outputDirty = false;
+  private consoleText = '';
+  private readonly mirror = new ConsoleMirror((t) => {
+    this.consoleText += t;
+    this.emit('console', t);
+  });
+  private readonly expects: readonly (string | RegExp)[];
+  /** How many expectations have matched, and where in the console the last one ended. */
+  private expectNext = 0;
+  private expectPos = 0;
+  private readonly keySteps: KeyStep[];
+  private keyStepNext = 0;
+  private keyPos = 0;
 
   constructor(private readonly opts: MachineOptions) {
     super();
@@ -110,6 +158,7 @@ export class Machine extends EventEmitter {
       const ch = String.fromCharCode(b);
       this.serialText += ch;
       this.outputDirty = true;
+      this.mirror.write('serial', ch);
       this.emit('serial', ch);
     };
     this.kbc = new I8042(
@@ -139,7 +188,9 @@ export class Machine extends EventEmitter {
         memoryBytes: mib * 1024 * 1024,
         tty: (ch) => {
           this.outputDirty = true;
-          this.emit('tty', String.fromCharCode(ch));
+          const t = String.fromCharCode(ch);
+          this.mirror.write('tty', t);
+          this.emit('tty', t);
         },
         keyWanted: () => (this.keyWanted = true),
         stop: (kind, message) => this.finish(kind, message),
@@ -149,7 +200,9 @@ export class Machine extends EventEmitter {
     );
     this.cpu.trap = (c, n) => this.bios.trap(c, n);
     this.cpu.onUndefined = (_c, cs, ip) => this.debugLog(`#UD: undefined opcode at ${hex4(cs)}:${hex4(ip)}`);
-    if (opts.keys) this.typeKeys(opts.keys);
+    const e = opts.expect;
+    this.expects = e === undefined || e === '' ? [] : typeof e === 'string' || e instanceof RegExp ? [e] : [...e];
+    this.keySteps = typeof opts.keys === 'string' ? [{ text: opts.keys }] : [...(opts.keys ?? [])];
   }
 
   private debugLog(m: string): void {
@@ -182,10 +235,52 @@ export class Machine extends EventEmitter {
     return this.serialText;
   }
 
+  /** The merged console so far. */
+  get console(): string {
+    return this.consoleText;
+  }
+
+  /** Advance through the expectations the console now satisfies; true when all have matched. */
   private matchesExpect(): boolean {
-    const want = this.opts.expect;
-    if (!want) return false;
-    return this.serialText.includes(want) || this.screen().join('\n').includes(want);
+    if (!this.expects.length) return false;
+    let screen: string | null = null;
+    while (this.expectNext < this.expects.length) {
+      const p = this.expects[this.expectNext]!;
+      let end = matchFrom(p, this.consoleText, this.expectPos);
+      if (end < 0) {
+        // The screen counts only for text the console never carried (video memory written directly).
+        if (matchFrom(p, this.consoleText, 0) >= 0) return false;
+        screen ??= this.screen().join('\n');
+        if (matchFrom(p, screen, 0) < 0) return false;
+        end = this.consoleText.length;
+      }
+      this.expectPos = end;
+      this.expectNext++;
+    }
+    return true;
+  }
+
+  private expectMessage(): string {
+    return this.expects.length === 1 ? `found "${patternText(this.expects[0]!)}"` : `found all ${this.expects.length} expected patterns`;
+  }
+
+  /** The first expectation not met yet (for a failure message). */
+  get pendingExpect(): string | RegExp | undefined {
+    return this.expects[this.expectNext];
+  }
+
+  /** Queue the key steps whose prompts have appeared. */
+  private feedKeySteps(): void {
+    while (this.keyStepNext < this.keySteps.length) {
+      const step = this.keySteps[this.keyStepNext]!;
+      if (step.after !== undefined) {
+        const end = matchFrom(step.after, this.consoleText, this.keyPos);
+        if (end < 0) return;
+        this.keyPos = end;
+      }
+      this.typeKeys(step.text);
+      this.keyStepNext++;
+    }
   }
 
   private where(): string {
@@ -199,6 +294,7 @@ export class Machine extends EventEmitter {
     await this.bios.bootstrap();
     let lastYield = t0;
     let lastCheck = t0;
+    this.feedKeySteps();
     const limit = this.opts.maxInstructions ?? Infinity;
     let idleSpins = 0;
     while (!this.outcome) {
@@ -242,8 +338,9 @@ export class Machine extends EventEmitter {
       if (this.outputDirty || now - lastCheck > 100) {
         this.outputDirty = false;
         lastCheck = now;
+        this.feedKeySteps();
         if (this.matchesExpect()) {
-          this.finish('expect', `found "${this.opts.expect}"`);
+          this.finish('expect', this.expectMessage());
           break;
         }
       }
@@ -260,7 +357,8 @@ export class Machine extends EventEmitter {
         await new Promise<void>((r) => setImmediate(r));
       }
     }
-    if (this.outcome!.kind !== 'expect' && this.matchesExpect()) this.outcome = { kind: 'expect', message: `found "${this.opts.expect}"` };
+    if (this.outcome!.kind !== 'expect' && this.matchesExpect()) this.outcome = { kind: 'expect', message: this.expectMessage() };
+    this.mirror.flush();
     return {
       outcome: this.outcome!.kind,
       message: this.outcome!.message,
@@ -268,6 +366,7 @@ export class Machine extends EventEmitter {
       ip: this.cpu.eip & 0xffff,
       screen: this.screen(),
       serial: this.serialText,
+      console: this.consoleText,
       instructions: this.cpu.instructions,
       elapsedMs: performance.now() - t0,
     };

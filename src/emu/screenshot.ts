@@ -1,20 +1,14 @@
 /**
- * Screenshots of the 80×25 text screen: glyphs from an 8×16 PC Screen Font (PSF)
- * found on the host (Debian 12's console-setup-linux package ships them; other systems' kbd), the 16 standard VGA colours,
- * and a small PNG encoder over node:zlib.
+ * Screenshots: the 80×25 text screen drawn with the 8×16 VGA font vdisk ships (or a
+ * PC Screen Font (PSF) named by VDISK_FONT) in the 16 standard VGA colours, or the
+ * 320×200 mode 13h frame buffer through the DAC palette; and a small PNG encoder over
+ * node:zlib.
  */
-import { existsSync, readFileSync } from 'node:fs';
+import { readFileSync } from 'node:fs';
 import { gunzipSync, deflateSync } from 'node:zlib';
-import { VdiskError } from '../errors.js';
-import { COLS, CP437, ROWS, type Vga } from './devices/vga.js';
-
-/** Where the 8×16 console font is looked for (VDISK_FONT first). */
-export const FONT_CANDIDATES = [
-  '/usr/share/consolefonts/default8x16.psf.gz',
-  '/usr/share/kbd/consolefonts/default8x16.psf.gz',
-  '/usr/share/consolefonts/Lat15-VGA16.psf.gz',
-  '/usr/share/kbd/consolefonts/Lat15-VGA16.psf.gz',
-];
+import { VdiskError, fromSystemError } from '../errors.js';
+import { COLS, CP437, GFX_HEIGHT, GFX_WIDTH, GRAPHICS_BASE, ROWS, type Vga } from './devices/vga.js';
+import { vga8x16 } from './font-vga16.js';
 
 const CELL_W = 8;
 const CELL_H = 16;
@@ -95,12 +89,20 @@ export function decodePsf(data: Uint8Array, name = 'font'): Font8x16 {
   return out;
 }
 
-/** Load the host's 8×16 console font (VDISK_FONT, or console-setup-linux's or kbd's). */
-export function loadHostFont(): Font8x16 {
-  const env = process.env.VDISK_FONT;
-  const paths = env ? [env, ...FONT_CANDIDATES] : FONT_CANDIDATES;
-  for (const p of paths) if (existsSync(p)) return decodePsf(readFileSync(p), p);
-  throw new VdiskError('E_UNSUPPORTED', `no 8x16 console font found for --screenshot (looked in ${paths.join(', ')}; install Debian's console-setup-linux package or set VDISK_FONT)`);
+/**
+ * The font screenshots use: the PSF file VDISK_FONT names (in `env`), else the 8×16 VGA
+ * font built into vdisk. Nothing on the host is needed.
+ */
+export function loadFont(env: NodeJS.ProcessEnv = process.env): Font8x16 {
+  const path = env.VDISK_FONT;
+  if (!path) return vga8x16();
+  let data: Buffer;
+  try {
+    data = readFileSync(path);
+  } catch (e) {
+    throw fromSystemError(e, `VDISK_FONT=${path}`);
+  }
+  return decodePsf(data, path);
 }
 
 /** The 16 text-mode colours of the default VGA palette (RGB). */
@@ -181,8 +183,22 @@ export function encodePng(width: number, height: number, rgb: Uint8Array): Buffe
   return Buffer.concat([Buffer.from(PNG_SIGNATURE), chunk('IHDR', ihdr), chunk('IDAT', deflateSync(raw)), chunk('IEND', new Uint8Array(0))]);
 }
 
-/** PNG of the current text screen. */
-export function screenshotPng(vga: Vga, font: Font8x16 = loadHostFont()): Buffer {
-  const { width, height, rgb } = renderText(vga, font);
+/** Render the mode 13h frame buffer to RGB pixels (320×200), colours from the DAC. */
+export function renderGraphics256(vga: Vga, ram: Uint8Array): { width: number; height: number; rgb: Uint8Array } {
+  const rgb = new Uint8Array(GFX_WIDTH * GFX_HEIGHT * 3);
+  // The DAC holds 6 bits per component: scale to 8 as v * 255 / 63 would, by bit copying.
+  const to8 = (v: number): number => (v << 2) | (v >> 4);
+  for (let i = 0; i < GFX_WIDTH * GFX_HEIGHT; i++) {
+    const c = ram[GRAPHICS_BASE + i]! * 3;
+    rgb[i * 3] = to8(vga.dac[c]!);
+    rgb[i * 3 + 1] = to8(vga.dac[c + 1]!);
+    rgb[i * 3 + 2] = to8(vga.dac[c + 2]!);
+  }
+  return { width: GFX_WIDTH, height: GFX_HEIGHT, rgb };
+}
+
+/** PNG of the current screen: the text screen (640×400), or mode 13h graphics (320×200). */
+export function screenshotPng(vga: Vga, font: Font8x16 = loadFont(), ram?: Uint8Array): Buffer {
+  const { width, height, rgb } = vga.graphics256 && ram ? renderGraphics256(vga, ram) : renderText(vga, font);
   return encodePng(width, height, rgb);
 }

@@ -1,65 +1,57 @@
 import { writeFileSync } from 'node:fs';
 import type { Command } from 'commander';
 import type { DiskImage } from '../../device/block-device.js';
+import type { KeyStep } from '../../emu/machine.js';
 import { VdiskError } from '../../errors.js';
 import { open } from '../../formats/registry.js';
-import { action, type GlobalFlags } from '../common.js';
+import { action, collect, type GlobalFlags } from '../common.js';
 
 interface BootFlags {
   floppy?: string;
   memory: string;
-  expect?: string;
+  expect?: string[];
   timeout?: string;
   screenshot?: string;
-  keys?: string;
   snapshot?: boolean;
 }
 
-/**
- * Mirrors the two console streams (INT 10h teletype and COM1) to stdout line by
- * line, printing a line once when both streams carry it (guests often print to both).
- */
-class ConsoleMirror {
-  private readonly partial = { tty: '', serial: '' };
-  private readonly cr = { tty: false, serial: false };
-  private readonly unmatched = { tty: [] as string[], serial: [] as string[] };
+/** Exit codes of `vdisk boot` (also printed by `vdisk boot --help`). */
+export const BOOT_EXIT = {
+  /** Every --expect matched; or Ctrl-C stopped the run; or, without --expect, --timeout ended it. */
+  ok: 0,
+  /** The guest did not do what was asked: an --expect not met, a halt with interrupts off, a triple fault, a reset, nothing bootable. */
+  guest: 1,
+  /** The run could not start: a bad option value, an image that cannot be opened. */
+  usage: 2,
+} as const;
 
-  write(kind: 'tty' | 'serial', text: string): void {
-    for (const ch of text) {
-      if (this.cr[kind] && ch !== '\n' && ch !== '\r') this.partial[kind] = '';
-      this.cr[kind] = ch === '\r';
-      if (ch === '\n') {
-        this.line(kind, this.partial[kind]);
-        this.partial[kind] = '';
-      } else if (ch === '\b') this.partial[kind] = this.partial[kind].slice(0, -1);
-      else if (ch >= ' ' || ch === '\t') this.partial[kind] += ch;
-    }
-  }
+const HELP_AFTER = `
+Patterns: --expect and --keys-after take JavaScript regular expressions, matched
+against the console output (screen teletype and COM1 merged) and the screen.
+Several --expect must all match, in the order given. --keys TEXT is typed (\\n for
+Enter) a key each time the guest waits for one; a --keys-after REGEX before it makes
+that TEXT wait until REGEX has appeared (after the previous --keys-after's match):
+  vdisk boot disk.img --keys-after 'login: $' --keys 'root\\n' --keys-after '# $' --keys 'ls\\n'
 
-  private line(kind: 'tty' | 'serial', text: string): void {
-    const other = kind === 'tty' ? 'serial' : 'tty';
-    const i = this.unmatched[other].indexOf(text);
-    if (i >= 0) {
-      this.unmatched[other].splice(0, i + 1);
-      return;
-    }
-    this.unmatched[kind].push(text);
-    if (this.unmatched[kind].length > 50) this.unmatched[kind].shift();
-    process.stdout.write(`${text}\n`, 'latin1');
-  }
-
-  /** Print what is left of unfinished lines (a prompt). */
-  flush(): void {
-    const t = this.partial.tty || this.partial.serial;
-    if (t) process.stdout.write(`${t}\n`, 'latin1');
-    this.partial.tty = '';
-    this.partial.serial = '';
-  }
-}
+Exit codes:
+  ${BOOT_EXIT.ok}  every --expect matched; or the run was stopped by Ctrl-C; or, without --expect,
+     it ran to --timeout
+  ${BOOT_EXIT.guest}  an --expect was not met (timeout, halt, triple fault, reset), the guest halted
+     with interrupts off, triple-faulted, reset, or nothing was bootable
+  ${BOOT_EXIT.usage}  the run could not start: a bad option value, an image that cannot be opened
+`;
 
 function frame(lines: string[]): string {
   const bar = `+${'-'.repeat(80)}+`;
   return [bar, ...lines.map((l) => `|${l.padEnd(80)}|`), bar].join('\n');
+}
+
+function pattern(flag: string, text: string): RegExp {
+  try {
+    return new RegExp(text, 'm');
+  } catch (e) {
+    throw new VdiskError('E_USAGE', `${flag} ${JSON.stringify(text)} is not a regular expression: ${(e as Error).message}`);
+  }
 }
 
 /** `vdisk boot`: start a PC on an image (hard disk and/or floppy) and show what the guest prints. */
@@ -70,58 +62,94 @@ export function register(program: Command): void {
     .argument('[image]', 'hard disk image (any format vdisk opens)')
     .option('--floppy <img>', 'floppy image (booted first when given)')
     .option('--memory <MiB>', 'guest memory in MiB', '16')
-    .option('--expect <text>', 'exit 0 as soon as TEXT appears on the screen or COM1; 1 on timeout')
+    .option('--expect <regex>', 'exit 0 once REGEX has appeared on the console (repeatable: all, in order); 1 if not', collect)
     .option('--timeout <s>', 'stop after S seconds of wall time')
-    .option('--screenshot <out.png>', 'write the final 80x25 text screen as a PNG')
-    .option('--keys <text>', 'type TEXT into the keyboard (\\n for Enter), a key each time the guest waits')
-    .option('--snapshot', 'keep the guest\'s writes in memory instead of writing the image(s)');
+    .option('--screenshot <out.png>', 'write the final screen as a PNG (80x25 text as 640x400, mode 13h as 320x200)')
+    .option('--keys <text>', 'type TEXT into the keyboard (\\n for Enter), a key each time the guest waits (repeatable)')
+    .option('--keys-after <regex>', 'type the next --keys only once REGEX has appeared on the console')
+    .option('--snapshot', 'keep the guest\'s writes in memory instead of writing the image(s)')
+    .addHelpText('after', HELP_AFTER);
+  // --keys-after applies to the next --keys: commander reports options in command-line order.
+  const keySteps: KeyStep[] = [];
+  let waitFor: RegExp | undefined;
+  let waitFlag = false;
+  cmd.on('option:keys-after', (v: string) => {
+    waitFor = pattern('--keys-after', v);
+    waitFlag = true;
+  });
+  cmd.on('option:keys', (v: string) => {
+    keySteps.push({ after: waitFor, text: v });
+    waitFor = undefined;
+    waitFlag = false;
+  });
   cmd.action(
-    action(cmd, async (image: string | undefined, o: BootFlags) => {
-      // The emulator is loaded only for this command: every other command starts faster.
-      const [{ boot }, { loadHostFont, screenshotPng }] = await Promise.all([import('../../emu/boot.js'), import('../../emu/screenshot.js')]);
-      const debug = Boolean((program.opts() as GlobalFlags).debug);
-      if (!image && !o.floppy) throw new VdiskError('E_USAGE', 'boot needs an IMAGE or --floppy IMG');
-      const memoryMiB = Number(o.memory);
-      const timeoutS = o.timeout === undefined ? undefined : Number(o.timeout);
-      if (timeoutS !== undefined && !(timeoutS > 0)) throw new VdiskError('E_USAGE', `--timeout must be a positive number of seconds, not "${o.timeout}"`);
-      const font = o.screenshot ? loadHostFont() : null;
-      const opened: DiskImage[] = [];
-      try {
-        const disk = image ? await open(image, { readOnly: Boolean(o.snapshot) }) : null;
-        if (disk) opened.push(disk);
-        const floppy = o.floppy ? await open(o.floppy, { readOnly: Boolean(o.snapshot) }) : null;
-        if (floppy) opened.push(floppy);
-        const mirror = new ConsoleMirror();
-        process.stdout.on('error', () => session.machine.stop()); // a closed pipe ends the run
-        const session = boot(disk, {
-          floppy,
-          memoryMiB,
-          expect: o.expect,
-          timeoutMs: timeoutS === undefined ? undefined : timeoutS * 1000,
-          keys: o.keys,
-          snapshot: o.snapshot,
-          debug: debug ? (m) => process.stderr.write(`vdisk: debug: ${m}\n`) : undefined,
-          onTty: (t) => mirror.write('tty', t),
-          onSerial: (t) => mirror.write('serial', t),
-        });
-        const onSigint = (): void => session.machine.stop();
-        process.once('SIGINT', onSigint);
-        const r = await session.result;
-        process.off('SIGINT', onSigint);
-        mirror.flush();
-        if (o.screenshot && font) writeFileSync(o.screenshot, screenshotPng(session.machine.vga, font));
-        if (r.outcome === 'expect') return 0;
-        if (r.outcome === 'no-boot') throw new VdiskError('E_FORMAT', r.message);
-        if (r.outcome === 'stopped' || (r.outcome === 'timeout' && !o.expect)) {
-          process.stderr.write(`vdisk: ${r.message}\n`);
-          return 0;
+    action(
+      cmd,
+      async (image: string | undefined, o: BootFlags) => {
+        // The emulator is loaded only for this command: every other command starts faster.
+        const [{ boot }, { loadFont, screenshotPng }, { patternText }] = await Promise.all([
+          import('../../emu/boot.js'),
+          import('../../emu/screenshot.js'),
+          import('../../emu/machine.js'),
+        ]);
+        const debug = Boolean((program.opts() as GlobalFlags).debug);
+        if (!image && !o.floppy) throw new VdiskError('E_USAGE', 'boot needs an IMAGE or --floppy IMG');
+        if (waitFlag) throw new VdiskError('E_USAGE', '--keys-after must be followed by the --keys it waits for');
+        const memoryMiB = Number(o.memory);
+        const timeoutS = o.timeout === undefined ? undefined : Number(o.timeout);
+        if (timeoutS !== undefined && !(timeoutS > 0)) throw new VdiskError('E_USAGE', `--timeout must be a positive number of seconds, not "${o.timeout}"`);
+        const expects = (o.expect ?? []).map((e) => pattern('--expect', e));
+        const font = o.screenshot ? loadFont() : null;
+        const opened: DiskImage[] = [];
+        try {
+          const disk = image ? await open(image, { readOnly: Boolean(o.snapshot) }) : null;
+          if (disk) opened.push(disk);
+          const floppy = o.floppy ? await open(o.floppy, { readOnly: Boolean(o.snapshot) }) : null;
+          if (floppy) opened.push(floppy);
+          process.stdout.on('error', () => session.machine.stop()); // a closed pipe ends the run
+          let pendingOut = '';
+          const flushOut = (): void => {
+            if (pendingOut) process.stdout.write(pendingOut, 'latin1');
+            pendingOut = '';
+          };
+          const session = boot(disk, {
+            floppy,
+            memoryMiB,
+            expect: expects,
+            timeoutMs: timeoutS === undefined ? undefined : timeoutS * 1000,
+            keys: keySteps,
+            snapshot: o.snapshot,
+            debug: debug ? (m) => process.stderr.write(`vdisk: debug: ${m}\n`) : undefined,
+            onConsole: (t) => {
+              // Batched until the run loop next yields (every few ms), not held for a newline.
+              if (!pendingOut) setImmediate(flushOut);
+              pendingOut += t;
+            },
+          });
+          const onSigint = (): void => session.machine.stop();
+          process.once('SIGINT', onSigint);
+          const r = await session.result;
+          process.off('SIGINT', onSigint);
+          flushOut();
+          if (o.screenshot && font) writeFileSync(o.screenshot, screenshotPng(session.machine.vga, font, session.machine.mem.ram));
+          if (r.outcome === 'expect') return BOOT_EXIT.ok;
+          if (r.outcome === 'no-boot') {
+            process.stderr.write(`vdisk: ${r.message}\n`);
+            return BOOT_EXIT.guest;
+          }
+          if (r.outcome === 'stopped' || ((r.outcome === 'timeout' || r.outcome === 'limit') && !expects.length)) {
+            process.stderr.write(`vdisk: ${r.message}\n`);
+            return BOOT_EXIT.ok;
+          }
+          const missing = session.machine.pendingExpect;
+          const why = missing !== undefined ? `"${patternText(missing)}" did not appear: ${r.message}` : r.message;
+          process.stderr.write(`vdisk: ${why}\nlast screen:\n${frame(r.screen)}\n`);
+          return BOOT_EXIT.guest;
+        } finally {
+          for (const d of opened) await d.close();
         }
-        const why = r.outcome === 'timeout' ? `"${o.expect}" did not appear: ${r.message}` : r.message;
-        process.stderr.write(`vdisk: ${why}\nlast screen:\n${frame(r.screen)}\n`);
-        return 1;
-      } finally {
-        for (const d of opened) await d.close();
-      }
-    }),
+      },
+      BOOT_EXIT.usage,
+    ),
   );
 }

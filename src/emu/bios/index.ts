@@ -17,6 +17,7 @@ import {
 import { DiskBios, type Drive } from './disk.js';
 import { ROM_BASE, ROM_SEG, TRAP_RESET, buildRom, type RomLayout } from './rom.js';
 import { VideoBios } from './video.js';
+import { vga8x16 } from '../font-vga16.js';
 
 /** Vectors served by TypeScript. */
 const SERVICES = [0x08, 0x09, 0x10, 0x11, 0x12, 0x13, 0x14, 0x15, 0x16, 0x17, 0x18, 0x19, 0x1a];
@@ -74,8 +75,8 @@ export class Bios {
     private readonly host: BiosHost,
     readonly drives: Map<number, Drive>,
   ) {
-    this.rom = buildRom(SERVICES);
-    this.video = new VideoBios(host.mem, host.vga, (ch) => host.tty(ch), () => [ROM_SEG, this.rom.font8x16]);
+    this.rom = buildRom(SERVICES, vga8x16());
+    this.video = new VideoBios(host.mem, host.vga, (ch) => host.tty(ch), this.rom);
     this.disk = new DiskBios(drives, () => [ROM_SEG, this.rom.diskParamTable], (m) => host.debug(m));
   }
 
@@ -103,7 +104,11 @@ export class Bios {
     this.w16(0x1e * 4, this.rom.diskParamTable);
     this.w16(0x41 * 4, this.rom.hdParamTable);
     this.w16(0x46 * 4, this.rom.hdParamTable);
-    for (const v of [0x1d, 0x1f, 0x43, 0x44]) {
+    // Graphics character tables, as a VGA BIOS sets them for mode 3: INT 1Fh the upper
+    // half of the 8x8 font, INT 43h the whole 8x8 font.
+    this.w16(0x1f * 4, this.rom.font8x8 + 128 * 8);
+    this.w16(0x43 * 4, this.rom.font8x8);
+    for (const v of [0x1d, 0x44]) {
       this.w16(v * 4, 0);
       this.w16(v * 4 + 2, 0);
     }

@@ -25,7 +25,12 @@ export interface RomLayout {
   diskParamTable: number;
   configTable: number;
   hdParamTable: number;
+  /** Character generator tables (INT 10h AX=1130h), 256 glyphs each, bit 7 leftmost. */
   font8x16: number;
+  font8x14: number;
+  font8x8: number;
+  /** An empty 9-dot alternate table (a lone terminating 00h): all glyphs are 8 wide. */
+  fontAlt9: number;
 }
 
 /** Offsets fixed by the PC/AT ROM for compatibility. */
@@ -34,8 +39,23 @@ const ROM_DATE = 0xfff5;
 const MODEL_BYTE = 0xfffe;
 const POST_ENTRY = 0xe05b;
 
-/** Build the ROM. `services` are the vectors handled by the TypeScript BIOS. */
-export function buildRom(services: readonly number[]): RomLayout {
+/**
+ * The 8x14 and 8x8 tables made from the 8x16 one (the shipped font has no smaller
+ * cuts): 8x14 drops the top and bottom rows, which VGA glyphs leave blank; 8x8 ORs
+ * each pair of rows so thin strokes survive.
+ */
+export function smallerFonts(font16: Uint8Array): { font14: Uint8Array; font8: Uint8Array } {
+  const font14 = new Uint8Array(256 * 14);
+  const font8 = new Uint8Array(256 * 8);
+  for (let g = 0; g < 256; g++) {
+    font14.set(font16.subarray(g * 16 + 1, g * 16 + 15), g * 14);
+    for (let r = 0; r < 8; r++) font8[g * 8 + r] = font16[g * 16 + 2 * r]! | font16[g * 16 + 2 * r + 1]!;
+  }
+  return { font14, font8 };
+}
+
+/** Build the ROM. `services` are the vectors handled by the TypeScript BIOS; `font16` the 8x16 glyphs. */
+export function buildRom(services: readonly number[], font16: Uint8Array): RomLayout {
   const image = new Uint8Array(0x10000);
   let at = 0x1000;
   const emit = (bytes: number[]): number => {
@@ -67,13 +87,18 @@ export function buildRom(services: readonly number[]): RomLayout {
   // feature byte 1: 70h = second PIC, RTC, INT 15h/4Fh keyboard intercept.
   const configTable = emit([0x08, 0x00, 0xfc, 0x01, 0x00, 0x70, 0x00, 0x00, 0x00, 0x00]);
   const hdParamTable = emit(new Array<number>(16).fill(0));
+  const fontAlt9 = emit([0x00]);
   at = (at + 15) & ~15;
-  const font8x16 = at;
+  const { font14, font8 } = smallerFonts(font16);
+  const font8x16 = emit([...font16]);
+  const font8x14 = emit([...font14]);
+  const font8x8 = emit([...font8]);
+  if (at > POST_ENTRY) throw new Error('BIOS ROM layout overflows the POST entry');
 
   // Reset vector: jmp far F000:E05B, where a trap reports the reboot.
   image.set([...TRAP, TRAP_RESET, 0xf4, 0xeb, 0xfd], POST_ENTRY);
   image.set([0xea, POST_ENTRY & 0xff, POST_ENTRY >> 8, 0x00, 0xf0], RESET_VECTOR);
   image.set([...'01/01/26'].map((c) => c.charCodeAt(0)), ROM_DATE);
   image[MODEL_BYTE] = 0xfc;
-  return { image, vectors, diskParamTable, configTable, hdParamTable, font8x16 };
+  return { image, vectors, diskParamTable, configTable, hdParamTable, font8x16, font8x14, font8x8, fontAlt9 };
 }

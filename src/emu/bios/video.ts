@@ -1,7 +1,8 @@
-/** INT 10h: video services for 80×25 colour text mode (IBM VGA BIOS interface). */
+/** INT 10h: video services for 80×25 colour text mode and mode 13h (IBM VGA BIOS interface). */
 import { ES, EBP, ECX, EDX, EBX, EAX, CF } from '../consts.js';
 import type { Cpu } from '../cpu.js';
-import { COLS, ROWS, TEXT_BASE, type Vga } from '../devices/vga.js';
+import { COLS, GFX_HEIGHT, GFX_WIDTH, GRAPHICS_BASE, ROWS, TEXT_BASE, type Vga } from '../devices/vga.js';
+import { ROM_SEG, type RomLayout } from './rom.js';
 import type { Memory } from '../memory.js';
 import {
   BDA_ACTIVE_PAGE, BDA_CHAR_HEIGHT, BDA_CRTC_BASE, BDA_CURSOR_POS, BDA_CURSOR_SHAPE, BDA_VIDEO_COLS, BDA_VIDEO_MODE,
@@ -11,6 +12,8 @@ import {
 /** Bytes per text page (80×25×2 rounded to 4 KiB, as the BIOS lays pages out). */
 const PAGE_BYTES = 0x1000;
 const DEFAULT_ATTR = 0x07;
+/** Mode 13h: 320×200, 256 colours; 40×25 characters of 8×8 for teletype. */
+const MODE_13H = 0x13;
 
 /** The video BIOS. */
 export class VideoBios {
@@ -18,7 +21,7 @@ export class VideoBios {
     private readonly mem: Memory,
     private readonly vga: Vga,
     private readonly tty: (ch: number) => void,
-    private readonly fontPtr: () => [number, number],
+    private readonly rom: RomLayout,
   ) {}
 
   private get ram(): Uint8Array {
@@ -29,9 +32,23 @@ export class VideoBios {
     this.ram[a + 1] = (v >> 8) & 0xff;
   }
 
-  /** Set mode 3 state and clear the screen (POST and INT 10h AH=00h). */
+  /** Set mode 3 (or 13h) state and clear the screen (POST and INT 10h AH=00h). */
   setMode(mode: number, clear = true): void {
     this.ram[BDA_VIDEO_MODE] = mode;
+    this.vga.setStandardMode(mode);
+    if (mode === MODE_13H) {
+      this.w16(BDA_VIDEO_COLS, 40);
+      this.ram[BDA_VIDEO_ROWS] = ROWS - 1;
+      this.ram[BDA_CHAR_HEIGHT] = 8;
+      this.w16(BDA_VIDEO_PAGE_SIZE, 0xfa00);
+      for (let p = 0; p < 8; p++) this.w16(BDA_CURSOR_POS + p * 2, 0);
+      this.ram[BDA_ACTIVE_PAGE] = 0;
+      // Graphics modes take their glyphs through INT 43h (the 8x8 font).
+      this.w16(0x43 * 4, this.rom.font8x8);
+      this.w16(0x43 * 4 + 2, ROM_SEG);
+      if (clear) this.ram.fill(0, GRAPHICS_BASE, GRAPHICS_BASE + GFX_WIDTH * GFX_HEIGHT);
+      return;
+    }
     this.w16(BDA_VIDEO_COLS, COLS);
     this.w16(BDA_VIDEO_PAGE_SIZE, PAGE_BYTES);
     this.w16(BDA_VIDEO_PAGE_START, 0);
@@ -136,6 +153,61 @@ export class VideoBios {
     this.setCursor(page, col, row);
   }
 
+  /**
+   * AX=1130h, get font information: ES:BP the table BH names (0 INT 1Fh, 1 INT 43h,
+   * 2 8x14, 3 8x8, 4 upper half of 8x8, 5 9x14 alternates, 6 8x16, 7 9x16 alternates),
+   * CX the bytes per character and DL the rows less one of the font on screen (as the
+   * IBM VGA BIOS returns them: of the current font, not the requested one).
+   */
+  private fontInfo(c: Cpu, bh: number): void {
+    const vector = (v: number): [number, number] => [this.ram[v * 4 + 2]! | (this.ram[v * 4 + 3]! << 8), this.ram[v * 4]! | (this.ram[v * 4 + 1]! << 8)];
+    const rom = this.rom;
+    const table: [number, number] | undefined = (
+      [vector(0x1f), vector(0x43), [ROM_SEG, rom.font8x14], [ROM_SEG, rom.font8x8], [ROM_SEG, rom.font8x8 + 128 * 8],
+        [ROM_SEG, rom.fontAlt9], [ROM_SEG, rom.font8x16], [ROM_SEG, rom.fontAlt9]] as [number, number][]
+    )[bh];
+    if (!table) return;
+    c.loadSeg(ES, table[0]);
+    c.setR16(EBP, table[1]);
+    c.setR16(ECX, this.ram[BDA_CHAR_HEIGHT]!);
+    c.setR8(2, this.ram[BDA_VIDEO_ROWS]!);
+  }
+
+  /** AH=10h palette services that matter for mode 13h: set/read one or a block of DAC registers. */
+  private palette(c: Cpu, al: number): void {
+    const dac = this.vga.dac;
+    switch (al) {
+      case 0x10: {
+        const i = (c.r16(EBX) & 0xff) * 3;
+        dac[i] = c.r8(6) & 0x3f; // DH red
+        dac[i + 1] = c.r8(5) & 0x3f; // CH green
+        dac[i + 2] = c.r8(1) & 0x3f; // CL blue
+        return;
+      }
+      case 0x12:
+      case 0x17: {
+        const first = c.r16(EBX) & 0xff;
+        const n = Math.min(c.r16(ECX), 256 - first);
+        let off = c.r16(EDX);
+        const seg = c.sbase[ES]!;
+        for (let k = 0; k < n * 3; k++) {
+          if (al === 0x12) dac[first * 3 + k] = c.lin8(seg + off) & 0x3f;
+          else c.linW8(seg + off, dac[first * 3 + k]!);
+          off = (off + 1) & 0xffff;
+        }
+        return;
+      }
+      case 0x15: {
+        const i = (c.r16(EBX) & 0xff) * 3;
+        c.setR8(6, dac[i]!);
+        c.setR8(5, dac[i + 1]!);
+        c.setR8(1, dac[i + 2]!);
+        return;
+      }
+      default: // attribute registers: text colours stay the VGA defaults
+    }
+  }
+
   /** Handle INT 10h. */
   handle(c: Cpu): void {
     const ah = c.r8(4);
@@ -194,6 +266,17 @@ export class VideoBios {
         }
         return;
       }
+      case 0x0c:
+      case 0x0d: {
+        // Write / read a graphics pixel (mode 13h): AL colour, CX column, DX row.
+        const x = c.r16(ECX);
+        const y = c.r16(EDX);
+        if (this.ram[BDA_VIDEO_MODE] !== MODE_13H || x >= GFX_WIDTH || y >= GFX_HEIGHT) return;
+        const a = GRAPHICS_BASE + y * GFX_WIDTH + x;
+        if (ah === 0x0c) this.ram[a] = al & 0x80 ? this.ram[a]! ^ (al & 0x7f) : al;
+        else c.setR8(0, this.ram[a]!);
+        return;
+      }
       case 0x0e:
         this.teletype(al, this.ram[BDA_ACTIVE_PAGE]!);
         return;
@@ -203,15 +286,10 @@ export class VideoBios {
         c.setR8(7, this.ram[BDA_ACTIVE_PAGE]!);
         return;
       case 0x10:
-        return; // palette registers: text colours stay the VGA defaults
+        this.palette(c, al);
+        return;
       case 0x11:
-        if (al === 0x30) {
-          const [seg, off] = this.fontPtr();
-          c.loadSeg(ES, seg);
-          c.setR16(EBP, off);
-          c.setR16(ECX, 16);
-          c.setR8(2, ROWS - 1);
-        }
+        if (al === 0x30) this.fontInfo(c, bh);
         return;
       case 0x12:
         if (bl === 0x10) {

@@ -1,7 +1,8 @@
 /**
- * VGA in 80×25 colour text mode: the CRT controller (cursor, start address), the
- * attribute/sequencer/graphics/DAC registers as storage, the input status register,
- * and the text buffer at B8000h in guest memory.
+ * VGA in 80×25 colour text mode and 320×200×256 mode 13h: the CRT controller (cursor,
+ * start address), the attribute/sequencer/graphics registers as storage, the DAC
+ * palette, the input status register, and the text buffer at B8000h (mode 13h: the
+ * linear frame buffer at A0000h) in guest memory.
  */
 import type { IoBus } from '../io.js';
 import type { Memory } from '../memory.js';
@@ -17,6 +18,54 @@ const CRTC_START_HI = 0x0c;
 const CRTC_START_LO = 0x0d;
 const CRTC_CURSOR_HI = 0x0e;
 const CRTC_CURSOR_LO = 0x0f;
+
+/** Mode 13h frame buffer: 320×200, one byte per pixel (chain-4), at A0000h. */
+export const GRAPHICS_BASE = 0xa0000;
+export const GFX_WIDTH = 320;
+export const GFX_HEIGHT = 200;
+/** Graphics controller Miscellaneous register (index 6) bit 0: graphics mode. */
+const GFX_MISC = 0x06;
+const GFX_MISC_GRAPHICS = 0x01;
+/** Attribute controller Mode Control register (index 10h) bit 6: 8-bit colour (256 colours). */
+const ATTR_MODE = 0x10;
+const ATTR_MODE_8BIT = 0x40;
+
+/** The IBM VGA BIOS's default 256-colour DAC palette (6-bit R, G, B per entry). */
+export function defaultDac(): Uint8Array {
+  const dac = new Uint8Array(256 * 3);
+  let i = 0;
+  const put = (r: number, g: number, b: number): void => {
+    dac[i++] = r;
+    dac[i++] = g;
+    dac[i++] = b;
+  };
+  // 0-15: the 16 text colours.
+  for (let c = 0; c < 16; c++) {
+    const hi = c & 8 ? 0x15 : 0;
+    const r = (c & 4 ? 0x2a : 0) + hi;
+    const g = c === 6 ? 0x15 : (c & 2 ? 0x2a : 0) + hi;
+    const b = (c & 1 ? 0x2a : 0) + hi;
+    put(r, g, b);
+  }
+  // 16-31: a grey ramp.
+  for (const v of [0x00, 0x05, 0x08, 0x0b, 0x0e, 0x11, 0x14, 0x18, 0x1c, 0x20, 0x24, 0x28, 0x2d, 0x32, 0x38, 0x3f]) put(v, v, v);
+  // 32-247: 24 hues round the colour wheel at 3 intensities × 3 saturations (levels low → high).
+  const ramps = [
+    [0x00, 0x10, 0x1f, 0x2f, 0x3f], [0x1f, 0x27, 0x2f, 0x37, 0x3f], [0x2d, 0x31, 0x36, 0x3a, 0x3f],
+    [0x00, 0x07, 0x0e, 0x15, 0x1c], [0x0e, 0x11, 0x15, 0x18, 0x1c], [0x14, 0x16, 0x18, 0x1a, 0x1c],
+    [0x00, 0x04, 0x08, 0x0c, 0x10], [0x08, 0x0a, 0x0c, 0x0e, 0x10], [0x0b, 0x0c, 0x0d, 0x0f, 0x10],
+  ];
+  // Level index of R, G, B for each of the 24 hues, starting at blue.
+  const up = [0, 1, 2, 3];
+  const hues: [number, number, number][] = [
+    ...up.map((k): [number, number, number] => [k, 0, 4]), ...up.map((k): [number, number, number] => [4, 0, 4 - k]),
+    ...up.map((k): [number, number, number] => [4, k, 0]), ...up.map((k): [number, number, number] => [4 - k, 4, 0]),
+    ...up.map((k): [number, number, number] => [0, 4, k]), ...up.map((k): [number, number, number] => [0, 4 - k, 4]),
+  ];
+  for (const v of ramps) for (const [r, g, b] of hues) put(v[r]!, v[g]!, v[b]!);
+  // 248-255 stay black.
+  return dac;
+}
 
 /** Code page 437 as Unicode, for showing the screen as text. */
 export const CP437 =
@@ -36,7 +85,10 @@ export class Vga {
   private attrIndex = 0;
   private attrFlip = false;
   private statusToggle = 0;
-  private dacIndex = 0;
+  /** DAC palette, 6 bits per component. */
+  readonly dac = defaultDac();
+  private dacWrite = 0;
+  private dacRead = 0;
   private misc = 0x67;
 
   constructor(
@@ -74,10 +126,36 @@ export class Vga {
     io.register([0x3cf], { read: () => this.gfx[this.gfxIndex]!, write: (_p, v) => (this.gfx[this.gfxIndex] = v) });
     io.register([0x3c2], { write: (_p, v) => (this.misc = v) });
     io.register([0x3cc], { read: () => this.misc });
-    io.register([0x3c7, 0x3c8], { write: (_p, v) => (this.dacIndex = v), read: () => this.dacIndex });
-    io.register([0x3c9], { read: () => 0, write: () => {} });
+    // DAC: 3C8h sets the write index, 3C7h the read index; 3C9h moves R, G, B in turn.
+    io.register([0x3c7], { write: (_p, v) => (this.dacRead = v * 3), read: () => 0 });
+    io.register([0x3c8], { write: (_p, v) => (this.dacWrite = v * 3), read: () => (this.dacWrite / 3) | 0 });
+    io.register([0x3c9], {
+      read: () => {
+        const v = this.dac[this.dacRead]!;
+        this.dacRead = (this.dacRead + 1) % this.dac.length;
+        return v;
+      },
+      write: (_p, v) => {
+        this.dac[this.dacWrite] = v & 0x3f;
+        this.dacWrite = (this.dacWrite + 1) % this.dac.length;
+      },
+    });
     this.crtc[CRTC_CURSOR_START] = 0x0d;
     this.crtc[CRTC_CURSOR_END] = 0x0e;
+  }
+
+  /** Program the registers that tell text from mode 13h graphics, and reset the DAC (INT 10h AH=00h). */
+  setStandardMode(mode: number): void {
+    const graphics = mode === 0x13;
+    this.gfx[GFX_MISC] = graphics ? 0x05 : 0x0e;
+    this.attr[ATTR_MODE] = graphics ? 0x41 : 0x0c;
+    this.seq[4] = graphics ? 0x0e : 0x02;
+    this.dac.set(defaultDac());
+  }
+
+  /** Whether the adapter shows 256-colour graphics (mode 13h) rather than text. */
+  get graphics256(): boolean {
+    return (this.gfx[GFX_MISC]! & GFX_MISC_GRAPHICS) !== 0 && (this.attr[ATTR_MODE]! & ATTR_MODE_8BIT) !== 0;
   }
 
   /** Offset of the displayed page in the text buffer, in characters. */
