@@ -1,25 +1,31 @@
 #!/usr/bin/env node
 // bench/convert.mjs — `vdisk convert` against `qemu-img convert`, with `cp --sparse=always`
-// as the floor, on a 2 GiB disk half filled with random data. The three take turns, in a
-// new random order each round, so drift on a shared machine hits all alike; prints medians,
-// their ratios, and the ratio of the fastest runs (the least disturbed ones).
+// as the floor for raw → raw. The tools take turns, in a new random order each round,
+// so drift on a shared machine hits all alike; prints medians, their ratios, and the
+// ratio of the fastest runs (the least disturbed ones).
 //
-//   npm run build && node bench/convert.mjs [--repeat N] [--size 2G] [--dir /tmp] [--data random|text] [--only NAME]
+//   npm run build && node bench/convert.mjs [--disk ext4|random] [--repeat N] [--only NAME]
+//                                           [--size 2G] [--data random|text] [--dir /tmp]
 //
-// BENCH_VERBOSE=1 also prints every run's time.
-// --data text fills the data half with compressible text instead of random bytes (the
-// case where compression does real work: streamOptimized then measures the worker
-// threads, not the incompressible-grain screen). --only runs the cases whose name
-// contains NAME (e.g. --only stream).
+// --disk ext4 (the default): a real filesystem, the 4 GiB ext4 image bench/_real-disk.mjs
+// builds once with `mkfs.ext4 -d` from a copy of /usr/share and /usr/bin and caches
+// outside the repo; qemu-img makes VHD, VDI, VMDK sparse and streamOptimized copies of
+// it, and every pair of raw, VHD, VDI, VMDK and streamOptimized is timed (25 cases,
+// about 20 minutes at --repeat 3). Prints the whole matrix of vdisk/qemu-img ratios.
+// --disk random: the older synthetic case, a --size disk half filled with random bytes
+// (or compressible text with --data text), for five pairs.
 //
-// Cases whose formats vdisk has no driver for yet are skipped with a note; raw → raw
-// always runs. Output of the first vdisk run of each case is checked with qemu-img compare.
+// BENCH_VERBOSE=1 also prints every run's time. --only runs the cases whose name
+// contains NAME (e.g. --only stream, --only "raw →").
+//
+// Output of the first vdisk run of each case is checked with qemu-img compare.
 import { execFileSync, spawnSync } from 'node:child_process';
 import { randomFillSync } from 'node:crypto';
-import { closeSync, mkdtempSync, openSync, rmSync, writeSync, ftruncateSync, readdirSync } from 'node:fs';
+import { closeSync, existsSync, mkdtempSync, openSync, renameSync, rmSync, writeSync, ftruncateSync, readdirSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { findDriver } from '../dist/index.js';
+import { cacheDir, realDisk } from './_real-disk.mjs';
 import { benchEnv, median, shuffle } from './lib.mjs';
 
 const args = process.argv.slice(2);
@@ -32,6 +38,8 @@ const SIZE = parseSizeArg(opt('--size', '2G'));
 const BASE = opt('--dir', process.env.BENCH_DIR ?? tmpdir());
 const DATA = opt('--data', 'random');
 const ONLY = opt('--only', '');
+const DISK = opt('--disk', 'ext4');
+if (DISK !== 'ext4' && DISK !== 'random') throw new Error(`bad --disk ${DISK} (ext4 or random)`);
 if (DATA !== 'random' && DATA !== 'text') throw new Error(`bad --data ${DATA} (random or text)`);
 const VDISK = new URL('../bin/vdisk.js', import.meta.url).pathname;
 
@@ -95,48 +103,75 @@ function clearOut(prefix) {
   for (const n of readdirSync(dir)) if (n.startsWith(prefix)) rmSync(join(dir, n), { force: true });
 }
 
-console.log(`vdisk convert bench: ${SIZE / 1024 ** 3} GiB disk, half ${DATA === 'text' ? 'text' : 'random data'}; ${REPEAT} alternating runs each; medians in seconds\n(vdisk runs with -t unsafe, qemu-img convert's default cache mode: neither flushes)`);
-const raw = join(dir, 'src.raw');
-makeRaw(raw);
-const sources = {
-  raw: { path: raw, qemu: 'raw' },
-  vhd: { path: join(dir, 'src.vhd'), qemu: 'vpc', make: ['-O', 'vpc', '-o', 'subformat=dynamic,force_size=on'] },
-  vmdk: { path: join(dir, 'src.vmdk'), qemu: 'vmdk', make: ['-O', 'vmdk', '-o', 'subformat=monolithicSparse'] },
+/** The formats of the matrix: how vdisk and qemu-img name them, and how qemu-img makes a source of each. */
+const FORMATS = {
+  raw: { label: 'raw', vdiskF: 'raw', qemu: 'raw', vdisk: ['-O', 'raw'], qemuO: ['-O', 'raw'], ext: 'raw' },
+  vhd: { label: 'VHD', vdiskF: 'vhd', qemu: 'vpc', vdisk: ['-O', 'vhd', '-o', 'subformat=dynamic'], qemuO: ['-O', 'vpc', '-o', 'subformat=dynamic,force_size=on'], ext: 'vhd' },
+  vdi: { label: 'VDI', vdiskF: 'vdi', qemu: 'vdi', vdisk: ['-O', 'vdi'], qemuO: ['-O', 'vdi'], ext: 'vdi' },
+  vmdk: { label: 'VMDK', vdiskF: 'vmdk', qemu: 'vmdk', vdisk: ['-O', 'vmdk'], qemuO: ['-O', 'vmdk', '-o', 'subformat=monolithicSparse'], ext: 'vmdk' },
+  stream: { label: 'stream', vdiskF: 'vmdk', qemu: 'vmdk', vdisk: ['-O', 'vmdk', '-o', 'subformat=streamOptimized'], qemuO: ['-O', 'vmdk', '-o', 'subformat=streamOptimized'], ext: 'vmdk' },
 };
-for (const s of Object.values(sources)) if (s.make) execFileSync('qemu-img', ['convert', '-f', 'raw', ...s.make, raw, s.path]);
 
-const cases = [
-  { name: 'raw → raw', from: 'raw', to: 'raw', vdisk: ['-O', 'raw'], qemu: ['-O', 'raw'], ext: 'raw' },
-  { name: 'VHD → VMDK', from: 'vhd', to: 'vmdk', vdisk: ['-O', 'vmdk'], qemu: ['-O', 'vmdk'], ext: 'vmdk' },
-  { name: 'VHD → VDI', from: 'vhd', to: 'vdi', vdisk: ['-O', 'vdi'], qemu: ['-O', 'vdi'], ext: 'vdi' },
-  { name: 'VMDK → VHD', from: 'vmdk', to: 'vhd', vdisk: ['-O', 'vhd', '-o', 'subformat=dynamic'], qemu: ['-O', 'vpc', '-o', 'subformat=dynamic'], ext: 'vhd', qemuOut: 'vpc' },
-  { name: 'VHD → streamOptimized', from: 'vhd', to: 'vmdk', vdisk: ['-O', 'vmdk', '-o', 'subformat=streamOptimized'], qemu: ['-O', 'vmdk', '-o', 'subformat=streamOptimized'], ext: 'vmdk' },
-];
+let raw;
+if (DISK === 'ext4') {
+  // The cached image itself (only ever read: every tool opens its source read-only).
+  raw = realDisk();
+  console.log(`vdisk convert bench: 4 GiB ext4 (mkfs.ext4 -d of /usr/share and /usr/bin); ${REPEAT} alternating runs each; medians in seconds`);
+} else {
+  raw = join(dir, 'src.raw');
+  makeRaw(raw);
+  console.log(`vdisk convert bench: ${SIZE / 1024 ** 3} GiB disk, half ${DATA === 'text' ? 'text' : 'random data'}; ${REPEAT} alternating runs each; medians in seconds`);
+}
+console.log('(vdisk runs with -t unsafe, qemu-img convert\'s default cache mode: neither flushes)');
+const sources = { raw: { path: raw } };
+const wanted = DISK === 'ext4' ? Object.keys(FORMATS) : ['raw', 'vhd', 'vmdk'];
+for (const f of wanted) {
+  if (f === 'raw') continue;
+  // The ext4 disk's copies are cached beside it too (only ever read).
+  const path = DISK === 'ext4' ? join(cacheDir(), `ext4-usr-4g-${f}.${FORMATS[f].ext}`) : join(dir, `src-${f}.${FORMATS[f].ext}`);
+  if (DISK !== 'ext4' || !existsSync(path)) {
+    execFileSync('qemu-img', ['convert', '-f', 'raw', ...FORMATS[f].qemuO, raw, `${path}.part`]);
+    renameSync(`${path}.part`, path);
+  }
+  sources[f] = { path };
+}
 
+const pair = (from, to) => ({ name: `${FORMATS[from].label} → ${FORMATS[to].label}`, from, to });
+const cases =
+  DISK === 'ext4'
+    ? Object.keys(FORMATS).flatMap((from) => Object.keys(FORMATS).map((to) => pair(from, to)))
+    : [pair('raw', 'raw'), pair('vhd', 'vmdk'), pair('vhd', 'vdi'), pair('vmdk', 'vhd'), pair('vhd', 'stream')];
 const rows = [];
+const ratios = {};
 for (const c of cases) {
   if (ONLY && !c.name.toLowerCase().includes(ONLY.toLowerCase())) continue;
-  const missing = [...new Set([c.from, c.to].filter((f) => !has(f)))];
+  const missing = [...new Set([FORMATS[c.from].vdiskF, FORMATS[c.to].vdiskF].filter((f) => !has(f)))];
   if (missing.length) {
     console.log(`${c.name}: skipped (vdisk has no ${missing.join(', ')} driver yet)`);
     continue;
   }
   const src = sources[c.from];
-  const t = { vdisk: [], qemu: [], cp: [] };
-  const vdiskOut = join(dir, `out-vdisk.${c.ext}`);
+  const from = FORMATS[c.from];
+  const to = FORMATS[c.to];
+  const withCp = c.from === 'raw' && c.to === 'raw';
+  const t = { vdisk: [], qemu: [], ...(withCp ? { cp: [] } : {}) };
+  const vdiskOut = join(dir, `out-vdisk.${to.ext}`);
   const runs = {
-    vdisk: () => sh(process.execPath, [VDISK, 'convert', '-t', 'unsafe', '-f', c.from, ...c.vdisk, src.path, vdiskOut]),
-    qemu: () => sh('qemu-img', ['convert', '-f', src.qemu, ...c.qemu, src.path, join(dir, `out-qemu.${c.ext}`)]),
-    cp: () => sh('cp', ['--sparse=always', src.path, join(dir, `out-cp.${c.ext}`)]),
+    vdisk: () => sh(process.execPath, [VDISK, 'convert', '-t', 'unsafe', '-f', from.vdiskF, ...to.vdisk, src.path, vdiskOut]),
+    qemu: () => sh('qemu-img', ['convert', '-f', from.qemu, ...to.qemuO, src.path, join(dir, `out-qemu.${to.ext}`)]),
+    ...(withCp ? { cp: () => sh('cp', ['--sparse=always', src.path, join(dir, `out-cp.${to.ext}`)]) } : {}),
   };
-  // One untimed run of each first: the first run after the sources were written paid for
-  // settling the page cache (2.5 s where the rest took 0.6 s), whichever tool drew it.
-  for (const k of Object.keys(runs)) {
-    clearOut('out');
-    runs[k]();
+  // The random disk's sources were just written: one untimed run of each first, since
+  // the first run after that paid for settling the page cache (2.5 s where the rest
+  // took 0.6 s), whichever tool drew it. The ext4 matrix skips it (25 cases).
+  if (DISK === 'random') {
+    for (const k of Object.keys(runs)) {
+      clearOut('out');
+      runs[k]();
+    }
   }
   for (let i = 0; i < REPEAT; i++) {
-    // Each round runs the three in a fresh random order. On a VM the cost of a run's page
+    // Each round runs the tools in a fresh random order. On a VM the cost of a run's page
     // allocations drifts in phases (free memory is handed back to the host and faulted in
     // again); a fixed order can lock one tool onto the expensive phase for many rounds.
     // Every timed run also starts the same way: no output file left, no dirty pages.
@@ -144,23 +179,37 @@ for (const c of cases) {
       clearOut('out');
       t[k].push(runs[k]());
       if (k === 'vdisk' && i === 0) {
-        const r = spawnSync('qemu-img', ['compare', '-f', src.qemu, '-F', c.qemuOut ?? c.to, src.path, vdiskOut]);
+        const r = spawnSync('qemu-img', ['compare', '-f', from.qemu, '-F', to.qemu, src.path, vdiskOut]);
         if (r.status !== 0) console.log(`WARNING ${c.name}: qemu-img compare says the vdisk output differs from the source: ${String(r.stdout).trim()} ${String(r.stderr).trim()}`);
       }
     }
   }
   clearOut('out');
   if (process.env.BENCH_VERBOSE) for (const k of Object.keys(t)) console.log(`${c.name} ${k}: ${t[k].map((x) => x.toFixed(2)).join(' ')}`);
-  const m = { vdisk: median(t.vdisk), qemu: median(t.qemu), cp: median(t.cp) };
+  const m = Object.fromEntries(Object.entries(t).map(([k, v]) => [k, median(v)]));
   const best = (k) => Math.min(...t[k]);
-  rows.push({
+  ratios[c.name] = m.vdisk / m.qemu;
+  const row = {
     case: c.name,
     'vdisk s': m.vdisk.toFixed(2),
     'qemu-img s': m.qemu.toFixed(2),
-    'cp s': m.cp.toFixed(2),
     'vdisk/qemu': (m.vdisk / m.qemu).toFixed(2),
-    'vdisk/cp': (m.vdisk / m.cp).toFixed(2),
     'fastest vdisk/qemu': (best('vdisk') / best('qemu')).toFixed(2),
-  });
+  };
+  if (withCp) Object.assign(row, { 'cp s': m.cp.toFixed(2), 'vdisk/cp': (m.vdisk / m.cp).toFixed(2) });
+  rows.push(row);
+  console.log(`${c.name}: vdisk ${m.vdisk.toFixed(2)} s, qemu-img ${m.qemu.toFixed(2)} s, ratio ${(m.vdisk / m.qemu).toFixed(2)}${withCp ? `; cp ${m.cp.toFixed(2)} s, vdisk/cp ${(m.vdisk / m.cp).toFixed(2)}` : ''}`);
 }
 console.table(rows);
+
+// The matrix: rows are sources, columns destinations, cells vdisk/qemu-img median time.
+const labels = Object.keys(FORMATS).map((f) => FORMATS[f].label);
+if (DISK === 'ext4' && Object.keys(ratios).length > 1) {
+  console.log('\nvdisk / qemu-img (median wall time; goal <= 0.80), source ↓ destination →');
+  console.log(['from \\ to'.padEnd(10), ...labels.map((l) => l.padStart(8))].join(''));
+  for (const a of labels) {
+    console.log([a.padEnd(10), ...labels.map((b) => (ratios[`${a} → ${b}`] === undefined ? '-' : ratios[`${a} → ${b}`].toFixed(2)).padStart(8))].join(''));
+  }
+  const over = Object.entries(ratios).filter(([, r]) => r > 0.8);
+  console.log(over.length ? `above 0.80: ${over.map(([k, r]) => `${k} ${r.toFixed(2)}`).join(', ')}` : 'every pair at or below 0.80');
+}

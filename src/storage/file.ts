@@ -5,7 +5,8 @@ import { VdiskError, fromSystemError } from '../errors.js';
 import { checkInside, checkIoArgs } from './checks.js';
 import { acquireWriteLock } from './lock.js';
 import { realPathOf } from './realpath.js';
-import type { Storage } from './storage.js';
+import { nativeSeek, type NativeSeek } from './native-seek.js';
+import type { Storage, StorageExtent } from './storage.js';
 
 /** How {@link FileStorage.open} treats the file. */
 export interface FileOpenOptions {
@@ -53,6 +54,22 @@ function openedPath(fd: number): string | undefined {
   }
 }
 
+/**
+ * Whether lseek's SEEK_HOLE on this file can be believed. A filesystem without hole
+ * support answers "all data" (SEEK_HOLE at the end of the file) whatever the file
+ * holds; when the file has fewer blocks allocated than that claims, such an answer is
+ * not to be trusted and the caller scans for zeros instead, as without the addon.
+ */
+function holesReported(addon: NativeSeek, fd: number, size: number, allocated: number): boolean {
+  if (size === 0) return true;
+  try {
+    const hole = addon.seek(fd, 0, addon.SEEK_HOLE);
+    return hole < size || allocated >= size;
+  } catch {
+    return false;
+  }
+}
+
 /** Reads at least this big run on the thread pool (see {@link FileStorage.read}). */
 const ASYNC_READ = 512 * 1024;
 
@@ -75,12 +92,22 @@ export class FileStorage implements Storage {
   private length: number;
   private unlock: (() => Promise<void>) | undefined;
 
-  private constructor(path: string, fh: FileHandle, size: number, readOnly: boolean, unlock?: () => Promise<void>) {
+  /**
+   * Where the file holds data and where holes, from lseek(SEEK_DATA/SEEK_HOLE) without
+   * reading a byte; present only for a regular file when the native addon loaded and
+   * the filesystem reports holes (see {@link holesReported}). Holes are `zero` (they
+   * read as zeros; qemu-img map calls a raw file's holes present and zero alike);
+   * allocated blocks are `data`, even when they hold zeros.
+   */
+  readonly extents?: (offset: number, length: number) => AsyncIterable<StorageExtent>;
+
+  private constructor(path: string, fh: FileHandle, size: number, readOnly: boolean, unlock?: () => Promise<void>, seek?: NativeSeek) {
     this.name = path;
     this.fh = fh;
     this.length = size;
     this.readOnly = readOnly;
     this.unlock = unlock;
+    if (seek) this.extents = (offset, length) => this.seekExtents(seek, offset, length);
   }
 
   /**
@@ -117,7 +144,8 @@ export class FileStorage implements Storage {
         if (opts.confine) opts.confine(openedPath(fh.fd) ?? target);
         const st = await fh.stat();
         if (!st.isFile() && !st.isBlockDevice()) throw new VdiskError('E_USAGE', `${path}: not a regular file or block device`);
-        return new FileStorage(path, fh, st.size, readOnly, unlock);
+        const seek = st.isFile() ? nativeSeek() : undefined;
+        return new FileStorage(path, fh, st.size, readOnly, unlock, seek && holesReported(seek, fh.fd, st.size, st.blocks * 512) ? seek : undefined);
       } catch (err) {
         await fh.close();
         throw err;
@@ -213,6 +241,29 @@ export class FileStorage implements Storage {
     } finally {
       await this.unlock?.();
       this.unlock = undefined;
+    }
+  }
+
+  /** Data and holes of [offset, offset+length) by SEEK_DATA/SEEK_HOLE, covering the range exactly. */
+  private async *seekExtents(addon: NativeSeek, offset: number, length: number): AsyncIterable<StorageExtent> {
+    const end = offset + length;
+    for (let pos = offset; pos < end; ) {
+      const fd = this.fd();
+      let data: number;
+      let hole: number;
+      try {
+        data = addon.seek(fd, pos, addon.SEEK_DATA);
+        // -1: nothing but hole from pos to the end of the file.
+        data = data < 0 ? end : Math.min(data, end);
+        hole = data < end ? addon.seek(fd, data, addon.SEEK_HOLE) : end;
+      } catch (err) {
+        throw fromSystemError(err, this.name);
+      }
+      // Past the file's end (a file grown by writes and not yet truncated to size) reads as zeros too.
+      hole = hole < 0 ? end : Math.min(hole, end);
+      if (data > pos) yield { offset: pos, length: data - pos, kind: 'zero' };
+      if (hole > data) yield { offset: data, length: hole - data, kind: 'data' };
+      pos = Math.max(hole, data);
     }
   }
 

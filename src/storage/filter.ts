@@ -21,5 +21,7 @@ export function filterStorage(inner: Storage, overrides: Partial<StorageCalls>, 
     flush: overrides.flush ?? (() => inner.flush()),
     close: overrides.close ?? (() => inner.close()),
     allocatedSize: overrides.allocatedSize ?? (inner.allocatedSize ? () => inner.allocatedSize!() : undefined),
+    // What the container holds is the inner one's business: a filter over a sparse file still knows its holes.
+    extents: inner.extents ? (o, n) => inner.extents!(o, n) : undefined,
   };
 }

@@ -1,6 +1,8 @@
 /**
  * raw: the disk's bytes, one to one, in a file. Created sparse (truncate), so holes
- * cost nothing; since Node has no SEEK_HOLE, extents() finds zero runs by scanning.
+ * cost nothing. extents() asks the container where its holes are when it can tell
+ * (a local file through lseek SEEK_DATA/SEEK_HOLE, see storage/native-seek.ts; an NBD
+ * export through BLOCK_STATUS) and otherwise finds zero runs by reading.
  */
 import type { DiskImage, Extent, ImageInfo, ResizeImageOptions } from '../../device/block-device.js';
 import { ProgressMeter } from '../../device/progress.js';
@@ -23,7 +25,7 @@ export class RawImage extends BlockDeviceBase implements DiskImage {
 
   constructor(private readonly storage: Storage, readOnly: boolean, empty = false) {
     super();
-    // A container that knows its own allocation (an NBD export) is asked, not read.
+    // A container that knows its own allocation (a local file with SEEK_HOLE, an NBD export) is asked, not read.
     this.extentsReadContent = !empty && !storage.extents;
     this.filename = storage.name;
     this.size = storage.size;
@@ -39,19 +41,20 @@ export class RawImage extends BlockDeviceBase implements DiskImage {
   }
 
   /**
-   * extents() reads the file to find zeros (see {@link BlockDevice.extentsReadContent}),
-   * except in a file with no blocks on disk, which is one hole without reading.
+   * extents() reads the file to find zeros (see {@link BlockDevice.extentsReadContent})
+   * when the container cannot say where its holes are, except in a file with no blocks
+   * on disk, which is one hole without reading.
    */
   readonly extentsReadContent: boolean;
 
   protected async *extentsIn(offset: number, length: number): AsyncIterable<Extent> {
-    if (this.storage.extents) {
-      for await (const e of this.storage.extents(offset, length)) yield { ...e, depth: 0 };
-      return;
-    }
-    // A file with no blocks allocated is one hole; no need to read it.
+    // A file with no blocks allocated is one hole; no need to read it or ask.
     if (this.storage.allocatedSize && (await this.storage.allocatedSize()) === 0) {
       yield { offset, length, kind: 'hole', depth: 0 };
+      return;
+    }
+    if (this.storage.extents) {
+      for await (const e of this.storage.extents(offset, length)) yield { ...e, depth: 0 };
       return;
     }
     const buf = Buffer.alloc(Math.min(IO_CHUNK, length));
