@@ -102,6 +102,7 @@ const sources = {
   raw: { path: raw, qemu: 'raw' },
   vhd: { path: join(dir, 'src.vhd'), qemu: 'vpc', make: ['-O', 'vpc', '-o', 'subformat=dynamic,force_size=on'] },
   vmdk: { path: join(dir, 'src.vmdk'), qemu: 'vmdk', make: ['-O', 'vmdk', '-o', 'subformat=monolithicSparse'] },
+  qcow2: { path: join(dir, 'src.qcow2'), qemu: 'qcow2', make: ['-O', 'qcow2'] },
 };
 for (const s of Object.values(sources)) if (s.make) execFileSync('qemu-img', ['convert', '-f', 'raw', ...s.make, raw, s.path]);
 
@@ -110,6 +111,10 @@ const cases = [
   { name: 'VHD → VMDK', from: 'vhd', to: 'vmdk', vdisk: ['-O', 'vmdk'], qemu: ['-O', 'vmdk'], ext: 'vmdk' },
   { name: 'VHD → VDI', from: 'vhd', to: 'vdi', vdisk: ['-O', 'vdi'], qemu: ['-O', 'vdi'], ext: 'vdi' },
   { name: 'VMDK → VHD', from: 'vmdk', to: 'vhd', vdisk: ['-O', 'vhd', '-o', 'subformat=dynamic'], qemu: ['-O', 'vpc', '-o', 'subformat=dynamic'], ext: 'vhd', qemuOut: 'vpc' },
+  { name: 'raw → qcow2', from: 'raw', to: 'qcow2', vdisk: ['-O', 'qcow2'], qemu: ['-O', 'qcow2'], ext: 'qcow2' },
+  { name: 'qcow2 → raw', from: 'qcow2', to: 'raw', vdisk: ['-O', 'raw'], qemu: ['-O', 'raw'], ext: 'raw' },
+  { name: 'qcow2 → VMDK', from: 'qcow2', to: 'vmdk', vdisk: ['-O', 'vmdk'], qemu: ['-O', 'vmdk'], ext: 'vmdk' },
+  { name: 'VHD → qcow2', from: 'vhd', to: 'qcow2', vdisk: ['-O', 'qcow2'], qemu: ['-O', 'qcow2'], ext: 'qcow2' },
   { name: 'VHD → streamOptimized', from: 'vhd', to: 'vmdk', vdisk: ['-O', 'vmdk', '-o', 'subformat=streamOptimized'], qemu: ['-O', 'vmdk', '-o', 'subformat=streamOptimized'], ext: 'vmdk' },
 ];
 
