@@ -15,7 +15,7 @@ import { mapImage } from '../../src/ops/map.js';
 import { isZero } from '../../src/device/zero.js';
 import { itWith, qemuSame, run, runOk } from '../helpers/oracle.js';
 import { tempDir } from '../helpers/tmp.js';
-import { MATRIX_VARIANTS, VARIANTS, type Variant, extension, qemuMake, registered, writePatternRaw } from './variants.js';
+import { MATRIX_VARIANTS, type Variant, extension, qemuMake, registered, writePatternRaw } from './variants.js';
 
 let dir = '';
 let rawSource = '';
