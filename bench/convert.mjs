@@ -110,6 +110,7 @@ const FORMATS = {
   vdi: { label: 'VDI', vdiskF: 'vdi', qemu: 'vdi', vdisk: ['-O', 'vdi'], qemuO: ['-O', 'vdi'], ext: 'vdi' },
   vmdk: { label: 'VMDK', vdiskF: 'vmdk', qemu: 'vmdk', vdisk: ['-O', 'vmdk'], qemuO: ['-O', 'vmdk', '-o', 'subformat=monolithicSparse'], ext: 'vmdk' },
   stream: { label: 'stream', vdiskF: 'vmdk', qemu: 'vmdk', vdisk: ['-O', 'vmdk', '-o', 'subformat=streamOptimized'], qemuO: ['-O', 'vmdk', '-o', 'subformat=streamOptimized'], ext: 'vmdk' },
+  qcow2: { label: 'qcow2', vdiskF: 'qcow2', qemu: 'qcow2', vdisk: ['-O', 'qcow2'], qemuO: ['-O', 'qcow2'], ext: 'qcow2' },
 };
 
 let raw;
@@ -124,7 +125,7 @@ if (DISK === 'ext4') {
 }
 console.log('(vdisk runs with -t unsafe, qemu-img convert\'s default cache mode: neither flushes)');
 const sources = { raw: { path: raw } };
-const wanted = DISK === 'ext4' ? Object.keys(FORMATS) : ['raw', 'vhd', 'vmdk'];
+const wanted = DISK === 'ext4' ? Object.keys(FORMATS) : ['raw', 'vhd', 'vmdk', 'qcow2'];
 for (const f of wanted) {
   if (f === 'raw') continue;
   // The ext4 disk's copies are cached beside it too (only ever read).
@@ -140,7 +141,7 @@ const pair = (from, to) => ({ name: `${FORMATS[from].label} → ${FORMATS[to].la
 const cases =
   DISK === 'ext4'
     ? Object.keys(FORMATS).flatMap((from) => Object.keys(FORMATS).map((to) => pair(from, to)))
-    : [pair('raw', 'raw'), pair('vhd', 'vmdk'), pair('vhd', 'vdi'), pair('vmdk', 'vhd'), pair('vhd', 'stream')];
+    : [pair('raw', 'raw'), pair('vhd', 'vmdk'), pair('vhd', 'vdi'), pair('vmdk', 'vhd'), pair('vhd', 'stream'), pair('raw', 'qcow2'), pair('qcow2', 'raw'), pair('qcow2', 'vmdk'), pair('vhd', 'qcow2')];
 const rows = [];
 const ratios = {};
 for (const c of cases) {

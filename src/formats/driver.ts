@@ -14,6 +14,8 @@ export interface DriverOpenOptions {
    * is used instead of probing.
    */
   openParent(name: string, format?: string): Promise<DiskImage>;
+  /** An internal snapshot (by id or name) to open instead of the active image, read-only (qcow2). */
+  snapshot?: string;
   /** An explicitly given parent (overrides what the image names), if any. */
   parent?: DiskImage;
   /** Do not open the parent even if the image names one (info on a broken chain). */

@@ -58,6 +58,8 @@ export interface OpenOptions {
   parent?: DiskImage;
   /** Do not open the parent of a differencing image. */
   noBacking?: boolean;
+  /** An internal snapshot (id or name) to open read-only instead of the active image (`img.qcow2@snap`). */
+  snapshot?: string;
 }
 
 interface ChainState {
@@ -86,6 +88,11 @@ async function openAt(location: ImageLocation, opts: OpenOptions, chain: ChainSt
       },
     };
     if (opts.parent) driverOpts.parent = opts.parent;
+    if (opts.snapshot !== undefined) {
+      if (driver.name !== 'qcow2') throw new VdiskError('E_UNSUPPORTED', `${location.name}@${opts.snapshot}: ${driver.name} images have no internal snapshots`);
+      if (!readOnly) throw new VdiskError('E_READONLY', `${location.name}@${opts.snapshot}: an internal snapshot opens read-only`);
+      driverOpts.snapshot = opts.snapshot;
+    }
     return await driver.open(storage, location, driverOpts);
   } catch (err) {
     await storage.close().catch(() => undefined);
@@ -106,6 +113,11 @@ export function openLocation(location: ImageLocation, opts: OpenOptions = {}): P
  */
 export async function open(path: string, opts: OpenOptions = {}): Promise<DiskImage> {
   if (path.startsWith('lvm:')) return (await import('../pool/open.js')).openLv(path, { readOnly: opts.readOnly });
+  // `IMAGE@SNAPSHOT` names an internal snapshot when IMAGE exists and the whole name does not.
+  const at = path.lastIndexOf('@');
+  if (at > 0 && opts.snapshot === undefined && !(await stat(path).then(() => true, () => false)) && (await stat(path.slice(0, at)).then((s) => s.isFile(), () => false))) {
+    return openLocation(await locate(path.slice(0, at), opts), { ...opts, snapshot: path.slice(at + 1) });
+  }
   return openLocation(await locate(path, opts), opts);
 }
 

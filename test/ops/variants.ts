@@ -43,6 +43,16 @@ export const VARIANTS: readonly Variant[] = [
   { id: 'vmdk-streamOptimized', format: 'vmdk', options: { subformat: 'streamOptimized' }, qemuFormat: 'vmdk', qemuOptions: 'subformat=streamOptimized', exactMap: true },
 ];
 
+/**
+ * The convert matrix: every variant above and qcow2 (issue 20), with a small cluster
+ * size too so an 8 MiB disk spans many L2 entries and refcount-block boundaries.
+ */
+export const MATRIX_VARIANTS: readonly Variant[] = [
+  ...VARIANTS,
+  { id: 'qcow2', format: 'qcow2', options: {}, qemuFormat: 'qcow2', qemuOptions: 'compat=1.1', exactMap: true },
+  { id: 'qcow2-4k', format: 'qcow2', options: { cluster_size: '4096' }, qemuFormat: 'qcow2', qemuOptions: 'compat=1.1,cluster_size=4096', exactMap: true },
+];
+
 /** True when vdisk has a driver for `format`. */
 export function registered(format: string): boolean {
   try {

@@ -259,14 +259,48 @@ export class Qcow2Image extends BlockDeviceBase implements DiskImage {
   protected async writeAt(buf: Uint8Array, offset: number): Promise<void> {
     await this.noteModified();
     const cs = this.clusterSize;
-    for (let pos = offset; pos < offset + buf.length; ) {
+    const end = offset + buf.length;
+    for (let pos = offset; pos < end; ) {
       const c = Math.floor(pos / cs);
       const within = pos - c * cs;
-      const n = Math.min(cs - within, offset + buf.length - pos);
+      const n = Math.min(cs - within, end - pos);
+      if (within === 0 && n === cs) {
+        // Whole clusters that need new host clusters go as one run: their refcounts
+        // in one write per refcount block, their data in one write per contiguous run.
+        const fresh: Array<[number, L2Mapping]> = [];
+        for (let q = c; (q + 1) * cs <= end && fresh.length < PENDING_LIMIT; q++) {
+          const m = await this.lookup(q);
+          if (m.kind === 'normal' && m.copied) break;
+          fresh.push([q, m]);
+        }
+        if (fresh.length > 0) {
+          await this.writeFreshClusters(fresh, buf.subarray(pos - offset, pos - offset + fresh.length * cs));
+          pos += fresh.length * cs;
+          if (this.pendingCount >= PENDING_LIMIT) await this.commit();
+          continue;
+        }
+      }
       await this.writeCluster(c, within, buf.subarray(pos - offset, pos - offset + n));
       pos += n;
     }
     if (this.pendingCount >= PENDING_LIMIT) await this.commit();
+  }
+
+  /** Write whole guest clusters `runs` (consecutive) from `data` into new host clusters, in the order {@link writeCluster} keeps. */
+  private async writeFreshClusters(runs: Array<[number, L2Mapping]>, data: Uint8Array): Promise<void> {
+    const cs = this.clusterSize;
+    const hosts = await this.refcounts!.allocateMany(runs.length);
+    for (let k = 0; k < hosts.length; ) {
+      let e = k + 1;
+      while (e < hosts.length && hosts[e] === hosts[e - 1]! + cs) e++;
+      await this.storage.write(data.subarray(k * cs, e * cs), hosts[k]!);
+      k = e;
+    }
+    for (let k = 0; k < runs.length; k++) {
+      const [c, m] = runs[k]!;
+      await this.setL2(c, hosts[k]!, QCOW_OFLAG_COPIED_HI, 0);
+      this.releaseLater(m);
+    }
   }
 
   /** Write into guest cluster `c`: in place when it is ours alone, else into a new cluster. */

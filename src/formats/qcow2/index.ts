@@ -60,9 +60,32 @@ async function openBacking(storage: Storage, location: ImageLocation, h: Qcow2He
   return opts.openParent(name, format);
 }
 
+/** Make `header` describe internal snapshot `which` (id first, then name): its L1 table and size. */
+async function pointAtSnapshot(storage: Storage, header: Qcow2Header, which: string): Promise<void> {
+  const read = async (len: number, at: number): Promise<Buffer> => {
+    const b = Buffer.alloc(len);
+    await storage.read(b, at);
+    return b;
+  };
+  const snaps = await readSnapshots(read, header.snapshotsOffset, header.nbSnapshots, storage.size, storage.name);
+  const s = snaps.find((x) => x.id === which) ?? snaps.find((x) => x.name === which);
+  if (!s) throw new VdiskError('E_NOENT', `${storage.name}: no internal snapshot with id or name "${which}" (vdisk info lists them)`);
+  const cs = 2 ** header.clusterBits;
+  const bytes = s['l1-size'] * 8;
+  if (s['l1-offset'] % cs !== 0 || bytes > QCOW2_MAX_L1_BYTES || s['l1-offset'] + bytes > storage.size) {
+    throw new VdiskError('E_CORRUPT', `${storage.name}: snapshot ${s.id}'s L1 table (${s['l1-size']} entries at ${s['l1-offset']}) is misaligned, too large or past the file`);
+  }
+  const size = s['disk-size'] ?? header.size;
+  if (!Number.isSafeInteger(size) || size < 0 || size % 512 !== 0) throw new VdiskError('E_CORRUPT', `${storage.name}: snapshot ${s.id} has a bad disk size ${size}`);
+  header.l1TableOffset = s['l1-offset'];
+  header.l1Size = s['l1-size'];
+  header.size = size;
+}
+
 /** Open a validated qcow2 image on `storage`, following its backing file. */
 async function openQcow2(storage: Storage, location: ImageLocation, opts: DriverOpenOptions, ownsGivenParent = false): Promise<Qcow2Image> {
   const header = await loadHeader(storage);
+  if (opts.snapshot !== undefined) await pointAtSnapshot(storage, header, opts.snapshot);
   const l1 = Buffer.alloc(header.l1Size * 8);
   if (l1.length > 0) await storage.read(l1, header.l1TableOffset);
   const warnings: string[] = [];

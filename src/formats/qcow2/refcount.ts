@@ -81,6 +81,11 @@ export class Refcounts {
     if (this.bits < 64 && value >= 2 ** this.bits) throw new VdiskError('E_UNSUPPORTED', `${this.storage.name}: refcount ${value} of host cluster ${c} does not fit ${this.bits} bits`);
     const b = await this.block(off);
     const [from, to] = setRefcount(b, c % this.perBlock, this.bits, value);
+    if (this.deferred) {
+      const d = this.deferred.get(off);
+      this.deferred.set(off, d ? [b, Math.min(d[1], from), Math.max(d[2], to)] : [b, from, to]);
+      return;
+    }
     await this.storage.write(b.subarray(from, to), off + from);
   }
 
@@ -94,13 +99,48 @@ export class Refcounts {
     }
   }
 
+  /**
+   * Allocate `n` host clusters with refcount 1 (all counted on disk when this
+   * returns, one write per refcount block touched); their byte offsets, ascending.
+   */
+  async allocateMany(n: number): Promise<number[]> {
+    const out: number[] = [];
+    this.deferred = new Map();
+    try {
+      for (let k = 0; k < n; k++) out.push(await this.allocate());
+    } finally {
+      await this.writeDeferred();
+      this.deferred = undefined;
+    }
+    return out;
+  }
+
+  /** While {@link allocateMany} runs: each refcount block (by offset) changed in memory, and the byte range not yet written. */
+  private deferred: Map<number, [Buffer, number, number]> | undefined;
+
+  /** Write the refcount ranges {@link allocateMany} has held back. */
+  private async writeDeferred(): Promise<void> {
+    if (!this.deferred) return;
+    const dirty = [...this.deferred];
+    this.deferred.clear();
+    for (const [off, [b, from, to]] of dirty) await this.storage.write(b.subarray(from, to), off + from);
+  }
+
   /** Allocate one host cluster with refcount 1 (counted on disk when this returns); its byte offset. */
   async allocate(): Promise<number> {
     for (;;) {
       const c = this.end;
       const t = Math.floor(c / this.perBlock);
       if (t >= this.tableEntries) {
-        await this.growTable(t + 1);
+        // Counts held back reach the disk before the table they belong to moves.
+        await this.writeDeferred();
+        const held = this.deferred;
+        this.deferred = undefined;
+        try {
+          await this.growTable(t + 1);
+        } finally {
+          this.deferred = held;
+        }
         continue;
       }
       if (this.blockOffset(t) === 0) {

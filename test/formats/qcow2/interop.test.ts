@@ -236,3 +236,30 @@ describe('qcow2 images made by qemu read as qemu reads them', () => {
     expect(String(err)).toMatch(/incompatible features .*bit 9/);
   });
 });
+
+describe('image@snapshot reads an internal snapshot', () => {
+  itWith(QEMU, 'by name and by id, as qemu-img convert -l shows it; writes refused', async () => {
+    const img = join(dir, 'snap.qcow2');
+    await runOk('qemu-img', ['create', '-f', 'qcow2', img, '4M']);
+    await runOk('qemu-io', ['-f', 'qcow2', '-c', 'write -P 0x11 0 1M', '-c', 'write -P 0x22 2M 64k', img]);
+    await runOk('qemu-img', ['snapshot', '-c', 'first', img]);
+    await runOk('qemu-io', ['-f', 'qcow2', '-c', 'write -P 0x33 512k 1M', '-c', 'write -z 2M 64k', img]);
+    const want = join(dir, 'snap-first.raw');
+    await runOk('qemu-img', ['convert', '-l', 'snapshot.name=first', '-f', 'qcow2', '-O', 'raw', img, want]);
+    const expected = await readFile(want);
+    expect((await readImageFile(`${img}@first`)).equals(expected)).toBe(true);
+    expect((await readImageFile(`${img}@1`)).equals(expected)).toBe(true);
+    // The active image is untouched by the snapshot's addressing.
+    const active = join(dir, 'snap-active.raw');
+    await runOk('qemu-img', ['convert', '-f', 'qcow2', '-O', 'raw', img, active]);
+    expect((await readImageFile(img)).equals(await readFile(active))).toBe(true);
+    expect(expected.equals(await readFile(active))).toBe(false);
+    const codeOf = async (p: Promise<unknown>): Promise<string> =>
+      p.then(
+        () => 'opened',
+        (err: unknown) => (isVdiskError(err) ? err.code : String(err)),
+      );
+    expect(await codeOf(open(`${img}@first`))).toBe('E_READONLY');
+    expect(await codeOf(open(`${img}@nosuch`, { readOnly: true }))).toBe('E_NOENT');
+  });
+});
