@@ -107,7 +107,7 @@ export function patternText(p: string | RegExp): string {
 /**
  * A PC that boots from a floppy or hard disk. Events: `serial` (string, bytes the
  * guest sends to COM1), `tty` (string, characters written with INT 10h teletype),
- * `console` (string, the two merged as a terminal shows them, see {@link ConsoleMirror}),
+ * `console` (string, the two merged as a terminal shows them, see `ConsoleMirror` in console.ts),
  * `debug` (string).
  */
 export class Machine extends EventEmitter {

@@ -95,7 +95,7 @@ export class FileStorage implements Storage {
   /**
    * Where the file holds data and where holes, from lseek(SEEK_DATA/SEEK_HOLE) without
    * reading a byte; present only for a regular file when the native addon loaded and
-   * the filesystem reports holes (see {@link holesReported}). Holes are `zero` (they
+   * the filesystem reports holes (see `holesReported` in this file). Holes are `zero` (they
    * read as zeros; qemu-img map calls a raw file's holes present and zero alike);
    * allocated blocks are `data`, even when they hold zeros.
    */

@@ -6,6 +6,7 @@ import { beforeAll, describe, expect, it } from 'vitest';
 import { findDriver } from '../../src/formats/registry.js';
 import { VARIANTS, extension, qemuMake, registered, writePatternRaw } from '../ops/variants.js';
 import { itWith, qemuSame, run, runOk } from '../helpers/oracle.js';
+import { nativeLoads } from '../helpers/native.js';
 import { VDISK_BIN, patternBytes, tempDir } from '../helpers/tmp.js';
 
 let dir = '';
@@ -106,7 +107,11 @@ describe('vdisk map', () => {
     const ours = JSON.parse(j.stdout) as Array<Record<string, unknown>>;
     const qemu = JSON.parse(await runOk('qemu-img', ['map', '--output', 'json', '-f', 'raw', src])) as Array<Record<string, unknown>>;
     expect(Object.keys(ours[0]!).sort()).toEqual(Object.keys(qemu[0]!).filter((k) => k !== 'offset').sort());
-    expect(ours.filter((e) => e.data).length).toBe(5);
+    // With lseek the data ranges are qemu-img's exactly (the pattern's written zeros are
+    // allocated, so data to both); the reading scan splits them at the zeros.
+    const dataRanges = (m: Array<Record<string, unknown>>): unknown[] => m.filter((e) => e.data).map((e) => [e.start, e.length]);
+    if (nativeLoads) expect(dataRanges(ours)).toEqual(dataRanges(qemu));
+    else expect(dataRanges(ours).length).toBe(5);
     const h = await vdisk('map', 'src.raw');
     expect(h.stdout).toMatch(/^Offset\s+Length\s+Kind\s+Depth\s+File\n0x0 /);
     const s = await vdisk('map', '--output', 'svg', 'src.raw');
