@@ -92,3 +92,5 @@ export { compare, type CompareOptions, type CompareResult } from './ops/compare.
 export { check, checkLocation, checkExitCode, summariseCheck, formatCheckHuman, ChecksUnsupportedError, type CheckOptions, type CheckReport, type ReportProblem } from './ops/check.js';
 export { boot, Machine, type BootOptions, type BootSession, type BootResult, type BootOutcome, type KeyStep } from './emu/boot.js';
 export { OverlayDevice } from './device/overlay.js';
+export * from './pool/index.js';
+export * from './nbd/index.js';

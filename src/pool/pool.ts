@@ -15,7 +15,6 @@ import {
   DEFAULT_PE_START,
   formatId,
   LABEL_SECTOR,
-  MDA_HEADER_SIZE,
   MDA_OFFSET,
   type MdaHeader,
   newId,
@@ -935,4 +934,4 @@ export class Pool {
   }
 }
 
-export { MDA_HEADER_SIZE };
+

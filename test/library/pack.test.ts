@@ -31,6 +31,8 @@ describe('npm package', () => {
       join(app, 'main.ts'),
       [
         "import { create, open, VdiskError, type BlockDevice } from 'vdisk';",
+        "import { Pool, openLv } from 'vdisk/pool';",
+        "import { NbdServer, isNbdUri } from 'vdisk/nbd';",
         "const made = await create('x.img', { format: 'raw', size: '1M' });",
         "await made.write(Buffer.from('hi'), 512);",
         'await made.close();',
@@ -39,6 +41,18 @@ describe('npm package', () => {
         'await img.read(b, 512);',
         "console.log(img.size, b.toString(), new VdiskError('E_USAGE', 'x').code, img.extentsReadContent ? 'scan' : 'seek');",
         'await img.close();',
+        // The subpath entry points: a pool over a VHD and a VDI, its LV opened by address.
+        "const pool = await Pool.create('vg0', ['a.vhd', 'b.vdi'], { newImages: [{ format: 'vhd', size: 16 << 20 }, { format: 'vdi', size: 16 << 20 }] });",
+        "await pool.lvCreate('data', 20 << 20);",
+        'await pool.close();',
+        "const lv = await open('lvm:vg0/data');",
+        "await lv.write(Buffer.from('pool'), 18 << 20);",
+        'await lv.close();',
+        "const back = await openLv('lvm:vg0/data', { readOnly: true });",
+        'const p = Buffer.alloc(4);',
+        'await back.read(p, 18 << 20);',
+        "console.log(back.size, p.toString(), isNbdUri('nbd://127.0.0.1/x'), typeof NbdServer);",
+        'await back.close();',
         '',
       ].join('\n'),
     );
@@ -54,7 +68,7 @@ describe('npm package', () => {
     const run = await execFileP(process.execPath, [join(app, 'out', 'main.js')], { cwd: app, encoding: 'utf8' });
     // On linux-x64 the prebuilt SEEK_DATA/SEEK_HOLE addon ships in the package and loads from it.
     const holes = `${process.platform}-${process.arch}` === 'linux-x64' && process.env.VDISK_NO_NATIVE !== '1' ? 'seek' : 'scan';
-    expect(run.stdout.trim()).toBe(`1048576 hi E_USAGE ${holes}`);
+    expect(run.stdout.trim()).toBe(`1048576 hi E_USAGE ${holes}\n${20 << 20} pool true function`);
     const cli = await execFileP(join(app, 'node_modules', '.bin', 'vdisk'), ['info', '--output', 'json', 'x.img'], { cwd: app, encoding: 'utf8' });
     expect(JSON.parse(cli.stdout)).toMatchObject({ format: 'raw', 'virtual-size': 1048576 });
   }, 180_000);
