@@ -16,6 +16,11 @@ import { acquireWriteLock, buildFolderPrefix, removeLeftovers, type Leftover } f
 import { FileLocation, syncFolder, type ImageLocation } from '../storage/location.js';
 import { filterStorage } from '../storage/filter.js';
 import { isNbdUri } from '../storage/nbd/uri.js';
+import { isLvAddress, parseLvAddress } from '../pool/address.js';
+import { LogicalVolume } from '../pool/lv.js';
+import { checkName } from '../pool/metadata.js';
+import { Pool } from '../pool/pool.js';
+import { parseSize } from '../util/size.js';
 import type { Storage } from '../storage/storage.js';
 import { checkOptionKeys } from '../util/options.js';
 
@@ -93,8 +98,12 @@ export interface ConvertResult {
 /** Convert the image at `src` (read through its chain) into a new image at `dst`. */
 export async function convert(src: string, dst: string, opts: ConvertFileOptions): Promise<ConvertResult> {
   // Validate what needs no I/O first, so a typo costs nothing.
-  const driver = findDriver(opts.format);
-  checkOptionKeys(opts.options ?? {}, driver.createOptions, `output format ${driver.name}`);
+  if (isLvOutput(opts.format, dst)) {
+    checkOptionKeys(opts.options ?? {}, LV_OPTIONS, 'output format lvm');
+  } else {
+    const driver = findDriver(opts.format);
+    checkOptionKeys(opts.options ?? {}, driver.createOptions, `output format ${driver.name}`);
+  }
   const source = await open(src, { format: opts.sourceFormat, readOnly: true, allowPaths: opts.allowPaths });
   try {
     return await convertImage(source, dst, opts);
@@ -120,13 +129,14 @@ async function sameFile(a: string, b: string): Promise<boolean> {
  * new image at `dst`. The source is not closed.
  */
 export async function convertImage(source: BlockDevice, dst: string, opts: ConvertOptions): Promise<ConvertResult> {
-  const driver = findDriver(opts.format);
-  const options = opts.options ?? {};
-  checkOptionKeys(options, driver.createOptions, `output format ${driver.name}`);
   const sparse = opts.sparseSize ?? DEFAULT_SPARSE_SIZE;
   if (!Number.isSafeInteger(sparse) || sparse < 0 || sparse % 512 !== 0 || sparse > MAX_SPARSE_SIZE) {
     throw new VdiskError('E_USAGE', `-S ${sparse}: the sparse size must be 0 or a multiple of 512 bytes up to ${MAX_SPARSE_SIZE}`);
   }
+  if (isLvOutput(opts.format, dst)) return convertIntoNewLv(source, dst, sparse, opts);
+  const driver = findDriver(opts.format);
+  const options = opts.options ?? {};
+  checkOptionKeys(options, driver.createOptions, `output format ${driver.name}`);
 
   if (isNbdUri(dst)) return convertIntoExport(source, dst, driver.name, sparse, opts);
   for (const f of chainFiles(source)) {
@@ -201,6 +211,84 @@ async function convertIntoExport(source: BlockDevice, dst: string, format: strin
     return { path: dst, files: [dst], format: 'raw', size: out.size, bytesWritten, leftovers: [] };
   } finally {
     await out.close();
+  }
+}
+
+/** `-o` keys of `-O lvm`: how the new LV is laid out (as lvcreate's -i and -I). */
+const LV_OPTIONS: Readonly<Record<string, string>> = {
+  stripes: 'stripe the LV over this many members (lvcreate -i)',
+  stripe_size: 'bytes per stripe, a power of two from 4K to the extent size (lvcreate -I); 64K by default',
+};
+
+/**
+ * True when the destination is a new logical volume: `-O lvm` and an `lvm:` address
+ * go together, and either without the other is a usage error.
+ */
+function isLvOutput(format: string, dst: string): boolean {
+  const lvFormat = format === 'lvm';
+  if (lvFormat !== isLvAddress(dst)) {
+    throw new VdiskError('E_USAGE', lvFormat ? `${dst}: -O lvm writes a new logical volume, addressed as lvm:[DIR/]VG/LV` : `${dst}: a logical volume is written with -O lvm (it holds a disk's bytes, not a ${format} file)`);
+  }
+  return lvFormat;
+}
+
+/** Name of the LV a convert builds before renaming it to `lv`. */
+function buildLvName(lv: string): string {
+  return `${lv.slice(0, 100)}.vdisk-convert`;
+}
+
+/**
+ * Convert into a new LV of an existing pool, the pool's way of "temporary name, then
+ * rename": the copy is built in an LV named `LV.vdisk-convert` (sized to the source,
+ * rounded up to whole extents, striped with `-o stripes=N,stripe_size=S`), flushed,
+ * and only then renamed to `LV` in one metadata commit (with `force`, removing an old
+ * `LV` in that same commit). A crash before the rename leaves `LV` untouched and the
+ * build LV behind; the next convert into that name removes it and says so. Extents
+ * may hold a removed LV's old bytes, so everything the source does not hold (holes,
+ * zero runs, the tail after an odd size) is zeroed rather than skipped.
+ */
+async function convertIntoNewLv(source: BlockDevice, dst: string, sparse: number, opts: ConvertOptions): Promise<ConvertResult> {
+  const options = opts.options ?? {};
+  checkOptionKeys(options, LV_OPTIONS, 'output format lvm');
+  const stripes = options.stripes === undefined ? undefined : Number(options.stripes);
+  if (stripes !== undefined && !/^\d+$/.test(options.stripes!)) throw new VdiskError('E_USAGE', `-o stripes=${options.stripes}: a count`);
+  const stripeSize = options.stripe_size === undefined ? undefined : parseSize(options.stripe_size, '-o stripe_size');
+  const a = parseLvAddress(dst);
+  if (source instanceof LogicalVolume && source.filename === `lvm:${a.vg}/${a.lv}`) throw new VdiskError('E_USAGE', `${dst}: is the source itself; convert into a new LV`);
+  const pool = await Pool.open(a.vg, { dir: a.dir });
+  try {
+    checkName(a.lv, 'LV');
+    const exists = pool.vg.lvs.some((l) => l.name === a.lv);
+    if (exists && !opts.force) throw new VdiskError('E_EXISTS', `${dst}: VG ${a.vg} already has an LV ${a.lv} (use --force to replace it)`);
+    const build = buildLvName(a.lv);
+    const leftovers: Leftover[] = [];
+    if (pool.vg.lvs.some((l) => l.name === build)) {
+      // The pool's members are write-locked by this process, so no live convert owns it.
+      await pool.lvRemove(build);
+      // pid 0: no process recorded one (the pool lock says none is live).
+      leftovers.push({ path: `lvm:${a.dir === '.' ? '' : `${a.dir}/`}${a.vg}/${build}`, pid: 0 });
+    }
+    await pool.lvCreate(build, source.size, { stripes, stripeSize });
+    let bytesWritten: number;
+    let size: number;
+    try {
+      const out = pool.openLv(build);
+      try {
+        size = out.size;
+        bytesWritten = await copyContents(source, out, sparse, opts, true);
+        if (size > source.size) await out.writeZeroes(source.size, size - source.size);
+        await out.flush();
+      } finally {
+        await out.close();
+      }
+      await pool.lvRename(build, a.lv, { replace: opts.force });
+    } catch (err) {
+      await pool.lvRemove(build).catch(() => undefined);
+      throw err;
+    }
+    return { path: dst, files: pool.vg.pvs.map((p) => pool.member(p.key).path), format: 'lvm', size, bytesWritten, leftovers };
+  } finally {
+    await pool.close();
   }
 }
 

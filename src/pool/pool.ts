@@ -898,6 +898,30 @@ export class Pool {
     });
   }
 
+  /**
+   * Rename LV `from` to `to` in one commit. With `replace`, an LV already named `to`
+   * is removed in that same commit, so a reader of the metadata sees the old LV or
+   * the new one under the name, never neither: how `convert -O lvm --force` puts a
+   * finished copy in place (LVM2's lvrename, with an lvremove folded in).
+   */
+  lvRename(from: string, to: string, opts: { replace?: boolean } = {}): Promise<void> {
+    return this.serial(async () => {
+      this.writable();
+      checkName(to, 'LV');
+      this.lv(from);
+      const isOpen = (n: string): boolean => [...this.volumes].some((v) => v.lvName === n && !v.isClosed);
+      if (isOpen(from)) throw new VdiskError('E_LOCKED', `${this.name}/${from} is open`);
+      if (from === to) return;
+      const clash = this.current.lvs.some((l) => l.name === to);
+      if (clash && !opts.replace) throw new VdiskError('E_EXISTS', `VG ${this.name} already has an LV ${to}`);
+      if (clash && isOpen(to)) throw new VdiskError('E_LOCKED', `${this.name}/${to} is open`);
+      const next = cloneVg(this.current);
+      next.lvs = next.lvs.filter((l) => l.name !== to);
+      next.lvs.find((l) => l.name === from)!.name = to;
+      await this.commit(next, `vdisk pool lv rename ${this.name}/${from} ${to}`);
+    });
+  }
+
   /** LV `name` as a BlockDevice that follows the pool's committed metadata (it grows when the LV is extended). */
   openLv(name: string, opts: { ownsPool?: boolean } = {}): LogicalVolume {
     this.lv(name);

@@ -125,7 +125,7 @@ export async function acquireWriteLock(path: string): Promise<() => Promise<void
 export interface Leftover {
   /** The file or folder removed. */
   path: string;
-  /** The pid it recorded, which no longer runs. */
+  /** The pid it recorded, which no longer runs (0 when the leftover records none: a pool's build LV). */
   pid: number;
 }
 

@@ -4,6 +4,7 @@
  * (../shared/ORACLES.md), so nothing touches the host's own volume groups.
  */
 import { execFile } from 'node:child_process';
+import { open as fsOpen } from 'node:fs/promises';
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -78,5 +79,44 @@ export async function withLvm<T>(files: readonly string[], fn: (s: LvmSession) =
   } finally {
     for (const d of devices) await execFileP(findTool('losetup')!, ['-d', d]).catch(() => undefined);
     await rm(conf, { recursive: true, force: true });
+  }
+}
+
+/** Where LVM2's reports put each byte run of LV `lv`: [lvOffset, file, fileOffset, length]. */
+export async function lvmPlacement(s: LvmSession, vg: string, lv: string, files: Map<string, string>): Promise<Array<[number, string, number, number]>> {
+  const pvs = await s.report('pvs', 'pv_name,pe_start');
+  const peStart = new Map(pvs.map((p) => [p.pv_name!, Number(p.pe_start)]));
+  const [vgRow] = await s.report('vgs', 'vg_extent_size', [vg]);
+  const E = Number(vgRow!.vg_extent_size);
+  const segs = await s.report('lvs', 'lv_name,seg_start_pe,seg_size_pe,stripes,stripe_size,seg_pe_ranges', ['--segments', `${vg}/${lv}`]);
+  const out: Array<[number, string, number, number]> = [];
+  for (const g of segs) {
+    const start = Number(g.seg_start_pe) * E;
+    const size = Number(g.seg_size_pe) * E;
+    const ranges = g.seg_pe_ranges!.trim().split(/\s+/).map((r) => {
+      const m = /^(.+):(\d+)-(\d+)$/.exec(r)!;
+      return { dev: m[1]!, pe: Number(m[2]) };
+    });
+    const k = Number(g.stripes);
+    const chunk = k > 1 ? Number(g.stripe_size) : size;
+    for (let rel = 0; rel < size; rel += chunk) {
+      const c = rel / chunk;
+      const r = ranges[c % k]!;
+      const row = Math.floor(c / k);
+      out.push([start + rel, files.get(r.dev)!, peStart.get(r.dev)! + r.pe * E + row * chunk, chunk]);
+    }
+  }
+  return out;
+}
+
+/** `length` bytes of `file` at `offset`. */
+export async function readAt(file: string, offset: number, length: number): Promise<Buffer> {
+  const fh = await fsOpen(file, 'r');
+  try {
+    const b = Buffer.alloc(length);
+    await fh.read(b, 0, length, offset);
+    return b;
+  } finally {
+    await fh.close();
   }
 }

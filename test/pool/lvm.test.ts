@@ -8,50 +8,12 @@ import { describe, expect } from 'vitest';
 import { create } from '../../src/ops/create.js';
 import { formatId } from '../../src/pool/layout.js';
 import { Pool } from '../../src/pool/pool.js';
-import { type LvmSession, LVM_TOOLS, withLvm } from '../helpers/lvm.js';
+import { LVM_TOOLS, lvmPlacement, readAt, withLvm } from '../helpers/lvm.js';
 import { itWith, runOk } from '../helpers/oracle.js';
 import { readAll } from '../helpers/read.js';
 import { patternBytes, tempDir } from '../helpers/tmp.js';
 
 const MiB = 1 << 20;
-
-/** Where LVM2's reports put each byte run of LV `lv`: [lvOffset, file, fileOffset, length]. */
-async function lvmPlacement(s: LvmSession, vg: string, lv: string, files: Map<string, string>): Promise<Array<[number, string, number, number]>> {
-  const pvs = await s.report('pvs', 'pv_name,pe_start');
-  const peStart = new Map(pvs.map((p) => [p.pv_name!, Number(p.pe_start)]));
-  const [vgRow] = await s.report('vgs', 'vg_extent_size', [vg]);
-  const E = Number(vgRow!.vg_extent_size);
-  const segs = await s.report('lvs', 'lv_name,seg_start_pe,seg_size_pe,stripes,stripe_size,seg_pe_ranges', ['--segments', `${vg}/${lv}`]);
-  const out: Array<[number, string, number, number]> = [];
-  for (const g of segs) {
-    const start = Number(g.seg_start_pe) * E;
-    const size = Number(g.seg_size_pe) * E;
-    const ranges = g.seg_pe_ranges!.trim().split(/\s+/).map((r) => {
-      const m = /^(.+):(\d+)-(\d+)$/.exec(r)!;
-      return { dev: m[1]!, pe: Number(m[2]) };
-    });
-    const k = Number(g.stripes);
-    const chunk = k > 1 ? Number(g.stripe_size) : size;
-    for (let rel = 0; rel < size; rel += chunk) {
-      const c = rel / chunk;
-      const r = ranges[c % k]!;
-      const row = Math.floor(c / k);
-      out.push([start + rel, files.get(r.dev)!, peStart.get(r.dev)! + r.pe * E + row * chunk, chunk]);
-    }
-  }
-  return out;
-}
-
-async function readAt(file: string, offset: number, length: number): Promise<Buffer> {
-  const fh = await fsOpen(file, 'r');
-  try {
-    const b = Buffer.alloc(length);
-    await fh.read(b, 0, length, offset);
-    return b;
-  } finally {
-    await fh.close();
-  }
-}
 
 describe('pools and LVM2', () => {
   itWith([...LVM_TOOLS, 'qemu-img'], 'a VG vdisk makes over VHD, VDI and VMDK members is the VG LVM2 sees: PVs, LVs, segment ranges and data', async () => {

@@ -8,7 +8,7 @@ import { create } from '../../src/ops/create.js';
 import { formatId } from '../../src/pool/layout.js';
 import { planMove, Pool } from '../../src/pool/pool.js';
 import { expectCode } from '../helpers/errors.js';
-import { LVM_TOOLS, withLvm } from '../helpers/lvm.js';
+import { LVM_TOOLS, lvmPlacement, readAt, withLvm } from '../helpers/lvm.js';
 import { itWith, runOk } from '../helpers/oracle.js';
 import { readAll } from '../helpers/read.js';
 import { patternBytes, tempDir } from '../helpers/tmp.js';
@@ -98,6 +98,13 @@ describe('pool remove', () => {
       expect(ck.code, ck.out).toBe(0);
       const lvsR = await s.report('lvs', 'lv_name,lv_size', ['vg0']);
       expect(Object.fromEntries(lvsR.map((l) => [l.lv_name, Number(l.lv_size)]))).toEqual({ str: 16 * MiB, lin: 40 * MiB });
+      // Every byte, the moved extents included, sits where LVM2's seg_pe_ranges place it.
+      const files = new Map(s.devices.map((d, i) => [d, raws[i]!]));
+      for (const n of ['str', 'lin']) {
+        for (const [lvOff, file, off, len] of await lvmPlacement(s, 'vg0', n, files)) {
+          expect((await readAt(file, off, len)).equals(data.get(n)!.subarray(lvOff, lvOff + len)), `${n} at ${lvOff}`).toBe(true);
+        }
+      }
     });
   }, 120_000);
 

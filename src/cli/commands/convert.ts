@@ -14,7 +14,7 @@ export function register(program: Command): void {
     .argument('<src>', 'source image')
     .argument('<dst>', 'new image to write')
     .option('-f, --format <fmt>', 'source format (detected by magic when absent)')
-    .requiredOption('-O, --output-format <fmt>', 'output format: raw, vhd (vpc), vdi or vmdk')
+    .requiredOption('-O, --output-format <fmt>', 'output format: raw, vhd (vpc), vdi, vmdk, qcow2, or lvm (a new LV, dst lvm:[DIR/]VG/LV; -o stripes=N,stripe_size=S)')
     .option('-o, --options <k=v,...>', 'output format options, e.g. subformat=streamOptimized (repeatable)', collect, [])
     .option('-S, --sparse-size <size>', 'zero runs at least this long stay unallocated; 0 allocates everything', '4K')
     .option('-t, --cache <mode>', 'writeback (flush before renaming into place) or unsafe (no flush, as qemu-img convert)', 'writeback')
@@ -48,7 +48,10 @@ export function register(program: Command): void {
             onProgress: (done, total) => progress.update(done, total),
             signal: abort.signal,
           });
-          for (const l of result.leftovers) process.stderr.write(`vdisk: removed ${l.path}, left by process ${l.pid} which is no longer running\n`);
+          for (const l of result.leftovers) {
+            const by = l.pid > 0 ? `process ${l.pid} which is no longer running` : 'an interrupted convert';
+            process.stderr.write(`vdisk: removed ${l.path}, left by ${by}\n`);
+          }
         } finally {
           progress.stop();
           process.off('SIGINT', onSignal);
