@@ -484,11 +484,16 @@ export class Pool {
     if (dev.size < minimum) throw new VdiskError('E_USAGE', `${abs}: ${formatSize(dev.size)} is too small for a PV (at least ${formatSize(minimum)})`);
     if (exists) {
       const label = await findLabel(dev, abs).catch(() => undefined);
+      let leftBehind = false;
       if (label) {
         const st = await readMda(dev, label.metadataAreas[0]?.offset ?? MDA_OFFSET, label.metadataAreas[0]?.size ?? 0, abs).catch(() => undefined);
-        if (st?.vg) throw new VdiskError('E_EXISTS', `${abs}: already a member of VG ${st.vg.name}`);
+        // A PV this VG let go of (remove commits the VG without it, then wipes its label:
+        // a crash between the two leaves an older text of this VG that no longer lists
+        // it) is free to join again; any other VG's member is not.
+        leftBehind = st?.vg !== undefined && st.vg.id === this.current.id && st.vg.seqno < this.current.seqno && !this.current.pvs.some((p) => p.id === label.uuid);
+        if (st?.vg && !leftBehind) throw new VdiskError('E_EXISTS', `${abs}: already a member of VG ${st.vg.name}`);
       }
-      const what = await foreignContent(dev);
+      const what = leftBehind ? undefined : await foreignContent(dev);
       if (what && !opts.force) throw new VdiskError('E_EXISTS', `${abs}: holds ${what}; use --force to overwrite it`);
     }
     await dev.writeZeroes(0, DEFAULT_PE_START);

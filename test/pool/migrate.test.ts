@@ -1,6 +1,7 @@
 // pool remove moves a member's extents onto the others in chunks (copy, flush, commit)
 // while the LVs are in use, then takes the member out: LVM2 sees the smaller VG on the
 // members that remain, and every byte written before and during the move reads back.
+import { copyFileSync, renameSync } from 'node:fs';
 import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
@@ -133,6 +134,41 @@ describe('pool remove', () => {
     expect((await readAll(p2.openLv('lin'))).equals(d)).toBe(true);
     expect(p2.vg.pvs).toHaveLength(2);
     await p2.close();
+  });
+
+  it('a member left with its label by a crash between the last commit and the wipe can be added again', async () => {
+    const dir = await threeMembers();
+    const pool = await Pool.create('vg0', ['a.vhd', 'b.vdi', 'c.vmdk'], { dir });
+    await pool.lvCreate('lin', 60 * MiB);
+    const d = patternBytes(60 * MiB, 9);
+    await pool.openLv('lin').write(d, 0);
+    // Progress reports the last chunk before the commit that drops the member: the
+    // file then is what a crash before the wipe would leave.
+    const b = join(dir, 'b.vdi');
+    let total = 0;
+    await pool.remove('b.vdi', {
+      progress: (done, all) => {
+        total = all;
+        if (done === all) copyFileSync(b, `${b}.crash`);
+      },
+    });
+    expect(total).toBeGreaterThan(0);
+    await pool.close();
+    renameSync(`${b}.crash`, b);
+    const p2 = await Pool.open('vg0', { dir });
+    expect(p2.members.map((m) => m.path.split('/').pop())).toEqual(['a.vhd', 'c.vmdk']);
+    await p2.add('b.vdi');
+    expect(p2.vg.pvs).toHaveLength(3);
+    // Another VG's member is still refused.
+    await (await create(join(dir, 'x.vhd'), { format: 'vhd', size: 16 * MiB })).close();
+    await (await Pool.create('vg1', ['x.vhd'], { dir })).close();
+    await expectCode(p2.add('x.vhd'), 'E_EXISTS');
+    await p2.close();
+    const p3 = await Pool.open('vg0', { dir });
+    expect(p3.warnings).toEqual([]);
+    expect(p3.members).toHaveLength(3);
+    expect((await readAll(p3.openLv('lin'))).equals(d)).toBe(true);
+    await p3.close();
   });
 
   it('refuses what it cannot do: no room elsewhere, the last member, a stranger', async () => {
