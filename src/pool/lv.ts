@@ -22,6 +22,13 @@ export interface LvPiece {
   devOffset: number;
 }
 
+/** Pieces of one request that follow each other on one member. */
+interface MemberRun {
+  devOffset: number;
+  length: number;
+  pieces: LvPiece[];
+}
+
 export class LogicalVolume extends BlockDeviceBase implements DiskImage {
   readonly format = 'lvm';
   readonly filename: string;
@@ -83,18 +90,88 @@ export class LogicalVolume extends BlockDeviceBase implements DiskImage {
     return p.member.dev;
   }
 
+  /**
+   * A request's pieces as runs per member: pieces that follow each other on a member
+   * (the rows of a striped segment do) join into one run, so a 1 MiB request over
+   * three 64 KiB stripes is three member requests, not sixteen. Members are served
+   * one after the other: running them at once measured slower here (reads from the
+   * page cache are copies, and the thread-pool hops cost more than they overlap).
+   */
+  private runs(offset: number, length: number): Map<DiskImage, MemberRun[]> {
+    const out = new Map<DiskImage, MemberRun[]>();
+    for (const p of this.pieces(offset, length)) {
+      const dev = this.dev(p);
+      const list = out.get(dev) ?? [];
+      const last = list.at(-1);
+      if (last && last.devOffset + last.length === p.devOffset) {
+        last.pieces.push(p);
+        last.length += p.length;
+      } else list.push({ devOffset: p.devOffset, length: p.length, pieces: [p] });
+      out.set(dev, list);
+    }
+    return out;
+  }
+
+  /**
+   * Scratch buffers for runs that gather several pieces, kept for reuse: a fresh
+   * buffer per request costs more than the copy (new memory is faulted in page by
+   * page; 256 MiB read through 3 × 64 KiB stripes took 100-500 ms with a new buffer
+   * per run, 35-40 ms with reused ones, against 35-45 ms reading the members
+   * directly). Requests in flight at once each take their own.
+   */
+  private readonly spare: Buffer[] = [];
+
+  private async withScratch<T>(length: number, fn: (b: Buffer) => Promise<T>): Promise<T> {
+    const i = this.spare.findIndex((b) => b.length >= length);
+    const b = i >= 0 ? this.spare.splice(i, 1)[0]! : Buffer.allocUnsafe(Math.max(length, 1 << 20));
+    try {
+      return await fn(b.subarray(0, length));
+    } finally {
+      if (this.spare.length < 4) this.spare.push(b);
+    }
+  }
+
   protected readAt(buf: Uint8Array, offset: number): Promise<void> {
     return this.pool.io(async () => {
-      for (const p of this.pieces(offset, buf.length)) {
-        await this.dev(p).read(buf.subarray(p.lvOffset - offset, p.lvOffset - offset + p.length), p.devOffset);
+      for (const [dev, list] of this.runs(offset, buf.length)) {
+        for (const r of list) {
+          if (r.pieces.length === 1) {
+            const p = r.pieces[0]!;
+            await dev.read(buf.subarray(p.lvOffset - offset, p.lvOffset - offset + p.length), p.devOffset);
+            continue;
+          }
+          // One read of the member's run, then each piece to its place in the request.
+          await this.withScratch(r.length, async (tmp) => {
+            await dev.read(tmp, r.devOffset);
+            let at = 0;
+            for (const p of r.pieces) {
+              buf.set(tmp.subarray(at, at + p.length), p.lvOffset - offset);
+              at += p.length;
+            }
+          });
+        }
       }
     });
   }
 
   protected writeAt(buf: Uint8Array, offset: number): Promise<void> {
     return this.pool.io(async () => {
-      for (const p of this.pieces(offset, buf.length)) {
-        await this.dev(p).write(buf.subarray(p.lvOffset - offset, p.lvOffset - offset + p.length), p.devOffset);
+      for (const [dev, list] of this.runs(offset, buf.length)) {
+        for (const r of list) {
+          const part = (p: LvPiece): Uint8Array => buf.subarray(p.lvOffset - offset, p.lvOffset - offset + p.length);
+          if (r.pieces.length === 1) {
+            await dev.write(part(r.pieces[0]!), r.devOffset);
+            continue;
+          }
+          await this.withScratch(r.length, async (tmp) => {
+            let at = 0;
+            for (const p of r.pieces) {
+              tmp.set(part(p), at);
+              at += p.length;
+            }
+            await dev.write(tmp, r.devOffset);
+          });
+        }
       }
     });
   }
