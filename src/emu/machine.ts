@@ -46,7 +46,7 @@ export interface MachineOptions {
    * console after the previous step's.
    */
   keys?: string | readonly KeyStep[];
-  /** Stop after this many instructions (default: none). */
+  /** Stop after this many instructions of this run (a resumed one counts from where it resumed; default: none). */
   maxInstructions?: number;
   /** Wall-clock time in milliseconds after which the run stops (outcome `stopped`), to save its state. */
   stopAfterMs?: number;
@@ -366,7 +366,7 @@ export class Machine extends EventEmitter {
     let lastYield = t0;
     let lastCheck = t0;
     this.feedKeySteps();
-    const limit = this.opts.maxInstructions ?? Infinity;
+    const limit = this.cpu.instructions + (this.opts.maxInstructions ?? Infinity);
     while (!this.outcome) {
       const before = this.cpu.instructions;
       const target = this.batchEnd > before ? this.batchEnd : before + BATCH;
