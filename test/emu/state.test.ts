@@ -28,7 +28,7 @@ function makeImage(path = img): void {
 
 /** Boot `path` (on an overlay) with `opts`; the result and, for a resumable outcome, the saved state. */
 async function run(path: string, opts: BootOptions & { asFloppy?: boolean }) {
-  const dev = await open(path, { readOnly: true });
+  const dev = await open(path, { readOnly: opts.snapshot !== false });
   try {
     const s = opts.asFloppy ? boot(null, { snapshot: true, timeoutMs: 60_000, ...opts, floppy: dev }) : boot(dev, { snapshot: true, timeoutMs: 30_000, ...opts });
     const r = await s.result;
@@ -91,6 +91,25 @@ describe('save and restore', () => {
     // And the resumed DOS still takes commands.
     const dir = await run(FREEDOS, { asFloppy: true, expect: 'Volume in drive A', keys: 'dir\n', restoreState: { bytes: rest.state!, name: 'fd2' } });
     expect(dir.r.outcome).toBe('expect');
+  });
+
+  itWith(['nasm'], 'without --snapshot the image carries the writes: it resumes on that image, and refuses it once changed', async () => {
+    const live = join(dir, 'live.img');
+    const fresh = join(dir, 'fresh.img');
+    makeImage(live);
+    makeImage(fresh);
+    const whole = await run(fresh, { snapshot: false });
+    const first = await run(live, { snapshot: false, expect: 'D0009' });
+    const rest = await run(live, { snapshot: false, restoreState: { bytes: first.state!, name: 's' }, expect: 'D000C' });
+    expect(whole.r.serial.startsWith(first.r.serial + rest.r.serial)).toBe(true);
+    // `rest` was saved at D000C with the image as it is now.
+    const again = await run(live, { snapshot: false, restoreState: { bytes: rest.state!, name: 's2' } });
+    expect(first.r.serial + rest.r.serial + again.r.serial).toBe(whole.r.serial);
+    // Now the image holds writes made after `first` was saved: that state no longer fits it.
+    await expect(run(live, { snapshot: false, restoreState: { bytes: first.state!, name: 'old.state' } })).rejects.toMatchObject({
+      code: 'E_MISMATCH',
+      message: expect.stringContaining('content differs'),
+    });
   });
 
   itWith(['nasm'], 'keeps the guest\'s disk writes: the overlay is in the state', async () => {
