@@ -50,7 +50,9 @@ export class ConsoleMirror implements Stateful {
     if (live > 2) throw new VdiskError('E_CORRUPT', `${r.what}: live stream ${live} is not 0-2`);
     this.live = live === 0 ? null : live === 1 ? 'tty' : 'serial';
     this.shown = r.str('shown line');
-    this.held.splice(0, this.held.length, ...r.strs('held lines', 10_000));
+    // Counts are bounded by the section's length: each string costs at least its 4-byte length.
+    this.held.length = 0;
+    for (const l of r.strs('held lines', 1 << 24)) this.held.push(l);
   }
 
   /** Feed characters the guest sent on `kind`. */
