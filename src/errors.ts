@@ -32,7 +32,9 @@ export type VdiskErrorCode =
   /** The device was closed. */
   | 'E_CLOSED'
   /** The disk is full. */
-  | 'E_NOSPC';
+  | 'E_NOSPC'
+  /** A saved machine state belongs to another image, or to a machine set up differently. */
+  | 'E_MISMATCH';
 
 /** The one error class vdisk throws for anything a caller can act on. */
 export class VdiskError extends Error {

@@ -32,6 +32,27 @@ export class OverlayDevice extends BlockDeviceBase {
     return this.chunks.size * OVERLAY_CHUNK;
   }
 
+  /** The device below the overlay (never written). */
+  get lower(): BlockDevice {
+    return this.base;
+  }
+
+  /** The chunks the overlay holds, by chunk index (for saving a machine state). */
+  heldChunks(): ReadonlyMap<number, Uint8Array> {
+    return this.chunks;
+  }
+
+  /** Replace the overlay's contents with `chunks` (each {@link OVERLAY_CHUNK} bytes, inside the device). */
+  loadChunks(chunks: ReadonlyMap<number, Uint8Array>): void {
+    for (const [idx, c] of chunks) {
+      if (!Number.isInteger(idx) || idx < 0 || idx * OVERLAY_CHUNK >= this.size || c.length !== OVERLAY_CHUNK) {
+        throw new RangeError(`overlay chunk ${idx} (${c.length} bytes) does not fit a ${this.size}-byte device`);
+      }
+    }
+    this.chunks.clear();
+    for (const [idx, c] of chunks) this.chunks.set(idx, Uint8Array.from(c));
+  }
+
   protected async readAt(buf: Uint8Array, offset: number): Promise<void> {
     let done = 0;
     while (done < buf.length) {

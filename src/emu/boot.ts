@@ -2,6 +2,7 @@
 import type { BlockDevice } from '../device/block-device.js';
 import { OverlayDevice } from '../device/overlay.js';
 import { Machine, type BootResult, type MachineOptions } from './machine.js';
+import { inspectState } from './state/machine-state.js';
 
 /** Options for {@link boot}. */
 export interface BootOptions extends Omit<MachineOptions, 'disk'> {
@@ -12,6 +13,13 @@ export interface BootOptions extends Omit<MachineOptions, 'disk'> {
   onTty?: (text: string) => void;
   /** Called with the console as a terminal shows it: both streams merged, each line once, partial lines at once. */
   onConsole?: (text: string) => void;
+  /**
+   * Resume from a state file made by `machine.saveState()` instead of powering on: the
+   * guest carries on exactly where it stopped. Drives it kept an overlay for get one again
+   * (with the saved writes), memory is the state's; the disks must be the ones it was
+   * saved with (E_MISMATCH otherwise).
+   */
+  restoreState?: { bytes: Uint8Array; name: string };
 }
 
 /** A running boot: the machine (an EventEmitter) and the promise of its result. */
@@ -25,13 +33,18 @@ export interface BootSession {
  * output arrives through `opts.onSerial`/`opts.onTty` or the machine's `serial`/`tty` events.
  */
 export function boot(device: BlockDevice | null, opts: BootOptions = {}): BootSession {
-  const wrap = (d: BlockDevice | null | undefined): BlockDevice | null => (d ? (opts.snapshot ? new OverlayDevice(d) : d) : null);
-  const machine = new Machine({ ...opts, disk: wrap(device), floppy: wrap(opts.floppy) });
+  const setup = opts.restoreState ? inspectState(opts.restoreState.bytes, opts.restoreState.name) : null;
+  const wrap = (d: BlockDevice | null | undefined, n: number): BlockDevice | null =>
+    d ? (opts.snapshot || setup?.overlayDrives.has(n) ? new OverlayDevice(d) : d) : null;
+  const machine = new Machine({ ...opts, memoryMiB: setup?.memoryMiB ?? opts.memoryMiB, disk: wrap(device, 0x80), floppy: wrap(opts.floppy, 0x00) });
   if (opts.onSerial) machine.on('serial', opts.onSerial);
   if (opts.onTty) machine.on('tty', opts.onTty);
   if (opts.onConsole) machine.on('console', opts.onConsole);
   // Start on the next turn so callers can attach listeners first.
-  const result = new Promise<void>((r) => setImmediate(r)).then(() => machine.run());
+  const restore = opts.restoreState;
+  const result = new Promise<void>((r) => setImmediate(r))
+    .then(() => (restore ? machine.loadState(restore.bytes, restore.name) : undefined))
+    .then(() => machine.run());
   return { machine, result };
 }
 

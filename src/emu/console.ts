@@ -9,12 +9,15 @@
  * the same text takes over; one whose text differs is printed as a line of its own
  * once the terminal's line is finished.
  */
+import { VdiskError } from '../errors.js';
+import type { StateReader, StateWriter, Stateful } from './state/codec.js';
+
 export type ConsoleStream = 'tty' | 'serial';
 
 /** Lines remembered per stream for the other stream to echo. */
 const MAX_OWED = 50;
 
-export class ConsoleMirror {
+export class ConsoleMirror implements Stateful {
   private readonly partial = { tty: '', serial: '' };
   private readonly cr = { tty: false, serial: false };
   /** Lines the other stream printed that this stream has not echoed yet. */
@@ -28,6 +31,29 @@ export class ConsoleMirror {
   private readonly echoEnded = { tty: false, serial: false };
 
   constructor(private readonly out: (text: string) => void) {}
+
+  /** Where each stream is in its line, so a resumed run's console carries on as if never stopped. */
+  saveState(w: StateWriter): void {
+    for (const k of ['tty', 'serial'] as const) {
+      w.str(this.partial[k]).bool(this.cr[k]).strs(this.owed[k]).bool(this.echoEnded[k]);
+    }
+    w.u8(this.live === null ? 0 : this.live === 'tty' ? 1 : 2).str(this.shown).strs(this.held);
+  }
+  loadState(r: StateReader): void {
+    for (const k of ['tty', 'serial'] as const) {
+      this.partial[k] = r.str(`${k} partial line`);
+      this.cr[k] = r.bool(`${k} carriage return`);
+      this.owed[k].splice(0, this.owed[k].length, ...r.strs(`${k} owed lines`, MAX_OWED));
+      this.echoEnded[k] = r.bool(`${k} echo ended`);
+    }
+    const live = r.u8('live stream');
+    if (live > 2) throw new VdiskError('E_CORRUPT', `${r.what}: live stream ${live} is not 0-2`);
+    this.live = live === 0 ? null : live === 1 ? 'tty' : 'serial';
+    this.shown = r.str('shown line');
+    // Counts are bounded by the section's length: each string costs at least its 4-byte length.
+    this.held.length = 0;
+    for (const l of r.strs('held lines', 1 << 24)) this.held.push(l);
+  }
 
   /** Feed characters the guest sent on `kind`. */
   write(kind: ConsoleStream, text: string): void {

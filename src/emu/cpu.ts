@@ -11,6 +11,8 @@
 import type { Memory } from './memory.js';
 import type { IoBus } from './io.js';
 import { OPS } from './ops.js';
+import { VdiskError } from '../errors.js';
+import type { StateReader, StateWriter, Stateful } from './state/codec.js';
 
 import {
   CS, SS, DS, EBX, ESP, EBP, ESI, EDI, CF, PF, AF, ZF, SF, TF, IF, OF, ARITH, FLAGS_WRITABLE, VEC_DB, VEC_UD, VEC_GP, VEC_DF, L_NONE, L_ADD, L_ADC, L_SUB, L_SBB, L_LOGIC, L_INC, L_DEC, L_SZP, SIGN, MASK, PARITY,
@@ -38,7 +40,7 @@ const BLOCK_HALT = 2;
 export type StopReason = 'limit' | 'halt' | 'stop' | 'triple-fault';
 
 /** The processor. */
-export class Cpu {
+export class Cpu implements Stateful {
   /** General registers EAX..EDI, ModRM order. */
   readonly reg = new Int32Array(8);
   /** Segment selectors ES, CS, SS, DS, FS, GS. */
@@ -129,6 +131,57 @@ export class Cpu {
     this.halted = false;
     this.attention = true;
     this.tripleFault = false;
+  }
+
+  /**
+   * The architectural state between two instructions (the lazy flags as they are, so
+   * the resumed guest computes the very same FLAGS); per-instruction decode state is
+   * idle there and not saved.
+   */
+  saveState(w: StateWriter): void {
+    for (const v of this.reg) w.i32(v);
+    for (const v of this.sreg) w.u16(v);
+    for (const v of this.sbase) w.i32(v);
+    w.u32(this.eip).u32(this.flags).u8(this.lop).i32(this.lres).i32(this.ldst).i32(this.lsrc).u8(this.lsz);
+    w.u32(this.cr0).u32(this.cr2).u32(this.cr3);
+    for (const v of this.dr) w.i32(v);
+    w.i32(this.gdtBase).u32(this.gdtLimit).i32(this.idtBase).u32(this.idtLimit);
+    w.bool(this.irqLine).bool(this.halted).u8(this.inhibit).f64(this.instructions);
+  }
+  loadState(r: StateReader): void {
+    for (let i = 0; i < 8; i++) this.reg[i] = r.i32('general register');
+    for (let i = 0; i < 6; i++) this.sreg[i] = r.u16('segment selector');
+    for (let i = 0; i < 6; i++) this.sbase[i] = r.i32('segment base');
+    this.csBase = this.sbase[CS]!;
+    this.eip = r.u32('EIP');
+    this.flags = r.u32('EFLAGS');
+    this.lop = r.u8('lazy flags operation');
+    this.lres = r.i32('lazy result');
+    this.ldst = r.i32('lazy destination');
+    this.lsrc = r.i32('lazy source');
+    this.lsz = r.u8('lazy operand size');
+    if (this.lop > L_SZP || (this.lsz !== 1 && this.lsz !== 2 && this.lsz !== 4)) {
+      throw new VdiskError('E_CORRUPT', `${r.what}: lazy flags (operation ${this.lop}, size ${this.lsz}) out of range`);
+    }
+    this.cr0 = r.u32('CR0');
+    this.cr2 = r.u32('CR2');
+    this.cr3 = r.u32('CR3');
+    for (let i = 0; i < 8; i++) this.dr[i] = r.i32('debug register');
+    this.gdtBase = r.i32('GDT base');
+    this.gdtLimit = r.u32('GDT limit');
+    this.idtBase = r.i32('IDT base');
+    this.idtLimit = r.u32('IDT limit');
+    this.irqLine = r.bool('INTR');
+    this.halted = r.bool('halted');
+    this.inhibit = r.u8('interrupt shadow');
+    if (this.inhibit > 1) throw new VdiskError('E_CORRUPT', `${r.what}: interrupt shadow ${this.inhibit} is not 0 or 1`);
+    this.instructions = r.f64('instructions retired');
+    this.resetPrefixes();
+    this.unsupported = null;
+    this.tripleFault = false;
+    this.stopRequested = false;
+    // The hot loop recomputes this from the state above before the next instruction.
+    this.attention = true;
   }
 
   // ---------------------------------------------------------------- memory

@@ -6,6 +6,9 @@
 import { EventEmitter } from 'node:events';
 import type { BlockDevice } from '../device/block-device.js';
 import { VdiskError } from '../errors.js';
+import { loadMachineState, saveMachineState, type MachineParts } from './state/machine-state.js';
+import type { StateReader, StateWriter } from './state/codec.js';
+import { section } from './state/file.js';
 import { Bios } from './bios/index.js';
 import { ConsoleMirror } from './console.js';
 import { floppyDrive, hardDrive, type Drive } from './bios/disk.js';
@@ -43,8 +46,10 @@ export interface MachineOptions {
    * console after the previous step's.
    */
   keys?: string | readonly KeyStep[];
-  /** Stop after this many instructions (default: none). */
+  /** Stop after this many instructions of this run (a resumed one counts from where it resumed; default: none). */
   maxInstructions?: number;
+  /** Wall-clock time in milliseconds after which the run stops (outcome `stopped`), to save its state. */
+  stopAfterMs?: number;
   /** Diagnostic messages (unknown opcodes, unsupported BIOS calls). */
   debug?: (msg: string) => void;
 }
@@ -121,9 +126,22 @@ export class Machine extends EventEmitter {
   readonly kbc: I8042;
   readonly vga: Vga;
   readonly bios: Bios;
-  /** Virtual time in PIT ticks. */
+  /**
+   * Virtual time in PIT ticks, updated after each batch: `clockBase` plus the instructions
+   * since `clockInstr` (a function of the instruction count, so a run split by a save and
+   * restore counts exactly the same time as one that was not).
+   */
   private clock = 0;
-  private readonly bootTime = Date.now();
+  private clockBase = 0;
+  private clockInstr = 0;
+  /** Instruction count the current batch runs to, when a stop cut it short (0: start a new one). */
+  private batchEnd = 0;
+  private idleSpins = 0;
+  private bootTime = Date.now();
+  /** True once a saved state has been loaded: run() resumes instead of powering on. */
+  private resumed = false;
+  /** The console mirror's state when the run stopped, before its final flush. */
+  private mirrorAtStop: Uint8Array | null = null;
   private serialText = '';
   private outcome: { kind: BootOutcome; message: string } | null = null;
   private readonly keyQueue: number[][] = [];
@@ -203,6 +221,57 @@ export class Machine extends EventEmitter {
     const e = opts.expect;
     this.expects = e === undefined || e === '' ? [] : typeof e === 'string' || e instanceof RegExp ? [e] : [...e];
     this.keySteps = typeof opts.keys === 'string' ? [{ text: opts.keys }] : [...(opts.keys ?? [])];
+  }
+
+  /** The parts a saved state is made of (for the state file's encoder). */
+  private parts(): MachineParts {
+    const stopped = this.mirrorAtStop;
+    const console = stopped ? { saveState: (w: StateWriter) => w.raw(stopped), loadState: (r: StateReader) => this.mirror.loadState(r) } : this.mirror;
+    return { cpu: this.cpu, mem: this.mem, pic: this.pic, pit: this.pit, cmos: this.cmos, uart: this.uart, kbc: this.kbc, vga: this.vga, bios: this.bios, console, machine: this };
+  }
+
+  /**
+   * The whole machine as a state file (CPU, memory, devices, BIOS, console, drives with
+   * their identity and overlays). Call it once {@link run} has settled with a resumable
+   * outcome (`expect`, `stopped`, `timeout`, `limit`).
+   */
+  async saveState(): Promise<Uint8Array> {
+    const kind = this.outcome?.kind;
+    if (kind !== 'expect' && kind !== 'stopped' && kind !== 'timeout' && kind !== 'limit') {
+      throw new VdiskError('E_USAGE', `cannot save the machine state: ${kind ? `the run ended (${this.outcome!.message})` : 'the machine is running'}`);
+    }
+    return saveMachineState(this.parts(), this.bios.drives);
+  }
+
+  /** Load a state file made by {@link saveState} (before {@link run}, which then resumes); `what` names the file. */
+  async loadState(file: Uint8Array, what: string): Promise<void> {
+    if (this.resumed) throw new VdiskError('E_USAGE', 'a machine state can be loaded only once');
+    await loadMachineState(this.parts(), this.bios.drives, file, what);
+    this.resumed = true;
+  }
+
+  /** The run loop's own state: virtual clock, the batch in progress, keys waiting to be typed. */
+  saveRunState(w: StateWriter): void {
+    w.u16(this.opts.memoryMiB ?? 16).f64(this.bootTime).f64(this.clock).f64(this.clockBase).f64(this.clockInstr).f64(this.batchEnd).u32(this.idleSpins).bool(this.keyWanted);
+    w.u32(this.keyQueue.length);
+    for (const k of this.keyQueue) w.bytes(Uint8Array.from(k));
+  }
+  loadRunState(r: StateReader): void {
+    const mib = r.u16('memory MiB');
+    if (mib !== (this.opts.memoryMiB ?? 16)) {
+      throw new VdiskError('E_MISMATCH', `${r.what}: the state has ${mib} MiB of memory; restore it with --memory ${mib}`);
+    }
+    this.bootTime = r.f64('boot time');
+    this.clock = r.f64('virtual clock');
+    this.clockBase = r.f64('clock base');
+    this.clockInstr = r.f64('clock base instruction');
+    this.batchEnd = r.f64('batch end');
+    this.idleSpins = r.uint('idle halts', 1001);
+    this.keyWanted = r.bool('key wanted');
+    const n = r.uint('queued keys', 1 << 20);
+    this.keyQueue.length = 0;
+    for (let i = 0; i < n; i++) this.keyQueue.push([...r.bytes('queued key', 16)]);
+    r.end();
   }
 
   private debugLog(m: string): void {
@@ -287,26 +356,37 @@ export class Machine extends EventEmitter {
     return `${hex4(this.cpu.sreg[CS]!)}:${hex4(this.cpu.eip & 0xffff)}`;
   }
 
-  /** Power on, boot, and run until an outcome. */
+  /** Power on, boot, and run until an outcome (or, after {@link loadState}, carry on from the saved point). */
   async run(): Promise<BootResult> {
     const t0 = performance.now();
-    this.bios.post();
-    await this.bios.bootstrap();
+    if (!this.resumed) {
+      this.bios.post();
+      await this.bios.bootstrap();
+    }
     let lastYield = t0;
     let lastCheck = t0;
     this.feedKeySteps();
-    const limit = this.opts.maxInstructions ?? Infinity;
-    let idleSpins = 0;
+    const limit = this.cpu.instructions + (this.opts.maxInstructions ?? Infinity);
     while (!this.outcome) {
       const before = this.cpu.instructions;
-      const reason = this.cpu.run(Math.min(BATCH, limit - before));
-      this.clock += (this.cpu.instructions - before) * PIT_TICKS_PER_INSTRUCTION;
+      const target = this.batchEnd > before ? this.batchEnd : before + BATCH;
+      this.batchEnd = 0;
+      const reason = this.cpu.run(Math.min(target, limit) - before);
+      this.clock = this.clockBase + (this.cpu.instructions - this.clockInstr) * PIT_TICKS_PER_INSTRUCTION;
+      if (reason === 'limit' && this.cpu.instructions < target) {
+        // Cut short by the instruction limit: a resumed run finishes this batch first.
+        this.batchEnd = target;
+        this.finish('limit', `stopped after ${this.cpu.instructions} instructions at ${this.where()}`);
+        break;
+      }
       if (this.bios.pending) {
         const p = this.bios.pending;
         this.bios.pending = null;
         await p;
       }
-      if (this.outcome) break;
+      // A stop asked for while the disk was busy still lets this batch's device work happen, as a saved state expects.
+      const ended = this.outcome as { kind: BootOutcome } | null;
+      if (ended && ended.kind !== 'stopped') break;
       if (reason === 'triple-fault') {
         this.finish('triple-fault', `triple fault at ${this.where()}`);
         break;
@@ -321,13 +401,16 @@ export class Machine extends EventEmitter {
           break;
         }
         // Halted with every interrupt source masked: nothing can ever wake it.
-        idleSpins = this.cpu.instructions === before ? idleSpins + 1 : 0;
-        if (idleSpins > 1000) {
+        this.idleSpins = this.cpu.instructions === before ? this.idleSpins + 1 : 0;
+        if (this.idleSpins > 1000) {
           this.finish('halt', `the guest halted waiting for an interrupt that cannot arrive at ${this.where()}`);
           break;
         }
         const next = this.pit.nextEvent();
-        if (next > this.clock && next !== Infinity) this.clock = next;
+        if (next > this.clock && next !== Infinity) {
+          this.clock = this.clockBase = next;
+          this.clockInstr = this.cpu.instructions;
+        }
       }
       this.pit.update();
       if (this.keyWanted && this.keyQueue.length && this.kbc.idle) {
@@ -352,12 +435,18 @@ export class Machine extends EventEmitter {
         this.finish('timeout', `timed out after ${(this.opts.timeoutMs / 1000).toFixed(1)} s at ${this.where()}`);
         break;
       }
+      if (this.opts.stopAfterMs !== undefined && now - t0 > this.opts.stopAfterMs) {
+        this.finish('stopped', `stopped after ${(this.opts.stopAfterMs / 1000).toFixed(1)} s at ${this.where()}`);
+        break;
+      }
       if (now - lastYield > YIELD_MS) {
         lastYield = now;
         await new Promise<void>((r) => setImmediate(r));
       }
     }
     if (this.outcome!.kind !== 'expect' && this.matchesExpect()) this.outcome = { kind: 'expect', message: this.expectMessage() };
+    // A saved state keeps the console where the guest left it, not as the flush below ends it.
+    this.mirrorAtStop = section((w) => this.mirror.saveState(w));
     this.mirror.flush();
     return {
       outcome: this.outcome!.kind,

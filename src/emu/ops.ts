@@ -1089,34 +1089,93 @@ function shiftLinear(c: Cpu, op: number, v: number, cnt: number, sz: number): nu
   }
   return r;
 }
-/** Where a shift's count comes from. */
-const COUNT_IMM8 = 0;
-const COUNT_ONE = 1;
-const COUNT_CL = 2;
-function shiftOp(sz: number, countFrom: number): Op {
-  return (c) => {
-    const size = sz === 0 ? (c.os32 ? 4 : 2) : sz;
-    const modrm = c.fetch8();
-    if (modrm >= 0xc0 && size !== 1) {
-      // A word or dword register: the common case, without the generic r/m helpers.
-      const i = modrm & 7;
-      const reg = c.reg;
-      const n = countFrom === COUNT_ONE ? 1 : countFrom === COUNT_CL ? reg[ECX]! & 0xff : c.fetch8();
-      if (size === 4) reg[i] = shift(c, (modrm >> 3) & 7, reg[i]!, n, 4);
-      else reg[i] = (reg[i]! & ~0xffff) | shift(c, (modrm >> 3) & 7, reg[i]! & 0xffff, n, 2);
-      return;
-    }
-    const v = c.readRM(size, modrm);
-    const n = countFrom === COUNT_ONE ? 1 : countFrom === COUNT_CL ? c.reg[ECX]! & 0xff : c.fetch8();
-    c.writeRM(size, modrm, shift(c, (modrm >> 3) & 7, v, n, size));
-  };
+/** A shift or rotate of one operand size by a count in 1..31. */
+type ShiftFn = (c: Cpu, v: number, n: number) => number;
+/**
+ * ROL ROR RCL RCR SHL SHR SAL SAR (ModRM reg order) for one operand size: each entry is
+ * its own small function calling one operation with a constant size, so V8 inlines that
+ * operation into it and folds the size (a shared `shift` body runs out of inlining budget).
+ */
+const SHIFT8: ShiftFn[] = [
+  (c, v, n) => rol(c, v, n, 1), (c, v, n) => ror(c, v, n, 1), (c, v, n) => rcl(c, v, n, 1), (c, v, n) => rcr(c, v, n, 1),
+  (c, v, n) => shiftLinear(c, 4, v, n, 1), (c, v, n) => shiftLinear(c, 5, v, n, 1), (c, v, n) => shiftLinear(c, 6, v, n, 1), (c, v, n) => shiftLinear(c, 7, v, n, 1),
+];
+const SHIFT16: ShiftFn[] = [
+  (c, v, n) => rol(c, v, n, 2), (c, v, n) => ror(c, v, n, 2), (c, v, n) => rcl(c, v, n, 2), (c, v, n) => rcr(c, v, n, 2),
+  (c, v, n) => shiftLinear(c, 4, v, n, 2), (c, v, n) => shiftLinear(c, 5, v, n, 2), (c, v, n) => shiftLinear(c, 6, v, n, 2), (c, v, n) => shiftLinear(c, 7, v, n, 2),
+];
+const SHIFT32: ShiftFn[] = [
+  (c, v, n) => rol(c, v, n, 4), (c, v, n) => ror(c, v, n, 4), (c, v, n) => rcl(c, v, n, 4), (c, v, n) => rcr(c, v, n, 4),
+  (c, v, n) => shiftLinear(c, 4, v, n, 4), (c, v, n) => shiftLinear(c, 5, v, n, 4), (c, v, n) => shiftLinear(c, 6, v, n, 4), (c, v, n) => shiftLinear(c, 7, v, n, 4),
+];
+
+/**
+ * Shift or rotate the r/m operand of `modrm` by `n`, one function per operand size: each
+ * calls {@link shift} with a constant size, which V8 inlines and folds (masks, sign bits)
+ * instead of running one shared body for every size.
+ */
+function shiftRM8(c: Cpu, modrm: number, n: number): void {
+  if (modrm >= 0xc0) {
+    const i = modrm & 7;
+    if (n & 0x1f) c.setR8(i, SHIFT8[(modrm >> 3) & 7]!(c, c.r8(i), n & 0x1f));
+  } else shiftMem(c, modrm, n, 1);
 }
-OPS[0xc0] = shiftOp(1, COUNT_IMM8);
-OPS[0xc1] = shiftOp(0, COUNT_IMM8);
-OPS[0xd0] = shiftOp(1, COUNT_ONE);
-OPS[0xd1] = shiftOp(0, COUNT_ONE);
-OPS[0xd2] = shiftOp(1, COUNT_CL);
-OPS[0xd3] = shiftOp(0, COUNT_CL);
+function shiftRM16(c: Cpu, modrm: number, n: number): void {
+  if (modrm >= 0xc0) {
+    const i = modrm & 7;
+    const reg = c.reg;
+    if (n & 0x1f) reg[i] = (reg[i]! & ~0xffff) | SHIFT16[(modrm >> 3) & 7]!(c, reg[i]! & 0xffff, n & 0x1f);
+  } else shiftMem(c, modrm, n, 2);
+}
+function shiftRM32(c: Cpu, modrm: number, n: number): void {
+  if (modrm >= 0xc0) {
+    const i = modrm & 7;
+    const reg = c.reg;
+    if (n & 0x1f) reg[i] = SHIFT32[(modrm >> 3) & 7]!(c, reg[i]!, n & 0x1f);
+  } else shiftMem(c, modrm, n, 4);
+}
+/** The memory form, kept out of the register paths above so their inlining budget goes to {@link shift}. */
+function shiftMem(c: Cpu, modrm: number, n: number, sz: number): void {
+  c.decodeEA(modrm);
+  c.wrSz(sz, c.eaBase, c.eaOff, shift(c, (modrm >> 3) & 7, c.rdSz(sz, c.eaBase, c.eaOff), n, sz));
+}
+// The count is read after the ModRM operand's displacement (an imm8 count follows it).
+OPS[0xc0] = (c) => {
+  const modrm = c.fetch8();
+  if (modrm >= 0xc0) shiftRM8(c, modrm, c.fetch8());
+  else {
+    c.decodeEA(modrm);
+    const n = c.fetch8();
+    c.wr8(c.eaBase, c.eaOff, shift(c, (modrm >> 3) & 7, c.rd8(c.eaBase, c.eaOff), n, 1));
+  }
+};
+OPS[0xc1] = (c) => {
+  const modrm = c.fetch8();
+  if (modrm >= 0xc0) {
+    if (c.os32) shiftRM32(c, modrm, c.fetch8());
+    else shiftRM16(c, modrm, c.fetch8());
+    return;
+  }
+  c.decodeEA(modrm);
+  const n = c.fetch8();
+  if (c.os32) c.wr32(c.eaBase, c.eaOff, shift(c, (modrm >> 3) & 7, c.rd32(c.eaBase, c.eaOff), n, 4));
+  else c.wr16(c.eaBase, c.eaOff, shift(c, (modrm >> 3) & 7, c.rd16(c.eaBase, c.eaOff), n, 2));
+};
+OPS[0xd0] = (c) => shiftRM8(c, c.fetch8(), 1);
+OPS[0xd1] = (c) => {
+  const modrm = c.fetch8();
+  if (c.os32) shiftRM32(c, modrm, 1);
+  else shiftRM16(c, modrm, 1);
+};
+OPS[0xd2] = (c) => {
+  const modrm = c.fetch8();
+  shiftRM8(c, modrm, c.reg[ECX]! & 0xff);
+};
+OPS[0xd3] = (c) => {
+  const modrm = c.fetch8();
+  if (c.os32) shiftRM32(c, modrm, c.reg[ECX]! & 0xff);
+  else shiftRM16(c, modrm, c.reg[ECX]! & 0xff);
+};
 
 function shd(left: boolean, imm: boolean): Op {
   return (c) => {

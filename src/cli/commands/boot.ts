@@ -1,14 +1,18 @@
-import { writeFileSync } from 'node:fs';
+import { readFileSync, renameSync, statSync, writeFileSync } from 'node:fs';
 import type { Command } from 'commander';
 import type { DiskImage } from '../../device/block-device.js';
 import type { KeyStep } from '../../emu/machine.js';
-import { VdiskError } from '../../errors.js';
+import { MAX_STATE_FILE } from '../../emu/state/file.js';
+import { VdiskError, fromSystemError } from '../../errors.js';
 import { open } from '../../formats/registry.js';
 import { action, collect, type GlobalFlags } from '../common.js';
 
 interface BootFlags {
   floppy?: string;
-  memory: string;
+  memory?: string;
+  saveState?: string;
+  restoreState?: string;
+  stopAfter?: string;
   expect?: string[];
   timeout?: string;
   screenshot?: string;
@@ -17,7 +21,7 @@ interface BootFlags {
 
 /** Exit codes of `vdisk boot` (also printed by `vdisk boot --help`). */
 export const BOOT_EXIT = {
-  /** Every --expect matched; or Ctrl-C stopped the run; or, without --expect, --timeout ended it. */
+  /** Every --expect matched; or Ctrl-C or --stop-after stopped the run; or, without --expect, --timeout ended it. */
   ok: 0,
   /** The guest did not do what was asked: an --expect not met, a halt with interrupts off, a triple fault, a reset, nothing bootable. */
   guest: 1,
@@ -33,13 +37,51 @@ Enter) a key each time the guest waits for one; a --keys-after REGEX before it m
 that TEXT wait until REGEX has appeared (after the previous --keys-after's match):
   vdisk boot disk.img --keys-after 'login: $' --keys 'root\\n' --keys-after '# $' --keys 'ls\\n'
 
+Save and restore: --save-state FILE writes the whole machine (CPU, memory, devices,
+the guest's --snapshot writes) when the run stops: at Ctrl-C, at --stop-after (S
+seconds of wall time, or N guest instructions written Ni, e.g. 50000000i), or when
+every --expect has matched. --restore-state FILE resumes it exactly where it stopped,
+on the same image(s), which it checks (size and content), with the memory size and
+--snapshot overlay it was saved with; --expect, --keys and a new --save-state apply
+to the resumed run:
+  vdisk boot --floppy dos.img --snapshot --expect 'A:\\\\>' --save-state dos.state
+  vdisk boot --floppy dos.img --restore-state dos.state --keys 'dir\\n' --expect 'bytes free'
+
 Exit codes:
-  ${BOOT_EXIT.ok}  every --expect matched; or the run was stopped by Ctrl-C; or, without --expect,
-     it ran to --timeout
+  ${BOOT_EXIT.ok}  every --expect matched; or the run was stopped by Ctrl-C or --stop-after; or,
+     without --expect, it ran to --timeout
   ${BOOT_EXIT.guest}  an --expect was not met (timeout, halt, triple fault, reset), the guest halted
      with interrupts off, triple-faulted, reset, or nothing was bootable
-  ${BOOT_EXIT.usage}  the run could not start: a bad option value, an image that cannot be opened
+  ${BOOT_EXIT.usage}  the run could not start: a bad option value, an image that cannot be opened,
+     a state file that is damaged, from a newer vdisk, or saved with other images
 `;
+
+/** `--stop-after`: seconds of wall time (`12`, `1.5s`) or guest instructions (`5000000i`). */
+function stopAfter(text: string): { ms?: number; instructions?: number } {
+  const m = /^(\d+(?:\.\d+)?)(s|i)?$/.exec(text.trim());
+  const n = m ? Number(m[1]) : NaN;
+  if (!m || !(n > 0) || (m[2] === 'i' && !Number.isSafeInteger(n))) {
+    throw new VdiskError('E_USAGE', `--stop-after must be seconds (e.g. 10 or 2.5s) or a whole number of instructions (e.g. 50000000i), not "${text}"`);
+  }
+  return m[2] === 'i' ? { instructions: n } : { ms: n * 1000 };
+}
+
+/** Read a state file, refusing one too large to be a state before reading it. */
+function readState(path: string): Uint8Array {
+  let size: number;
+  try {
+    size = statSync(path).size;
+  } catch (e) {
+    throw fromSystemError(e, path);
+  }
+  if (size > MAX_STATE_FILE) throw new VdiskError('E_CORRUPT', `${path}: ${size} bytes is larger than any machine state (${MAX_STATE_FILE})`);
+  try {
+    return readFileSync(path);
+  } catch (e) {
+    throw fromSystemError(e, path);
+  }
+}
+
 
 function frame(lines: string[]): string {
   const bar = `+${'-'.repeat(80)}+`;
@@ -61,13 +103,16 @@ export function register(program: Command): void {
     .description('boot a real-mode guest from an image (our own BIOS); mirror the screen and COM1 to the terminal')
     .argument('[image]', 'hard disk image (any format vdisk opens)')
     .option('--floppy <img>', 'floppy image (booted first when given)')
-    .option('--memory <MiB>', 'guest memory in MiB', '16')
+    .option('--memory <MiB>', 'guest memory in MiB (default 16; a restored state keeps its own)')
     .option('--expect <regex>', 'exit 0 once REGEX has appeared on the console (repeatable: all, in order); 1 if not', collect)
     .option('--timeout <s>', 'stop after S seconds of wall time')
     .option('--screenshot <out.png>', 'write the final screen as a PNG (80x25 text as 640x400, mode 13h as 320x200)')
     .option('--keys <text>', 'type TEXT into the keyboard (\\n for Enter), a key each time the guest waits (repeatable)')
     .option('--keys-after <regex>', 'type the next --keys only once REGEX has appeared on the console')
     .option('--snapshot', 'keep the guest\'s writes in memory instead of writing the image(s)')
+    .option('--save-state <file>', 'when the run stops (Ctrl-C, --stop-after, every --expect met), save the machine to FILE')
+    .option('--stop-after <S|Ni>', 'stop after S seconds of wall time, or N instructions (50000000i), exit 0 (with --save-state: to save)')
+    .option('--restore-state <file>', 'resume a machine saved with --save-state, on the same image(s)')
     .addHelpText('after', HELP_AFTER);
   // --keys-after applies to the next --keys: commander reports options in command-line order.
   const keySteps: KeyStep[] = [];
@@ -95,16 +140,30 @@ export function register(program: Command): void {
         const debug = Boolean((program.opts() as GlobalFlags).debug);
         if (!image && !o.floppy) throw new VdiskError('E_USAGE', 'boot needs an IMAGE or --floppy IMG');
         if (waitFlag) throw new VdiskError('E_USAGE', '--keys-after must be followed by the --keys it waits for');
-        const memoryMiB = Number(o.memory);
+        const restore = o.restoreState ? { bytes: readState(o.restoreState), name: o.restoreState } : undefined;
+        let memoryMiB = o.memory === undefined ? 16 : Number(o.memory);
+        let overlaid = new Set<number>();
+        if (restore) {
+          const { inspectState } = await import('../../emu/state/machine-state.js');
+          const setup = inspectState(restore.bytes, restore.name);
+          overlaid = setup.overlayDrives;
+          const saved = setup.memoryMiB;
+          if (o.memory !== undefined && memoryMiB !== saved) {
+            throw new VdiskError('E_MISMATCH', `${restore.name}: the state has ${saved} MiB of memory, not the --memory ${o.memory} asked for`);
+          }
+          memoryMiB = saved;
+        }
+        const stop = o.stopAfter === undefined ? {} : stopAfter(o.stopAfter);
         const timeoutS = o.timeout === undefined ? undefined : Number(o.timeout);
         if (timeoutS !== undefined && !(timeoutS > 0)) throw new VdiskError('E_USAGE', `--timeout must be a positive number of seconds, not "${o.timeout}"`);
         const expects = (o.expect ?? []).map((e) => pattern('--expect', e));
         const font = o.screenshot ? loadFont() : null;
         const opened: DiskImage[] = [];
         try {
-          const disk = image ? await open(image, { readOnly: Boolean(o.snapshot) }) : null;
+          // A state saved with --snapshot resumes on an overlay again: its image is only read.
+          const disk = image ? await open(image, { readOnly: Boolean(o.snapshot) || overlaid.has(0x80) }) : null;
           if (disk) opened.push(disk);
-          const floppy = o.floppy ? await open(o.floppy, { readOnly: Boolean(o.snapshot) }) : null;
+          const floppy = o.floppy ? await open(o.floppy, { readOnly: Boolean(o.snapshot) || overlaid.has(0x00) }) : null;
           if (floppy) opened.push(floppy);
           process.stdout.on('error', () => session.machine.stop()); // a closed pipe ends the run
           let pendingOut = '';
@@ -119,6 +178,9 @@ export function register(program: Command): void {
             timeoutMs: timeoutS === undefined ? undefined : timeoutS * 1000,
             keys: keySteps,
             snapshot: o.snapshot,
+            stopAfterMs: stop.ms,
+            maxInstructions: stop.instructions,
+            restoreState: restore,
             debug: debug ? (m) => process.stderr.write(`vdisk: debug: ${m}\n`) : undefined,
             onConsole: (t) => {
               // Batched until the run loop next yields (every few ms), not held for a newline.
@@ -132,7 +194,23 @@ export function register(program: Command): void {
           process.off('SIGINT', onSigint);
           flushOut();
           if (o.screenshot && font) writeFileSync(o.screenshot, screenshotPng(session.machine.vga, font, session.machine.mem.ram));
+          const resumable = r.outcome === 'expect' || r.outcome === 'stopped' || r.outcome === 'timeout' || r.outcome === 'limit';
+          if (o.saveState && resumable) {
+            // Written beside the target and renamed, so an interrupted save never leaves half a state.
+            const tmp = `${o.saveState}.${process.pid}.tmp`;
+            try {
+              writeFileSync(tmp, await session.machine.saveState());
+              renameSync(tmp, o.saveState);
+            } catch (e) {
+              throw fromSystemError(e, o.saveState);
+            }
+            process.stderr.write(`vdisk: saved the machine state to ${o.saveState} (${r.instructions} instructions)\n`);
+          } else if (o.saveState) process.stderr.write(`vdisk: not saving the machine state: the run ended (${r.outcome})\n`);
           if (r.outcome === 'expect') return BOOT_EXIT.ok;
+          if (r.outcome === 'limit' && stop.instructions !== undefined) {
+            process.stderr.write(`vdisk: ${r.message}\n`);
+            return BOOT_EXIT.ok;
+          }
           if (r.outcome === 'no-boot') {
             process.stderr.write(`vdisk: ${r.message}\n`);
             return BOOT_EXIT.guest;

@@ -6,6 +6,7 @@
 import type { BlockDevice } from '../../device/block-device.js';
 import { DS, ES, EBX, ECX, EDX, EDI, ESI } from '../consts.js';
 import type { Cpu } from '../cpu.js';
+import type { StateReader, StateWriter } from '../state/codec.js';
 
 /** INT 13h status codes (AH on return). */
 export const DISK_OK = 0x00;
@@ -63,6 +64,17 @@ export function hardDrive(number: number, device: BlockDevice): Drive {
 /** The disk BIOS. */
 export class DiskBios {
   private lastStatus = new Map<number, number>();
+
+  /** The status of each drive's last operation (INT 13h AH=01h reads it back). */
+  saveState(w: StateWriter): void {
+    w.u32(this.lastStatus.size);
+    for (const [drive, st] of this.lastStatus) w.u8(drive).u8(st);
+  }
+  loadState(r: StateReader): void {
+    const n = r.uint('drive status count', 256);
+    this.lastStatus.clear();
+    for (let i = 0; i < n; i++) this.lastStatus.set(r.u8('drive'), r.u8('drive status'));
+  }
 
   constructor(
     readonly drives: Map<number, Drive>,

@@ -18,6 +18,7 @@ import { DiskBios, type Drive } from './disk.js';
 import { ROM_BASE, ROM_SEG, TRAP_RESET, buildRom, type RomLayout } from './rom.js';
 import { VideoBios } from './video.js';
 import { vga8x16 } from '../font-vga16.js';
+import type { StateReader, StateWriter, Stateful } from '../state/codec.js';
 
 /** Vectors served by TypeScript. */
 const SERVICES = [0x08, 0x09, 0x10, 0x11, 0x12, 0x13, 0x14, 0x15, 0x16, 0x17, 0x18, 0x19, 0x1a];
@@ -63,7 +64,7 @@ const KEYMAP: [string, string][] = [];
 }
 
 /** The BIOS. */
-export class Bios {
+export class Bios implements Stateful {
   readonly rom: RomLayout;
   readonly video: VideoBios;
   readonly disk: DiskBios;
@@ -82,6 +83,16 @@ export class Bios {
 
   private get ram(): Uint8Array {
     return this.host.mem.ram;
+  }
+
+  /** What the BIOS keeps outside guest memory (its data area and ROM are RAM, saved with memory). */
+  saveState(w: StateWriter): void {
+    w.bool(this.e0);
+    this.disk.saveState(w);
+  }
+  loadState(r: StateReader): void {
+    this.e0 = r.bool('E0h prefix seen');
+    this.disk.loadState(r);
   }
   private w16(a: number, v: number): void {
     this.ram[a] = v & 0xff;

@@ -3,6 +3,7 @@
  * IBM AT configuration bytes (floppy types, memory sizes, equipment).
  */
 import type { IoBus } from '../io.js';
+import type { StateReader, StateWriter, Stateful } from '../state/codec.js';
 
 /** Register numbers (IBM AT Technical Reference, "CMOS RAM"). */
 export const CMOS_SECONDS = 0x00;
@@ -30,7 +31,7 @@ function bcd(n: number): number {
 }
 
 /** The RTC/CMOS chip. */
-export class Cmos {
+export class Cmos implements Stateful {
   readonly ram = new Uint8Array(128);
   private index = 0;
 
@@ -75,6 +76,15 @@ export class Cmos {
   write(i: number, v: number): void {
     if (i === CMOS_STATUS_C || i === CMOS_STATUS_D) return;
     this.ram[i] = v;
+  }
+
+  /** The 128 bytes and the index register; the clock is the machine's (it saves the time at boot). */
+  saveState(w: StateWriter): void {
+    w.raw(this.ram).u8(this.index);
+  }
+  loadState(r: StateReader): void {
+    r.into(this.ram, 'CMOS RAM');
+    this.index = r.u8('index') & 0x7f;
   }
 
   /** Fill the configuration bytes POST would. */

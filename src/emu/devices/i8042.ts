@@ -4,6 +4,10 @@
  * The keyboard speaks scan code set 1 (what the 8042 hands the PC after translation).
  */
 import type { IoBus } from '../io.js';
+import type { StateReader, StateWriter, Stateful } from '../state/codec.js';
+
+/** Bytes the controller may hold queued for the host (replies and scan codes). */
+const MAX_QUEUED = 4096;
 
 /** Status register bits (IBM PS/2 Technical Reference, "Keyboard/Auxiliary Device Controller"). */
 const ST_OBF = 0x01;
@@ -22,7 +26,7 @@ const OP_RESET = 0x01;
 const OP_A20 = 0x02;
 
 /** Keyboard controller and keyboard. */
-export class I8042 {
+export class I8042 implements Stateful {
   private readonly out: { v: number; aux: boolean }[] = [];
   private obf = -1;
   private obfAux = false;
@@ -50,6 +54,30 @@ export class I8042 {
         if (v & 0x01) this.reset();
       },
     });
+  }
+
+  /** Registers and the output queue; the A20 line is saved with memory. */
+  saveState(w: StateWriter): void {
+    w.u32(this.out.length);
+    for (const o of this.out) w.u8(o.v).bool(o.aux);
+    w.i32(this.obf).bool(this.obfAux).u8(this.commandByte).i32(this.pendingCmd).i32(this.kbdPendingCmd).bool(this.lastWasCmd).u8(this.outputPort).bool(this.scanning);
+  }
+  loadState(r: StateReader): void {
+    const n = r.uint('output queue length', MAX_QUEUED);
+    this.out.length = 0;
+    for (let i = 0; i < n; i++) this.out.push({ v: r.u8('queued byte'), aux: r.bool('queued byte is from the aux port') });
+    const byteOrNone = (field: string): number => {
+      const v = r.i32(field);
+      return v >= 0 && v <= 0xff ? v : -1;
+    };
+    this.obf = byteOrNone('output buffer');
+    this.obfAux = r.bool('output buffer is from the aux port');
+    this.commandByte = r.u8('command byte');
+    this.pendingCmd = byteOrNone('pending controller command');
+    this.kbdPendingCmd = byteOrNone('pending keyboard command');
+    this.lastWasCmd = r.bool('last write was a command');
+    this.outputPort = r.u8('output port');
+    this.scanning = r.bool('scanning');
   }
 
   /** Whether the keyboard can take another scan code now (nothing waiting). */

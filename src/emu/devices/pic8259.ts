@@ -5,6 +5,7 @@
  */
 import type { InterruptSource } from '../cpu.js';
 import type { IoBus } from '../io.js';
+import type { StateReader, StateWriter, Stateful } from '../state/codec.js';
 
 /** ICW1 bit 4 marks an initialisation command (8259A datasheet, "ICW1"). */
 const ICW1_INIT = 0x10;
@@ -103,10 +104,26 @@ class Pic {
   readCommand(): number {
     return this.readIsr ? this.isr : this.irr;
   }
+
+  saveState(w: StateWriter): void {
+    w.u8(this.irr).u8(this.isr).u8(this.imr).u8(this.vectorBase).u8(this.icwStep).bool(this.needIcw4).bool(this.readIsr).bool(this.autoEoi).u8(this.lines);
+  }
+  loadState(r: StateReader): void {
+    this.irr = r.u8('IRR');
+    this.isr = r.u8('ISR');
+    this.imr = r.u8('IMR');
+    this.vectorBase = r.u8('vector base') & 0xf8;
+    const step = r.u8('ICW step');
+    this.icwStep = step === 2 || step === 3 || step === 4 ? step : 0;
+    this.needIcw4 = r.bool('ICW4 needed');
+    this.readIsr = r.bool('read ISR');
+    this.autoEoi = r.bool('auto EOI');
+    this.lines = r.u8('input lines');
+  }
 }
 
 /** The cascaded pair; the CPU acknowledges interrupts through it. */
-export class Pic8259Pair implements InterruptSource {
+export class Pic8259Pair implements InterruptSource, Stateful {
   readonly master = new Pic(0x08);
   readonly slave = new Pic(0x70);
   /** Called whenever the INTR output may have changed. */
@@ -145,6 +162,16 @@ export class Pic8259Pair implements InterruptSource {
   private update(): void {
     this.master.setLine(2, this.slave.pending() >= 0);
     this.onChange(this.master.pending() >= 0);
+  }
+
+  /** Both chips' registers; the CPU's INTR input is saved with the CPU. */
+  saveState(w: StateWriter): void {
+    this.master.saveState(w);
+    this.slave.saveState(w);
+  }
+  loadState(r: StateReader): void {
+    this.master.loadState(r);
+    this.slave.loadState(r);
   }
 
   acknowledge(): number {

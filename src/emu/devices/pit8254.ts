@@ -4,6 +4,8 @@
  * PIT input ticks (1.193182 MHz).
  */
 import type { IoBus } from '../io.js';
+import { VdiskError } from '../../errors.js';
+import type { StateReader, StateWriter, Stateful } from '../state/codec.js';
 
 /** PIT input clock in Hz. */
 export const PIT_HZ = 1193182;
@@ -31,6 +33,24 @@ class Channel {
     // twos twice per period on the chip; software reading it only needs a falling count).
     return (this.reload - (elapsed % this.reload)) & 0xffff;
   }
+  saveState(w: StateWriter): void {
+    w.u32(this.reload).u8(this.mode).u8(this.access).f64(this.start).i32(this.latched).bool(this.readHi).bool(this.writeHi).bool(this.gate).u8(this.loLatch).bool(this.armed);
+  }
+  loadState(r: StateReader): void {
+    this.reload = r.uint('reload', 0x10000, 1);
+    this.mode = r.u8('mode');
+    if (this.mode > 5) throw new VdiskError('E_CORRUPT', `${r.what}: PIT mode ${this.mode} is not 0-5`);
+    this.access = r.u8('access') & 3;
+    this.start = r.f64('count start');
+    this.latched = r.i32('latched count');
+    if (this.latched < -1 || this.latched > 0xffff) throw new VdiskError('E_CORRUPT', `${r.what}: latched count ${this.latched} out of range`);
+    this.readHi = r.bool('read high byte next');
+    this.writeHi = r.bool('write high byte next');
+    this.gate = r.bool('gate');
+    this.loLatch = r.u8('low byte written');
+    this.armed = r.bool('armed');
+  }
+
   output(now: number): boolean {
     const elapsed = now - this.start;
     if (this.mode === 0) return elapsed >= this.reload;
@@ -40,7 +60,7 @@ class Channel {
 }
 
 /** The timer. */
-export class Pit8254 {
+export class Pit8254 implements Stateful {
   private readonly ch = [new Channel(), new Channel(), new Channel()];
   private lastIrqPeriod = 0;
   private speakerData = 0;
@@ -121,6 +141,16 @@ export class Pit8254 {
     }
     c.latched = -1;
     return out & 0xff;
+  }
+
+  saveState(w: StateWriter): void {
+    for (const c of this.ch) c.saveState(w);
+    w.f64(this.lastIrqPeriod).u8(this.speakerData);
+  }
+  loadState(r: StateReader): void {
+    for (const c of this.ch) c.loadState(r);
+    this.lastIrqPeriod = r.f64('IRQ 0 periods');
+    this.speakerData = r.u8('port 61h') & 0x0f;
   }
 
   /** Raise IRQ 0 if channel 0 has completed a period since the last call. */

@@ -3,6 +3,7 @@
  * Transmission is instant; received bytes wait in a 16-byte FIFO.
  */
 import type { IoBus } from '../io.js';
+import type { StateReader, StateWriter, Stateful } from '../state/codec.js';
 
 /** Register offsets (16550A datasheet, table 2). */
 const RBR_THR = 0;
@@ -26,7 +27,7 @@ const MCR_LOOP = 0x10;
 const MCR_OUT2 = 0x08;
 
 /** One UART. */
-export class Uart16550 {
+export class Uart16550 implements Stateful {
   private ier = 0;
   private lcr = 0x03;
   private mcr = 0;
@@ -54,6 +55,22 @@ export class Uart16550 {
   receive(bytes: Iterable<number>): void {
     for (const b of bytes) if (this.rx.length < 16) this.rx.push(b & 0xff);
     this.update();
+  }
+
+  saveState(w: StateWriter): void {
+    w.u8(this.ier).u8(this.lcr).u8(this.mcr).u8(this.scr).u8(this.dll).u8(this.dlm).u8(this.fcr).bool(this.threPending);
+    w.bytes(Uint8Array.from(this.rx));
+  }
+  loadState(r: StateReader): void {
+    this.ier = r.u8('IER') & 0x0f;
+    this.lcr = r.u8('LCR');
+    this.mcr = r.u8('MCR') & 0x1f;
+    this.scr = r.u8('SCR');
+    this.dll = r.u8('DLL');
+    this.dlm = r.u8('DLM');
+    this.fcr = r.u8('FCR');
+    this.threPending = r.bool('THRE pending');
+    this.rx.splice(0, this.rx.length, ...r.bytes('receive FIFO', 16));
   }
 
   private iir(): number {

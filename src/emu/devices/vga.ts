@@ -6,6 +6,7 @@
  */
 import type { IoBus } from '../io.js';
 import type { Memory } from '../memory.js';
+import type { StateReader, StateWriter, Stateful } from '../state/codec.js';
 
 /** Text buffer address and geometry of mode 3. */
 export const TEXT_BASE = 0xb8000;
@@ -74,7 +75,7 @@ export const CP437 =
   'ÇüéâäàåçêëèïîìÄÅÉæÆôöòûùÿÖÜ¢£¥₧ƒáíóúñÑªº¿⌐¬½¼¡«»░▒▓│┤╡╢╖╕╣║╗╝╜╛┐└┴┬├─┼╞╟╚╔╩╦╠═╬╧╨╤╥╙╘╒╓╫╪┘┌█▄▌▐▀αßΓπΣσµτΦΘΩδ∞φε∩≡±≥≤⌠⌡÷≈°∙·√ⁿ²■\u00a0';
 
 /** The VGA adapter. */
-export class Vga {
+export class Vga implements Stateful {
   readonly crtc = new Uint8Array(0x19);
   private crtcIndex = 0;
   private readonly seq = new Uint8Array(8);
@@ -142,6 +143,29 @@ export class Vga {
     });
     this.crtc[CRTC_CURSOR_START] = 0x0d;
     this.crtc[CRTC_CURSOR_END] = 0x0e;
+  }
+
+  /** Every register file, index and latch, and the DAC; video memory is guest RAM (saved with memory). */
+  saveState(w: StateWriter): void {
+    w.raw(this.crtc).u8(this.crtcIndex).raw(this.seq).u8(this.seqIndex).raw(this.gfx).u8(this.gfxIndex);
+    w.raw(this.attr).u8(this.attrIndex).bool(this.attrFlip).u8(this.statusToggle);
+    w.raw(this.dac).u16(this.dacWrite).u16(this.dacRead).u8(this.misc);
+  }
+  loadState(r: StateReader): void {
+    r.into(this.crtc, 'CRTC registers');
+    this.crtcIndex = r.u8('CRTC index') & 0x1f;
+    r.into(this.seq, 'sequencer registers');
+    this.seqIndex = r.u8('sequencer index') & 7;
+    r.into(this.gfx, 'graphics registers');
+    this.gfxIndex = r.u8('graphics index') % 9;
+    r.into(this.attr, 'attribute registers');
+    this.attrIndex = r.u8('attribute index') & 0x3f;
+    this.attrFlip = r.bool('attribute flip-flop');
+    this.statusToggle = r.u8('input status') & 0x09;
+    r.into(this.dac, 'DAC palette');
+    this.dacWrite = r.u16('DAC write index') % this.dac.length;
+    this.dacRead = r.u16('DAC read index') % this.dac.length;
+    this.misc = r.u8('miscellaneous output');
   }
 
   /** Program the registers that tell text from mode 13h graphics, and reset the DAC (INT 10h AH=00h). */
