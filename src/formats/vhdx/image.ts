@@ -1,0 +1,520 @@
+/**
+ * An opened VHDX ([MS-VHDX]): the headers, region tables, metadata and BAT read and
+ * validated at open (after the log is replayed), and the device over them. Payload
+ * blocks are present (fully, or per sector through the sector bitmap of a
+ * differencing disk) or answered without data: zeros, or the parent.
+ *
+ * Writes put data in place (a present block) or in a new block at the end of the
+ * file; the BAT entries that name new blocks wait in memory and are written through
+ * the log on flush ({@link VhdxImage.flush}): data flushed, log entry flushed,
+ * BAT sectors written and flushed. The first write of a session gives the file new
+ * FileWriteGuid and DataWriteGuid (2.2.2); closing clears the LogGuid.
+ */
+import type { DiskImage, Extent, ImageInfo } from '../../device/block-device.js';
+import { BlockDeviceBase } from '../../device/base.js';
+import { blockPieces } from '../../device/blocks.js';
+import { VdiskError, isVdiskError } from '../../errors.js';
+import type { Storage } from '../../storage/storage.js';
+import {
+  HEADER1_OFFSET,
+  HEADER2_OFFSET,
+  HEADER_SECTION_SIZE,
+  HEADER_SIZE,
+  LOG_SECTOR_SIZE,
+  METADATA_TABLE_SIZE,
+  PAYLOAD_BLOCK_FULLY_PRESENT,
+  PAYLOAD_BLOCK_NOT_PRESENT,
+  PAYLOAD_BLOCK_PARTIALLY_PRESENT,
+  PAYLOAD_BLOCK_UNDEFINED,
+  PAYLOAD_BLOCK_UNMAPPED,
+  PAYLOAD_BLOCK_UNMAPPED_V095,
+  PAYLOAD_BLOCK_ZERO,
+  REGION_ALIGNMENT,
+  REGION_TABLE1_OFFSET,
+  REGION_TABLE2_OFFSET,
+  REGION_TABLE_SIZE,
+  SB_BLOCK_NOT_PRESENT,
+  SB_BLOCK_PRESENT,
+  SECTOR_BITMAP_BLOCK_SIZE,
+  ZERO_GUID,
+  batGeometry,
+  bitmapEntryIndex,
+  decodeBatEntry,
+  decodeCreator,
+  decodeHeader,
+  decodeMetadataTable,
+  decodeParameters,
+  decodeRegionTable,
+  encodeBatEntry,
+  encodeHeader,
+  hasFileSignature,
+  headerProblem,
+  payloadEntryIndex,
+  randomGuid,
+  validateRegions,
+  type BatGeometry,
+  type RegionEntry,
+  type VhdxHeader,
+  type VhdxParameters,
+} from './layout.js';
+import { LogWriter, findActiveSequence, replayOnto, replayedView, type LogPlace } from './log.js';
+
+/** Largest BAT vdisk keeps in memory (a 64 TiB disk with 1 MiB blocks needs 512 MiB). */
+export const MAX_BAT_BYTES = 512 * 1024 * 1024;
+/** BAT sectors that may wait in memory before a write commits them through the log. */
+const PENDING_SECTORS_LIMIT = 128;
+/** Sector bitmap slices kept in memory. */
+const BITMAP_CACHE_ENTRIES = 1024;
+
+/** Everything read and validated at open. */
+export interface VhdxMeta {
+  /** The storage the metadata was read through (a replayed view for a read-only open of a dirty image). */
+  storage: Storage;
+  creator: string;
+  header: VhdxHeader;
+  /** 0 or 1: which header is current. */
+  headerIndex: number;
+  bat: RegionEntry;
+  metadata: RegionEntry;
+  params: VhdxParameters;
+  geometry: BatGeometry;
+  /** The BAT as on disk (geometry.totalEntries entries). */
+  batTable: Buffer;
+  /** End of the last present block (or of the metadata), where new blocks may go. */
+  dataEnd: number;
+  warnings: string[];
+  /** Log entries replayed at open, and whether into memory only. */
+  replay?: { entries: number; inMemory: boolean };
+}
+
+const corrupt = (name: string, message: string): VdiskError => new VdiskError('E_CORRUPT', `${name}: ${message}`);
+
+async function readAt(storage: Storage, offset: number, length: number): Promise<Buffer> {
+  const b = Buffer.alloc(length);
+  await storage.read(b, offset);
+  return b;
+}
+
+/** True when `storage` starts with the VHDX file type identifier. */
+export async function probeVhdx(storage: Storage): Promise<boolean> {
+  if (storage.size < 8) return false;
+  return hasFileSignature(await readAt(storage, 0, 8));
+}
+
+/** The current header of the two (2.2.2): the valid one, or of two valid ones the higher SequenceNumber. */
+export async function currentHeader(storage: Storage): Promise<{ header: VhdxHeader; index: number; warnings: string[] }> {
+  const name = storage.name;
+  const raws = [await readAt(storage, HEADER1_OFFSET, HEADER_SIZE), await readAt(storage, HEADER2_OFFSET, HEADER_SIZE)];
+  const problems = raws.map((r) => headerProblem(r, storage.size, name));
+  if (problems[0] && problems[1]) throw corrupt(name, `both headers are unusable (header 1: ${problems[0]}; header 2: ${problems[1]})`);
+  const warnings: string[] = [];
+  let index: number;
+  if (problems[0] || problems[1]) {
+    index = problems[0] ? 1 : 0;
+    warnings.push(`header ${2 - index} is unusable (${problems[1 - index]}); using header ${index + 1}`);
+  } else {
+    const [a, b] = raws.map((r) => decodeHeader(r, name).sequenceNumber) as [bigint, bigint];
+    if (a === b && !raws[0]!.equals(raws[1]!)) throw corrupt(name, `both headers have SequenceNumber ${a} but differ`);
+    index = b > a ? 1 : 0;
+  }
+  return { header: decodeHeader(raws[index]!, name), index, warnings };
+}
+
+/** Write a header update (2.2.2.1): the non-current header gets the next SequenceNumber and becomes current, flushed. */
+export async function updateHeader(storage: Storage, meta: Pick<VhdxMeta, 'header' | 'headerIndex'>, change: Partial<Pick<VhdxHeader, 'fileWriteGuid' | 'dataWriteGuid' | 'logGuid'>>): Promise<void> {
+  const next: VhdxHeader = { ...meta.header, ...change, sequenceNumber: meta.header.sequenceNumber + 1n };
+  const index = 1 - meta.headerIndex;
+  await storage.write(encodeHeader(next), index === 0 ? HEADER1_OFFSET : HEADER2_OFFSET);
+  await storage.flush();
+  meta.header = next;
+  meta.headerIndex = index;
+}
+
+/** Both headers brought up to date with `change`, one at a time, so one of them is always whole. */
+export async function updateBothHeaders(storage: Storage, meta: Pick<VhdxMeta, 'header' | 'headerIndex'>, change: Partial<Pick<VhdxHeader, 'fileWriteGuid' | 'dataWriteGuid' | 'logGuid'>>): Promise<void> {
+  await updateHeader(storage, meta, change);
+  await updateHeader(storage, meta, {});
+}
+
+/** The region tables (2.2.3): the first valid copy. */
+async function readRegions(storage: Storage, header: VhdxHeader, warnings: string[]): Promise<{ bat: RegionEntry; metadata: RegionEntry }> {
+  const name = storage.name;
+  const t1 = decodeRegionTable(await readAt(storage, REGION_TABLE1_OFFSET, REGION_TABLE_SIZE), name);
+  const t2 = decodeRegionTable(await readAt(storage, REGION_TABLE2_OFFSET, REGION_TABLE_SIZE), name);
+  if (typeof t1 === 'string' && typeof t2 === 'string') throw corrupt(name, `both region tables are unusable (1: ${t1}; 2: ${t2})`);
+  const entries = typeof t1 === 'string' ? (t2 as RegionEntry[]) : t1;
+  if (typeof t1 === 'string') warnings.push(`region table 1 is unusable (${t1}); using region table 2`);
+  else if (typeof t2 === 'string') warnings.push(`region table 2 is unusable (${t2})`);
+  return validateRegions(entries, storage.size, { offset: header.logOffset, length: header.logLength }, name);
+}
+
+/** What a BAT entry may hold, checked for every entry at open (2.5.1). */
+function validateBat(name: string, table: Buffer, g: BatGeometry, p: VhdxParameters, fileSize: number, regions: Array<[number, number]>): number {
+  let dataEnd = 0;
+  const inRegion = (off: number, len: number): boolean => off < HEADER_SECTION_SIZE || regions.some(([a, z]) => off < z && a < off + len);
+  for (let i = 0; i < g.totalEntries; i++) {
+    const { state, offset } = decodeBatEntry(table, i * 8);
+    const isBitmap = (i + 1) % (g.chunkRatio + 1) === 0;
+    if (isBitmap) {
+      if (state !== SB_BLOCK_NOT_PRESENT && state !== SB_BLOCK_PRESENT) throw corrupt(name, `BAT entry ${i} (a sector bitmap) has state ${state}`);
+      if (state === SB_BLOCK_PRESENT) {
+        if (!p.hasParent) throw corrupt(name, `BAT entry ${i} names a sector bitmap block, but the disk has no parent`);
+        if (offset + SECTOR_BITMAP_BLOCK_SIZE > fileSize || inRegion(offset, SECTOR_BITMAP_BLOCK_SIZE)) throw corrupt(name, `BAT entry ${i}: sector bitmap block at ${offset} lies past the ${fileSize}-byte file or over the metadata`);
+        dataEnd = Math.max(dataEnd, offset + SECTOR_BITMAP_BLOCK_SIZE);
+      }
+      continue;
+    }
+    const n = i - Math.floor(i / (g.chunkRatio + 1));
+    if (n >= g.payloadBlocks) {
+      if (state === PAYLOAD_BLOCK_FULLY_PRESENT || state === PAYLOAD_BLOCK_PARTIALLY_PRESENT) throw corrupt(name, `BAT entry ${i} is past the last payload block but present`);
+      continue;
+    }
+    switch (state) {
+      case PAYLOAD_BLOCK_NOT_PRESENT:
+      case PAYLOAD_BLOCK_UNDEFINED:
+      case PAYLOAD_BLOCK_ZERO:
+      case PAYLOAD_BLOCK_UNMAPPED:
+      case PAYLOAD_BLOCK_UNMAPPED_V095:
+        break;
+      case PAYLOAD_BLOCK_PARTIALLY_PRESENT:
+      case PAYLOAD_BLOCK_FULLY_PRESENT: {
+        if (state === PAYLOAD_BLOCK_PARTIALLY_PRESENT && !p.hasParent) throw corrupt(name, `BAT entry ${i} (payload block ${n}) is PARTIALLY_PRESENT, but the disk has no parent`);
+        const len = Math.min(p.blockSize, p.virtualDiskSize - n * p.blockSize);
+        if (offset < HEADER_SECTION_SIZE || offset + len > fileSize || inRegion(offset, len)) {
+          throw corrupt(name, `BAT entry ${i} (payload block ${n}) names ${len} bytes at ${offset}, past the ${fileSize}-byte file or over the headers, log or regions`);
+        }
+        dataEnd = Math.max(dataEnd, offset + len);
+        break;
+      }
+      default:
+        throw corrupt(name, `BAT entry ${i} (payload block ${n}) has the undefined state ${state}`);
+    }
+  }
+  return dataEnd;
+}
+
+/**
+ * Read and validate everything a VHDX open needs. A non-empty log is replayed first:
+ * onto the file when `writable`, into an in-memory view otherwise (said in `warnings`
+ * and `replay`). A read-only open of a log that cannot replay goes on without it and
+ * says so; a writable one is refused.
+ */
+export async function readVhdxMeta(storage: Storage, writable: boolean): Promise<VhdxMeta> {
+  const name = storage.name;
+  if (storage.size < HEADER_SECTION_SIZE) throw corrupt(name, `${storage.size} bytes is shorter than the 1 MiB header section`);
+  const first = await readAt(storage, 0, 64 * 1024);
+  if (!hasFileSignature(first)) throw new VdiskError('E_FORMAT', `${name}: no "vhdxfile" signature: not a VHDX image`);
+  const creator = decodeCreator(first);
+  const hdr = await currentHeader(storage);
+  const warnings = [...hdr.warnings];
+  const meta: Pick<VhdxMeta, 'header' | 'headerIndex'> = { header: hdr.header, headerIndex: hdr.index };
+  let view = storage;
+  let replay: VhdxMeta['replay'];
+  if (hdr.header.logGuid !== ZERO_GUID) {
+    const log: LogPlace = { offset: hdr.header.logOffset, length: hdr.header.logLength, guid: hdr.header.logGuid };
+    let seq: Awaited<ReturnType<typeof findActiveSequence>>;
+    try {
+      seq = await findActiveSequence(storage, log);
+    } catch (err) {
+      if (writable || !isVdiskError(err, 'E_CORRUPT')) throw err;
+      warnings.push(`the log does not replay (${err.message}); read without it`);
+    }
+    if (seq) {
+      if (writable) {
+        await replayOnto(storage, seq, log);
+        await updateBothHeaders(storage, meta, { logGuid: ZERO_GUID });
+        replay = { entries: seq.entries.length, inMemory: false };
+        warnings.push(`replayed ${seq.entries.length} log entries onto the file`);
+      } else {
+        view = replayedView(storage, seq, log);
+        replay = { entries: seq.entries.length, inMemory: true };
+        warnings.push(`the log holds ${seq.entries.length} entries not yet applied: replayed in memory (the file is unchanged; open it writable to apply them)`);
+      }
+    } else if (writable && storage.size >= hdr.header.logOffset + hdr.header.logLength) {
+      // A LogGuid with no entry of its own: nothing to replay; clear it before writing.
+      await updateBothHeaders(storage, meta, { logGuid: ZERO_GUID });
+    }
+  }
+  const { bat, metadata } = await readRegions(view, meta.header, warnings);
+  const table = decodeMetadataTable(await readAt(view, metadata.fileOffset, METADATA_TABLE_SIZE), metadata.length, name);
+  const params = await decodeParameters(table, (e) => readAt(view, metadata.fileOffset + e.offset, e.length), name);
+  const geometry = batGeometry(params);
+  const batBytes = geometry.totalEntries * 8;
+  if (batBytes > MAX_BAT_BYTES) throw new VdiskError('E_UNSUPPORTED', `${name}: a ${batBytes}-byte BAT is more than vdisk keeps in memory (${MAX_BAT_BYTES})`);
+  if (batBytes > bat.length) throw corrupt(name, `the BAT region (${bat.length} bytes) is too small for ${geometry.totalEntries} entries`);
+  const batTable = await readAt(view, bat.fileOffset, batBytes);
+  const regions: Array<[number, number]> = [
+    [meta.header.logOffset, meta.header.logOffset + meta.header.logLength],
+    [bat.fileOffset, bat.fileOffset + bat.length],
+    [metadata.fileOffset, metadata.fileOffset + metadata.length],
+  ];
+  const dataEnd = Math.max(validateBat(name, batTable, geometry, params, view.size, regions), ...regions.map((r) => r[1]));
+  return { storage: view, creator, header: meta.header, headerIndex: meta.headerIndex, bat, metadata, params, geometry, batTable, dataEnd, warnings, replay };
+}
+
+/** Parent facts of a differencing VHDX. */
+export interface VhdxParentInfo {
+  ref?: string;
+  resolved?: string;
+  key?: string;
+}
+
+/** A VHDX image: dynamic, fixed (every block present) or differencing. */
+export class VhdxImage extends BlockDeviceBase implements DiskImage {
+  readonly format = 'vhdx';
+  readonly filename: string;
+  readonly readOnly: boolean;
+  readonly size: number;
+  override readonly sectorSize: number;
+  readonly backing?: DiskImage;
+  private readonly storage: Storage;
+  private readonly blockSize: number;
+  private readonly chunkRatio: number;
+  /** BAT sectors (by file offset) changed in memory, not yet written through the log. */
+  private readonly pending = new Map<number, true>();
+  private readonly bitmaps = new Map<number, Buffer>();
+  /** Where the next new block goes (1 MiB aligned, after everything). */
+  private nextFree: number;
+  private log?: LogWriter;
+  /** True once this session changed the file (new FileWriteGuid written). */
+  private touched = false;
+
+  constructor(
+    readonly meta: VhdxMeta,
+    private readonly opts: { readOnly: boolean; parent?: DiskImage; ownsParent?: boolean; parentInfo?: VhdxParentInfo },
+  ) {
+    super();
+    this.storage = meta.storage;
+    this.filename = meta.storage.name;
+    this.readOnly = opts.readOnly || meta.storage.readOnly;
+    this.size = meta.params.virtualDiskSize;
+    this.sectorSize = meta.params.logicalSectorSize;
+    this.blockSize = meta.params.blockSize;
+    this.chunkRatio = meta.geometry.chunkRatio;
+    if (opts.parent) this.backing = opts.parent;
+    this.nextFree = Math.ceil(Math.max(meta.dataEnd, this.storage.size) / REGION_ALIGNMENT) * REGION_ALIGNMENT;
+  }
+
+  /** The parameters from the metadata region. */
+  get parameters(): VhdxParameters {
+    return { ...this.meta.params };
+  }
+
+  /** The current header's DataWriteGuid (what a child's parent_linkage names). */
+  get dataWriteGuid(): string {
+    return this.meta.header.dataWriteGuid;
+  }
+
+  private entry(n: number): { state: number; offset: number } {
+    return decodeBatEntry(this.meta.batTable, payloadEntryIndex(n, this.chunkRatio) * 8);
+  }
+
+  /** Bit `s` of the sector bitmap for payload block `n`, as a slice of the block's bits (LSB first). */
+  private async bitmap(n: number): Promise<Buffer | undefined> {
+    const hit = this.bitmaps.get(n);
+    if (hit) return hit;
+    const c = Math.floor(n / this.chunkRatio);
+    const { state, offset } = decodeBatEntry(this.meta.batTable, bitmapEntryIndex(c, this.chunkRatio) * 8);
+    if (state !== SB_BLOCK_PRESENT) return undefined;
+    const spb = this.blockSize / this.sectorSize;
+    const b = await readAt(this.storage, offset + ((n % this.chunkRatio) * spb) / 8, spb / 8);
+    if (this.bitmaps.size >= BITMAP_CACHE_ENTRIES) this.bitmaps.delete(this.bitmaps.keys().next().value!);
+    this.bitmaps.set(n, b);
+    return b;
+  }
+
+  /** Runs of [from, to) within a block by "present here" (partially present blocks). */
+  private async runs(n: number, within: number, length: number): Promise<Array<[number, number, boolean]>> {
+    const bm = await this.bitmap(n);
+    if (!bm) throw corrupt(this.filename, `payload block ${n} is PARTIALLY_PRESENT but its chunk has no sector bitmap block`);
+    const ss = this.sectorSize;
+    const out: Array<[number, number, boolean]> = [];
+    const end = within + length;
+    let a = within;
+    while (a < end) {
+      const s = Math.floor(a / ss);
+      const set = ((bm[s >> 3]! >> (s & 7)) & 1) === 1;
+      let t = s + 1;
+      const last = Math.ceil(end / ss);
+      while (t < last && (((bm[t >> 3]! >> (t & 7)) & 1) === 1) === set) t++;
+      const b = Math.min(end, t * ss);
+      out.push([a, b, set]);
+      a = b;
+    }
+    return out;
+  }
+
+  /** Read what lies below this image: the parent's bytes (zeros past its end), or zeros. */
+  private async readBelow(buf: Uint8Array, offset: number): Promise<void> {
+    const p = this.backing;
+    if (!p || offset >= p.size) return void buf.fill(0);
+    const n = Math.min(buf.length, p.size - offset);
+    await p.read(buf.subarray(0, n), offset);
+    buf.fill(0, n);
+  }
+
+  /** True when state `s` answers reads from the parent (differencing disks only). */
+  private fromParent(state: number): boolean {
+    return this.meta.params.hasParent && (state === PAYLOAD_BLOCK_NOT_PRESENT || state === PAYLOAD_BLOCK_UNDEFINED);
+  }
+
+  protected async readAt(buf: Uint8Array, offset: number): Promise<void> {
+    for (const { index: n, within, done, length } of blockPieces(offset, buf.length, this.blockSize)) {
+      const piece = buf.subarray(done, done + length);
+      const { state, offset: at } = this.entry(n);
+      if (state === PAYLOAD_BLOCK_FULLY_PRESENT) await this.storage.read(piece, at + within);
+      else if (state === PAYLOAD_BLOCK_PARTIALLY_PRESENT) {
+        for (const [a, b, here] of await this.runs(n, within, length)) {
+          const part = piece.subarray(a - within, b - within);
+          if (here) await this.storage.read(part, at + a);
+          else await this.readBelow(part, n * this.blockSize + a);
+        }
+      } else if (this.fromParent(state)) await this.readBelow(piece, offset + done);
+      else piece.fill(0);
+    }
+  }
+
+  protected async *extentsIn(offset: number, length: number): AsyncIterable<Extent> {
+    for (const { index: n, within, done, length: len } of blockPieces(offset, length, this.blockSize)) {
+      const pos = offset + done;
+      const { state } = this.entry(n);
+      if (state === PAYLOAD_BLOCK_FULLY_PRESENT) yield { offset: pos, length: len, kind: 'data', depth: 0 };
+      else if (state === PAYLOAD_BLOCK_PARTIALLY_PRESENT) {
+        for (const [a, b, here] of await this.runs(n, within, len)) {
+          const at = n * this.blockSize + a;
+          if (here) yield { offset: at, length: b - a, kind: 'data', depth: 0 };
+          else yield* this.below(at, b - a);
+        }
+      } else if (this.fromParent(state)) yield* this.below(pos, len);
+      else if (state === PAYLOAD_BLOCK_NOT_PRESENT && !this.meta.params.hasParent) yield { offset: pos, length: len, kind: 'hole', depth: 0 };
+      else yield { offset: pos, length: len, kind: 'zero', depth: 0 };
+    }
+  }
+
+  private async *below(offset: number, length: number): AsyncIterable<Extent> {
+    const p = this.backing;
+    const inParent = p ? Math.max(0, Math.min(length, p.size - offset)) : 0;
+    if (p && inParent > 0) for await (const e of p.extents(offset, inParent)) yield { ...e, depth: e.depth + 1 };
+    if (inParent < length) yield { offset: offset + inParent, length: length - inParent, kind: 'hole', depth: p ? 1 : 0 };
+  }
+
+  // ---- writing -------------------------------------------------------------
+
+  /** Before the first change of a session: new FileWriteGuid and DataWriteGuid (2.2.2). */
+  private async touch(): Promise<void> {
+    if (this.touched) return;
+    if (this.meta.params.hasParent) throw new VdiskError('E_UNSUPPORTED', `${this.filename}: writing differencing VHDX images is not supported yet`);
+    await updateBothHeaders(this.storage, this.meta, { fileWriteGuid: randomGuid(), dataWriteGuid: randomGuid() });
+    this.touched = true;
+  }
+
+  protected async writeAt(buf: Uint8Array, offset: number): Promise<void> {
+    await this.touch();
+    for (const { index: n, within, done, length } of blockPieces(offset, buf.length, this.blockSize)) {
+      const piece = buf.subarray(done, done + length);
+      const e = this.entry(n);
+      // Every other state of a disk without parent reads as zeros: a new block starts zeroed.
+      const at = e.state === PAYLOAD_BLOCK_FULLY_PRESENT ? e.offset : await this.allocate(n);
+      await this.storage.write(piece, at + within);
+    }
+    if (this.pending.size >= PENDING_SECTORS_LIMIT) await this.commit();
+  }
+
+  protected override async writeZeroesAt(offset: number, length: number): Promise<void> {
+    for (const { index: n, done, length: len } of blockPieces(offset, length, this.blockSize)) {
+      // Only present blocks hold anything to overwrite; the other states already read as zeros.
+      if (this.entry(n).state === PAYLOAD_BLOCK_FULLY_PRESENT) await super.writeZeroesAt(offset + done, len);
+    }
+  }
+
+  /** Give payload block `n` a new zeroed block at the end of the file; its BAT entry waits for the next commit. */
+  private async allocate(n: number): Promise<number> {
+    const at = this.nextFree;
+    const len = Math.min(this.blockSize, this.size - n * this.blockSize);
+    const end = at + Math.ceil(len / REGION_ALIGNMENT) * REGION_ALIGNMENT;
+    if (this.storage.size < end) await this.storage.truncate(end);
+    this.nextFree = end;
+    const i = payloadEntryIndex(n, this.chunkRatio);
+    encodeBatEntry(this.meta.batTable, i * 8, PAYLOAD_BLOCK_FULLY_PRESENT, at);
+    this.pending.set(Math.floor((i * 8) / LOG_SECTOR_SIZE) * LOG_SECTOR_SIZE, true);
+    return at;
+  }
+
+  /** Write the BAT sectors changed since the last commit through the log (data flushed first). */
+  private async commit(): Promise<void> {
+    if (this.pending.size === 0) return;
+    await this.storage.flush();
+    if (!this.log) {
+      const guid = randomGuid();
+      await updateBothHeaders(this.storage, this.meta, { logGuid: guid });
+      this.log = new LogWriter(this.storage, { offset: this.meta.header.logOffset, length: this.meta.header.logLength, guid });
+    }
+    const sectors: Array<{ fileOffset: number; data: Buffer }> = [];
+    const batBytes = this.meta.batTable.length;
+    for (const at of [...this.pending.keys()].sort((a, b) => a - b)) {
+      const data = Buffer.alloc(LOG_SECTOR_SIZE);
+      // The last BAT sector may be partly past the table we keep: the rest of the region stays as it is.
+      const n = Math.min(LOG_SECTOR_SIZE, batBytes - at);
+      if (n < LOG_SECTOR_SIZE) await this.storage.read(data, this.meta.bat.fileOffset + at);
+      this.meta.batTable.copy(data, 0, at, at + n);
+      sectors.push({ fileOffset: this.meta.bat.fileOffset + at, data });
+    }
+    await this.log.commit(sectors);
+    this.pending.clear();
+  }
+
+  protected async flushAll(): Promise<void> {
+    await this.commit();
+    await this.storage.flush();
+  }
+
+  protected async closeAll(): Promise<void> {
+    try {
+      // flushAll ran: every entry is applied, so the log may be declared empty.
+      if (!this.readOnly && this.log) await updateBothHeaders(this.storage, this.meta, { logGuid: ZERO_GUID });
+    } finally {
+      try {
+        await this.storage.close();
+      } finally {
+        if (this.opts.ownsParent !== false) await this.backing?.close();
+      }
+    }
+  }
+
+  async info(): Promise<ImageInfo> {
+    const p = this.meta.params;
+    const info: ImageInfo = {
+      clusterSize: p.blockSize,
+      formatSpecific: {
+        type: this.subformat,
+        'block-size': p.blockSize,
+        'logical-sector-size': p.logicalSectorSize,
+        'physical-sector-size': p.physicalSectorSize,
+        'leave-blocks-allocated': p.leaveBlocksAllocated,
+        'has-parent': p.hasParent,
+        'virtual-disk-id': p.virtualDiskId,
+        'data-write-guid': this.meta.header.dataWriteGuid,
+        'log-length': this.meta.header.logLength,
+        creator: this.meta.creator,
+        ...(p.parentLocator ? { 'parent-locator': p.parentLocator.entries } : {}),
+        ...(this.meta.replay ? { 'log-replayed': this.meta.replay } : {}),
+      },
+    };
+    if (this.meta.replay?.inMemory) info.dirty = true;
+    if (this.opts.parentInfo?.ref) info.backingFilename = this.opts.parentInfo.ref;
+    if (this.opts.parentInfo?.resolved) info.fullBackingFilename = this.opts.parentInfo.resolved;
+    if (this.meta.warnings.length) info.warnings = [...this.meta.warnings];
+    return info;
+  }
+
+  /** `differencing` (HasParent), `fixed` (LeaveBlocksAllocated, as Hyper-V and libvhdi read it) or `dynamic`. */
+  get subformat(): string {
+    if (this.meta.params.hasParent) return 'differencing';
+    return this.meta.params.leaveBlocksAllocated ? 'fixed' : 'dynamic';
+  }
+
+  async actualSize(): Promise<number | undefined> {
+    return (await this.storage.allocatedSize?.()) ?? this.storage.size;
+  }
+}
+
