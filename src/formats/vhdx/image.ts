@@ -230,9 +230,10 @@ export async function readVhdxMeta(storage: Storage, writable: boolean): Promise
         replay = { entries: seq.entries.length, inMemory: true };
         warnings.push(`the log holds ${seq.entries.length} entries not yet applied: replayed in memory (the file is unchanged; open it writable to apply them)`);
       }
-    } else if (writable && storage.size >= hdr.header.logOffset + hdr.header.logLength) {
-      // A LogGuid with no entry of its own: nothing to replay; clear it before writing.
-      await updateBothHeaders(storage, meta, { logGuid: ZERO_GUID });
+    } else if (!warnings.some((w) => w.startsWith('the log does not replay'))) {
+      // A LogGuid with no whole entry of its own: the last entry was torn before it was applied, nothing to replay (2.3.3).
+      warnings.push('the header names a log, but no whole entry of it is there: nothing to replay');
+      if (writable) await updateBothHeaders(storage, meta, { logGuid: ZERO_GUID });
     }
   }
   const { bat, metadata } = await readRegions(view, meta.header, warnings);
