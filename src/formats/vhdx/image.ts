@@ -122,6 +122,7 @@ export async function currentHeader(storage: Storage): Promise<{ header: VhdxHea
 
 /** Write a header update (2.2.2.1): the non-current header gets the next SequenceNumber and becomes current, flushed. */
 export async function updateHeader(storage: Storage, meta: Pick<VhdxMeta, 'header' | 'headerIndex'>, change: Partial<Pick<VhdxHeader, 'fileWriteGuid' | 'dataWriteGuid' | 'logGuid'>>): Promise<void> {
+  if (meta.header.sequenceNumber >= 0xffffffffffffffffn) throw new VdiskError('E_CORRUPT', `${storage.name}: the header's SequenceNumber is at its largest value; no header update can follow it`);
   const next: VhdxHeader = { ...meta.header, ...change, sequenceNumber: meta.header.sequenceNumber + 1n };
   const index = 1 - meta.headerIndex;
   await storage.write(encodeHeader(next), index === 0 ? HEADER1_OFFSET : HEADER2_OFFSET);
@@ -241,8 +242,8 @@ export async function readVhdxMeta(storage: Storage, writable: boolean): Promise
   const params = await decodeParameters(table, (e) => readAt(view, metadata.fileOffset + e.offset, e.length), name);
   const geometry = batGeometry(params);
   const batBytes = geometry.totalEntries * 8;
-  if (batBytes > MAX_BAT_BYTES) throw new VdiskError('E_UNSUPPORTED', `${name}: a ${batBytes}-byte BAT is more than vdisk keeps in memory (${MAX_BAT_BYTES})`);
   if (batBytes > bat.length) throw corrupt(name, `the BAT region (${bat.length} bytes) is too small for ${geometry.totalEntries} entries`);
+  if (batBytes > MAX_BAT_BYTES) throw new VdiskError('E_UNSUPPORTED', `${name}: a ${batBytes}-byte BAT is more than vdisk keeps in memory (${MAX_BAT_BYTES})`);
   const batTable = await readAt(view, bat.fileOffset, batBytes);
   const regions: Array<[number, number]> = [
     [meta.header.logOffset, meta.header.logOffset + meta.header.logLength],
