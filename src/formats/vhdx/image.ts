@@ -278,8 +278,10 @@ export class VhdxImage extends BlockDeviceBase implements DiskImage {
   /** Where the next new block goes (1 MiB aligned, after everything). */
   private nextFree: number;
   private log?: LogWriter;
-  /** True once this session changed the file (new FileWriteGuid written). */
-  private touched = false;
+  /** The header update that gave this session's changes new write GUIDs (2.2.2), once started. */
+  private touched?: Promise<void>;
+  /** Commits run one at a time. */
+  private committing: Promise<void> = Promise.resolve();
 
   constructor(
     readonly meta: VhdxMeta,
@@ -402,12 +404,11 @@ export class VhdxImage extends BlockDeviceBase implements DiskImage {
 
   // ---- writing -------------------------------------------------------------
 
-  /** Before the first change of a session: new FileWriteGuid and DataWriteGuid (2.2.2). */
-  private async touch(): Promise<void> {
-    if (this.touched) return;
-    if (this.meta.params.hasParent) throw new VdiskError('E_UNSUPPORTED', `${this.filename}: writing differencing VHDX images is not supported yet`);
-    await updateBothHeaders(this.storage, this.meta, { fileWriteGuid: randomGuid(), dataWriteGuid: randomGuid() });
-    this.touched = true;
+  /** Before the first change of a session: new FileWriteGuid and DataWriteGuid (2.2.2); once, however many writers race. */
+  private touch(): Promise<void> {
+    if (this.meta.params.hasParent) return Promise.reject(new VdiskError('E_UNSUPPORTED', `${this.filename}: writing differencing VHDX images is not supported yet`));
+    this.touched ??= updateBothHeaders(this.storage, this.meta, { fileWriteGuid: randomGuid(), dataWriteGuid: randomGuid() });
+    return this.touched;
   }
 
   protected async writeAt(buf: Uint8Array, offset: number): Promise<void> {
@@ -429,40 +430,59 @@ export class VhdxImage extends BlockDeviceBase implements DiskImage {
     }
   }
 
-  /** Give payload block `n` a new zeroed block at the end of the file; its BAT entry waits for the next commit. */
+  /**
+   * Give payload block `n` a new zeroed block at the end of the file; its BAT entry
+   * waits for the next commit. The entry is set before anything is awaited, so a
+   * concurrent write to the same block finds it allocated.
+   */
   private async allocate(n: number): Promise<number> {
     const at = this.nextFree;
     const len = Math.min(this.blockSize, this.size - n * this.blockSize);
     const end = at + Math.ceil(len / REGION_ALIGNMENT) * REGION_ALIGNMENT;
-    if (this.storage.size < end) await this.storage.truncate(end);
     this.nextFree = end;
     const i = payloadEntryIndex(n, this.chunkRatio);
     encodeBatEntry(this.meta.batTable, i * 8, PAYLOAD_BLOCK_FULLY_PRESENT, at);
     this.pending.set(Math.floor((i * 8) / LOG_SECTOR_SIZE) * LOG_SECTOR_SIZE, true);
+    if (this.storage.size < end) await this.storage.truncate(end);
     return at;
   }
 
-  /** Write the BAT sectors changed since the last commit through the log (data flushed first). */
-  private async commit(): Promise<void> {
+  /** Write the BAT sectors changed since the last commit through the log (data flushed first), one commit at a time. */
+  private commit(): Promise<void> {
+    const next = this.committing.then(() => this.commitNow());
+    this.committing = next.catch(() => undefined);
+    return next;
+  }
+
+  private async commitNow(): Promise<void> {
     if (this.pending.size === 0) return;
-    await this.storage.flush();
-    if (!this.log) {
-      const guid = randomGuid();
-      await updateBothHeaders(this.storage, this.meta, { logGuid: guid });
-      this.log = new LogWriter(this.storage, { offset: this.meta.header.logOffset, length: this.meta.header.logLength, guid });
-    }
-    const sectors: Array<{ fileOffset: number; data: Buffer }> = [];
-    const batBytes = this.meta.batTable.length;
-    for (const at of [...this.pending.keys()].sort((a, b) => a - b)) {
-      const data = Buffer.alloc(LOG_SECTOR_SIZE);
-      // The last BAT sector may be partly past the table we keep: the rest of the region stays as it is.
-      const n = Math.min(LOG_SECTOR_SIZE, batBytes - at);
-      if (n < LOG_SECTOR_SIZE) await this.storage.read(data, this.meta.bat.fileOffset + at);
-      this.meta.batTable.copy(data, 0, at, at + n);
-      sectors.push({ fileOffset: this.meta.bat.fileOffset + at, data });
-    }
-    await this.log.commit(sectors);
+    const taken = [...this.pending.keys()].sort((a, b) => a - b);
     this.pending.clear();
+    // The sectors as they are now, before anything is awaited: a block allocated meanwhile
+    // marks its sector pending again and waits for the next commit, after its data's flush.
+    const batBytes = this.meta.batTable.length;
+    const sectors = taken.map((at) => ({ at, fileOffset: this.meta.bat.fileOffset + at, data: Buffer.from(this.meta.batTable.subarray(at, Math.min(at + LOG_SECTOR_SIZE, batBytes))) }));
+    try {
+      await this.storage.flush();
+      if (!this.log) {
+        const guid = randomGuid();
+        await updateBothHeaders(this.storage, this.meta, { logGuid: guid });
+        this.log = new LogWriter(this.storage, { offset: this.meta.header.logOffset, length: this.meta.header.logLength, guid });
+      }
+      for (const s of sectors) {
+        if (s.data.length === LOG_SECTOR_SIZE) continue;
+        // The last BAT sector may reach past the table we keep: the rest of the region stays as it is.
+        const whole = Buffer.alloc(LOG_SECTOR_SIZE);
+        await this.storage.read(whole, s.fileOffset);
+        s.data.copy(whole, 0);
+        s.data = whole;
+      }
+      await this.log.commit(sectors);
+    } catch (err) {
+      // Not written: the sectors stay pending for the next commit.
+      for (const at of taken) this.pending.set(at, true);
+      throw err;
+    }
   }
 
   protected async flushAll(): Promise<void> {

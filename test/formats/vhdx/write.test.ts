@@ -141,4 +141,27 @@ describe('VHDX writing', () => {
     }
     await judge(f, model);
   });
+
+  itWith(QEMU, 'concurrent writes (as an NBD client sends them) into the same new blocks allocate each block once', async () => {
+    const f = join(dir, 'concurrent.vhdx');
+    const img = await create(f, { format: 'vhdx', size: '16M', options: { block_size: '1M' } });
+    const model = Buffer.alloc(16 * MiB);
+    try {
+      const jobs: Array<Promise<void>> = [];
+      for (let k = 0; k < 64; k++) {
+        const off = (k % 8) * 2 * MiB + Math.floor(k / 8) * 64 * K;
+        const d = patternBytes(64 * K, 100 + k);
+        d.copy(model, off);
+        jobs.push(img.write(d, off));
+        if (k % 16 === 15) jobs.push(img.flush());
+      }
+      await Promise.all(jobs);
+    } finally {
+      await img.close();
+    }
+    await judge(f, model);
+    // Eight blocks of 1 MiB after the 4 MiB of metadata: nothing allocated twice.
+    const { size } = await import('node:fs/promises').then((fs) => fs.stat(f));
+    expect(size).toBe(12 * MiB);
+  });
 });
