@@ -10,7 +10,7 @@
  * BAT sectors written and flushed. The first write of a session gives the file new
  * FileWriteGuid and DataWriteGuid (2.2.2); closing clears the LogGuid.
  */
-import type { DiskImage, Extent, ImageInfo } from '../../device/block-device.js';
+import type { DiskImage, Extent, ImageInfo, ResizeImageOptions } from '../../device/block-device.js';
 import { BlockDeviceBase } from '../../device/base.js';
 import { blockPieces } from '../../device/blocks.js';
 import { VdiskError, isVdiskError } from '../../errors.js';
@@ -21,6 +21,7 @@ import {
   HEADER_SECTION_SIZE,
   HEADER_SIZE,
   LOG_SECTOR_SIZE,
+  MAX_VIRTUAL_DISK_SIZE,
   METADATA_TABLE_SIZE,
   PAYLOAD_BLOCK_FULLY_PRESENT,
   PAYLOAD_BLOCK_NOT_PRESENT,
@@ -58,6 +59,7 @@ import {
   type VhdxParameters,
 } from './layout.js';
 import { LogWriter, findActiveSequence, replayOnto, replayedView, type LogPlace } from './log.js';
+import { checkNewSize, virtualSizeSectors } from './maintain.js';
 
 /** Largest BAT vdisk keeps in memory (a 64 TiB disk with 1 MiB blocks needs 512 MiB). */
 export const MAX_BAT_BYTES = 512 * 1024 * 1024;
@@ -266,7 +268,7 @@ export class VhdxImage extends BlockDeviceBase implements DiskImage {
   readonly format = 'vhdx';
   readonly filename: string;
   readonly readOnly: boolean;
-  readonly size: number;
+  size: number;
   override readonly sectorSize: number;
   readonly backing?: DiskImage;
   private readonly storage: Storage;
@@ -280,6 +282,8 @@ export class VhdxImage extends BlockDeviceBase implements DiskImage {
   private log?: LogWriter;
   /** The header update that gave this session's changes new write GUIDs (2.2.2), once started. */
   private touched?: Promise<void>;
+  /** File extensions run one at a time. */
+  private extending: Promise<void> = Promise.resolve();
   /** Commits run one at a time. */
   private committing: Promise<void> = Promise.resolve();
 
@@ -443,8 +447,17 @@ export class VhdxImage extends BlockDeviceBase implements DiskImage {
     const i = payloadEntryIndex(n, this.chunkRatio);
     encodeBatEntry(this.meta.batTable, i * 8, PAYLOAD_BLOCK_FULLY_PRESENT, at);
     this.pending.set(Math.floor((i * 8) / LOG_SECTOR_SIZE) * LOG_SECTOR_SIZE, true);
-    if (this.storage.size < end) await this.storage.truncate(end);
+    await this.extendTo(end);
     return at;
+  }
+
+  /** Grow the file to at least `end`; extensions run one at a time, so a later one never cuts an earlier one short. */
+  private extendTo(end: number): Promise<void> {
+    const next = this.extending.then(async () => {
+      if (this.storage.size < end) await this.storage.truncate(end);
+    });
+    this.extending = next.catch(() => undefined);
+    return next;
   }
 
   /** Write the BAT sectors changed since the last commit through the log (data flushed first), one commit at a time. */
@@ -483,6 +496,102 @@ export class VhdxImage extends BlockDeviceBase implements DiskImage {
       for (const at of taken) this.pending.set(at, true);
       throw err;
     }
+  }
+
+  /**
+   * Change the virtual size (dynamic and fixed disks). A fixed disk gets its new
+   * blocks allocated; a partly used last block that must grow is moved to the end
+   * first; on shrinking, the bytes past the new end of the new last block are zeroed
+   * (so a later grow reads zeros) and the blocks past it are dropped from the BAT
+   * (their file space leaks). The size and the BAT change in one log entry.
+   */
+  async resize(newSize: number, opts: ResizeImageOptions = {}): Promise<void> {
+    this.writable();
+    const p = this.meta.params;
+    checkNewSize(this.filename, p, newSize, MAX_VIRTUAL_DISK_SIZE);
+    if (newSize === this.size) return;
+    await this.touch();
+    await this.flushAll();
+    const oldSize = this.size;
+    const g = batGeometry({ ...p, virtualDiskSize: newSize });
+    if (g.totalEntries * 8 > this.meta.bat.length) {
+      throw new VdiskError('E_UNSUPPORTED', `${this.filename}: ${newSize} bytes need ${g.totalEntries} BAT entries, more than the ${this.meta.bat.length}-byte BAT region holds (moving the BAT is not implemented)`);
+    }
+    const bs = this.blockSize;
+    const oldLast = Math.ceil(oldSize / bs) - 1;
+    const roundMiB = (n: number): number => Math.ceil(n / REGION_ALIGNMENT) * REGION_ALIGNMENT;
+    if (newSize < oldSize) {
+      const tail = newSize % bs;
+      const last = Math.ceil(newSize / bs) - 1;
+      if (tail !== 0 && this.entry(last).state === PAYLOAD_BLOCK_FULLY_PRESENT) await super.writeZeroesAt(newSize, Math.min(oldSize, (last + 1) * bs) - newSize);
+    }
+    const table = Buffer.alloc(Math.max(g.totalEntries, this.meta.geometry.totalEntries) * 8);
+    this.meta.batTable.copy(table);
+    const old = this.meta.batTable;
+    this.meta.batTable = table;
+    const changed = new Set<number>();
+    const set = (n: number, state: number, at: number): void => {
+      const i = payloadEntryIndex(n, this.chunkRatio);
+      encodeBatEntry(table, i * 8, state, at);
+      changed.add(Math.floor((i * 8) / LOG_SECTOR_SIZE) * LOG_SECTOR_SIZE);
+    };
+    try {
+      if (newSize > oldSize) {
+        // A last block that was partial and is present may lack the file space its new length needs.
+        const e = this.entry(oldLast);
+        const had = roundMiB(oldSize - oldLast * bs);
+        const needs = roundMiB(Math.min(bs, newSize - oldLast * bs));
+        if (e.state === PAYLOAD_BLOCK_FULLY_PRESENT && needs > had) {
+          const at = this.nextFree;
+          this.nextFree = at + needs;
+          await this.extendTo(at + needs);
+          const used = oldSize - oldLast * bs;
+          const buf = Buffer.alloc(Math.min(used, 4 * REGION_ALIGNMENT));
+          for (let d = 0; d < used; d += buf.length) {
+            const n = Math.min(buf.length, used - d);
+            await this.storage.read(buf.subarray(0, n), e.offset + d);
+            await this.storage.write(buf.subarray(0, n), at + d);
+          }
+          set(oldLast, PAYLOAD_BLOCK_FULLY_PRESENT, at);
+        }
+        if (p.leaveBlocksAllocated) {
+          for (let n = oldLast + 1; n < g.payloadBlocks; n++) {
+            const len = roundMiB(Math.min(bs, newSize - n * bs));
+            set(n, PAYLOAD_BLOCK_FULLY_PRESENT, this.nextFree);
+            this.nextFree += len;
+            opts.onProgress?.(n - oldLast, g.payloadBlocks - oldLast - 1);
+          }
+          await this.extendTo(this.nextFree);
+        }
+      } else {
+        for (let n = g.payloadBlocks; n <= oldLast; n++) set(n, PAYLOAD_BLOCK_NOT_PRESENT, 0);
+      }
+      await this.storage.flush();
+      const sectors: Array<{ fileOffset: number; data: Buffer }> = [...changed].sort((a, b) => a - b).map((at) => {
+        const data = Buffer.alloc(LOG_SECTOR_SIZE);
+        table.copy(data, 0, at, Math.min(at + LOG_SECTOR_SIZE, table.length));
+        return { fileOffset: this.meta.bat.fileOffset + at, data };
+      });
+      sectors.push(...(await virtualSizeSectors(this.storage, this.meta, newSize)));
+      if (!this.log) {
+        const guid = randomGuid();
+        await updateBothHeaders(this.storage, this.meta, { logGuid: guid });
+        this.log = new LogWriter(this.storage, { offset: this.meta.header.logOffset, length: this.meta.header.logLength, guid });
+      }
+      if (sectors.length > this.log.maxSectorsPerEntry) {
+        throw new VdiskError('E_UNSUPPORTED', `${this.filename}: this resize changes ${sectors.length} metadata sectors, more than one entry of the ${this.meta.header.logLength}-byte log holds`);
+      }
+      await this.log.commit(sectors);
+    } catch (err) {
+      this.meta.batTable = old;
+      throw err;
+    }
+    this.meta.batTable = table.subarray(0, g.totalEntries * 8);
+    this.meta.geometry = g;
+    this.meta.params.virtualDiskSize = newSize;
+    this.size = newSize;
+    this.bitmaps.clear();
+    opts.onProgress?.(1, 1);
   }
 
   protected async flushAll(): Promise<void> {
