@@ -501,9 +501,9 @@ export class VhdxImage extends BlockDeviceBase implements DiskImage {
   /**
    * Change the virtual size (dynamic and fixed disks). A fixed disk gets its new
    * blocks allocated; a partly used last block that must grow is moved to the end
-   * first; on shrinking, the bytes past the new end of the new last block are zeroed
-   * (so a later grow reads zeros) and the blocks past it are dropped from the BAT
-   * (their file space leaks). The size and the BAT change in one log entry.
+   * first, or else has what lies past the old end zeroed (a shrink leaves the cut
+   * bytes in place: they are outside the disk); on shrinking, the blocks past the new
+   * end are dropped from the BAT (their file space leaks). The size and the BAT change in one log entry.
    */
   async resize(newSize: number, opts: ResizeImageOptions = {}): Promise<void> {
     this.writable();
@@ -520,11 +520,6 @@ export class VhdxImage extends BlockDeviceBase implements DiskImage {
     const bs = this.blockSize;
     const oldLast = Math.ceil(oldSize / bs) - 1;
     const roundMiB = (n: number): number => Math.ceil(n / REGION_ALIGNMENT) * REGION_ALIGNMENT;
-    if (newSize < oldSize) {
-      const tail = newSize % bs;
-      const last = Math.ceil(newSize / bs) - 1;
-      if (tail !== 0 && this.entry(last).state === PAYLOAD_BLOCK_FULLY_PRESENT) await super.writeZeroesAt(newSize, Math.min(oldSize, (last + 1) * bs) - newSize);
-    }
     const table = Buffer.alloc(Math.max(g.totalEntries, this.meta.geometry.totalEntries) * 8);
     this.meta.batTable.copy(table);
     const old = this.meta.batTable;
@@ -553,6 +548,12 @@ export class VhdxImage extends BlockDeviceBase implements DiskImage {
             await this.storage.write(buf.subarray(0, n), at + d);
           }
           set(oldLast, PAYLOAD_BLOCK_FULLY_PRESENT, at);
+        } else if (e.state === PAYLOAD_BLOCK_FULLY_PRESENT && oldSize % bs !== 0) {
+          // What lies past the old end in this block (left by a shrink, or by another writer) must read as zeros;
+          // it is outside the disk until the new size commits.
+          const to = Math.min(newSize, (oldLast + 1) * bs);
+          const zeros = Buffer.alloc(Math.min(to - oldSize, 4 * REGION_ALIGNMENT));
+          for (let d = oldSize; d < to; d += zeros.length) await this.storage.write(zeros.subarray(0, Math.min(zeros.length, to - d)), e.offset + (d - oldLast * bs));
         }
         if (p.leaveBlocksAllocated) {
           for (let n = oldLast + 1; n < g.payloadBlocks; n++) {
