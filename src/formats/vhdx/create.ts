@@ -97,7 +97,7 @@ export function createSpec(name: string, opts: DriverCreateOptions): VhdxCreateS
   const size = opts.size;
   if (!Number.isSafeInteger(size) || size <= 0 || size % logicalSectorSize !== 0) throw new VdiskError('E_USAGE', `${name}: size ${size} is not a positive multiple of the ${logicalSectorSize}-byte logical sector`);
   if (size > MAX_VIRTUAL_DISK_SIZE) throw new VdiskError('E_USAGE', `${name}: size ${size} is over the VHDX format's 64 TiB`);
-  if (opts.parent) throw new VdiskError('E_UNSUPPORTED', `${name}: creating differencing VHDX images is not supported yet (vdisk reads them)`);
+  if (opts.parent && (o.subformat ?? 'dynamic').toLowerCase() === 'fixed') throw new VdiskError('E_USAGE', `${name}: a differencing VHDX (-b) cannot be fixed`);
   return { size, fixed: subformat === 'fixed', blockSize, logSize, logicalSectorSize, physicalSectorSize };
 }
 

@@ -14,7 +14,7 @@ import type { DiskImage, Extent, ImageInfo, ResizeImageOptions } from '../../dev
 import { BlockDeviceBase } from '../../device/base.js';
 import { blockPieces } from '../../device/blocks.js';
 import { VdiskError, isVdiskError } from '../../errors.js';
-import type { Storage } from '../../storage/storage.js';
+import { IO_CHUNK, type Storage } from '../../storage/storage.js';
 import {
   HEADER1_OFFSET,
   HEADER2_OFFSET,
@@ -277,6 +277,9 @@ export class VhdxImage extends BlockDeviceBase implements DiskImage {
   /** BAT sectors (by file offset) changed in memory, not yet written through the log. */
   private readonly pending = new Map<number, true>();
   private readonly bitmaps = new Map<number, Buffer>();
+  private readonly bitmapLoads = new Map<number, Promise<Buffer>>();
+  /** Payload blocks whose cached bitmap bits were set and not yet written through the log. */
+  private readonly dirtyBitmaps = new Set<number>();
   /** Where the next new block goes (1 MiB aligned, after everything). */
   private nextFree: number;
   private log?: LogWriter;
@@ -317,18 +320,35 @@ export class VhdxImage extends BlockDeviceBase implements DiskImage {
     return decodeBatEntry(this.meta.batTable, payloadEntryIndex(n, this.chunkRatio) * 8);
   }
 
-  /** Bit `s` of the sector bitmap for payload block `n`, as a slice of the block's bits (LSB first). */
-  private async bitmap(n: number): Promise<Buffer | undefined> {
+  /** The bits of payload block `n` in its chunk's sector bitmap (LSB first), cached; undefined when the chunk has none. */
+  private bitmap(n: number): Promise<Buffer | undefined> {
     const hit = this.bitmaps.get(n);
-    if (hit) return hit;
+    if (hit) return Promise.resolve(hit);
     const c = Math.floor(n / this.chunkRatio);
     const { state, offset } = decodeBatEntry(this.meta.batTable, bitmapEntryIndex(c, this.chunkRatio) * 8);
-    if (state !== SB_BLOCK_PRESENT) return undefined;
-    const spb = this.blockSize / this.sectorSize;
-    const b = await readAt(this.storage, offset + ((n % this.chunkRatio) * spb) / 8, spb / 8);
-    if (this.bitmaps.size >= BITMAP_CACHE_ENTRIES) this.bitmaps.delete(this.bitmaps.keys().next().value!);
-    this.bitmaps.set(n, b);
-    return b;
+    if (state !== SB_BLOCK_PRESENT) return Promise.resolve(undefined);
+    // One load per block however many readers and writers ask at once: a writer's bits are never overwritten by a late load.
+    let load = this.bitmapLoads.get(n);
+    if (!load) {
+      const spb = this.blockSize / this.sectorSize;
+      load = readAt(this.storage, offset + ((n % this.chunkRatio) * spb) / 8, spb / 8).then((b) => {
+        this.bitmapLoads.delete(n);
+        const again = this.bitmaps.get(n);
+        if (again) return again;
+        if (this.bitmaps.size >= BITMAP_CACHE_ENTRIES) {
+          for (const k of this.bitmaps.keys()) {
+            if (this.dirtyBitmaps.has(k)) continue;
+            this.bitmaps.delete(k);
+            break;
+          }
+        }
+        this.bitmaps.set(n, b);
+        return b;
+      });
+      load.catch(() => this.bitmapLoads.delete(n));
+      this.bitmapLoads.set(n, load);
+    }
+    return load;
   }
 
   /** Runs of [from, to) within a block by "present here" (partially present blocks). */
@@ -410,27 +430,80 @@ export class VhdxImage extends BlockDeviceBase implements DiskImage {
 
   /** Before the first change of a session: new FileWriteGuid and DataWriteGuid (2.2.2); once, however many writers race. */
   private touch(): Promise<void> {
-    if (this.meta.params.hasParent) return Promise.reject(new VdiskError('E_UNSUPPORTED', `${this.filename}: writing differencing VHDX images is not supported yet`));
     this.touched ??= updateBothHeaders(this.storage, this.meta, { fileWriteGuid: randomGuid(), dataWriteGuid: randomGuid() });
     return this.touched;
   }
 
   protected async writeAt(buf: Uint8Array, offset: number): Promise<void> {
     await this.touch();
+    const ss = this.sectorSize;
+    const end = offset + buf.length;
+    if (this.meta.params.hasParent && (offset % ss !== 0 || end % ss !== 0)) {
+      // A sector is here or in the parent as a whole: merge partial sectors with what reads there now.
+      const a0 = Math.floor(offset / ss) * ss;
+      const a1 = Math.min(this.size, Math.ceil(end / ss) * ss);
+      for (let p = a0; p < a1; p += IO_CHUNK) {
+        const tmp = Buffer.alloc(Math.min(IO_CHUNK, a1 - p));
+        const from = Math.max(p, offset);
+        const to = Math.min(p + tmp.length, end);
+        if (from > p || to < p + tmp.length) await this.readAt(tmp, p);
+        tmp.set(buf.subarray(from - offset, to - offset), from - p);
+        await this.writeSectors(tmp, p);
+      }
+    } else {
+      await this.writeSectors(buf, offset);
+    }
+    if (this.pending.size + this.dirtyBitmaps.size >= PENDING_SECTORS_LIMIT) await this.commit();
+  }
+
+  /** Write whole sectors (any bytes on a disk without parent). */
+  private async writeSectors(buf: Uint8Array, offset: number): Promise<void> {
     for (const { index: n, within, done, length } of blockPieces(offset, buf.length, this.blockSize)) {
       const piece = buf.subarray(done, done + length);
       const e = this.entry(n);
-      // Every other state of a disk without parent reads as zeros: a new block starts zeroed.
-      const at = e.state === PAYLOAD_BLOCK_FULLY_PRESENT ? e.offset : await this.allocate(n);
-      await this.storage.write(piece, at + within);
+      if (e.state === PAYLOAD_BLOCK_FULLY_PRESENT) {
+        await this.storage.write(piece, e.offset + within);
+      } else if (e.state === PAYLOAD_BLOCK_PARTIALLY_PRESENT) {
+        await this.storage.write(piece, e.offset + within);
+        await this.markPresent(n, within, length);
+      } else if (this.fromParent(e.state)) {
+        // The rest of the block still comes from the parent: a partially present block and its bits.
+        await this.sectorBitmapFor(n);
+        const at = await this.allocate(n, PAYLOAD_BLOCK_PARTIALLY_PRESENT);
+        await this.storage.write(piece, at + within);
+        await this.markPresent(n, within, length);
+      } else {
+        // Every other state reads as zeros: a new block starts zeroed.
+        await this.storage.write(piece, (await this.allocate(n)) + within);
+      }
     }
-    if (this.pending.size >= PENDING_SECTORS_LIMIT) await this.commit();
+  }
+
+  /** Set the sector bitmap bits of [within, within+length) of payload block `n` (in memory, until the next commit). */
+  private async markPresent(n: number, within: number, length: number): Promise<void> {
+    const bm = await this.bitmap(n);
+    if (!bm) throw corrupt(this.filename, `payload block ${n} is PARTIALLY_PRESENT but its chunk has no sector bitmap block`);
+    const ss = this.sectorSize;
+    for (let sct = within / ss; sct < (within + length) / ss; sct++) bm[sct >> 3]! |= 1 << (sct & 7);
+    this.dirtyBitmaps.add(n);
+  }
+
+  /** Make sure the chunk of payload block `n` has a sector bitmap block (a new one is all zeros: nothing here yet). */
+  private async sectorBitmapFor(n: number): Promise<void> {
+    const i = bitmapEntryIndex(Math.floor(n / this.chunkRatio), this.chunkRatio);
+    if (decodeBatEntry(this.meta.batTable, i * 8).state === SB_BLOCK_PRESENT) return;
+    const at = this.nextFree;
+    this.nextFree = at + SECTOR_BITMAP_BLOCK_SIZE;
+    encodeBatEntry(this.meta.batTable, i * 8, SB_BLOCK_PRESENT, at);
+    this.pending.set(Math.floor((i * 8) / LOG_SECTOR_SIZE) * LOG_SECTOR_SIZE, true);
+    await this.extendTo(at + SECTOR_BITMAP_BLOCK_SIZE);
   }
 
   protected override async writeZeroesAt(offset: number, length: number): Promise<void> {
     for (const { index: n, done, length: len } of blockPieces(offset, length, this.blockSize)) {
-      // Only present blocks hold anything to overwrite; the other states already read as zeros.
-      if (this.entry(n).state === PAYLOAD_BLOCK_FULLY_PRESENT) await super.writeZeroesAt(offset + done, len);
+      const { state } = this.entry(n);
+      // Present blocks hold something to overwrite, and a parent shows through the others of a differencing disk.
+      if (state === PAYLOAD_BLOCK_FULLY_PRESENT || state === PAYLOAD_BLOCK_PARTIALLY_PRESENT || this.fromParent(state)) await super.writeZeroesAt(offset + done, len);
     }
   }
 
@@ -439,13 +512,13 @@ export class VhdxImage extends BlockDeviceBase implements DiskImage {
    * waits for the next commit. The entry is set before anything is awaited, so a
    * concurrent write to the same block finds it allocated.
    */
-  private async allocate(n: number): Promise<number> {
+  private async allocate(n: number, state = PAYLOAD_BLOCK_FULLY_PRESENT): Promise<number> {
     const at = this.nextFree;
     const len = Math.min(this.blockSize, this.size - n * this.blockSize);
     const end = at + Math.ceil(len / REGION_ALIGNMENT) * REGION_ALIGNMENT;
     this.nextFree = end;
     const i = payloadEntryIndex(n, this.chunkRatio);
-    encodeBatEntry(this.meta.batTable, i * 8, PAYLOAD_BLOCK_FULLY_PRESENT, at);
+    encodeBatEntry(this.meta.batTable, i * 8, state, at);
     this.pending.set(Math.floor((i * 8) / LOG_SECTOR_SIZE) * LOG_SECTOR_SIZE, true);
     await this.extendTo(end);
     return at;
@@ -468,9 +541,10 @@ export class VhdxImage extends BlockDeviceBase implements DiskImage {
   }
 
   private async commitNow(): Promise<void> {
-    if (this.pending.size === 0) return;
+    if (this.pending.size === 0 && this.dirtyBitmaps.size === 0) return;
     const taken = [...this.pending.keys()].sort((a, b) => a - b);
     this.pending.clear();
+    const bits = this.snapshotBitmaps();
     // The sectors as they are now, before anything is awaited: a block allocated meanwhile
     // marks its sector pending again and waits for the next commit, after its data's flush.
     const batBytes = this.meta.batTable.length;
@@ -490,12 +564,42 @@ export class VhdxImage extends BlockDeviceBase implements DiskImage {
         s.data.copy(whole, 0);
         s.data = whole;
       }
-      await this.log.commit(sectors);
+      await this.log.commit([...sectors, ...(await this.bitmapSectors(bits))]);
     } catch (err) {
       // Not written: the sectors stay pending for the next commit.
       for (const at of taken) this.pending.set(at, true);
+      for (const b of bits) this.dirtyBitmaps.add(b.n);
       throw err;
     }
+  }
+
+  /** Copies of the dirty bitmap slices with where they go, taken before anything is awaited. */
+  private snapshotBitmaps(): Array<{ n: number; fileOffset: number; bits: Buffer }> {
+    const spb = this.blockSize / this.sectorSize;
+    const out = [...this.dirtyBitmaps].map((n) => {
+      const { offset } = decodeBatEntry(this.meta.batTable, bitmapEntryIndex(Math.floor(n / this.chunkRatio), this.chunkRatio) * 8);
+      return { n, fileOffset: offset + ((n % this.chunkRatio) * spb) / 8, bits: Buffer.from(this.bitmaps.get(n)!) };
+    });
+    this.dirtyBitmaps.clear();
+    return out;
+  }
+
+  /** The 4 KiB sectors of sector bitmap blocks holding `slices`, as on disk with the slices laid over. */
+  private async bitmapSectors(slices: ReadonlyArray<{ fileOffset: number; bits: Buffer }>): Promise<Array<{ fileOffset: number; data: Buffer }>> {
+    const sectors = new Map<number, Buffer>();
+    for (const sl of slices) {
+      for (let at = Math.floor(sl.fileOffset / LOG_SECTOR_SIZE) * LOG_SECTOR_SIZE; at < sl.fileOffset + sl.bits.length; at += LOG_SECTOR_SIZE) {
+        let data = sectors.get(at);
+        if (!data) {
+          data = await readAt(this.storage, at, LOG_SECTOR_SIZE);
+          sectors.set(at, data);
+        }
+        const from = Math.max(at, sl.fileOffset);
+        const to = Math.min(at + LOG_SECTOR_SIZE, sl.fileOffset + sl.bits.length);
+        sl.bits.copy(data, from - at, from - sl.fileOffset, to - sl.fileOffset);
+      }
+    }
+    return [...sectors].sort((a, b) => a[0] - b[0]).map(([fileOffset, data]) => ({ fileOffset, data }));
   }
 
   /**
@@ -508,6 +612,7 @@ export class VhdxImage extends BlockDeviceBase implements DiskImage {
   async resize(newSize: number, opts: ResizeImageOptions = {}): Promise<void> {
     this.writable();
     const p = this.meta.params;
+    if (p.hasParent) throw new VdiskError('E_UNSUPPORTED', `${this.filename}: resizing a differencing VHDX is not supported`);
     checkNewSize(this.filename, p, newSize, MAX_VIRTUAL_DISK_SIZE);
     if (newSize === this.size) return;
     await this.touch();

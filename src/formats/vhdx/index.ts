@@ -74,7 +74,6 @@ async function openVhdx(storage: Storage, location: ImageLocation, opts: DriverO
   const readOnly = opts.readOnly || storage.readOnly;
   const meta = await readVhdxMeta(storage, !readOnly);
   if (!meta.params.hasParent) return new VhdxImage(meta, { readOnly });
-  if (!readOnly) throw new VdiskError('E_UNSUPPORTED', `${storage.name}: writing differencing VHDX images is not supported yet; open it read-only`);
   if (opts.parent) return new VhdxImage(meta, { readOnly, parent: opts.parent, ownsParent: false, parentInfo: { ref: opts.parent.filename, resolved: opts.parent.filename } });
   const { parent, info } = await openParent(storage, location, meta, opts);
   return new VhdxImage(meta, { readOnly, parent, ownsParent: true, parentInfo: info });
@@ -89,10 +88,23 @@ export const vhdxDriver: FormatDriver = {
 
   async create(location: ImageLocation, opts: DriverCreateOptions): Promise<DiskImage> {
     const spec = createSpec(location.name, opts);
+    if (opts.parent) {
+      if (!(opts.parent instanceof VhdxImage)) throw new VdiskError('E_UNSUPPORTED', `${location.name}: a VHDX's parent must be a VHDX, not ${opts.parent.format}`);
+      const ref = opts.parentRef ?? opts.parent.filename;
+      if (/^[a-z][a-z0-9+.-]*:\/\//i.test(ref)) throw new VdiskError('E_USAGE', `${location.name}: parent "${ref}" looks like a URL; give a file name`);
+      spec.logicalSectorSize = opts.parent.sectorSize;
+      spec.parentLocator = {
+        locatorType: VHDX_PARENT_LOCATOR_TYPE,
+        // Windows spelling, as Hyper-V writes it: the parent beside or below the child.
+        entries: { parent_linkage: `{${opts.parent.dataWriteGuid}}`, relative_path: ref.startsWith('/') ? ref : `.\\${ref.replace(/\//g, '\\')}` },
+      };
+    }
     const storage = await location.create(location.name);
     try {
       await writeNewVhdx(storage, spec);
-      return new VhdxImage(await readVhdxMeta(storage, true), { readOnly: false });
+      const meta = await readVhdxMeta(storage, true);
+      if (opts.parent) return new VhdxImage(meta, { readOnly: false, parent: opts.parent, ownsParent: true, parentInfo: { ref: spec.parentLocator!.entries.relative_path, resolved: opts.parent.filename } });
+      return new VhdxImage(meta, { readOnly: false });
     } catch (err) {
       await storage.close().catch(() => undefined);
       throw err;

@@ -144,4 +144,67 @@ describe('VHDX crash safety', async () => {
     });
     expect(writes).toBeGreaterThan(10);
   }, 600_000);
+
+  it('survives a fault at every write into a differencing image (sector bitmap blocks and bits through the log)', async () => {
+    const loc = new MemoryLocation('p.vhdx');
+    const size = 3 * MiB;
+    const parentData = patternBytes(size, 31);
+    const p = await vhdxDriver.create(loc, { size, options: { block_size: '1M' } });
+    await p.write(parentData, 0);
+    await p.close();
+    const parent = await openLocation(loc.at('p.vhdx'), { readOnly: true });
+    const c = await vhdxDriver.create(loc.at('c.vhdx'), { size, options: { block_size: '1M' }, parent, parentRef: 'p.vhdx' });
+    await c.close();
+    const initial = new Map<string, Buffer>();
+    for (const name of ['p.vhdx', 'c.vhdx']) {
+      const st = loc.files.get(name)!;
+      const b = Buffer.alloc(st.size);
+      await st.read(b, 0);
+      initial.set(name, b);
+    }
+    const steps = [write(100, 3000, 41), write(MiB - 300, 600, 42), zeroes(2 * MiB + 4 * K, 8 * K), write(1000, 100, 44)];
+    const model = [Buffer.from(parentData)];
+    for (const st of steps) {
+      const m = Buffer.from(model[model.length - 1]!);
+      st.apply(m);
+      model.push(m);
+    }
+    const writes = await crashSweep({
+      initial,
+      name: 'c.vhdx',
+      flushes: true,
+      workload: async (l, progress) => {
+        const w = await openLocation(l.at('c.vhdx'));
+        for (const st of steps) {
+          await st.run(w);
+          await w.flush();
+          progress.flushedSteps++;
+        }
+        await w.close();
+      },
+      verify: async (files, progress) => {
+        const folder = new MemoryLocation('c.vhdx');
+        for (const [name, b] of files) folder.files.set(name, new MemoryStorage(b, { name }));
+        expect(files.get('p.vhdx')!.equals(initial.get('p.vhdx')!), 'the parent is never written').toBe(true);
+        const f = progress.flushedSteps;
+        const before = model[f]!;
+        const after = model[Math.min(f + 1, steps.length)]!;
+        const [lo, hi] = f < steps.length ? steps[f]!.range : [0, 0];
+        // A partial sector is written whole: the step's range widens to sectors.
+        const a = Math.floor(lo / 512) * 512;
+        const z = Math.ceil(hi / 512) * 512;
+        const ro = await openLocation(folder.at('c.vhdx'), { readOnly: true });
+        const got = await readAll(ro);
+        await ro.close();
+        expect(got.subarray(0, a).equals(before.subarray(0, a)), 'bytes before the step in progress').toBe(true);
+        expect(got.subarray(z).equals(before.subarray(z)), 'bytes after the step in progress').toBe(true);
+        for (let i = a; i < z; i++) if (got[i] !== before[i] && got[i] !== after[i]) throw new Error(`byte ${i} is neither before nor after`);
+        const rw = await openLocation(folder.at('c.vhdx'));
+        await rw.close();
+        const r = await vhdxDriver.check!(folder.files.get('c.vhdx')!, folder.at('c.vhdx'), { readOnly: true, openParent: () => Promise.reject(new Error('unused')) });
+        expect(r.problems.filter((x) => x.severity === 'corrupt')).toEqual([]);
+      },
+    });
+    expect(writes).toBeGreaterThan(15);
+  }, 600_000);
 });
