@@ -59,7 +59,7 @@ import {
   type VhdxParameters,
 } from './layout.js';
 import { LogWriter, findActiveSequence, replayOnto, replayedView, type LogPlace } from './log.js';
-import { checkNewSize, virtualSizeSectors } from './maintain.js';
+import { checkNewSize, locatorSectors, virtualSizeSectors, windowsRelative } from './maintain.js';
 
 /** Largest BAT vdisk keeps in memory (a 64 TiB disk with 1 MiB blocks needs 512 MiB). */
 export const MAX_BAT_BYTES = 512 * 1024 * 1024;
@@ -270,7 +270,7 @@ export class VhdxImage extends BlockDeviceBase implements DiskImage {
   readonly readOnly: boolean;
   size: number;
   override readonly sectorSize: number;
-  readonly backing?: DiskImage;
+  backing?: DiskImage;
   private readonly storage: Storage;
   private readonly blockSize: number;
   private readonly chunkRatio: number;
@@ -285,6 +285,8 @@ export class VhdxImage extends BlockDeviceBase implements DiskImage {
   private log?: LogWriter;
   /** The header update that gave this session's changes new write GUIDs (2.2.2), once started. */
   private touched?: Promise<void>;
+  /** The DataWriteGuid this session's first change will give the file, once a child asked for it (commit). */
+  private plannedDataWriteGuid?: string;
   /** File extensions run one at a time. */
   private extending: Promise<void> = Promise.resolve();
   /** Commits run one at a time. */
@@ -430,7 +432,7 @@ export class VhdxImage extends BlockDeviceBase implements DiskImage {
 
   /** Before the first change of a session: new FileWriteGuid and DataWriteGuid (2.2.2); once, however many writers race. */
   private touch(): Promise<void> {
-    this.touched ??= updateBothHeaders(this.storage, this.meta, { fileWriteGuid: randomGuid(), dataWriteGuid: randomGuid() });
+    this.touched ??= updateBothHeaders(this.storage, this.meta, { fileWriteGuid: randomGuid(), dataWriteGuid: this.plannedDataWriteGuid ?? randomGuid() });
     return this.touched;
   }
 
@@ -698,6 +700,71 @@ export class VhdxImage extends BlockDeviceBase implements DiskImage {
     this.size = newSize;
     this.bitmaps.clear();
     opts.onProgress?.(1, 1);
+  }
+
+  /** The DataWriteGuid this image will have once written in this session (a child records it before a commit writes here). */
+  nextDataWriteGuid(): string {
+    if (this.touched) return this.meta.header.dataWriteGuid;
+    this.plannedDataWriteGuid ??= randomGuid();
+    return this.plannedDataWriteGuid;
+  }
+
+  /** Write new parent locator contents through the log. */
+  private async writeLocator(entries: Record<string, string>): Promise<void> {
+    const loc = this.meta.params.parentLocator;
+    if (!this.meta.params.hasParent || !loc) throw new VdiskError('E_UNSUPPORTED', `${this.filename}: not a differencing VHDX`);
+    await this.touch();
+    await this.flushAll();
+    const next = { locatorType: loc.locatorType, entries };
+    const sectors = await locatorSectors(this.storage, this.meta, next);
+    await this.ensureLog();
+    if (sectors.length > this.log!.maxSectorsPerEntry) throw new VdiskError('E_UNSUPPORTED', `${this.filename}: the parent locator change does not fit one log entry`);
+    await this.log!.commit(sectors);
+    this.meta.params.parentLocator = next;
+  }
+
+  /** Before a commit writes into `parent`: the locator also names the DataWriteGuid the parent is about to take (parent_linkage2, 2.6.2.6.1). */
+  async prepareCommit(parent: DiskImage): Promise<void> {
+    this.writable();
+    if (!(parent instanceof VhdxImage)) throw new VdiskError('E_UNSUPPORTED', `${this.filename}: a VHDX's parent must be a VHDX, not ${parent.format}`);
+    const entries = { ...this.meta.params.parentLocator!.entries, parent_linkage2: `{${parent.nextDataWriteGuid()}}` };
+    await this.writeLocator(entries);
+  }
+
+  /** Link this differencing image to `parent`, named `ref` (relative to this image's folder); standing alone is not supported. */
+  async setBacking(parent: DiskImage | undefined, ref: string | undefined): Promise<void> {
+    this.writable();
+    if (!parent || ref === undefined) throw new VdiskError('E_UNSUPPORTED', `${this.filename}: making a differencing VHDX stand alone is not supported`);
+    if (!(parent instanceof VhdxImage)) throw new VdiskError('E_UNSUPPORTED', `${this.filename}: a VHDX's parent must be a VHDX, not ${parent.format}`);
+    if (parent.sectorSize !== this.sectorSize) throw new VdiskError('E_USAGE', `${this.filename}: the parent has ${parent.sectorSize}-byte logical sectors, this image ${this.sectorSize}-byte ones`);
+    await this.writeLocator({ parent_linkage: `{${parent.dataWriteGuid}}`, relative_path: windowsRelative(ref) });
+    const old = this.backing;
+    this.backing = parent;
+    this.opts.parentInfo = { ref: windowsRelative(ref), resolved: parent.filename, key: 'relative_path' };
+    if (old && old !== parent) await old.close();
+  }
+
+  /** Whole blocks become NOT_PRESENT (the parent, or zeros, shows through); their file space leaks. Parts of blocks are left. */
+  protected override async discardAt(offset: number, length: number): Promise<void> {
+    await this.touch();
+    for (const { index: n, within, length: len } of blockPieces(offset, length, this.blockSize)) {
+      const whole = within === 0 && (len === this.blockSize || n * this.blockSize + len === this.size);
+      if (!whole || this.meta.params.leaveBlocksAllocated) continue;
+      const i = payloadEntryIndex(n, this.chunkRatio);
+      if (decodeBatEntry(this.meta.batTable, i * 8).state === PAYLOAD_BLOCK_NOT_PRESENT) continue;
+      encodeBatEntry(this.meta.batTable, i * 8, PAYLOAD_BLOCK_NOT_PRESENT, 0);
+      this.pending.set(Math.floor((i * 8) / LOG_SECTOR_SIZE) * LOG_SECTOR_SIZE, true);
+      this.bitmaps.delete(n);
+      this.dirtyBitmaps.delete(n);
+    }
+    if (this.pending.size >= PENDING_SECTORS_LIMIT) await this.commit();
+  }
+
+  private async ensureLog(): Promise<void> {
+    if (this.log) return;
+    const guid = randomGuid();
+    await updateBothHeaders(this.storage, this.meta, { logGuid: guid });
+    this.log = new LogWriter(this.storage, { offset: this.meta.header.logOffset, length: this.meta.header.logLength, guid });
   }
 
   protected async flushAll(): Promise<void> {

@@ -7,7 +7,7 @@
  * absolute_win32_path) and confined, and its DataWriteGuid must match
  * parent_linkage. vhdiinfo, libvhdi's reader, accepts the child as differential.
  */
-import { readFile, writeFile } from 'node:fs/promises';
+import { copyFile, readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { beforeAll, describe, expect, it } from 'vitest';
 import { listExtents } from '../../../src/device/base.js';
@@ -24,7 +24,9 @@ import {
   encodeBatEntry,
   payloadEntryIndex,
 } from '../../../src/formats/vhdx/layout.js';
+import { commit } from '../../../src/ops/commit.js';
 import { create } from '../../../src/ops/create.js';
+import { rebase } from '../../../src/ops/rebase.js';
 import { MemoryStorage } from '../../../src/storage/memory.js';
 import { itWith, run } from '../../helpers/oracle.js';
 import { readAll } from '../../helpers/read.js';
@@ -174,5 +176,44 @@ describe('differencing VHDX', () => {
     const again = (await open(join(dir, 'parent.vhdx'), { readOnly: true })) as VhdxImage;
     expect(again.dataWriteGuid).toBe(parentGuid);
     await again.close();
+  });
+
+  itWith(['qemu-img'], 'commit merges a child into its parent (qemu-img check and compare on the parent), relinking through parent_linkage2; rebase -u relinks', async () => {
+    await copyFile(join(dir, 'parent.vhdx'), join(dir, 'base.vhdx'));
+    const f = join(dir, 'top.vhdx');
+    const img = await create(f, { format: 'vhdx', backing: join(dir, 'base.vhdx'), options: { block_size: '1M' } });
+    const model = Buffer.from(parentData);
+    const d = patternBytes(2 * MiB + 1000, 91);
+    await img.write(d, MiB + 300);
+    d.copy(model, MiB + 300);
+    await img.writeZeroes(6 * MiB, MiB);
+    model.fill(0, 6 * MiB, 7 * MiB);
+    await img.close();
+    const r = await commit(f);
+    expect(r.bytes).toBeGreaterThan(0);
+    // The parent holds the child's view, judged by qemu.
+    const c = await run('qemu-img', ['check', '-f', 'vhdx', join(dir, 'base.vhdx')]);
+    expect(c.code, c.stdout + c.stderr).toBe(0);
+    await writeFile(join(dir, 'model.raw'), model);
+    expect((await run('qemu-img', ['compare', '-f', 'vhdx', '-F', 'raw', join(dir, 'base.vhdx'), join(dir, 'model.raw')])).code).toBe(0);
+    // The child still opens (its locator names the parent's new DataWriteGuid), reads the same, and holds no blocks of its own.
+    const top = await open(f, { readOnly: true });
+    try {
+      expect((await readAll(top)).equals(model)).toBe(true);
+      expect((await listExtents(top)).every((e) => e.depth === 1)).toBe(true);
+    } finally {
+      await top.close();
+    }
+    // rebase -u onto a copy of the parent under another name: the link follows.
+    await copyFile(join(dir, 'base.vhdx'), join(dir, 'base2.vhdx'));
+    await rebase(f, join(dir, 'base2.vhdx'), { unsafe: true });
+    const moved = await open(f, { readOnly: true });
+    try {
+      expect(moved.backing?.filename).toBe(join(dir, 'base2.vhdx'));
+      expect((await moved.info()).backingFilename).toBe('.\\base2.vhdx');
+      expect((await readAll(moved)).equals(model)).toBe(true);
+    } finally {
+      await moved.close();
+    }
   });
 });
