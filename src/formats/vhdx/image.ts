@@ -10,7 +10,8 @@
  * BAT sectors written and flushed. The first write of a session gives the file new
  * FileWriteGuid and DataWriteGuid (2.2.2); closing clears the LogGuid.
  */
-import type { DiskImage, Extent, ImageInfo, ResizeImageOptions } from '../../device/block-device.js';
+import type { CompactOptions, CompactResult, DiskImage, Extent, ImageInfo, ResizeImageOptions } from '../../device/block-device.js';
+import { isZero } from '../../device/zero.js';
 import { BlockDeviceBase } from '../../device/base.js';
 import { blockPieces } from '../../device/blocks.js';
 import { VdiskError, isVdiskError } from '../../errors.js';
@@ -700,6 +701,88 @@ export class VhdxImage extends BlockDeviceBase implements DiskImage {
     this.size = newSize;
     this.bitmaps.clear();
     opts.onProgress?.(1, 1);
+  }
+
+  /**
+   * Give back space (dynamic disks without parent): blocks that read as zeros become
+   * NOT_PRESENT, then blocks are moved down into free space, each copy flushed before
+   * its BAT entry changes through the log, and the file is cut after the last block.
+   * A block is moved only where it overlaps nothing it still occupies, so a crash
+   * leaves every BAT entry naming whole data.
+   */
+  async compact(opts: CompactOptions = {}): Promise<CompactResult> {
+    this.writable();
+    const p = this.meta.params;
+    const sizeBefore = this.storage.size;
+    if (p.hasParent || p.leaveBlocksAllocated) return { releasedBlocks: 0, sizeBefore, sizeAfter: sizeBefore };
+    await this.flushAll();
+    const g = this.meta.geometry;
+    const bs = this.blockSize;
+    const len = (n: number): number => Math.ceil(Math.min(bs, this.size - n * bs) / REGION_ALIGNMENT) * REGION_ALIGNMENT;
+    const buf = Buffer.alloc(Math.min(bs, IO_CHUNK));
+    let released = 0;
+    for (let n = 0; n < g.payloadBlocks; n++) {
+      opts.onProgress?.(n, g.payloadBlocks * 2);
+      const e = this.entry(n);
+      if (e.state !== PAYLOAD_BLOCK_FULLY_PRESENT) continue;
+      let zero = true;
+      const used = Math.min(bs, this.size - n * bs);
+      for (let d = 0; d < used && zero; d += buf.length) {
+        const piece = buf.subarray(0, Math.min(buf.length, used - d));
+        await this.storage.read(piece, e.offset + d);
+        zero = isZero(piece);
+      }
+      if (!zero) continue;
+      await this.touch();
+      const i = payloadEntryIndex(n, this.chunkRatio);
+      encodeBatEntry(this.meta.batTable, i * 8, PAYLOAD_BLOCK_NOT_PRESENT, 0);
+      this.pending.set(Math.floor((i * 8) / LOG_SECTOR_SIZE) * LOG_SECTOR_SIZE, true);
+      released++;
+    }
+    await this.flushAll();
+    // Blocks in file order; each moves to the lowest free place below it that it does not overlap.
+    const live: Array<{ n: number; offset: number; length: number }> = [];
+    for (let n = 0; n < g.payloadBlocks; n++) {
+      const e = this.entry(n);
+      if (e.state === PAYLOAD_BLOCK_FULLY_PRESENT) live.push({ n, offset: e.offset, length: len(n) });
+    }
+    live.sort((a, b) => a.offset - b.offset);
+    const meta = Math.max(HEADER_SECTION_SIZE, this.meta.header.logOffset + this.meta.header.logLength, this.meta.bat.fileOffset + this.meta.bat.length, this.meta.metadata.fileOffset + this.meta.metadata.length);
+    let target = Math.ceil(meta / REGION_ALIGNMENT) * REGION_ALIGNMENT;
+    const copy = Buffer.alloc(Math.min(bs, 4 * REGION_ALIGNMENT));
+    for (const [k, b] of live.entries()) {
+      opts.onProgress?.(g.payloadBlocks + k, g.payloadBlocks * 2);
+      if (b.offset < target + b.length || b.offset < meta) {
+        target = Math.max(target, b.offset + b.length);
+        continue;
+      }
+      await this.touch();
+      for (let d = 0; d < b.length; d += copy.length) {
+        const piece = copy.subarray(0, Math.min(copy.length, b.length - d));
+        await this.storage.read(piece, b.offset + d);
+        await this.storage.write(piece, target + d);
+      }
+      const i = payloadEntryIndex(b.n, this.chunkRatio);
+      encodeBatEntry(this.meta.batTable, i * 8, PAYLOAD_BLOCK_FULLY_PRESENT, target);
+      this.pending.set(Math.floor((i * 8) / LOG_SECTOR_SIZE) * LOG_SECTOR_SIZE, true);
+      // Data flushed, then the entry through the log: the old place is free only after that.
+      await this.flushAll();
+      target += b.length;
+    }
+    const end = Math.max(target, Math.ceil(meta / REGION_ALIGNMENT) * REGION_ALIGNMENT);
+    if (end < this.storage.size) {
+      await this.touch();
+      // The log's last entry names the file size before the cut (FlushedFileOffset): it is applied, so declare the log empty first.
+      if (this.log) {
+        await updateBothHeaders(this.storage, this.meta, { logGuid: ZERO_GUID });
+        this.log = undefined;
+      }
+      await this.storage.truncate(end);
+      await this.storage.flush();
+    }
+    this.nextFree = Math.ceil(Math.max(end, this.storage.size) / REGION_ALIGNMENT) * REGION_ALIGNMENT;
+    opts.onProgress?.(g.payloadBlocks * 2, g.payloadBlocks * 2);
+    return { releasedBlocks: released, sizeBefore, sizeAfter: this.storage.size };
   }
 
   /** The DataWriteGuid this image will have once written in this session (a child records it before a commit writes here). */

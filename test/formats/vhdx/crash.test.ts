@@ -207,4 +207,52 @@ describe('VHDX crash safety', async () => {
     });
     expect(writes).toBeGreaterThan(15);
   }, 600_000);
+
+  it('survives a fault at every write of a compact (zero blocks released, blocks moved, file cut)', async () => {
+    const loc = new MemoryLocation('k.vhdx');
+    const size = 6 * MiB;
+    const img = await vhdxDriver.create(loc, { size, options: { block_size: '1M' } });
+    const model = Buffer.alloc(size);
+    // Blocks allocated in the order 5, 0, 3, 1: then 0 and 3 are zeroed, so 5 and 1 move down.
+    for (const n of [5, 0, 3, 1]) {
+      const d = patternBytes(MiB, 50 + n);
+      await img.write(d, n * MiB);
+      d.copy(model, n * MiB);
+    }
+    await img.writeZeroes(0, MiB);
+    await img.writeZeroes(3 * MiB, MiB);
+    model.fill(0, 0, MiB);
+    model.fill(0, 3 * MiB, 4 * MiB);
+    await img.close();
+    const s0 = loc.files.get('k.vhdx')!;
+    const b0 = Buffer.alloc(s0.size);
+    await s0.read(b0, 0);
+    let released = 0;
+    const writes = await crashSweep({
+      initial: new Map([['k.vhdx', b0]]),
+      name: 'k.vhdx',
+      flushes: true,
+      workload: async (l, progress) => {
+        const w = await openLocation(l.at('k.vhdx'));
+        released = (await w.compact!()).releasedBlocks;
+        await w.flush();
+        progress.flushedSteps++;
+        await w.close();
+      },
+      verify: async (files) => {
+        const folder = new MemoryLocation('k.vhdx');
+        for (const [name, b] of files) folder.files.set(name, new MemoryStorage(b, { name }));
+        const ro = await openLocation(folder.at('k.vhdx'), { readOnly: true });
+        const got = await readAll(ro);
+        await ro.close();
+        expect(got.equals(model), 'content unchanged').toBe(true);
+        const rw = await openLocation(folder.at('k.vhdx'));
+        await rw.close();
+        const r = await vhdxDriver.check!(folder.files.get('k.vhdx')!, folder.at('k.vhdx'), { readOnly: true, openParent: () => Promise.reject(new Error('unused')) });
+        expect(r.problems.filter((x) => x.severity === 'corrupt')).toEqual([]);
+      },
+    });
+    expect(released).toBe(2);
+    expect(writes).toBeGreaterThan(10);
+  }, 600_000);
 });
