@@ -9,6 +9,7 @@ import { isVdiskError } from '../../../src/errors.js';
 import { vhdxDriver } from '../../../src/formats/vhdx/index.js';
 import { HEADER1_OFFSET, HEADER2_OFFSET, METADATA_TABLE_SIZE, REGION_TABLE1_OFFSET, encodeLogEntry, randomGuid } from '../../../src/formats/vhdx/layout.js';
 import { openLocation } from '../../../src/formats/registry.js';
+import { MemoryLocation } from '../../../src/storage/location.js';
 import { MemoryStorage } from '../../../src/storage/memory.js';
 import { exercise, fuzz, mutations, rng, type FuzzField } from '../../helpers/fuzz.js';
 import { MiB, fixChecksums, folderWith, ourSeed } from './seed.js';
@@ -103,5 +104,72 @@ describe('VHDX fuzz', () => {
     expect(total).toBe(5000);
     expect(opened).toBeGreaterThan(500);
     expect(writes).toBeGreaterThan(500);
+  }, 600_000);
+
+  it('survives 1000 damaged differencing images over an intact parent (sector bitmaps, locator, writes)', async () => {
+    const base = new MemoryLocation('p.vhdx');
+    const p = await vhdxDriver.create(base, { size: 4 * MiB, options: { block_size: '1M' } });
+    await p.write(Buffer.alloc(4 * MiB, 0x5a), 0);
+    await p.close();
+    const bytesOf = async (loc: MemoryLocation, name: string): Promise<Buffer> => {
+      const st = loc.files.get(name)!;
+      const b = Buffer.alloc(st.size);
+      await st.read(b, 0);
+      return b;
+    };
+    const parentBytes = await bytesOf(base, 'p.vhdx');
+    const parent = await openLocation(base.at('p.vhdx'), { readOnly: true });
+    const c = await vhdxDriver.create(base.at('c.vhdx'), { size: 4 * MiB, options: { block_size: '1M' }, parent, parentRef: 'p.vhdx' });
+    await c.write(Buffer.alloc(3000, 0x11), 100);
+    await c.write(Buffer.alloc(MiB, 0x22), 2 * MiB);
+    await c.close();
+    const seed = await bytesOf(base, 'c.vhdx');
+    const folder = (data: Buffer): MemoryLocation => {
+      const f = new MemoryLocation('c.vhdx');
+      f.files.set('c.vhdx', new MemoryStorage(Buffer.from(data), { name: 'c.vhdx' }));
+      f.files.set('p.vhdx', new MemoryStorage(parentBytes, { name: 'p.vhdx', readOnly: true }));
+      return f;
+    };
+    let wrote = 0;
+    const tryChild = async (data: Buffer): Promise<void> => {
+      const ro = await openLocation(folder(data).at('c.vhdx'), { readOnly: true, format: 'vhdx' });
+      try {
+        await exercise(ro, { maxBytes: 256 * 1024 });
+        await ro.info();
+      } finally {
+        await ro.close();
+      }
+      const rw = await openLocation(folder(data).at('c.vhdx'), { format: 'vhdx' });
+      try {
+        await rw.write(Buffer.alloc(700, 0xee), 300);
+        await rw.write(Buffer.alloc(4096, 0xdd), 3 * MiB);
+        await rw.flush();
+        wrote++;
+      } finally {
+        await rw.close().catch((err: unknown) => {
+          if (!isVdiskError(err)) throw err;
+        });
+      }
+    };
+    await tryChild(seed);
+    const chunkRatio = (2 ** 23 * 512) / MiB;
+    const extra: FuzzField[] = [
+      { offset: BAT + chunkRatio * 8, size: 8, name: 'sb0' },
+      { offset: BAT + chunkRatio * 8, size: 1, name: 'sb0.state' },
+      ...Array.from({ length: 8 }, (_, i) => ({ offset: META + METADATA_TABLE_SIZE + 40 + i * 4, size: 4 as const, name: `locator+${i * 4}` })),
+      { offset: META + 32 + 5 * 32 + 16, size: 4, name: 'locatorItem.offset' },
+      { offset: META + 32 + 5 * 32 + 20, size: 4, name: 'locatorItem.length' },
+    ];
+    const rand = rng(77);
+    const cases = (function* () {
+      for (const k of mutations(seed, { count: 1000, seed: 555, fields: [...fields(), ...extra], hotBytes: 320 * 1024 })) {
+        if (rand() < 0.5 && k.data.length >= 320 * 1024) fixChecksums(k.data);
+        yield k;
+      }
+    })();
+    const stats = await fuzz(cases, tryChild, { timeoutMs: 5000 });
+    expect(stats.cases).toBe(1000);
+    expect(stats.rejected.size).toBeGreaterThan(0);
+    expect(wrote).toBeGreaterThan(200);
   }, 600_000);
 });
