@@ -6,6 +6,7 @@ import { mkdtemp, readFile, rm, truncate, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import CRC32 from 'crc-32';
+import CRC32C from 'crc-32/crc32c.js';
 import { MemoryLocation, MemoryStorage, RawImage, checkPartitions, findDriver, isVdiskError, openLocation, readPartitions } from '../dist/index.js';
 import { createOva, openArchive, parseManifest } from '../dist/index.js';
 import { parseDescriptor } from '../dist/formats/ovf/descriptor.js';
@@ -325,6 +326,39 @@ const MBR_FIELDS = [0, 1, 2, 3].flatMap((i) => [
   { offset: 446 + 16 * i + 12, size: 4, name: `p${i}.sectors` },
 ]);
 
+/** Recompute the CRC-32C of both VHDX headers and both region tables ([MS-VHDX] 2.2), so damage reaches their fields. */
+function fixVhdx(data) {
+  const out = Buffer.from(data);
+  for (const [at, len] of [[65536, 4096], [131072, 4096], [196608, 65536], [262144, 65536]]) {
+    if (at + len > out.length) continue;
+    out.writeUInt32LE(0, at + 4);
+    out.writeUInt32LE(CRC32C.buf(out.subarray(at, at + len)) >>> 0, at + 4);
+  }
+  return out;
+}
+/** Fields of a VHDX as create.ts lays it out: headers, region table 1, metadata table and items (at 2 MiB), BAT (at 3 MiB), log (at 1 MiB). */
+const VHDX_FIELDS = [
+  ...[65536, 131072].flatMap((h) => [
+    { offset: h + 8, size: 8, name: 'seq' },
+    { offset: h + 48, size: 4, name: 'logGuid' },
+    { offset: h + 68, size: 4, name: 'logLength' },
+    { offset: h + 72, size: 8, name: 'logOffset' },
+  ]),
+  { offset: 196608 + 8, size: 4, name: 'regionCount' },
+  ...[0, 1].flatMap((i) => [
+    { offset: 196608 + 16 + 32 * i + 16, size: 8, name: `region${i}.offset` },
+    { offset: 196608 + 16 + 32 * i + 24, size: 4, name: `region${i}.length` },
+  ]),
+  { offset: 2097152 + 10, size: 2, name: 'metadataCount' },
+  ...[0, 1, 2, 3, 4, 5].flatMap((i) => [
+    { offset: 2097152 + 32 + 32 * i + 16, size: 4, name: `item${i}.offset` },
+    { offset: 2097152 + 32 + 32 * i + 20, size: 4, name: `item${i}.length` },
+  ]),
+  ...[0, 4, 8, 16, 32, 40, 48, 60, 68].map((o) => ({ offset: 2097152 + 65536 + o, size: 4, name: `items+${o}` })),
+  ...[0, 1, 2].map((i) => ({ offset: 3145728 + 8 * i, size: 8, name: `bat${i}` })),
+  { offset: 1048576 + 8, size: 4, name: 'log.entryLength' },
+];
+
 /**
  * name → { about, seed(): {files, main, mutate?}, fields, bigEndian, hot, text, fix(data), attempt(files, main) }.
  * `mutate` names the file the damage goes into (default `main`).
@@ -336,6 +370,8 @@ export const TARGETS = {
   'vdi-dynamic': { about: 'VDI dynamic: header and block map', seed: () => diskSeed('vdi'), fields: VDI_FIELDS, hot: 4096, attempt: (f, m) => useDisk('vdi', f, m) },
   'vdi-fixed': { about: 'VDI fixed', seed: () => diskSeed('vdi', { options: { subformat: 'fixed' } }), fields: VDI_FIELDS, hot: 4096, attempt: (f, m) => useDisk('vdi', f, m) },
   'vdi-differencing': { about: 'VDI differencing: uuids and the parent search', seed: () => diskSeed('vdi', { differencing: true }), fields: VDI_FIELDS, hot: 4096, attempt: (f, m) => useDisk('vdi', f, m) },
+  'vhdx-dynamic': { about: 'VHDX dynamic: headers, region tables, metadata, BAT', seed: () => diskSeed('vhdx', { options: { block_size: '1M' } }), fields: VHDX_FIELDS, hot: 327680, fix: fixVhdx, attempt: (f, m) => useDisk('vhdx', f, m) },
+  'vhdx-differencing': { about: 'VHDX differencing: sector bitmaps, parent locator, linkage', seed: () => diskSeed('vhdx', { differencing: true }), fields: VHDX_FIELDS, hot: 327680, fix: fixVhdx, attempt: (f, m) => useDisk('vhdx', f, m) },
   'vmdk-sparse': { about: 'VMDK monolithicSparse: header, embedded descriptor, grain directory and tables', seed: () => diskSeed('vmdk'), fields: VMDK_SPARSE, hot: 65536 * 2, attempt: (f, m) => useDisk('vmdk', f, m) },
   'vmdk-stream': { about: 'VMDK streamOptimized: compressed grains and markers', seed: () => diskSeed('vmdk', { options: { subformat: 'streamOptimized' } }), fields: VMDK_SPARSE, hot: 65536 * 2, attempt: (f, m) => useDisk('vmdk', f, m) },
   'vmdk-descriptor': {

@@ -13,10 +13,11 @@ import { qcow2Driver } from './qcow2/index.js';
 import { rawDriver } from './raw/index.js';
 import { vdiDriver } from './vdi/index.js';
 import { vhdDriver } from './vhd/index.js';
+import { vhdxDriver } from './vhdx/index.js';
 import { vmdkDriver } from './vmdk/index.js';
 
 /** Every driver, probed in this order; raw matches anything and comes last. */
-const DRIVERS: readonly FormatDriver[] = [vhdDriver, vmdkDriver, vdiDriver, qcow2Driver, rawDriver];
+const DRIVERS: readonly FormatDriver[] = [vhdDriver, vhdxDriver, vmdkDriver, vdiDriver, qcow2Driver, rawDriver];
 
 /** Longest differencing chain vdisk follows (child + 63 ancestors). */
 export const MAX_CHAIN_DEPTH = 64;

@@ -87,7 +87,7 @@ describe('convert between every ordered pair of variants (judged by qemu-img com
         expect(await qemuSame(src, from.qemuFormat, dst, to.qemuFormat)).toBe(true);
         // Also identical to the raw it all came from.
         expect(await qemuSame(rawSource, 'raw', dst, to.qemuFormat)).toBe(true);
-        if (to.qemuFormat === 'vdi' || to.qemuFormat === 'vmdk' || to.qemuFormat === 'qcow2') {
+        if (to.qemuFormat === 'vdi' || to.qemuFormat === 'vmdk' || to.qemuFormat === 'qcow2' || to.qemuFormat === 'vhdx') {
           const r = await run('qemu-img', ['check', '-f', to.qemuFormat, dst]);
           expect(r.code, r.stdout + r.stderr).toBe(0);
         }

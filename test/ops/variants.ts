@@ -44,13 +44,16 @@ export const VARIANTS: readonly Variant[] = [
 ];
 
 /**
- * The convert matrix: every variant above and qcow2 (issue 20), with a small cluster
+ * The convert matrix: every variant above, qcow2 and VHDX (issue 20), with a small cluster
  * size too so an 8 MiB disk spans many L2 entries and refcount-block boundaries.
  */
 export const MATRIX_VARIANTS: readonly Variant[] = [
   ...VARIANTS,
   { id: 'qcow2', format: 'qcow2', options: {}, qemuFormat: 'qcow2', qemuOptions: 'compat=1.1', exactMap: true },
   { id: 'qcow2-4k', format: 'qcow2', options: { cluster_size: '4096' }, qemuFormat: 'qcow2', qemuOptions: 'compat=1.1,cluster_size=4096', exactMap: true },
+  // qemu-img map reports a VHDX as all data (its vhdx driver has no block status): vdisk's data must lie inside it.
+  { id: 'vhdx-dynamic', format: 'vhdx', options: { subformat: 'dynamic', block_size: '1M' }, qemuFormat: 'vhdx', qemuOptions: 'subformat=dynamic,block_size=1M', exactMap: false },
+  { id: 'vhdx-fixed', format: 'vhdx', options: { subformat: 'fixed' }, qemuFormat: 'vhdx', qemuOptions: 'subformat=fixed', exactMap: false },
 ];
 
 /** True when vdisk has a driver for `format`. */
