@@ -91,8 +91,9 @@ export { mapImage, mapEntry, writeMapJson, writeMapHuman, renderMapSvg, cellSize
 export { compare, type CompareOptions, type CompareResult } from './ops/compare.js';
 export { check, checkLocation, checkExitCode, summariseCheck, formatCheckHuman, ChecksUnsupportedError, type CheckOptions, type CheckReport, type ReportProblem } from './ops/check.js';
 export { boot, Machine, type BootOptions, type BootSession, type BootResult, type BootOutcome, type KeyStep } from './emu/boot.js';
-export { STATE_MAGIC, STATE_VERSION, decodeStateFile, type StateFile } from './emu/state/file.js';
+export { MAX_SECTIONS, SECTIONS, STATE_MAGIC, STATE_VERSION, decodeStateFile, type StateFile } from './emu/state/file.js';
+export { StateReader, StateWriter } from './emu/state/codec.js';
 export { inspectState, type StateSetup } from './emu/state/machine-state.js';
-export { OverlayDevice } from './device/overlay.js';
+export { OVERLAY_CHUNK, OverlayDevice } from './device/overlay.js';
 export * from './pool/index.js';
 export * from './nbd/index.js';
