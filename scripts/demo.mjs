@@ -1,13 +1,15 @@
 #!/usr/bin/env node
 // The main job on bundled data: make a small bootable disk, convert it between the
 // formats, look at it (info, map, check, compare), package it as an OVA, serve it
-// over NBD and read it back through its nbd:// URI, and boot it
-// in the bundled emulator. Everything happens in a temporary folder.
+// over NBD and read it back through its nbd:// URI, boot it in the bundled emulator,
+// and pool a VHD, a VDI and a VMDK into an LVM2 volume group whose LV grows while in
+// use. Everything happens in a temporary folder.
 import { execFileSync, spawn } from 'node:child_process';
 import { mkdtempSync, rmSync, statSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { create } from '../dist/index.js';
+import { Pool } from '../dist/pool/index.js';
 
 const bin = new URL('../bin/vdisk.js', import.meta.url).pathname;
 const dir = mkdtempSync(join(tmpdir(), 'vdisk-demo-'));
@@ -67,6 +69,46 @@ async function serveAndRead() {
   }
 }
 
+/**
+ * A pool over a VHD, a VDI and a VMDK: an LV written, then (library) a member added
+ * and the LV extended while writers keep using it; the picture of it written as SVG.
+ */
+async function pool() {
+  sh(['pool', 'create', 'vg0', 'm1.vhd', 'm2.vdi', 'm3.vmdk', '--new', 'vhd:24M', '--new', 'vdi:24M', '--new', 'vmdk:24M']);
+  sh(['pool', 'lv', 'create', 'vg0/data', '40M']);
+  sh(['convert', '-O', 'lvm', 'hello.img', 'lvm:vg0/boot']);
+  const vg = await Pool.open('vg0', { dir });
+  const lv = vg.openLv('data');
+  const sizeBefore = lv.size;
+  // Writers keep filling 64 KiB blocks while a member joins and the LV grows under them.
+  let stop = false;
+  let writes = 0;
+  const writer = (async () => {
+    for (let i = 0; !stop; i++) {
+      const off = (i * 65536) % lv.size;
+      await lv.write(Buffer.alloc(65536, i & 0xff), off);
+      writes++;
+      await new Promise((r) => setImmediate(r));
+    }
+  })();
+  await vg.add('m4.vhd', { newImages: [{ format: 'vhd', size: 32 << 20 }] });
+  await vg.lvExtend('data', 64 << 20);
+  await lv.write(Buffer.alloc(4096, 0xee), lv.size - 4096);
+  stop = true;
+  await writer;
+  const tail = Buffer.alloc(4096);
+  await lv.read(tail, lv.size - 4096);
+  await vg.close();
+  console.log(`\n(library) added m4.vhd and extended vg0/data from ${sizeBefore >> 20} MiB to ${lv.size >> 20} MiB while it was open; ${writes} writes meanwhile, none failed; the new end reads back ${tail.every((b) => b === 0xee) ? 'as written' : 'WRONG'}`);
+  sh(['pool', 'show', 'vg0']);
+  sh(['pool', 'show', 'vg0', '--output', 'svg', '-o', 'pool.svg']);
+  console.log(`  pool.svg ${statSync(join(dir, 'pool.svg')).size} bytes`);
+  sh(['pool', 'check', 'vg0']);
+  sh(['info', 'lvm:vg0/data']);
+  sh(['compare', 'hello.img', 'lvm:vg0/boot']);
+  sh(['boot', '--snapshot', 'lvm:vg0/boot', '--expect', 'Hello from a disk vdisk made', '--timeout', '20']);
+}
+
 try {
   sh(['create', '-f', 'raw', 'disk.img', '64M']);
   const img = await create(join(dir, 'hello.img'), { format: 'raw', size: '16M' });
@@ -90,6 +132,7 @@ try {
   sh(['info', 'hello.ova:hello-disk1.vmdk']);
   await serveAndRead();
   sh(['boot', '--snapshot', 'hello.ova:hello-disk1.vmdk', '--expect', 'Hello from a disk vdisk made', '--timeout', '20']);
+  await pool();
 } finally {
   rmSync(dir, { recursive: true, force: true });
 }
