@@ -4,6 +4,8 @@ import type { DiskImage } from '../../device/block-device.js';
 import type { KeyStep } from '../../emu/machine.js';
 import { VdiskError } from '../../errors.js';
 import { open } from '../../formats/registry.js';
+import { isLvAddress, parseLvAddress } from '../../pool/address.js';
+import { holdPool, type HeldPool } from '../../pool/control.js';
 import { action, collect, type GlobalFlags } from '../common.js';
 
 interface BootFlags {
@@ -101,8 +103,15 @@ export function register(program: Command): void {
         const expects = (o.expect ?? []).map((e) => pattern('--expect', e));
         const font = o.screenshot ? loadFont() : null;
         const opened: DiskImage[] = [];
+        let held: HeldPool | undefined;
         try {
-          const disk = image ? await open(image, { readOnly: Boolean(o.snapshot) }) : null;
+          // A writable LV is held with its pool, whose control socket lets `pool add` / `lv extend` reach this run.
+          let disk: DiskImage | null = null;
+          if (image && isLvAddress(image) && !o.snapshot) {
+            const a = parseLvAddress(image);
+            held = await holdPool(a.vg, a.dir);
+            disk = held.pool.openLv(a.lv);
+          } else if (image) disk = await open(image, { readOnly: Boolean(o.snapshot) });
           if (disk) opened.push(disk);
           const floppy = o.floppy ? await open(o.floppy, { readOnly: Boolean(o.snapshot) }) : null;
           if (floppy) opened.push(floppy);
@@ -146,7 +155,11 @@ export function register(program: Command): void {
           process.stderr.write(`vdisk: ${why}\nlast screen:\n${frame(r.screen)}\n`);
           return BOOT_EXIT.guest;
         } finally {
-          for (const d of opened) await d.close();
+          try {
+            for (const d of opened) await d.close();
+          } finally {
+            await held?.close();
+          }
         }
       },
       BOOT_EXIT.usage,
