@@ -28,3 +28,20 @@ export {
 } from './layout.js';
 export type { ConfigScalar, ConfigValue } from './config.js';
 export type { LvPiece } from './lv.js';
+export {
+  CONTROL_TIMEOUT_MS,
+  CONTROL_VERSION,
+  ControlServer,
+  MAX_CONTROL_LINE,
+  askHolder,
+  changePool,
+  controlSocketPath,
+  holdPool,
+  parseControlRequest,
+  runControlOp,
+  type ControlOp,
+  type ControlRequest,
+  type ControlResult,
+  type HeldPool,
+  type HolderAnswer,
+} from './control.js';

@@ -1,70 +1,14 @@
 // `vdisk serve` judged by qemu-img, qemu-io, nbdinfo and nbdcopy; nbd:// addresses in
 // every command judged against exports served by nbdkit and qemu-nbd; TLS-PSK both ways.
 import { spawn, type ChildProcess } from 'node:child_process';
-import { once } from 'node:events';
 import { readFile, writeFile } from 'node:fs/promises';
-import { createServer } from 'node:net';
 import { join } from 'node:path';
-import { afterEach, describe, expect } from 'vitest';
+import { describe, expect } from 'vitest';
 import { vdisk } from '../helpers/cli.js';
 import { itWith, run, runOk } from '../helpers/oracle.js';
-import { VDISK_BIN, patternBytes, tempDir } from '../helpers/tmp.js';
+import { children, freePort, serve, start, stop } from '../helpers/serve.js';
+import { patternBytes, tempDir } from '../helpers/tmp.js';
 import { nasm, partitionedImage } from '../emu/guests.js';
-
-const children: ChildProcess[] = [];
-
-afterEach(() => {
-  for (const c of children.splice(0)) if (c.exitCode === null) c.kill('SIGKILL');
-});
-
-/** Start a long-running process; resolves once `ready` matches its stdout or stderr. */
-async function start(cmd: string, args: string[], cwd: string, ready: RegExp): Promise<{ child: ChildProcess; out: () => string }> {
-  const child = spawn(cmd, args, { cwd, stdio: ['ignore', 'pipe', 'pipe'] });
-  children.push(child);
-  let out = '';
-  await new Promise<void>((resolve, reject) => {
-    const timer = setTimeout(() => reject(new Error(`${cmd} did not get ready: ${out}`)), 15_000);
-    const seen = (d: Buffer): void => {
-      out += d.toString();
-      if (ready.test(out)) {
-        clearTimeout(timer);
-        resolve();
-      }
-    };
-    child.stdout!.on('data', seen);
-    child.stderr!.on('data', seen);
-    child.once('exit', (code) => {
-      clearTimeout(timer);
-      reject(new Error(`${cmd} exited ${code}: ${out}`));
-    });
-  });
-  return { child, out: () => out };
-}
-
-/** A free TCP port on 127.0.0.1 (for servers that cannot be told to pick one). */
-async function freePort(): Promise<number> {
-  const s = createServer();
-  s.listen(0, '127.0.0.1');
-  await once(s, 'listening');
-  const port = (s.address() as { port: number }).port;
-  await new Promise((r) => s.close(r));
-  return port;
-}
-
-/** `vdisk serve ARGS -p 0`; resolves with the URIs it prints, export name to URI. */
-async function serve(cwd: string, args: string[]): Promise<{ child: ChildProcess; uris: Record<string, string>; out: () => string }> {
-  const { child, out } = await start(process.execPath, [VDISK_BIN, 'serve', '-p', '0', ...args], cwd, /serving[^\n]*\n(?![\s\S]*pending)/);
-  await new Promise((r) => setTimeout(r, 50));
-  const uris: Record<string, string> = {};
-  for (const m of out().matchAll(/^serving (\S+)/gm)) uris[decodeURIComponent(new URL(m[1]!).pathname.slice(1))] = m[1]!;
-  return { child, uris, out };
-}
-
-async function stop(child: ChildProcess): Promise<number | null> {
-  child.kill('SIGTERM');
-  const [code] = (await once(child, 'exit')) as [number | null];
-  return code;
-}
 
 const data = Buffer.concat([patternBytes(1 << 20, 3), Buffer.alloc(2 << 20), patternBytes(1 << 20, 4), Buffer.alloc(4 << 20)]);
 

@@ -5,6 +5,8 @@ import type { KeyStep } from '../../emu/machine.js';
 import { MAX_STATE_FILE } from '../../emu/state/file.js';
 import { VdiskError, fromSystemError } from '../../errors.js';
 import { open } from '../../formats/registry.js';
+import { isLvAddress, parseLvAddress } from '../../pool/address.js';
+import { holdPool, type HeldPool } from '../../pool/control.js';
 import { action, collect, type GlobalFlags } from '../common.js';
 
 interface BootFlags {
@@ -159,9 +161,17 @@ export function register(program: Command): void {
         const expects = (o.expect ?? []).map((e) => pattern('--expect', e));
         const font = o.screenshot ? loadFont() : null;
         const opened: DiskImage[] = [];
+        let held: HeldPool | undefined;
         try {
+          // A writable LV is held with its pool, whose control socket lets `pool add` / `lv extend` reach this run.
           // A state saved with --snapshot resumes on an overlay again: its image is only read.
-          const disk = image ? await open(image, { readOnly: Boolean(o.snapshot) || overlaid.has(0x80) }) : null;
+          const readOnly = Boolean(o.snapshot) || overlaid.has(0x80);
+          let disk: DiskImage | null = null;
+          if (image && isLvAddress(image) && !readOnly) {
+            const a = parseLvAddress(image);
+            held = await holdPool(a.vg, a.dir);
+            disk = held.pool.openLv(a.lv);
+          } else if (image) disk = await open(image, { readOnly });
           if (disk) opened.push(disk);
           const floppy = o.floppy ? await open(o.floppy, { readOnly: Boolean(o.snapshot) || overlaid.has(0x00) }) : null;
           if (floppy) opened.push(floppy);
@@ -224,7 +234,11 @@ export function register(program: Command): void {
           process.stderr.write(`vdisk: ${why}\nlast screen:\n${frame(r.screen)}\n`);
           return BOOT_EXIT.guest;
         } finally {
-          for (const d of opened) await d.close();
+          try {
+            for (const d of opened) await d.close();
+          } finally {
+            await held?.close();
+          }
         }
       },
       BOOT_EXIT.usage,

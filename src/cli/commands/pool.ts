@@ -1,7 +1,9 @@
 import { writeFile } from 'node:fs/promises';
+import { resolve } from 'node:path';
 import type { Command } from 'commander';
 import { VdiskError } from '../../errors.js';
 import { parseLvAddress } from '../../pool/address.js';
+import { changePool, type ControlOp, type ControlResult } from '../../pool/control.js';
 import { Pool } from '../../pool/pool.js';
 import { formatPoolHuman, poolReport, renderPoolSvg } from '../../pool/show.js';
 import { parseSize } from '../../util/size.js';
@@ -37,6 +39,16 @@ async function withPool<T>(vg: string, dir: string | undefined, readOnly: boolea
   }
 }
 
+/**
+ * A change that another vdisk process may be holding the pool for: sent through the
+ * pool's control socket when one answers, made here otherwise.
+ */
+async function change(vg: string, dir: string | undefined, op: ControlOp): Promise<ControlResult & { via: 'holder' | 'local' }> {
+  const r = await changePool(dir ?? '.', vg, op, { onWarning: (w) => process.stderr.write(`vdisk: warning: ${w}\n`) });
+  if (r.via === 'holder') process.stderr.write(`vdisk: VG ${vg} is held by process ${String((r as { holder?: unknown }).holder ?? '?')}: the change was made there, through its control socket\n`);
+  return r;
+}
+
 /** `vdisk pool`: LVM2 volume groups over images of any format, with LVM2's verbs. */
 export function register(program: Command): void {
   const pool = program.command('pool').description('storage pools: LVM2 volume groups whose members are images of any format (LVs are addressed as lvm:[DIR/]VG/LV)');
@@ -69,10 +81,9 @@ export function register(program: Command): void {
     .option('--force', 'use a member that holds a partition table, a filesystem or a PV');
   add.action(
     action(add, async (vg: string, member: string, o: DirOpt & { new: string[]; force?: boolean }) => {
-      await withPool(vg, o.dir, false, async (p) => {
-        await p.add(member, { newImages: newImages(o.new), force: o.force });
-        process.stdout.write(`Volume group "${vg}" extended by ${member}\n`);
-      });
+      // The holder resolves nothing against our folder: send the member's absolute path.
+      await change(vg, o.dir, { op: 'add', member: resolve(o.dir ?? '.', member), force: o.force, new: newImages(o.new) });
+      process.stdout.write(`Volume group "${vg}" extended by ${member}\n`);
     }),
   );
 
@@ -147,10 +158,8 @@ export function register(program: Command): void {
     action(lvCreate, async (name: string, size: string, o: DirOpt & { stripes: string; stripeSize: string }) => {
       const a = lvName(name, o);
       const stripes = Number(o.stripes);
-      await withPool(a.vg, a.dir, false, async (p) => {
-        await p.lvCreate(a.lv, parseSize(size), { stripes, stripeSize: parseSize(o.stripeSize, 'stripe size') });
-        process.stdout.write(`Logical volume "${a.lv}" created: ${p.lvSize(a.lv)} bytes\n`);
-      });
+      const r = await change(a.vg, a.dir, { op: 'lvCreate', lv: a.lv, size: parseSize(size), stripes, stripeSize: parseSize(o.stripeSize, 'stripe size') });
+      process.stdout.write(`Logical volume "${a.lv}" created: ${String(r.size)} bytes\n`);
     }),
   );
   const resizeCmd = (verb: 'extend' | 'reduce'): void => {
@@ -163,13 +172,17 @@ export function register(program: Command): void {
     c.action(
       action(c, async (name: string, size: string, o: DirOpt) => {
         const a = lvName(name, o);
+        if (verb === 'extend') {
+          const rel = size.startsWith('+');
+          const r = await change(a.vg, a.dir, { op: 'lvExtend', lv: a.lv, size: parseSize(rel ? size.slice(1) : size), relative: rel });
+          process.stdout.write(`Size of logical volume ${a.vg}/${a.lv} changed from ${String(r.from)} to ${String(r.to)} bytes\n`);
+          return;
+        }
         await withPool(a.vg, a.dir, false, async (p) => {
           const cur = p.lvSize(a.lv);
-          const rel = size.startsWith('+') || size.startsWith('-');
+          const rel = size.startsWith('-');
           const n = parseSize(rel ? size.slice(1) : size);
-          const target = rel ? (size.startsWith('+') ? cur + n : cur - n) : n;
-          if (verb === 'extend') await p.lvExtend(a.lv, target);
-          else await p.lvReduce(a.lv, target);
+          await p.lvReduce(a.lv, rel ? cur - n : n);
           process.stdout.write(`Size of logical volume ${a.vg}/${a.lv} changed from ${cur} to ${p.lvSize(a.lv)} bytes\n`);
         });
       }),

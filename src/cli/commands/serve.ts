@@ -1,9 +1,11 @@
-import { basename, extname } from 'node:path';
+import { basename, extname, resolve } from 'node:path';
 import type { Command } from 'commander';
 import type { DiskImage } from '../../device/block-device.js';
 import { VdiskError } from '../../errors.js';
 import { open } from '../../formats/registry.js';
 import { NbdServer, type NbdExport } from '../../nbd/server.js';
+import { isLvAddress, parseLvAddress } from '../../pool/address.js';
+import { holdPool, type HeldPool } from '../../pool/control.js';
 import { readPskFile } from '../../storage/nbd/tls.js';
 import { action, collect } from '../common.js';
 
@@ -51,14 +53,34 @@ export function register(program: Command): void {
       const tls = o.tls === 'off' ? undefined : { mode: o.tls as 'on' | 'require', keys: await readPskFile(o.tlsPsk!) };
 
       const opened: DiskImage[] = [];
+      // One pool per folder and VG, however many of its LVs are served: a second open
+      // would trip over the first one's member locks. A writable pool answers its
+      // control socket, so `vdisk pool add` / `pool lv extend` reach it from elsewhere.
+      const pools = new Map<string, HeldPool>();
       const closeAll = async (): Promise<void> => {
         for (const d of opened.splice(0)) await d.close().catch(() => undefined);
+        for (const p of [...pools.values()]) await p.close().catch(() => undefined);
+        pools.clear();
       };
       const exports: NbdExport[] = [];
       try {
         for (const arg of images) {
           const { image, name } = exportSpec(arg);
-          const device = await open(image, { format: o.format, readOnly: Boolean(o.readOnly), allowPaths: o.allowPath });
+          let device: DiskImage;
+          if (isLvAddress(image)) {
+            const a = parseLvAddress(image);
+            const key = `${resolve(a.dir)}\0${a.vg}`;
+            let held = pools.get(key);
+            if (!held) {
+              held = await holdPool(a.vg, a.dir, { readOnly: Boolean(o.readOnly) });
+              pools.set(key, held);
+              for (const w of held.pool.warnings) process.stderr.write(`vdisk: warning: ${w}\n`);
+              if (held.control) process.stderr.write(`vdisk: VG ${a.vg}: control socket ${held.control.path}\n`);
+            }
+            device = held.pool.openLv(a.lv);
+          } else {
+            device = await open(image, { format: o.format, readOnly: Boolean(o.readOnly), allowPaths: o.allowPath });
+          }
           opened.push(device);
           exports.push({ name, device, description: `${device.format} image ${image}` });
         }
