@@ -41,10 +41,10 @@ function bootSector(text) {
   return sector;
 }
 
-/** `vdisk serve` in the background; the same image read back through its nbd:// URI. */
-async function serveAndRead() {
-  console.log('\n$ vdisk serve -r --port 0 hello.vhd &');
-  const server = spawn(process.execPath, [bin, 'serve', '-r', '--port', '0', 'hello.vhd'], { cwd: dir, stdio: ['ignore', 'pipe', 'inherit'] });
+/** `vdisk serve ARGS` in the background while `fn(uri)` runs; stopped with SIGTERM after. */
+async function withServer(args, fn) {
+  console.log(`\n$ vdisk serve ${args.join(' ')} &`);
+  const server = spawn(process.execPath, [bin, 'serve', ...args], { cwd: dir, stdio: ['ignore', 'pipe', 'inherit'] });
   try {
     const uri = await new Promise((resolve, reject) => {
       let out = '';
@@ -58,15 +58,22 @@ async function serveAndRead() {
       });
       server.on('exit', (code) => reject(new Error(`vdisk serve exited with ${code}`)));
     });
+    await fn(uri);
+  } finally {
+    server.kill('SIGTERM');
+    await new Promise((resolve) => (server.exitCode !== null ? resolve() : server.once('exit', resolve)));
+  }
+}
+
+/** The VHD served read-only and read back through its nbd:// URI. */
+async function serveAndRead() {
+  await withServer(['-r', '--port', '0', 'hello.vhd'], async (uri) => {
     sh(['info', uri]);
     sh(['map', uri]);
     sh(['compare', 'hello.img', uri]);
     sh(['convert', '-O', 'vdi', uri, 'from-nbd.vdi']);
     sh(['compare', 'hello.vdi', 'from-nbd.vdi']);
-  } finally {
-    server.kill('SIGTERM');
-    await new Promise((resolve) => (server.exitCode !== null ? resolve() : server.once('exit', resolve)));
-  }
+  });
 }
 
 /**
@@ -107,6 +114,13 @@ async function pool() {
   sh(['info', 'lvm:vg0/data']);
   sh(['compare', 'hello.img', 'lvm:vg0/boot']);
   sh(['boot', '--snapshot', 'lvm:vg0/boot', '--expect', 'Hello from a disk vdisk made', '--timeout', '20']);
+  // The LV served over NBD; the server holds the pool, and an extend from another
+  // process reaches it through the pool's control socket.
+  await withServer(['--port', '0', 'lvm:vg0/data=data'], async (uri) => {
+    sh(['info', uri]);
+    sh(['pool', 'lv', 'extend', 'vg0/data', '+8M']);
+    sh(['info', uri]);
+  });
 }
 
 try {
