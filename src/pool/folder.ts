@@ -9,6 +9,8 @@ import type { DiskImage } from '../device/block-device.js';
 import { VdiskError } from '../errors.js';
 import { findDriver, open, openLocation } from '../formats/registry.js';
 import { FileLocation, type MemoryLocation } from '../storage/location.js';
+import { NbdStorage } from '../storage/nbd/client.js';
+import { isNbdUri } from '../storage/nbd/uri.js';
 
 /** A folder of member images. Names are what `open` takes (absolute paths for files). */
 export interface PoolFolder {
@@ -38,18 +40,32 @@ export function fileFolder(dirArg = '.'): PoolFolder {
     },
     name(ref) {
       if (!ref || ref.startsWith('/dev/')) return undefined;
+      // A remote member is named by its URI, in arguments and in the device hint alike.
+      if (isNbdUri(ref)) return ref;
       return resolve(dir, ref);
     },
     hint(name) {
+      if (isNbdUri(name)) return name;
       return relative(dir, name) || basename(name);
     },
     async exists(name) {
+      if (isNbdUri(name)) {
+        // Reachable is what "exists" means for an export: connect, then hang up.
+        return NbdStorage.open(name, { readOnly: true, timeoutMs: 5000 }).then(
+          async (s) => {
+            await s.close();
+            return true;
+          },
+          () => false,
+        );
+      }
       return stat(name).then((s) => s.isFile(), () => false);
     },
     open(name, readOnly) {
       return open(name, { readOnly });
     },
     create(name, format, size) {
+      if (isNbdUri(name)) throw new VdiskError('E_UNSUPPORTED', `${name}: an NBD export is served, not created; --new makes local members only`);
       return findDriver(format).create(new FileLocation(name), { size, options: {} });
     },
   };
