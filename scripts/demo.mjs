@@ -120,6 +120,8 @@ async function pool() {
     sh(['info', uri]);
     sh(['pool', 'lv', 'extend', 'vg0/data', '+8M']);
     sh(['info', uri]);
+    // Read back through the client: every byte the server sends equals the LV's.
+    sh(['compare', 'lvm:vg0/data', uri]);
   });
 }
 
