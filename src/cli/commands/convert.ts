@@ -14,7 +14,7 @@ export function register(program: Command): void {
     .argument('<src>', 'source image')
     .argument('<dst>', 'new image to write')
     .option('-f, --format <fmt>', 'source format (detected by magic when absent)')
-    .requiredOption('-O, --output-format <fmt>', 'output format: raw, vhd (vpc), vdi, vmdk, qcow2, or lvm (a new LV, dst lvm:[DIR/]VG/LV; -o stripes=N,stripe_size=S)')
+    .requiredOption('-O, --output-format <fmt>', 'output format: raw, vhd (vpc), vhdx, vdi, vmdk, qcow2, or lvm (a new LV, dst lvm:[DIR/]VG/LV; -o stripes=N,stripe_size=S)')
     .option('-o, --options <k=v,...>', 'output format options, e.g. subformat=streamOptimized (repeatable)', collect, [])
     .option('-S, --sparse-size <size>', 'zero runs at least this long stay unallocated; 0 allocates everything', '4K')
     .option('-t, --cache <mode>', 'writeback (flush before renaming into place) or unsafe (no flush, as qemu-img convert)', 'writeback')

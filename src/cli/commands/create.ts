@@ -11,7 +11,7 @@ export function register(program: Command): void {
     .description('create a new image (sizes: 512, 64K, 10M, 2G, 1T)')
     .argument('<image>', 'file to create')
     .argument('[size]', 'virtual size (defaults to the backing file\'s size)')
-    .requiredOption('-f, --format <fmt>', 'raw, vhd (vpc), vdi or vmdk')
+    .requiredOption('-f, --format <fmt>', 'raw, vhd (vpc), vhdx, vdi, vmdk or qcow2')
     .option('-o, --options <k=v,...>', 'format options, e.g. subformat=fixed (repeatable)', collect, [])
     .option('-b, --backing <parent>', 'parent image: create a differencing child')
     .option('-F, --backing-format <fmt>', 'format of the parent (detected when absent)')
