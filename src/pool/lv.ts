@@ -131,8 +131,18 @@ export class LogicalVolume extends BlockDeviceBase implements DiskImage {
     }
   }
 
+  /** The one piece holding all of `[offset, offset+length)`, when one does (linear LVs, mostly). */
+  private single(offset: number, length: number): LvPiece | undefined {
+    const it = this.pieces(offset, length);
+    const first = it.next();
+    if (first.done || first.value.length !== length) return undefined;
+    return first.value;
+  }
+
   protected readAt(buf: Uint8Array, offset: number): Promise<void> {
     return this.pool.io(async () => {
+      const one = this.single(offset, buf.length);
+      if (one) return this.dev(one).read(buf, one.devOffset);
       for (const [dev, list] of this.runs(offset, buf.length)) {
         for (const r of list) {
           if (r.pieces.length === 1) {
@@ -156,6 +166,8 @@ export class LogicalVolume extends BlockDeviceBase implements DiskImage {
 
   protected writeAt(buf: Uint8Array, offset: number): Promise<void> {
     return this.pool.io(async () => {
+      const one = this.single(offset, buf.length);
+      if (one) return this.dev(one).write(buf, one.devOffset);
       for (const [dev, list] of this.runs(offset, buf.length)) {
         for (const r of list) {
           const part = (p: LvPiece): Uint8Array => buf.subarray(p.lvOffset - offset, p.lvOffset - offset + p.length);

@@ -531,15 +531,39 @@ export class Pool {
    * its mapping only once the step has committed, so no write lands on an extent that
    * is being copied away.
    */
-  async io<T>(fn: () => Promise<T>): Promise<T> {
-    while (this.moving) await this.moving;
+  io<T>(fn: () => Promise<T>): Promise<T> {
+    // No migration step running (the usual case): start at once, without the extra
+    // turns an async wrapper takes on every LV request.
+    if (!this.moving) return this.ioRun(fn);
+    return (async () => {
+      while (this.moving) await this.moving;
+      return this.ioRun(fn);
+    })();
+  }
+
+  private ioRun<T>(fn: () => Promise<T>): Promise<T> {
     this.ioActive++;
-    try {
-      return await fn();
-    } finally {
+    const done = (): void => {
       this.ioActive--;
       if (this.ioActive === 0 && this.ioDrained) this.ioDrained();
+    };
+    let p: Promise<T>;
+    try {
+      p = fn();
+    } catch (e) {
+      done();
+      return Promise.reject(e);
     }
+    return p.then(
+      (v) => {
+        done();
+        return v;
+      },
+      (e: unknown) => {
+        done();
+        throw e;
+      },
+    );
   }
 
   /** Run `fn` with every LV request held off (after those in flight have finished). */
