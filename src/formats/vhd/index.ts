@@ -2,6 +2,7 @@
  * VHD (Virtual PC / Hyper-V / Azure, qemu's "vpc"): the driver table. Layout in
  * layout.ts, validation in parse.ts, the device in image.ts, creation and check here.
  */
+import { findParentRef } from '../parent.js';
 import { randomBytes } from 'node:crypto';
 import type { DiskImage } from '../../device/block-device.js';
 import type { CheckProblem, CheckResult, DriverCheckOptions } from '../../device/check.js';
@@ -56,24 +57,7 @@ async function openParent(storage: Storage, location: ImageLocation, meta: VhdMe
   const { refs, skipped } = await readParentRefs(storage, header, meta.overwrittenLocators);
   if (header.parentUnicodeName) refs.push({ platform: 'parent_unicode_name', ref: header.parentUnicodeName });
   const warnings = [...skipped];
-  let pathError: VdiskError | undefined;
-  let found: { ref: string; resolved: string; platform: string } | undefined;
-  for (const r of refs) {
-    let resolved: string;
-    try {
-      resolved = location.resolve(r.ref);
-    } catch (err) {
-      if (isVdiskError(err, 'E_PATH')) {
-        pathError ??= err;
-        continue;
-      }
-      throw err;
-    }
-    if (await location.exists(resolved)) {
-      found = { ref: r.ref, resolved, platform: r.platform };
-      break;
-    }
-  }
+  const { found, pathError } = await findParentRef(location, refs);
   const info: VhdParentInfo = found ? { ref: found.ref, resolved: found.resolved, platform: found.platform } : refs[0] ? { ref: refs[0].ref, platform: refs[0].platform } : {};
   if (opts.noBacking) return { info, warnings };
   if (!found) {

@@ -3,9 +3,10 @@
  * table. Structures in layout.ts, the log in log.ts, open and the device in
  * image.ts, creation in create.ts, check in check.ts.
  */
+import { findParentRef } from '../parent.js';
 import type { DiskImage } from '../../device/block-device.js';
 import type { CheckResult, DriverCheckOptions } from '../../device/check.js';
-import { VdiskError, isVdiskError } from '../../errors.js';
+import { VdiskError } from '../../errors.js';
 import type { ImageLocation } from '../../storage/location.js';
 import type { Storage } from '../../storage/storage.js';
 import type { DriverCreateOptions, DriverOpenOptions, FormatDriver } from '../driver.js';
@@ -29,27 +30,9 @@ async function openParent(storage: Storage, location: ImageLocation, meta: VhdxM
   if (loc.locatorType !== VHDX_PARENT_LOCATOR_TYPE) throw new VdiskError('E_UNSUPPORTED', `${name}: parent locator type ${loc.locatorType} is not the VHDX one`);
   const linkage = loc.entries.parent_linkage;
   if (linkage === undefined) throw new VdiskError('E_CORRUPT', `${name}: the parent locator has no parent_linkage`);
-  let pathError: VdiskError | undefined;
-  let found: { ref: string; resolved: string; key: string } | undefined;
+  // A volume path (\\?\Volume{...}\dir\file) names no file we can open.
   const refs = PATH_KEYS.filter((k) => loc.entries[k] !== undefined).map((k) => ({ key: k, ref: loc.entries[k]! }));
-  for (const r of refs) {
-    // A volume path (\\?\Volume{...}\dir\file) names no file we can open.
-    if (/^\\\\\?\\/.test(r.ref)) continue;
-    let resolved: string;
-    try {
-      resolved = location.resolve(r.ref);
-    } catch (err) {
-      if (isVdiskError(err, 'E_PATH')) {
-        pathError ??= err;
-        continue;
-      }
-      throw err;
-    }
-    if (await location.exists(resolved)) {
-      found = { ...r, resolved };
-      break;
-    }
-  }
+  const { found, pathError } = await findParentRef(location, refs.filter((r) => !/^\\\\\?\\/.test(r.ref)));
   const info: VhdxParentInfo = found ? { ref: found.ref, resolved: found.resolved, key: found.key } : refs[0] ? { ref: refs[0].ref, key: refs[0].key } : {};
   if (opts.noBacking) return { info };
   if (!found) {
