@@ -201,16 +201,8 @@ export class VdiImage extends BlockDeviceBase implements DiskImage {
     if (slot >= h.cBlocks) throw new VdiskError('E_CORRUPT', `${this.filename}: no free data block left (cBlocks ${h.cBlocks}); run check`);
     const blockStart = pc.block * h.cbBlock;
     if (was === VDI_BLOCK_FREE && pc.length < Math.min(h.cbBlock, this.size - blockStart)) this.needParent(`a partial write to block ${pc.block}`);
-    let data: Uint8Array;
-    if (pc.length === h.cbBlock && h.cbBlockExtra === 0) {
-      data = piece;
-    } else {
-      const b = Buffer.alloc(this.stride);
-      const body = b.subarray(h.cbBlockExtra);
-      if (was === VDI_BLOCK_FREE && this.backing) await this.readBelow(body.subarray(0, Math.min(h.cbBlock, this.size - blockStart)), blockStart);
-      body.set(piece, pc.within);
-      data = b;
-    }
+    const slotStart = h.offData + slot * this.stride;
+    const fromParent = was === VDI_BLOCK_FREE && this.backing !== undefined;
     // 1. data, 2. header count, 3. map entry (as VirtualBox and qemu order it): a crash
     // leaves cBlocksAllocated at most one ahead of the map, a leak; never behind it,
     // where the next writer (qemu, VirtualBox: both allocate at cBlocksAllocated)
@@ -218,13 +210,36 @@ export class VdiImage extends BlockDeviceBase implements DiskImage {
     // The count and the map entry are deferred (commitMap), so a sequential writer
     // pays one header write and one map run write per PENDING_LIMIT blocks, not two
     // small writes per block; the order on disk stays data, count, map entries.
-    await this.storage.write(data, h.offData + slot * this.stride);
+    if (pc.length === h.cbBlock && h.cbBlockExtra === 0) {
+      await this.storage.write(piece, slotStart);
+    } else if (!fromParent && slotStart >= this.storage.size) {
+      // A new block past the end of the file reads as zeros where it is not written:
+      // write only the piece and extend the file over the rest, a hole. A convert that
+      // skips zero runs thus writes each block's data once, not a zero-filled block
+      // and then its pieces.
+      await this.storage.write(piece, slotStart + h.cbBlockExtra + pc.within);
+      if (this.storage.size < slotStart + this.stride) await this.storage.truncate(slotStart + this.stride);
+    } else {
+      const b = this.blockScratch();
+      const body = b.subarray(h.cbBlockExtra);
+      if (fromParent) await this.readBelow(body.subarray(0, Math.min(h.cbBlock, this.size - blockStart)), blockStart);
+      body.set(piece, pc.within);
+      await this.storage.write(b, slotStart);
+    }
     this.map[pc.block] = slot;
     this.owner[slot] = pc.block;
     this.nextSlot = slot + 1;
     this.mapped++;
     this.pendingMap.push(pc.block);
     if (this.pendingMap.length >= PENDING_LIMIT) await this.commitMap();
+  }
+
+  private scratch?: Buffer;
+
+  /** A zero-filled buffer of one block's stride, reused (fresh 1 MiB buffers are faulted in page by page). */
+  private blockScratch(): Buffer {
+    if (this.scratch?.length !== this.stride) this.scratch = Buffer.alloc(this.stride);
+    return this.scratch.fill(0);
   }
 
   /** Virtual blocks whose data is written but whose map entries are not yet on disk. */
