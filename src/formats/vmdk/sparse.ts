@@ -7,7 +7,7 @@
  * Write order (DESIGN.md): new grain data first, then its GT entry (primary, then the
  * redundant copy). A crash between the two leaks a grain, never corrupts.
  */
-import { inflateRawSync, inflateSync } from 'node:zlib';
+import { inflate, inflateRaw, type InputType, type ZlibOptions } from 'node:zlib';
 import { zeroBuffer } from '../../device/zero.js';
 import { VdiskError } from '../../errors.js';
 import { MAX_OFFSET } from '../../storage/checks.js';
@@ -34,6 +34,15 @@ import {
   encodeEntries,
   entrySectors,
 } from './header.js';
+
+
+/** Compressed grains of one read inflating at once (the thread pool has four threads). */
+const INFLATE_AT_ONCE = 8;
+
+/** One zlib call on the thread pool, as a promise. */
+function zlibCall(fn: (buf: InputType, options: ZlibOptions, cb: (err: Error | null, out: Buffer) => void) => void, data: Buffer, options: ZlibOptions): Promise<Buffer> {
+  return new Promise((resolve, reject) => fn(data, options, (err, out) => (err ? reject(err) : resolve(out))));
+}
 
 /** Largest grain directory vdisk loads (16 Mi entries cover 512 PiB at 64 KiB grains). */
 const MAX_GD_BYTES = 64 * 1024 * 1024;
@@ -228,11 +237,11 @@ export class SparseExtent implements VmdkExtent {
     }
     let out: Buffer;
     try {
-      out = inflateSync(data, { maxOutputLength: this.grainBytes });
+      out = await zlibCall(inflate, data, { maxOutputLength: this.grainBytes, chunkSize: this.grainBytes });
     } catch (err) {
       if ((err as { code?: string }).code === 'ERR_BUFFER_TOO_LARGE') throw corrupt(name, `compressed grain ${g} inflates past one grain (${this.grainBytes} bytes)`);
       try {
-        out = inflateRawSync(data, { maxOutputLength: this.grainBytes }); // raw deflate, tolerated on read
+        out = await zlibCall(inflateRaw, data, { maxOutputLength: this.grainBytes, chunkSize: this.grainBytes }); // raw deflate, tolerated on read
       } catch {
         throw corrupt(name, `compressed grain ${g} at sector ${sector} does not inflate`);
       }
@@ -247,6 +256,19 @@ export class SparseExtent implements VmdkExtent {
   }
 
   async read(buf: Buffer, offset: number, below: ReadBelow): Promise<void> {
+    // Compressed grains inflate on the thread pool, several at once (each copies itself
+    // into place when done): a request of many grains uses every core, where inflating
+    // one grain after the other on this thread left the others idle.
+    const inflating: Array<Promise<void>> = [];
+    try {
+      await this.readPieces(buf, offset, below, inflating);
+      await Promise.all(inflating);
+    } finally {
+      await Promise.allSettled(inflating);
+    }
+  }
+
+  private async readPieces(buf: Buffer, offset: number, below: ReadBelow, inflating: Array<Promise<void>>): Promise<void> {
     const G = this.grainBytes;
     const end = offset + buf.length;
     // Merge runs of contiguous file ranges and of fall-through ranges into single I/Os.
@@ -277,8 +299,13 @@ export class SparseExtent implements VmdkExtent {
         this.checkGrain(g, gte);
         if (this.compressed) {
           await flushRun();
-          const grain = await this.inflateGrain(g, gte);
-          grain.copy(buf, bufOff, inGrain, inGrain + n);
+          if (this.lastGrain?.index === g) this.lastGrain.data.copy(buf, bufOff, inGrain, inGrain + n);
+          else {
+            if (inflating.length >= INFLATE_AT_ONCE) await inflating[inflating.length - INFLATE_AT_ONCE];
+            const job = this.inflateGrain(g, gte).then((grain) => void grain.copy(buf, bufOff, inGrain, inGrain + n));
+            job.catch(() => undefined);
+            inflating.push(job);
+          }
         } else {
           const fileOff = gte * SECTOR + inGrain;
           if (run?.kind === 'file' && run.fileOff + run.len === fileOff) run.len += n;
