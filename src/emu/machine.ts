@@ -20,6 +20,8 @@ import { Pic8259Pair } from './devices/pic8259.js';
 import { PIT_HZ, Pit8254 } from './devices/pit8254.js';
 import { Uart16550 } from './devices/uart16550.js';
 import { Vga } from './devices/vga.js';
+import { AtaChannel } from './devices/ata.js';
+import { PciBus, i440fxPiix3 } from './devices/pci.js';
 import { IoBus } from './io.js';
 import { Memory } from './memory.js';
 
@@ -83,6 +85,9 @@ export interface BootResult {
 /** Virtual CPU speed: instructions per second of guest time (the PIT and RTC follow it). */
 const VIRTUAL_IPS = 100_000_000;
 const PIT_TICKS_PER_INSTRUCTION = PIT_HZ / VIRTUAL_IPS;
+/** The state of a part this machine does not have (an IDE channel when only a floppy boots). */
+const NO_STATE = { saveState: (): void => {}, loadState: (): void => {} };
+
 /** Instructions per batch between device updates. */
 const BATCH = 20_000;
 /** Yield to the event loop this often (ms of wall time). */
@@ -125,6 +130,9 @@ export class Machine extends EventEmitter {
   readonly uart: Uart16550;
   readonly kbc: I8042;
   readonly vga: Vga;
+  readonly pci: PciBus;
+  /** The primary IDE channel, with the hard disk as master (none when booting a floppy only). */
+  readonly ata: AtaChannel | null;
   readonly bios: Bios;
   /**
    * Virtual time in PIT ticks, updated after each batch: `clockBase` plus the instructions
@@ -196,6 +204,16 @@ export class Machine extends EventEmitter {
     if (opts.floppy) drives.set(0x00, floppyDrive(0x00, opts.floppy));
     if (opts.disk) drives.set(0x80, hardDrive(0x80, opts.disk));
     if (drives.size === 0) throw new VdiskError('E_USAGE', 'boot needs a hard disk image or --floppy');
+    this.pci = new PciBus(this.io);
+    i440fxPiix3(this.pci);
+    const hd = drives.get(0x80);
+    // Disk steps of the IDE channel run as the BIOS's do: the batch ends and the run loop awaits them.
+    const defer = (p: Promise<void>): void => {
+      const before = this.bios?.pending;
+      this.bios.pending = before ? before.then(() => p) : p;
+      this.cpu.requestStop();
+    };
+    this.ata = hd ? new AtaChannel(this.io, hd.device, hd, (level) => this.pic.setLine(14, level), defer, opts.disk?.readOnly ?? false) : null;
     this.bios = new Bios(
       {
         cpu: this.cpu,
@@ -227,7 +245,7 @@ export class Machine extends EventEmitter {
   private parts(): MachineParts {
     const stopped = this.mirrorAtStop;
     const console = stopped ? { saveState: (w: StateWriter) => w.raw(stopped), loadState: (r: StateReader) => this.mirror.loadState(r) } : this.mirror;
-    return { cpu: this.cpu, mem: this.mem, pic: this.pic, pit: this.pit, cmos: this.cmos, uart: this.uart, kbc: this.kbc, vga: this.vga, bios: this.bios, console, machine: this };
+    return { cpu: this.cpu, mem: this.mem, pic: this.pic, pit: this.pit, cmos: this.cmos, uart: this.uart, kbc: this.kbc, vga: this.vga, bios: this.bios, console, pci: this.pci, ide: this.ata ?? NO_STATE, machine: this };
   }
 
   /**

@@ -48,6 +48,21 @@ describe('COM1 output matches qemu-system-i386', () => {
     expect(ours).toBe(theirs);
   });
 
+  itWith(['nasm', 'qemu-system-i386'], 'PCI configuration (440FX, PIIX3 ISA and IDE) and ATA PIO on the primary channel: IDENTIFY, LBA28, CHS, LBA48, MULTIPLE, WRITE, FLUSH, reset', async () => {
+    const code = nasm(dir, 'ata');
+    const img = join(dir, 'ata.img');
+    const data = Buffer.alloc(8 * 1024 * 1024);
+    code.copy(data);
+    writeFileSync(img, data);
+    const [ours, theirs] = await Promise.all([vdiskSerial(img), qemuSerial(img, { timeoutMs: 30_000 })]);
+    expect(theirs).toContain('taskfile 0001 0001 0001 0000 0000');
+    const a = ours.split('\r\n');
+    const b = theirs.split('\r\n');
+    const firstDiff = a.findIndex((l, i) => l !== b[i]);
+    expect(firstDiff === -1 ? null : { line: firstDiff, ours: a[firstDiff], qemu: b[firstDiff] }).toBeNull();
+    expect(ours).toBe(theirs);
+  });
+
   const BLOCKS = 150;
   for (const seed of [1, 2, 3]) {
     itWith(['nasm', 'qemu-system-i386'], `generated ALU/shift/mul/div/bit/BCD/string program, seed ${seed}`, async () => {

@@ -31,7 +31,7 @@ import { StateReader, StateWriter } from './codec.js';
 
 export const STATE_MAGIC = 'VDISKEMU';
 /** Bumped whenever a section's layout changes. */
-export const STATE_VERSION = 1;
+export const STATE_VERSION = 2;
 const HEADER_SIZE = 32;
 /** More sections than any version writes means a damaged file. */
 export const MAX_SECTIONS = 64;
@@ -39,7 +39,9 @@ export const MAX_SECTIONS = 64;
 export const MAX_STATE_FILE = 4 * 1024 * 1024 * 1024 - 1;
 
 /** Section tags, in the order they are written. */
-export const SECTIONS = ['MACH', 'DRIV', 'CPU ', 'MEM ', 'PIC ', 'PIT ', 'CMOS', 'UART', 'KBC ', 'VGA ', 'BIOS', 'CONS', 'OVLY'] as const;
+export const SECTIONS = ['MACH', 'DRIV', 'CPU ', 'MEM ', 'PIC ', 'PIT ', 'CMOS', 'UART', 'KBC ', 'VGA ', 'BIOS', 'CONS', 'PCI ', 'IDE ', 'OVLY'] as const;
+/** Sections a version-1 file (before PCI and IDE) does not have; such a file loads with those devices as at power-on. */
+export const SINCE_V2: readonly string[] = ['PCI ', 'IDE '];
 export type SectionTag = (typeof SECTIONS)[number];
 
 /** Assemble the header and sections into a state file. */
@@ -96,7 +98,7 @@ export function decodeStateFile(buf: Uint8Array, what: string): StateFile {
     sections.set(tag as SectionTag, payload);
   }
   r.end();
-  for (const tag of SECTIONS) if (!sections.has(tag)) throw new VdiskError('E_CORRUPT', `${what}: section "${tag}" is missing`);
+  for (const tag of SECTIONS) if (!sections.has(tag) && !(version < 2 && SINCE_V2.includes(tag))) throw new VdiskError('E_CORRUPT', `${what}: section "${tag}" is missing`);
   return { version, savedAt: dv.getFloat64(16, true), sections };
 }
 

@@ -23,6 +23,8 @@ export interface MachineParts {
   vga: Stateful;
   bios: Stateful;
   console: Stateful;
+  pci: Stateful;
+  ide: Stateful;
   machine: { saveRunState(w: StateWriter): void; loadRunState(r: StateReader): void };
 }
 
@@ -31,7 +33,7 @@ const FINGERPRINT_BYTES = 32;
 export const MAX_OVERLAY_STATE = 1024 * 1024 * 1024;
 
 const PART_SECTIONS: [SectionTag, Exclude<keyof MachineParts, 'machine'>][] = [
-  ['CPU ', 'cpu'], ['MEM ', 'mem'], ['PIC ', 'pic'], ['PIT ', 'pit'], ['CMOS', 'cmos'], ['UART', 'uart'], ['KBC ', 'kbc'], ['VGA ', 'vga'], ['BIOS', 'bios'], ['CONS', 'console'],
+  ['CPU ', 'cpu'], ['MEM ', 'mem'], ['PIC ', 'pic'], ['PIT ', 'pit'], ['CMOS', 'cmos'], ['UART', 'uart'], ['KBC ', 'kbc'], ['VGA ', 'vga'], ['BIOS', 'bios'], ['CONS', 'console'], ['PCI ', 'pci'], ['IDE ', 'ide'],
 ];
 
 /** The disk below a drive's overlay (what its identity is taken from), and the overlay. */
@@ -141,6 +143,7 @@ export async function loadMachineState(parts: MachineParts, drives: ReadonlyMap<
   const overlays = readOverlays(f, what, drives);
   parts.machine.loadRunState(sectionReader(f, 'MACH', what));
   for (const [tag, key] of PART_SECTIONS) {
+    if (!f.sections.has(tag)) continue; // a version-1 file: PCI and IDE stay as at power-on
     const r = sectionReader(f, tag, what);
     parts[key].loadState(r);
     r.end();
