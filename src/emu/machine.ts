@@ -130,9 +130,9 @@ export class Machine extends EventEmitter {
   readonly uart: Uart16550;
   readonly kbc: I8042;
   readonly vga: Vga;
-  readonly pci: PciBus;
+  private readonly pci: PciBus;
   /** The primary IDE channel, with the hard disk as master (none when booting a floppy only). */
-  readonly ata: AtaChannel | null;
+  private readonly ata: AtaChannel | null;
   readonly bios: Bios;
   /**
    * Virtual time in PIT ticks, updated after each batch: `clockBase` plus the instructions
