@@ -28,9 +28,9 @@ async function vdiskSerial(img: string): Promise<string> {
   }
 }
 
-function image(name: string, code: Buffer): string {
+function image(name: string, code: Buffer, mib = 1): string {
   const img = join(dir, `${name}.img`);
-  const data = Buffer.alloc(1024 * 1024);
+  const data = Buffer.alloc(mib * 1024 * 1024);
   code.copy(data);
   writeFileSync(img, data);
   return img;
@@ -49,11 +49,7 @@ describe('COM1 output matches qemu-system-i386', () => {
   });
 
   itWith(['nasm', 'qemu-system-i386'], 'PCI configuration (440FX, PIIX3 ISA and IDE) and ATA PIO on the primary channel: IDENTIFY, LBA28, CHS, LBA48, MULTIPLE, WRITE, FLUSH, reset', async () => {
-    const code = nasm(dir, 'ata');
-    const img = join(dir, 'ata.img');
-    const data = Buffer.alloc(8 * 1024 * 1024);
-    code.copy(data);
-    writeFileSync(img, data);
+    const img = image('ata', nasm(dir, 'ata'), 8);
     const [ours, theirs] = await Promise.all([vdiskSerial(img), qemuSerial(img, { timeoutMs: 30_000 })]);
     expect(theirs).toContain('taskfile 0001 0001 0001 0000 0000');
     const a = ours.split('\r\n');
