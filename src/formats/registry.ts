@@ -8,7 +8,7 @@ import type { DiskImage } from '../device/block-device.js';
 import { VdiskError } from '../errors.js';
 import { FileLocation, type ImageLocation } from '../storage/location.js';
 import type { Storage } from '../storage/storage.js';
-import type { DriverOpenOptions, FormatDriver } from './driver.js';
+import { imageMaintenance, type DriverOpenOptions, type FormatDriver } from './driver.js';
 import { qcow2Driver } from './qcow2/index.js';
 import { rawDriver } from './raw/index.js';
 import { vdiDriver } from './vdi/index.js';
@@ -16,8 +16,16 @@ import { vhdDriver } from './vhd/index.js';
 import { vhdxDriver } from './vhdx/index.js';
 import { vmdkDriver } from './vmdk/index.js';
 
+/**
+ * VHDX and qcow2 images carry out their maintenance themselves; their tables are
+ * completed here with entries that hand each operation to the image (entries a
+ * driver declares itself win).
+ */
+const vhdxTable: FormatDriver = { differencing: true, ...imageMaintenance('vhdx', ['resize', 'compact', 'relink', 'prepareCommit']), ...vhdxDriver };
+const qcow2Table: FormatDriver = { differencing: true, ...qcow2Driver };
+
 /** Every driver, probed in this order; raw matches anything and comes last. */
-const DRIVERS: readonly FormatDriver[] = [vhdDriver, vhdxDriver, vmdkDriver, vdiDriver, qcow2Driver, rawDriver];
+const DRIVERS: readonly FormatDriver[] = [vhdDriver, vhdxTable, vmdkDriver, vdiDriver, qcow2Table, rawDriver];
 
 /** Longest differencing chain vdisk follows (child + 63 ancestors). */
 export const MAX_CHAIN_DEPTH = 64;
@@ -25,6 +33,11 @@ export const MAX_CHAIN_DEPTH = 64;
 /** All registered format drivers. */
 export function formatDrivers(): readonly FormatDriver[] {
   return DRIVERS;
+}
+
+/** The registered driver of an open image's format (undefined for devices no driver opens, such as a pool's LV). */
+export function driverOf(image: DiskImage): FormatDriver | undefined {
+  return DRIVERS.find((d) => d.name === image.format);
 }
 
 /** The driver for a format name or alias (`vpc` = `vhd`); E_USAGE listing the known ones otherwise. */

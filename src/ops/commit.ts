@@ -1,6 +1,6 @@
 import type { DiskImage, Extent } from '../device/block-device.js';
 import { VdiskError } from '../errors.js';
-import { open } from '../formats/registry.js';
+import { driverOf, open } from '../formats/registry.js';
 import { IO_CHUNK } from '../storage/storage.js';
 
 /** Options for {@link commitImage}. */
@@ -25,7 +25,7 @@ export interface CommitOptions extends CommitImageOptions {
  *   1. the child notes the identity the parent is about to take (prepareCommit:
  *      a VMDK's next CID) and flushes, so the link holds whichever CID survives;
  *   2. every range the child holds itself is written into the parent, which is flushed;
- *   3. the child is re-linked to the parent as it is now (setBacking);
+ *   3. the child is re-linked to the parent as it is now (the driver's relink);
  *   4. unless `keepChild`, the child's blocks are released (all of them: the parent
  *      now reads as the child does everywhere) and the child flushed.
  * Neither image is closed.
@@ -37,6 +37,8 @@ export async function commitImage(child: DiskImage, parent: DiskImage, opts: Com
   if (parent.size < child.size) {
     throw new VdiskError('E_UNSUPPORTED', `${child.filename}: the parent ${parent.filename} (${parent.size} bytes) is smaller than the child (${child.size} bytes); resize it first`);
   }
+  const driver = driverOf(child);
+  if (!driver?.differencing) throw new VdiskError('E_UNSUPPORTED', `${child.filename}: ${child.format} images have no differencing kind to commit`);
   const own: Extent[] = [];
   let total = 0;
   for await (const e of child.extents()) {
@@ -47,7 +49,7 @@ export async function commitImage(child: DiskImage, parent: DiskImage, opts: Com
   }
   if (total === 0) return { bytes: 0 };
   const ref = (await child.info()).backingFilename;
-  if (child.prepareCommit) await child.prepareCommit(parent);
+  await driver.prepareCommit?.(child, parent);
   let done = 0;
   const buf = Buffer.alloc(IO_CHUNK);
   for (const e of own) {
@@ -66,7 +68,7 @@ export async function commitImage(child: DiskImage, parent: DiskImage, opts: Com
   }
   await parent.flush();
   // Writing gives some parents a new identity (a VMDK's CID, a VDI's uuidModify): re-link the child to the parent as it is now.
-  if (child.setBacking && ref !== undefined) await child.setBacking(parent, ref);
+  if (driver.relink && ref !== undefined) await driver.relink(child, parent, ref);
   if (!opts.keepChild) {
     // The parent now holds the child's whole view, so every block of the child can go (also
     // blocks the child held only in part, e.g. a VHD block with some sectors of its own): reads fall through.

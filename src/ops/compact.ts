@@ -1,6 +1,6 @@
 import type { CompactResult } from '../device/block-device.js';
 import { VdiskError } from '../errors.js';
-import { open } from '../formats/registry.js';
+import { driverOf, open } from '../formats/registry.js';
 
 /** Options for {@link compact}. */
 export interface CompactOpsOptions {
@@ -17,8 +17,9 @@ export interface CompactOpsOptions {
 export async function compact(path: string, opts: CompactOpsOptions = {}): Promise<CompactResult> {
   const image = await open(path, { format: opts.format, allowPaths: opts.allowPaths });
   try {
-    if (!image.compact) throw new VdiskError('E_UNSUPPORTED', `${path}: ${image.format} images of this kind have no blocks to release`);
-    return await image.compact({ onProgress: opts.onProgress });
+    const driver = driverOf(image);
+    if (!driver?.compact) throw new VdiskError('E_UNSUPPORTED', `${path}: ${image.format} images have no blocks to release`);
+    return await driver.compact(image, { onProgress: opts.onProgress });
   } finally {
     await image.close();
   }

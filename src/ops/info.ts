@@ -1,5 +1,7 @@
 import type { DiskImage } from '../device/block-device.js';
 import { isVdiskError } from '../errors.js';
+import { driverCapabilities, type FormatCapability } from '../formats/driver.js';
+import { formatDrivers } from '../formats/registry.js';
 import { formatPartitionsHuman, readPartitions, type PartitionTable } from '../partitions/index.js';
 import { formatSize } from '../util/size.js';
 
@@ -89,4 +91,25 @@ export function formatInfoHuman(r: ImageInfoReport): string {
   for (const w of r.warnings ?? []) lines.push(`warning: ${w}`);
   if (r.partitions) lines.push(...formatPartitionsHuman(r.partitions));
   return lines.join('\n');
+}
+
+/** One format as `vdisk info --formats --output json` lists it. */
+export interface FormatReport {
+  name: string;
+  aliases: string[];
+  /** What the format's driver table declares it can do. */
+  capabilities: FormatCapability[];
+  /** The `-o` keys `create` accepts, with their descriptions. */
+  createOptions: Record<string, string>;
+}
+
+/** Every registered format with the capabilities its driver declares. */
+export function formats(): FormatReport[] {
+  return formatDrivers().map((d) => ({ name: d.name, aliases: [...(d.aliases ?? [])], capabilities: driverCapabilities(d), createOptions: { ...d.createOptions } }));
+}
+
+/** Render the format list one line per format: name, aliases, capabilities. */
+export function formatFormatsHuman(list: readonly FormatReport[]): string {
+  const width = Math.max(...list.map((f) => f.name.length));
+  return list.map((f) => `${f.name.padEnd(width)}  ${f.capabilities.join(' ')}${f.aliases.length ? ` (also: ${f.aliases.join(', ')})` : ''}`).join('\n');
 }

@@ -1,6 +1,6 @@
 import type { DiskImage } from '../device/block-device.js';
 import { VdiskError } from '../errors.js';
-import { open } from '../formats/registry.js';
+import { driverOf, open } from '../formats/registry.js';
 import { FileLocation } from '../storage/location.js';
 import { IO_CHUNK } from '../storage/storage.js';
 
@@ -27,7 +27,8 @@ export async function rebase(path: string, newParent: string | undefined, opts: 
   const child = await open(path, { allowPaths: opts.allowPaths, noBacking: opts.unsafe === true });
   let parent: DiskImage | undefined;
   try {
-    if (!child.setBacking) throw new VdiskError('E_UNSUPPORTED', `${path}: ${child.format} images of this kind cannot change their backing file`);
+    const driver = driverOf(child);
+    if (!driver?.relink) throw new VdiskError('E_UNSUPPORTED', `${path}: ${child.format} images cannot change their backing file`);
     if (newParent !== undefined) parent = await open(newParent, { format: opts.backingFormat, readOnly: true, allowPaths: opts.allowPaths });
     if (parent && parent.size !== child.size && !opts.unsafe) {
       throw new VdiskError('E_USAGE', `${path}: the new parent ${newParent} is ${parent.size} bytes but the image is ${child.size}; use -u to change only the link`);
@@ -69,7 +70,7 @@ export async function rebase(path: string, newParent: string | undefined, opts: 
       await child.flush();
     }
     const ref = newParent === undefined ? undefined : new FileLocation(path).relativeName(newParent);
-    await child.setBacking(parent, ref);
+    await driver.relink(child, parent, ref);
     return { copied };
   } finally {
     await child.close();

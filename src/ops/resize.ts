@@ -1,6 +1,6 @@
 import type { DiskImage } from '../device/block-device.js';
 import { VdiskError } from '../errors.js';
-import { open } from '../formats/registry.js';
+import { driverOf, open } from '../formats/registry.js';
 import { minimumDiskSize, moveBackupGptToEnd, readPartitions } from '../partitions/index.js';
 import { formatSize, parseSize } from '../util/size.js';
 
@@ -51,7 +51,8 @@ export async function resizeImage(image: DiskImage, spec: string | number, opts:
       );
     }
   }
-  if (!image.resize) throw new VdiskError('E_UNSUPPORTED', `${image.filename}: ${image.format} images of this kind cannot be resized`);
+  const driver = driverOf(image);
+  if (!driver?.resize) throw new VdiskError('E_UNSUPPORTED', `${image.filename}: ${image.format} images cannot be resized`);
   const table = await readPartitions(image);
   if (newSize < oldSize && table.scheme !== 'none') {
     const needed = minimumDiskSize(table);
@@ -60,7 +61,7 @@ export async function resizeImage(image: DiskImage, spec: string | number, opts:
     }
   }
   let last: [number, number] | undefined;
-  await image.resize(newSize, {
+  await driver.resize(image, newSize, {
     onProgress: (done, total) => {
       last = [done, total];
       opts.onProgress?.(done, total);

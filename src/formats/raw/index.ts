@@ -11,7 +11,7 @@ import { forEachZeroRun } from '../../device/zero.js';
 import { VdiskError } from '../../errors.js';
 import type { ImageLocation } from '../../storage/location.js';
 import { IO_CHUNK, type Storage } from '../../storage/storage.js';
-import type { DriverCreateOptions, DriverOpenOptions, FormatDriver } from '../driver.js';
+import { imageOf, type DriverCreateOptions, type DriverOpenOptions, type FormatDriver } from '../driver.js';
 
 /** Granularity at which extents() tells zeros from data (one page, as filesystems allocate). */
 const ZERO_SCAN_GRANULARITY = 4096;
@@ -121,5 +121,8 @@ export const rawDriver: FormatDriver = {
       throw err;
     }
     return new RawImage(storage, false, true);
+  },
+  async resize(image: DiskImage, newSize: number, opts: ResizeImageOptions): Promise<void> {
+    await imageOf(image, RawImage, 'raw').resize(newSize, opts);
   },
 };

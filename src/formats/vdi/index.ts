@@ -5,13 +5,13 @@
  * uuidCreate), so the parent is the one given explicitly or the VDI in the same
  * folder whose uuid matches.
  */
-import type { DiskImage } from '../../device/block-device.js';
+import type { CompactOptions, CompactResult, DiskImage, ResizeImageOptions } from '../../device/block-device.js';
 import type { CheckProblem, CheckResult, DriverCheckOptions } from '../../device/check.js';
 import { VdiskError, isVdiskError } from '../../errors.js';
 import type { ImageLocation } from '../../storage/location.js';
 import type { Storage } from '../../storage/storage.js';
 import { boolOption } from '../../util/options.js';
-import type { DriverCreateOptions, DriverOpenOptions, FormatDriver } from '../driver.js';
+import { imageOf, type DriverCreateOptions, type DriverOpenOptions, type FormatDriver } from '../driver.js';
 import { blockStride, encodeMapEntries, readBlockMap, scanBlockMap, type BlockMapScan } from './blockmap.js';
 import {
   NULL_UUID,
@@ -213,6 +213,20 @@ export const vdiDriver: FormatDriver = {
 
   async check(storage: Storage, location: ImageLocation, opts: DriverCheckOptions & DriverOpenOptions): Promise<CheckResult> {
     return checkVdi(storage, location, opts);
+  },
+
+  differencing: true,
+
+  async resize(image: DiskImage, newSize: number, opts: ResizeImageOptions): Promise<void> {
+    await imageOf(image, VdiImage, 'vdi').resize(newSize, opts);
+  },
+
+  compact(image: DiskImage, opts: CompactOptions): Promise<CompactResult> {
+    return imageOf(image, VdiImage, 'vdi').compact(opts);
+  },
+
+  async relink(image: DiskImage, parent: DiskImage | undefined, ref: string | undefined): Promise<void> {
+    await imageOf(image, VdiImage, 'vdi').setBacking(parent, ref);
   },
 };
 

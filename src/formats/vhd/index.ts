@@ -4,14 +4,14 @@
  */
 import { findParentRef } from '../parent.js';
 import { randomBytes } from 'node:crypto';
-import type { DiskImage } from '../../device/block-device.js';
+import type { CompactOptions, CompactResult, DiskImage, ResizeImageOptions } from '../../device/block-device.js';
 import type { CheckProblem, CheckResult, DriverCheckOptions } from '../../device/check.js';
 import { VdiskError, isVdiskError } from '../../errors.js';
 import type { ImageLocation } from '../../storage/location.js';
 import type { Storage } from '../../storage/storage.js';
 import { boolOption } from '../../util/options.js';
 import { parseSize } from '../../util/size.js';
-import type { DriverCreateOptions, DriverOpenOptions, FormatDriver } from '../driver.js';
+import { imageOf, type DriverCreateOptions, type DriverOpenOptions, type FormatDriver } from '../driver.js';
 import { VhdImage, type VhdParentInfo } from './image.js';
 import {
   CREATOR_APPLICATION,
@@ -324,4 +324,14 @@ export const vhdDriver: FormatDriver = {
   open: openVhd,
   create: createVhd,
   check: checkVhd,
+  differencing: true,
+  async resize(image: DiskImage, newSize: number, opts: ResizeImageOptions): Promise<void> {
+    await imageOf(image, VhdImage, 'vhd').resize(newSize, opts);
+  },
+  compact(image: DiskImage, opts: CompactOptions): Promise<CompactResult> {
+    return imageOf(image, VhdImage, 'vhd').compact(opts);
+  },
+  async relink(image: DiskImage, parent: DiskImage | undefined, ref: string | undefined): Promise<void> {
+    await imageOf(image, VhdImage, 'vhd').setBacking(parent, ref);
+  },
 };

@@ -5,16 +5,16 @@
  * (grain directory/tables), stream.ts (stream-optimized output), image.ts (the disk),
  * create.ts and check.ts.
  */
-import type { DiskImage } from '../../device/block-device.js';
+import type { CompactOptions, CompactResult, DiskImage, ResizeImageOptions } from '../../device/block-device.js';
 import type { CheckResult, DriverCheckOptions } from '../../device/check.js';
 import type { ImageLocation } from '../../storage/location.js';
 import type { Storage } from '../../storage/storage.js';
-import type { DriverCreateOptions, DriverOpenOptions, FormatDriver } from '../driver.js';
+import { imageOf, type DriverCreateOptions, type DriverOpenOptions, type FormatDriver } from '../driver.js';
 import { checkVmdk } from './check.js';
 import { createVmdk } from './create.js';
 import { looksLikeDescriptor } from './descriptor.js';
 import { COWD_MAGIC, SPARSE_MAGIC } from './header.js';
-import { openVmdk } from './image.js';
+import { VmdkImage, openVmdk } from './image.js';
 
 export { VmdkImage, openVmdk } from './image.js';
 export { createVmdk, SPLIT_EXTENT_SECTORS } from './create.js';
@@ -47,5 +47,18 @@ export const vmdkDriver: FormatDriver = {
   },
   check(storage: Storage, location: ImageLocation, opts: DriverCheckOptions & DriverOpenOptions): Promise<CheckResult> {
     return checkVmdk(storage, location, opts);
+  },
+  differencing: true,
+  async resize(image: DiskImage, newSize: number, opts: ResizeImageOptions): Promise<void> {
+    await imageOf(image, VmdkImage, 'vmdk').resize(newSize, opts);
+  },
+  compact(image: DiskImage, opts: CompactOptions): Promise<CompactResult> {
+    return imageOf(image, VmdkImage, 'vmdk').compact(opts);
+  },
+  async relink(image: DiskImage, parent: DiskImage | undefined, ref: string | undefined): Promise<void> {
+    await imageOf(image, VmdkImage, 'vmdk').setBacking(parent, ref);
+  },
+  async prepareCommit(image: DiskImage, parent: DiskImage): Promise<void> {
+    await imageOf(image, VmdkImage, 'vmdk').prepareCommit(parent);
   },
 };
