@@ -11,6 +11,7 @@ export { removeLeftovers, type Leftover } from './storage/lock.js';
 export { MemoryStorage } from './storage/memory.js';
 export { FaultPlan, FaultStorage } from './storage/fault.js';
 export { FileLocation, MemoryLocation, type ImageLocation } from './storage/location.js';
+export { isNbdAddress, locate, resolveAddress, type AddressOptions, type ResolvedAddress } from './storage/address.js';
 export type { NamespaceWatcher } from './storage/location.js';
 export { filterStorage, type StorageCalls } from './storage/filter.js';
 export { FolderArchive, isArchive, openArchive, openArchiveChain, type Archive, type ArchiveMember, type ArchiveOptions } from './storage/containers/archive.js';

@@ -111,6 +111,6 @@ describe('layers', () => {
     expect(has('storage/copy.ts', 'storage/storage.ts')).toBe(true); // import { IO_CHUNK, type Storage }
     expect(has('formats/driver.ts', 'device/check.ts')).toBe(true); // import type
     expect(has('index.ts', 'storage/containers/tar.ts')).toBe(true); // export … from
-    expect(has('formats/registry.ts', 'storage/containers/location.ts')).toBe(true); // import()
+    expect(has('storage/address.ts', 'storage/containers/location.ts')).toBe(true); // import()
   });
 });

@@ -1,4 +1,3 @@
-import { stat } from 'node:fs/promises';
 /**
  * The registry: which formats exist, detection by magic (never by file name), and
  * opening an image with its whole differencing chain.
@@ -6,6 +5,7 @@ import { stat } from 'node:fs/promises';
 import { resolve as resolvePath } from 'node:path';
 import type { DiskImage } from '../device/block-device.js';
 import { VdiskError } from '../errors.js';
+import { resolveAddress } from '../storage/address.js';
 import { FileLocation, type ImageLocation } from '../storage/location.js';
 import type { Storage } from '../storage/storage.js';
 import { imageMaintenance, type DriverOpenOptions, type FormatDriver } from './driver.js';
@@ -121,33 +121,13 @@ export function openLocation(location: ImageLocation, opts: OpenOptions = {}): P
 }
 
 /**
- * Open the image file at `path` with its differencing chain; the format is detected
- * unless given. `ARCHIVE:MEMBER` (e.g. `app.ova:disk1.vmdk`) opens a disk inside a
- * tar or zip in place, read-only; `lvm:[DIR/]VG/LV` opens a pool's logical volume.
+ * Open the image at `address` with its differencing chain; the format is detected
+ * unless given. Any address {@link resolveAddress} takes: a path, `ARCHIVE:MEMBER`
+ * (e.g. `app.ova:disk1.vmdk`, opened in place, read-only), an NBD URI,
+ * `IMAGE@SNAPSHOT`, or `lvm:[DIR/]VG/LV` for a pool's logical volume.
  */
-export async function open(path: string, opts: OpenOptions = {}): Promise<DiskImage> {
-  if (path.startsWith('lvm:')) return (await import('../pool/open.js')).openLv(path, { readOnly: opts.readOnly });
-  // `IMAGE@SNAPSHOT` names an internal snapshot when IMAGE exists and the whole name does not.
-  const at = path.lastIndexOf('@');
-  if (at > 0 && opts.snapshot === undefined && !(await stat(path).then(() => true, () => false)) && (await stat(path.slice(0, at)).then((s) => s.isFile(), () => false))) {
-    return openLocation(await locate(path.slice(0, at), opts), { ...opts, snapshot: path.slice(at + 1) });
-  }
-  return openLocation(await locate(path, opts), opts);
-}
-
-/**
- * The location an address names: a path, `ARCHIVE:MEMBER` inside a tar or zip
- * (read-only), or an NBD URI (`nbd://host[:port]/export`,
- * `nbd+unix:///export?socket=PATH`, `nbds://…`). Every command that takes an image
- * goes through here.
- */
-export async function locate(address: string, opts: { allowPaths?: readonly string[] } = {}): Promise<ImageLocation> {
-  if (/^nbds?(\+(unix|tcp))?:\/\//i.test(address)) return new (await import('../storage/nbd/location.js')).NbdLocation(address);
-  const scheme = /^([a-z][a-z0-9+.-]*):\/\//i.exec(address);
-  if (scheme && !(await stat(address).then(() => true, () => false))) {
-    throw new VdiskError('E_USAGE', `${address}: unknown scheme "${scheme[1]}://" (an image is a path, ARCHIVE:MEMBER, nbd://, nbds:// or nbd+unix://)`);
-  }
-  // Only a path with a colon can name an archive member; the archive code loads then.
-  const member = address.includes(':') ? await (await import('../storage/containers/location.js')).archiveMemberLocation(address) : undefined;
-  return member ?? new FileLocation(address, opts.allowPaths ?? []);
+export async function open(address: string, opts: OpenOptions = {}): Promise<DiskImage> {
+  const r = await resolveAddress(address, { allowPaths: opts.allowPaths, snapshots: opts.snapshot === undefined });
+  if (r.kind === 'lv') return (await import('../pool/open.js')).openLv(r.lv, { readOnly: opts.readOnly });
+  return openLocation(r.location, r.snapshot !== undefined ? { ...opts, snapshot: r.snapshot } : opts);
 }

@@ -16,7 +16,7 @@ import { acquireWriteLock, buildFolderPrefix, removeLeftovers, type Leftover } f
 import { FileLocation, syncFolder, type ImageLocation } from '../storage/location.js';
 import { filterStorage } from '../storage/filter.js';
 import { isNbdUri } from '../storage/nbd/uri.js';
-import { isLvAddress, parseLvAddress } from '../pool/address.js';
+import { isLvAddress, parseLvAddress } from '../storage/address.js';
 import { LogicalVolume } from '../pool/lv.js';
 import { checkName } from '../pool/metadata.js';
 import { Pool } from '../pool/pool.js';

@@ -7,7 +7,7 @@
 export { Pool, DEFAULT_EXTENT_SIZE, DEFAULT_STRIPE_SIZE, freeRanges, type PoolMember, type PoolMemberOptions, type PoolOpenOptions } from './pool.js';
 export { LogicalVolume } from './lv.js';
 export { openLv } from './open.js';
-export { isLvAddress, parseLvAddress, type LvAddress } from './address.js';
+export { isLvAddress, parseLvAddress, type LvAddress } from '../storage/address.js';
 export { poolReport, formatPoolHuman, renderPoolSvg, type PoolReport, type PoolMemberReport, type PoolSegmentReport } from './show.js';
 export { MAX_METADATA_TEXT, checkName, extentBytes, lvExtents, parseVg, formatVg, type LvMeta, type PvMeta, type SegmentMeta, type StripeArea, type TextFooter, type VgMeta } from './metadata.js';
 export { fileFolder, memoryFolder, type PoolFolder } from './folder.js';

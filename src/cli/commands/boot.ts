@@ -5,7 +5,7 @@ import type { KeyStep } from '../../emu/machine.js';
 import { MAX_STATE_FILE } from '../../emu/state/file.js';
 import { VdiskError, fromSystemError } from '../../errors.js';
 import { open } from '../../formats/registry.js';
-import { isLvAddress, parseLvAddress } from '../../pool/address.js';
+import { isLvAddress, parseLvAddress } from '../../storage/address.js';
 import { holdPool, type HeldPool } from '../../pool/control.js';
 import { action, collect, type GlobalFlags } from '../common.js';
 

@@ -2,7 +2,7 @@ import { writeFile } from 'node:fs/promises';
 import { resolve } from 'node:path';
 import type { Command } from 'commander';
 import { VdiskError } from '../../errors.js';
-import { parseLvAddress } from '../../pool/address.js';
+import { parseLvAddress } from '../../storage/address.js';
 import { changePool, type ControlOp, type ControlResult } from '../../pool/control.js';
 import { Pool } from '../../pool/pool.js';
 import { formatPoolHuman, poolReport, renderPoolSvg } from '../../pool/show.js';

@@ -4,7 +4,7 @@ import type { DiskImage } from '../../device/block-device.js';
 import { VdiskError } from '../../errors.js';
 import { open } from '../../formats/registry.js';
 import { NbdServer, type NbdExport } from '../../nbd/server.js';
-import { isLvAddress, parseLvAddress } from '../../pool/address.js';
+import { isLvAddress, parseLvAddress } from '../../storage/address.js';
 import { holdPool, type HeldPool } from '../../pool/control.js';
 import { readPskFile } from '../../storage/nbd/tls.js';
 import { action, collect } from '../common.js';
