@@ -303,8 +303,8 @@ class UnsyncedLocation implements ImageLocation {
   get name(): string {
     return this.inner.name;
   }
-  resolve(ref: string): string {
-    return this.inner.resolve(ref);
+  resolve(ref: string, what?: string): string {
+    return this.inner.resolve(ref, what);
   }
   relativeName(name: string): string {
     return this.inner.relativeName(name);

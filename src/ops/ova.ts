@@ -4,7 +4,7 @@
  * folder, or either inside a zip), describe it, verify its manifest, or extract its disks.
  */
 import { mkdir, mkdtemp, realpath, rm, stat } from 'node:fs/promises';
-import { basename, dirname, extname, isAbsolute, join, relative } from 'node:path';
+import { basename, dirname, extname, join } from 'node:path';
 import type { DiskImage } from '../device/block-device.js';
 import { copyDevice } from '../device/copy.js';
 import { VdiskError, fromSystemError } from '../errors.js';
@@ -13,10 +13,12 @@ import { buildManifest, digestBytes, digestStorage, type ManifestAlgorithm, type
 import { openPackage, type OvfPackage } from '../formats/ovf/package.js';
 import { findDriver, open, openLocation } from '../formats/registry.js';
 import type { ArchiveOptions } from '../storage/containers/archive.js';
+import { safeMemberName } from '../storage/containers/names.js';
 import { TarWriter } from '../storage/containers/tar.js';
 import { copyBytes } from '../storage/copy.js';
 import { FileStorage } from '../storage/file.js';
 import { FileLocation } from '../storage/location.js';
+import { confine } from '../storage/realpath.js';
 import { create } from './create.js';
 import { defaultDiskWriter, type DiskWriter } from './ova-disk-writer.js';
 
@@ -303,11 +305,6 @@ export interface ExtractOptions extends ArchiveOptions {
   onProgress?: PackageProgress;
 }
 
-function inside(root: string, p: string): boolean {
-  const rel = relative(root, p);
-  return rel === '' || (!rel.startsWith('..') && !isAbsolute(rel));
-}
-
 /**
  * Extract the package at `path` into `dir`: its descriptor, manifest and disk files,
  * or with `format` the disks converted. A manifest, when there is one, is verified
@@ -329,13 +326,12 @@ export async function extractPackage(path: string, dir: string, opts: ExtractOpt
     });
     const root = await realpath(dir);
     const target = async (name: string): Promise<string> => {
-      const p = join(root, name);
-      if (!inside(root, p)) throw new VdiskError('E_PATH', `${name}: leads outside ${dir}`);
+      const p = join(root, safeMemberName(path, name, 'file'));
       await mkdir(dirname(p), { recursive: true }).catch((err: unknown) => {
         throw fromSystemError(err, dirname(p));
       });
-      // a symlinked folder inside DIR must not lead out of it
-      if (!inside(root, await realpath(dirname(p)))) throw new VdiskError('E_PATH', `${name}: leads outside ${dir}`);
+      // The one confinement rule: a symlinked folder (or file) inside DIR must not lead out of it.
+      confine(path, name, p, [root], 'file');
       if (opts.force) await rm(p, { force: true });
       return p;
     };

@@ -3,6 +3,7 @@ import { basename, dirname, isAbsolute, relative, resolve, sep } from 'node:path
 import { VdiskError, fromSystemError } from '../errors.js';
 import { FileStorage } from './file.js';
 import { confine, isInside } from './realpath.js';
+import { safeMemberName } from './containers/names.js';
 import { MemoryStorage } from './memory.js';
 import { filterStorage } from './filter.js';
 import type { Storage } from './storage.js';
@@ -16,10 +17,12 @@ export interface ImageLocation {
   /** Name of the image itself (a path for files). */
   readonly name: string;
   /**
-   * Resolve `ref` (as stored in an image: relative to the image's folder, or
-   * absolute) to a name; E_PATH if it leads outside the allowed folders.
+   * The one confinement rule: resolve `ref` (as stored in an image: relative to the
+   * image's folder, or absolute) to a name, E_PATH if it leads outside the allowed
+   * folders (the image's own and those of `--allow-path`). `what` names the reference
+   * in the message (`extent file`, `parent`); `reference` when absent.
    */
-  resolve(ref: string): string;
+  resolve(ref: string, what?: string): string;
   /** `name` written relative to this image's folder (what to store in a child's header). */
   relativeName(name: string): string;
   /** Open a resolved name. Writable opens lock the file. */
@@ -62,15 +65,15 @@ export class FileLocation implements ImageLocation {
     this.allowed = [this.dir, ...allow.map((a) => resolve(a))];
   }
 
-  resolve(ref: string): string {
-    if (ref.length === 0 || ref.includes('\0')) throw new VdiskError('E_PATH', `${this.name}: empty or invalid file reference`);
+  resolve(ref: string, what = 'reference'): string {
+    if (ref.length === 0 || ref.includes('\0')) throw new VdiskError('E_PATH', `${this.name}: empty or invalid ${what} "${ref.replace(/\0/g, '\\0')}"`);
     // Windows separators appear in VHD locators and VMDK descriptors written on Windows.
     const norm = ref.replace(/\\/g, '/');
     const target = isAbsolute(norm) ? resolve(norm) : resolve(this.dir, norm);
     if (!this.allowed.some((d) => isInside(d, target))) {
-      throw new VdiskError('E_PATH', `${this.name}: reference "${ref}" leads outside ${this.allowed.join(', ')} (allow the folder explicitly to follow it)`);
+      throw new VdiskError('E_PATH', `${this.name}: ${what} "${ref}" leads outside ${this.allowed.join(', ')} (allow the folder explicitly to follow it)`);
     }
-    confine(this.name, ref, target, this.allowed);
+    confine(this.name, ref, target, this.allowed, what);
     // Keep the caller's relative spelling when the image was given relatively.
     return isAbsolute(this.name) ? target : relative(process.cwd(), target) || basename(target);
   }
@@ -152,12 +155,9 @@ export class MemoryLocation implements ImageLocation {
     private readonly watch?: NamespaceWatcher,
   ) {}
 
-  resolve(ref: string): string {
-    const norm = ref.replace(/\\/g, '/');
-    if (norm.startsWith('/') || norm.split('/').includes('..') || norm.length === 0) {
-      throw new VdiskError('E_PATH', `${this.name}: reference "${ref}" leads outside the image's folder`);
-    }
-    return norm.replace(/^\.\//, '');
+  resolve(ref: string, what = 'reference'): string {
+    // A memory folder is flat names under one root: the member-name rule of packages.
+    return safeMemberName(this.name, ref.replace(/\\/g, '/'), what);
   }
 
   relativeName(name: string): string {

@@ -37,12 +37,12 @@ export function realPathOf(p: string): string {
  * link on its way is followed, inside one of the `allowed` folders (themselves taken
  * at their real paths). Throws E_PATH naming `image` and the reference otherwise.
  */
-export function confine(image: string, ref: string, target: string, allowed: readonly string[]): string {
+export function confine(image: string, ref: string, target: string, allowed: readonly string[], what = 'reference'): string {
   const real = realPathOf(target);
   const roots = allowed.map((d) => realPathOf(d));
   if (!roots.some((d) => isInside(d, real))) {
     const via = real === resolve(target) ? '' : ` (through a symbolic link, to ${real})`;
-    throw new VdiskError('E_PATH', `${image}: reference "${ref}" leads outside ${allowed.join(', ')}${via} (allow the folder explicitly to follow it)`);
+    throw new VdiskError('E_PATH', `${image}: ${what} "${ref}" leads outside ${allowed.join(', ')}${via} (allow the folder explicitly to follow it)`);
   }
   return real;
 }

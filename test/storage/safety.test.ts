@@ -84,6 +84,19 @@ describe('references are confined by their real path', () => {
     expect((await readFile(join(inside.dir, 'real.bin')))[0]).toBe(0xaa);
   });
 
+  it('an absolute extent path follows the one confinement rule: refused outside the folder, read once --allow-path names its folder', async () => {
+    const { dir, outside, secret } = await layout('abs-extent', 'placeholder');
+    await writeFile(join(dir, 'd.vmdk'), flatDescriptor(join(outside, 'secret.bin')));
+    await expect(open(join(dir, 'd.vmdk'), { readOnly: true })).rejects.toMatchObject({ code: 'E_PATH', message: expect.stringMatching(/extent file ".*secret\.bin" leads outside/) });
+    const img = await open(join(dir, 'd.vmdk'), { readOnly: true, allowPaths: [outside] });
+    const b = Buffer.alloc(4096);
+    await img.read(b, 0);
+    expect(b.equals(secret.subarray(0, 4096))).toBe(true);
+    await img.close();
+    const r = await vdisk(['info', '--allow-path', outside, 'd.vmdk'], dir);
+    expect(r.code, r.stderr).toBe(0);
+  });
+
   it('a symlinked folder in the middle of the extent path is refused', async () => {
     const { dir, outside } = await layout('mid-folder', 'sub/secret.bin');
     await symlink(outside, join(dir, 'sub'));

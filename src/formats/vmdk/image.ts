@@ -9,6 +9,7 @@ import { ProgressMeter } from '../../device/progress.js';
 import { BlockDeviceBase } from '../../device/base.js';
 import { isZero, zeroBuffer } from '../../device/zero.js';
 import { VdiskError } from '../../errors.js';
+import { safeMemberName } from '../../storage/containers/names.js';
 import { MAX_OFFSET } from '../../storage/checks.js';
 import type { ImageLocation } from '../../storage/location.js';
 import { IO_CHUNK, type Storage } from '../../storage/storage.js';
@@ -46,14 +47,6 @@ interface Placed {
   storage?: Storage;
   /** The file's resolved name. */
   file?: string;
-}
-
-/** Refuse extent names that are absolute or climb out with `..` (the CVE-2022-47951 class). */
-export function checkExtentName(image: string, file: string): void {
-  const norm = file.replace(/\\/g, '/');
-  if (norm === '' || norm.startsWith('/') || /^[A-Za-z]:/.test(norm) || norm.split('/').includes('..') || norm.includes('\0')) {
-    throw new VdiskError('E_PATH', `${image}: extent file "${file}" is absolute or leaves the image's folder`);
-  }
 }
 
 /** An opened VMDK disk. */
@@ -373,8 +366,7 @@ export class VmdkImage extends BlockDeviceBase implements DiskImage {
       while (rest > 0) {
         const sectors = Math.min(rest, maxSectors);
         const file = this.nextExtentName(lines, kind);
-        checkExtentName(this.filename, file);
-        const name = this.location.resolve(file);
+        const name = this.location.resolve(file, 'extent file');
         // A file of that name no line uses is what an interrupted grow left behind.
         if (await this.location.exists(name)) await this.location.remove(name);
         const s = await this.location.create(name);
@@ -697,15 +689,16 @@ export async function openVmdk(storage: Storage, location: ImageLocation, opts: 
         throw new VdiskError('E_UNSUPPORTED', `${name}: extent type ${line.type} is not supported`);
       }
       const file = line.file!;
-      checkExtentName(name, file);
       const extReadOnly = readOnly || line.access !== 'RW';
       let s: Storage;
       let resolved = name;
       if (header) {
         if (d.extents.length !== 1 || line.type !== 'SPARSE') throw new VdiskError('E_CORRUPT', `${name}: an embedded descriptor must list exactly one SPARSE extent`);
+        // The extent is this file: its name is only checked (an export or archive has no folder to resolve it in).
+        safeMemberName(name, file.replace(/\\/g, '/'), 'extent file');
         s = storage;
       } else {
-        resolved = location.resolve(file);
+        resolved = location.resolve(file, 'extent file');
         const known = opened.get(resolved);
         // A sparse file holds one extent; naming it twice would also load its directory twice.
         if (known && (line.type === 'SPARSE' || sparseFiles.has(resolved))) throw new VdiskError('E_CORRUPT', `${name}: extent file "${file}" is listed twice`);

@@ -3,10 +3,11 @@
  * the folder of a plain .ovf. Members open read-only as Storage, in place where the
  * container allows it.
  */
-import { readdir, realpath, stat } from 'node:fs/promises';
-import { dirname, isAbsolute, join, relative } from 'node:path';
+import { readdir, stat } from 'node:fs/promises';
+import { dirname, join } from 'node:path';
 import { VdiskError, fromSystemError } from '../../errors.js';
 import { FileStorage } from '../file.js';
+import { confine } from '../realpath.js';
 import type { Storage } from '../storage.js';
 import { safeMemberName } from './names.js';
 import { isTar, readTarEntries, type TarEntry } from './tar.js';
@@ -145,13 +146,9 @@ export class FolderArchive implements Archive {
   }
 
   async openMember(name: string): Promise<Storage> {
-    const safe = safeMemberName(this.name, name, 'file');
-    const path = join(this.dir, safe);
-    const real = await realpath(path).catch(() => path);
-    const root = await realpath(this.dir);
-    const rel = relative(root, real);
-    if (rel.startsWith('..') || isAbsolute(rel)) throw new VdiskError('E_PATH', `${this.name}: "${name}" leads outside the package folder`);
-    return FileStorage.open(path, { readOnly: true });
+    const path = join(this.dir, safeMemberName(this.name, name, 'file'));
+    // The one confinement rule, on the real path: a symlink out of the package folder is refused (also one swapped in before the open).
+    return FileStorage.open(path, { readOnly: true, confine: (real) => void confine(this.name, name, real, [this.dir], 'file') });
   }
 
   async close(): Promise<void> {}

@@ -37,12 +37,12 @@ export class ArchiveLocation implements ImageLocation {
     return [this.archivePath, ...this.chain.slice(0, -1)].join(':');
   }
 
-  resolve(ref: string): string {
+  resolve(ref: string, what = 'reference'): string {
     const dir = memberDir(this.member);
     const norm = ref.replace(/\\/g, '/');
     // an absolute reference means a file outside the archive: refused, not re-rooted
-    if (norm.startsWith('/') || /^[A-Za-z]:/.test(norm)) safeMemberName(this.name, norm, 'reference');
-    const member = safeMemberName(this.name, dir ? `${dir}/${norm}` : norm, 'reference');
+    if (norm.startsWith('/') || /^[A-Za-z]:/.test(norm)) safeMemberName(this.name, norm, what);
+    const member = safeMemberName(this.name, dir ? `${dir}/${norm}` : norm, what);
     return `${this.prefix}:${member}`;
   }
 

@@ -19,8 +19,8 @@ export class NbdLocation implements ImageLocation {
     this.name = uri;
   }
 
-  resolve(ref: string): string {
-    throw new VdiskError('E_PATH', `${this.name}: the image refers to "${ref}", which cannot be reached inside an NBD export (serve the image with its chain, or open it with no backing file)`);
+  resolve(ref: string, what = 'reference'): string {
+    throw new VdiskError('E_PATH', `${this.name}: the image refers to ${what} "${ref}", which cannot be reached inside an NBD export (serve the image with its chain, or open it with no backing file)`);
   }
 
   relativeName(name: string): string {
