@@ -4,16 +4,14 @@
  * in a temporary folder next to it and renamed into place at the end, so a failed or
  * interrupted convert leaves no half image behind.
  */
-import { randomBytes } from 'node:crypto';
-import { mkdir, readdir, rm, stat } from 'node:fs/promises';
-import { basename, dirname, join, resolve } from 'node:path';
 import { setImmediate as nextTurn } from 'node:timers/promises';
 import type { BlockDevice, DiskImage, Extent } from '../device/block-device.js';
 import { forEachZeroRun } from '../device/zero.js';
-import { VdiskError, fromSystemError } from '../errors.js';
+import { VdiskError } from '../errors.js';
 import { findDriver, open } from '../formats/registry.js';
-import { acquireWriteLock, buildFolderPrefix, removeLeftovers, type Leftover } from '../storage/lock.js';
-import { FileLocation, syncFolder, type ImageLocation } from '../storage/location.js';
+import type { Leftover } from '../storage/lock.js';
+import type { ImageLocation } from '../storage/location.js';
+import { stageNewFile } from '../storage/staging.js';
 import { filterStorage } from '../storage/filter.js';
 import { isNbdUri } from '../storage/nbd/uri.js';
 import { isLvAddress, parseLvAddress } from '../storage/address.js';
@@ -119,11 +117,6 @@ function chainFiles(image: BlockDevice): string[] {
   return out;
 }
 
-async function sameFile(a: string, b: string): Promise<boolean> {
-  const [sa, sb] = await Promise.all([stat(a).catch(() => undefined), stat(b).catch(() => undefined)]);
-  return sa !== undefined && sb !== undefined && sa.dev === sb.dev && sa.ino === sb.ino;
-}
-
 /**
  * Convert an opened device (any BlockDevice: an image, a chain, a pool volume) into a
  * new image at `dst`. The source is not closed.
@@ -139,58 +132,33 @@ export async function convertImage(source: BlockDevice, dst: string, opts: Conve
   checkOptionKeys(options, driver.createOptions, `output format ${driver.name}`);
 
   if (isNbdUri(dst)) return convertIntoExport(source, dst, driver.name, sparse, opts);
-  for (const f of chainFiles(source)) {
-    if (await sameFile(f, dst)) throw new VdiskError('E_USAGE', `${dst}: is the source image ${f} itself; convert into a new file`);
-  }
-  const dstStat = await stat(dst).catch((err: NodeJS.ErrnoException) => {
-    if (err.code === 'ENOENT') return undefined;
-    throw fromSystemError(err, dst);
-  });
-  if (dstStat?.isDirectory()) throw new VdiskError('E_USAGE', `${dst}: is a folder; give the destination file name`);
-  if (dstStat && !opts.force) throw new VdiskError('E_EXISTS', `${dst}: already exists (use --force to replace it)`);
-
   // Formats other than raw store whole sectors; raw keeps an odd source size exactly.
   const size = driver.name === 'raw' ? source.size : Math.ceil(source.size / 512) * 512;
-  const dir = dirname(resolve(dst));
-  const base = basename(dst);
-  if (!(await stat(dir).catch(() => undefined))?.isDirectory()) throw new VdiskError('E_NOENT', `${dirname(dst)}: no such folder for ${dst}`);
-  const leftovers = await removeLeftovers(dst);
-  const unlock = await acquireWriteLock(dst);
-  // The pid in the name lets a later run tell a dead process's leftovers from a live build.
-  const tmp = join(dir, `${buildFolderPrefix(base)}${process.pid}-${randomBytes(4).toString('hex')}`);
+  const unsafe = opts.cache === 'unsafe';
+  const stage = await stageNewFile(dst, { force: opts.force, allowPaths: opts.allowPaths, unsafe, notOneOf: chainFiles(source) });
   try {
-    await mkdir(tmp).catch((err: unknown) => {
-      throw fromSystemError(err, tmp);
-    });
+    const location = unsafe ? new UnsyncedLocation(stage.location) : stage.location;
+    const out = await driver.create(location, { size, options });
+    let bytesWritten: number;
     try {
-      const fileLocation = new FileLocation(join(tmp, base), opts.allowPaths ?? []);
-      const location = opts.cache === 'unsafe' ? new UnsyncedLocation(fileLocation) : fileLocation;
-      const out = await driver.create(location, { size, options });
-      let bytesWritten: number;
-      try {
-        if (out.size < source.size) {
-          throw new VdiskError('E_UNSUPPORTED', `${dst}: format ${driver.name} made a ${out.size}-byte disk, smaller than the ${source.size}-byte source`);
-        }
-        bytesWritten = await copyContents(source, out, sparse, opts);
-        await out.flush();
-      } catch (err) {
-        // The first failure is the one to report; closing a broken image may fail too.
-        await out.close().catch(() => undefined);
-        throw err;
+      if (out.size < source.size) {
+        throw new VdiskError('E_UNSUPPORTED', `${dst}: format ${driver.name} made a ${out.size}-byte disk, smaller than the ${source.size}-byte source`);
       }
-      await out.close();
-      const files = await moveIntoPlace(tmp, dir, base, opts.force ?? false);
-      if (opts.cache !== 'unsafe') await syncFolder(dir);
-      return { path: dst, files: files.map((f) => (f === base ? dst : join(dirname(dst), f))), format: driver.name, size: out.size, bytesWritten, leftovers };
-    } finally {
-      await rm(tmp, { recursive: true, force: true }).catch(() => undefined);
+      bytesWritten = await copyContents(source, out, sparse, opts);
+      await out.flush();
+    } catch (err) {
+      // The first failure is the one to report; closing a broken image may fail too.
+      await out.close().catch(() => undefined);
+      throw err;
     }
+    await out.close();
+    const files = await stage.commit();
+    return { path: dst, files, format: driver.name, size: out.size, bytesWritten, leftovers: stage.leftovers };
   } catch (err) {
     // Name the destination, not the hidden folder it was being built in.
-    if (err instanceof VdiskError && err.message.includes(tmp)) throw new VdiskError(err.code, err.message.split(join(tmp, base)).join(dst).split(tmp).join(dirname(dst)), { cause: err });
-    throw err;
+    throw stage.rename(err);
   } finally {
-    await unlock();
+    await stage.close();
   }
 }
 
@@ -330,23 +298,6 @@ class UnsyncedLocation implements ImageLocation {
   at(name: string): ImageLocation {
     return new UnsyncedLocation(this.inner.at(name));
   }
-}
-
-/** Rename every file made in `tmp` into `dir`, the main file `base` last (so it appears only when its extents are there). */
-async function moveIntoPlace(tmp: string, dir: string, base: string, force: boolean): Promise<string[]> {
-  const names = (await readdir(tmp)).filter((n) => !n.endsWith('.lock'));
-  const ordered = [...names.filter((n) => n !== base), base];
-  if (!force) {
-    for (const n of ordered) {
-      if (n !== base && (await stat(join(dir, n)).catch(() => undefined))) {
-        throw new VdiskError('E_EXISTS', `${join(dir, n)}: already exists (an extra file of the new image; use --force to replace it)`);
-      }
-    }
-  }
-  // The caller syncs the folder once after all renames (or never, with cache=unsafe).
-  const location = new FileLocation(join(dir, base), [], { syncRenames: false });
-  for (const n of ordered) await location.rename(join(tmp, n), join(dir, n));
-  return [base, ...ordered.filter((n) => n !== base)];
 }
 
 /** One piece of the copy plan: a chunk to read, or a run the destination leaves unallocated. */

@@ -3,7 +3,7 @@
  * ustar), and, on a package opened by `formats/ovf` (.ova, a plain .ovf with its
  * folder, or either inside a zip), describe it, verify its manifest, or extract its disks.
  */
-import { mkdir, mkdtemp, realpath, rm, stat } from 'node:fs/promises';
+import { mkdir, realpath, rm } from 'node:fs/promises';
 import { basename, dirname, extname, join } from 'node:path';
 import type { DiskImage } from '../device/block-device.js';
 import { copyDevice } from '../device/copy.js';
@@ -17,7 +17,7 @@ import { safeMemberName } from '../storage/containers/names.js';
 import { TarWriter } from '../storage/containers/tar.js';
 import { copyBytes } from '../storage/copy.js';
 import { FileStorage } from '../storage/file.js';
-import { FileLocation } from '../storage/location.js';
+import { stageNewFile } from '../storage/staging.js';
 import { confine } from '../storage/realpath.js';
 import { create } from './create.js';
 import { defaultDiskWriter, type DiskWriter } from './ova-disk-writer.js';
@@ -85,11 +85,9 @@ export async function createOva(out: string, sources: readonly string[], opts: C
   const writer = opts.diskWriter ?? defaultDiskWriter;
   const controller = opts.controller ?? 'scsi';
   const stem = fileStem(opts.name);
-  if (!opts.force && (await stat(out).then(() => true, () => false))) throw new VdiskError('E_EXISTS', `${out}: already exists (use --force to replace it)`);
-
-  const work = await mkdtemp(join(dirname(out), '.vdisk-ova-')).catch((err: unknown) => {
-    throw fromSystemError(err, dirname(out));
-  });
+  // Built beside `out` and renamed into place at the end (replacing an old OVA, with --force, in one step).
+  const stage = await stageNewFile(out, { force: opts.force });
+  const work = dirname(stage.location.name);
   const progress = opts.onProgress;
   try {
     const disks: Array<{ href: string; path: string; fileSize: number; capacity: number; populatedSize: number; digest: string }> = [];
@@ -131,8 +129,7 @@ export async function createOva(out: string, sources: readonly string[], opts: C
     const entries: ManifestEntry[] = [{ algorithm, name: ovfName, digest: digestBytes(descriptor, algorithm) }, ...disks.map((d) => ({ algorithm, name: d.href, digest: d.digest }))];
     const manifest = Buffer.from(buildManifest(entries), 'utf8');
 
-    const partial = join(work, 'out.ova');
-    const tarOut = await FileStorage.open(partial, { create: 'new', noLock: true });
+    const tarOut = await stage.location.create(stage.location.name);
     const members = [
       { name: ovfName, size: descriptor.length },
       { name: `${stem}.mf`, size: manifest.length },
@@ -157,11 +154,14 @@ export async function createOva(out: string, sources: readonly string[], opts: C
     } finally {
       await tarOut.close();
     }
-    // rename replaces an existing OVA (already allowed by --force) in one step
-    await new FileLocation(partial).rename(partial, out);
+    // The disks are in the tar now: only the OVA itself goes into place.
+    for (const d of disks) await stage.location.remove(d.path);
+    await stage.commit();
     return { path: out, members };
+  } catch (err) {
+    throw stage.rename(err);
   } finally {
-    await rm(work, { recursive: true, force: true });
+    await stage.close();
   }
 }
 
