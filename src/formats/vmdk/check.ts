@@ -8,7 +8,7 @@ import { VdiskError } from '../../errors.js';
 import type { ImageLocation } from '../../storage/location.js';
 import type { Storage } from '../../storage/storage.js';
 import type { DriverOpenOptions } from '../driver.js';
-import { GTE_ZEROED, SECTOR, encodeEntries, entrySectors } from './header.js';
+import { GTE_ZEROED, SECTOR, encodeEntries, entrySectors } from './layout.js';
 import { openVmdk } from './image.js';
 import { SparseExtent } from './sparse.js';
 

@@ -7,94 +7,15 @@ import { posix } from 'node:path';
 import type { DiskImage } from '../../device/block-device.js';
 import { VdiskError } from '../../errors.js';
 import type { ImageLocation } from '../../storage/location.js';
-import type { Storage } from '../../storage/storage.js';
 import type { DriverCreateOptions } from '../driver.js';
 import { ADAPTER_TYPES, type Descriptor, type ExtentLine, formatDescriptor, newDescriptor } from './descriptor.js';
-import {
-  DEFAULT_GRAIN_SECTORS,
-  DEFAULT_GTES_PER_GT,
-  FLAG_REDUNDANT_GRAIN_TABLE,
-  FLAG_VALID_NEWLINE_TEST,
-  COMPRESSION_NONE,
-  SECTOR,
-  type SparseHeader,
-  encodeEntries,
-  encodeSparseHeader,
-  entrySectors,
-} from './header.js';
+import { SECTOR, SPLIT_EXTENT_SECTORS } from './layout.js';
+import { writeSparseExtent } from './sparse.js';
 import { VmdkImage, openVmdk } from './image.js';
 import { StreamOptimizedImage, StreamOptimizedWriter } from './stream.js';
 
-/** Sectors per extent of a twoGbMaxExtent* disk as VMware writes them (2 GiB minus 1 MiB). */
-export const SPLIT_EXTENT_SECTORS = 4192256;
-/** Sectors reserved for an embedded descriptor (as VMware and qemu reserve). */
-export const EMBEDDED_DESCRIPTOR_SECTORS = 20;
 /** The subformats `create` makes. */
 export const SUBFORMATS = ['monolithicSparse', 'monolithicFlat', 'twoGbMaxExtentSparse', 'twoGbMaxExtentFlat', 'streamOptimized'] as const;
-
-/** Where the parts of a new sparse extent go, in sectors. */
-export interface SparseLayout {
-  header: SparseHeader;
-  rgdEntries: Uint32Array;
-  gdEntries: Uint32Array;
-}
-
-/** Lay out a new sparse extent of `capacity` sectors with `descriptorSectors` reserved after the header. */
-export function sparseLayout(capacity: number, descriptorSectors: number): SparseLayout {
-  const grain = DEFAULT_GRAIN_SECTORS;
-  const gtes = DEFAULT_GTES_PER_GT;
-  const tables = Math.ceil(capacity / (grain * gtes));
-  const gdSectors = entrySectors(tables);
-  const gtSectors = entrySectors(gtes);
-  const rgdOffset = 1 + descriptorSectors;
-  const rgts = rgdOffset + gdSectors;
-  const gdOffset = rgts + tables * gtSectors;
-  const gts = gdOffset + gdSectors;
-  const end = gts + tables * gtSectors;
-  const overHead = Math.ceil(end / grain) * grain;
-  const rgdEntries = new Uint32Array(tables);
-  const gdEntries = new Uint32Array(tables);
-  for (let i = 0; i < tables; i++) {
-    rgdEntries[i] = rgts + i * gtSectors;
-    gdEntries[i] = gts + i * gtSectors;
-  }
-  const header: SparseHeader = {
-    version: 1,
-    flags: FLAG_VALID_NEWLINE_TEST | FLAG_REDUNDANT_GRAIN_TABLE,
-    capacity,
-    grainSize: grain,
-    descriptorOffset: descriptorSectors > 0 ? 1 : 0,
-    descriptorSize: descriptorSectors,
-    numGTEsPerGT: gtes,
-    rgdOffset,
-    gdOffset,
-    gdAtEnd: false,
-    overHead,
-    uncleanShutdown: false,
-    compressAlgorithm: COMPRESSION_NONE,
-    newlinesIntact: true,
-  };
-  return { header, rgdEntries, gdEntries };
-}
-
-/** Write a new, empty sparse extent into `storage` (with the descriptor text embedded when given). */
-export async function writeSparseExtent(storage: Storage, capacity: number, descriptorText?: string): Promise<void> {
-  const text = descriptorText === undefined ? undefined : Buffer.from(descriptorText, 'utf8');
-  const descSectors = text ? Math.max(EMBEDDED_DESCRIPTOR_SECTORS, Math.ceil(text.length / SECTOR)) : 0;
-  const { header, rgdEntries, gdEntries } = sparseLayout(capacity, descSectors);
-  // Zero-filled tables first (truncate), then directories, then header last.
-  await storage.truncate(header.overHead * SECTOR);
-  if (text) {
-    const area = Buffer.alloc(descSectors * SECTOR);
-    text.copy(area);
-    await storage.write(area, SECTOR);
-  }
-  if (rgdEntries.length > 0) {
-    await storage.write(encodeEntries(rgdEntries), header.rgdOffset * SECTOR);
-    await storage.write(encodeEntries(gdEntries), header.gdOffset * SECTOR);
-  }
-  await storage.write(encodeSparseHeader(header), 0);
-}
 
 function baseName(location: ImageLocation): string {
   const b = posix.basename(location.name.replace(/\\/g, '/'));

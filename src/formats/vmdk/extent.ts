@@ -6,7 +6,7 @@
 import type { ExtentKind } from '../../device/block-device.js';
 import { VdiskError } from '../../errors.js';
 import type { Storage } from '../../storage/storage.js';
-import { SECTOR } from './header.js';
+import { SECTOR } from './layout.js';
 
 /** Reads what lies below an extent range (the parent, or zeros): fill `buf` for extent offset `offset`. */
 export type ReadBelow = (buf: Buffer, offset: number) => Promise<void>;

@@ -15,12 +15,11 @@ import type { ImageLocation } from '../../storage/location.js';
 import { IO_CHUNK, type Storage } from '../../storage/storage.js';
 import type { DriverOpenOptions } from '../driver.js';
 import { CID_NONE, copyDescriptor, type Descriptor, type ExtentLine, MAX_DESCRIPTOR_BYTES, formatDescriptor, hex8, parseCid, parseDescriptor } from './descriptor.js';
-import { SPLIT_EXTENT_SECTORS, writeSparseExtent } from './create.js';
 import { compactSparse, growSparse, packSparse, releaseGrains, shrinkSparse } from './maintain.js';
 import { StreamOptimizedWriter } from './stream.js';
 import { FlatExtent, type ReadBelow, type VmdkExtent, ZeroExtent } from './extent.js';
-import { COWD_MAGIC, FLAG_VALID_NEWLINE_TEST, HEADER_SIZE, SECTOR, SPARSE_MAGIC, type SparseHeader, decodeSparseHeader } from './header.js';
-import { SparseExtent, readSparseHeader } from './sparse.js';
+import { COWD_MAGIC, SPLIT_EXTENT_SECTORS, FLAG_VALID_NEWLINE_TEST, HEADER_SIZE, SECTOR, SPARSE_MAGIC, type SparseHeader, decodeSparseHeader } from './layout.js';
+import { SparseExtent, readSparseHeader, writeSparseExtent } from './sparse.js';
 
 /** createTypes vdisk reads (spec: "createType"). The vmfs* thick types are descriptors over VMFS (flat) extents. */
 export const READABLE_CREATE_TYPES = new Set([

@@ -1,7 +1,7 @@
 /**
  * vmdk: VMware's virtual disk format. A descriptor names the extents (sparse, flat,
  * zero), either in its own text file or embedded in a sparse extent; delta links
- * name a parent. See header.ts (binary layouts), descriptor.ts (text), sparse.ts
+ * name a parent. See layout.ts (binary layouts), descriptor.ts (text), sparse.ts
  * (grain directory/tables), stream.ts (stream-optimized output), image.ts (the disk),
  * create.ts and check.ts.
  */
@@ -13,11 +13,12 @@ import { imageOf, type DriverCreateOptions, type DriverOpenOptions, type FormatD
 import { checkVmdk } from './check.js';
 import { createVmdk } from './create.js';
 import { looksLikeDescriptor } from './descriptor.js';
-import { COWD_MAGIC, SPARSE_MAGIC } from './header.js';
+import { COWD_MAGIC, SPARSE_MAGIC } from './layout.js';
 import { VmdkImage, openVmdk } from './image.js';
 
 export { VmdkImage, openVmdk } from './image.js';
-export { createVmdk, SPLIT_EXTENT_SECTORS } from './create.js';
+export { createVmdk } from './create.js';
+export { SPLIT_EXTENT_SECTORS } from './layout.js';
 export { writeStreamOptimized, StreamOptimizedWriter, type StreamOptimizedOptions, type WriteStreamOptimizedOptions } from './stream.js';
 export { parseDescriptor, formatDescriptor, type Descriptor, type ExtentLine } from './descriptor.js';
 export { checkVmdk } from './check.js';

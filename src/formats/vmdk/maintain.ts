@@ -25,7 +25,7 @@ import {
   encodeEntries,
   encodeSparseHeader,
   entrySectors,
-} from './header.js';
+} from './layout.js';
 import type { SparseExtent } from './sparse.js';
 
 /** Largest sector number a 32-bit grain directory or table entry can hold. */

@@ -15,6 +15,9 @@ import type { Storage } from '../../storage/storage.js';
 import type { ExtentRun, ReadBelow, VmdkExtent } from './extent.js';
 import {
   COMPRESSION_DEFLATE,
+  EMBEDDED_DESCRIPTOR_SECTORS,
+  encodeSparseHeader,
+  sparseLayout,
   FLAG_COMPRESSED_GRAINS,
   FLAG_MARKERS,
   FLAG_REDUNDANT_GRAIN_TABLE,
@@ -33,7 +36,7 @@ import {
   decodeSparseHeader,
   encodeEntries,
   entrySectors,
-} from './header.js';
+} from './layout.js';
 
 
 /** Compressed grains of one read inflating at once (the thread pool has four threads). */
@@ -502,4 +505,23 @@ export class SparseExtent implements VmdkExtent {
       version: this.header.version,
     };
   }
+}
+
+/** Write a new, empty sparse extent into `storage` (with the descriptor text embedded when given). */
+export async function writeSparseExtent(storage: Storage, capacity: number, descriptorText?: string): Promise<void> {
+  const text = descriptorText === undefined ? undefined : Buffer.from(descriptorText, 'utf8');
+  const descSectors = text ? Math.max(EMBEDDED_DESCRIPTOR_SECTORS, Math.ceil(text.length / SECTOR)) : 0;
+  const { header, rgdEntries, gdEntries } = sparseLayout(capacity, descSectors);
+  // Zero-filled tables first (truncate), then directories, then header last.
+  await storage.truncate(header.overHead * SECTOR);
+  if (text) {
+    const area = Buffer.alloc(descSectors * SECTOR);
+    text.copy(area);
+    await storage.write(area, SECTOR);
+  }
+  if (rgdEntries.length > 0) {
+    await storage.write(encodeEntries(rgdEntries), header.rgdOffset * SECTOR);
+    await storage.write(encodeEntries(gdEntries), header.gdOffset * SECTOR);
+  }
+  await storage.write(encodeSparseHeader(header), 0);
 }

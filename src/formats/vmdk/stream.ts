@@ -37,7 +37,7 @@ import {
   encodeMetadataMarker,
   encodeSparseHeader,
   entrySectors,
-} from './header.js';
+} from './layout.js';
 
 
 /** Sectors before the first grain in VMware's stream-optimized files (header + descriptor, padded). */

@@ -12,7 +12,7 @@
 import { describe, expect, it } from 'vitest';
 import { readAll } from '../../helpers/read.js';
 import { openLocation } from '../../../src/formats/registry.js';
-import { writeSparseExtent } from '../../../src/formats/vmdk/create.js';
+import { writeSparseExtent } from '../../../src/formats/vmdk/sparse.js';
 import { formatDescriptor, parseDescriptor } from '../../../src/formats/vmdk/descriptor.js';
 import { vmdkDriver } from '../../../src/formats/vmdk/index.js';
 import { MemoryLocation } from '../../../src/storage/location.js';

@@ -6,7 +6,7 @@ import type { DiskImage } from '../../../src/device/block-device.js';
 import { expectCode } from '../../helpers/errors.js';
 import { openLocation } from '../../../src/formats/registry.js';
 import { formatDescriptor, parseDescriptor } from '../../../src/formats/vmdk/descriptor.js';
-import { decodeMarker, decodeSparseHeader, encodeSparseHeader, GRAIN_MARKER_HEADER, SECTOR } from '../../../src/formats/vmdk/header.js';
+import { decodeMarker, decodeSparseHeader, encodeSparseHeader, GRAIN_MARKER_HEADER, SECTOR } from '../../../src/formats/vmdk/layout.js';
 import { VmdkImage, vmdkDriver } from '../../../src/formats/vmdk/index.js';
 import { MemoryLocation } from '../../../src/storage/location.js';
 import { MemoryStorage } from '../../../src/storage/memory.js';

@@ -219,3 +219,54 @@ export function encodeEntries(entries: ArrayLike<number>, padTo = SECTOR): Buffe
 export function entrySectors(count: number): number {
   return Math.ceil((count * 4) / SECTOR);
 }
+
+// ---- A new sparse extent's layout (where vdisk places the header, directories and tables) ----
+
+/** Sectors per extent of a twoGbMaxExtent* disk as VMware writes them (2 GiB minus 1 MiB). */
+export const SPLIT_EXTENT_SECTORS = 4192256;
+/** Sectors reserved for an embedded descriptor (as VMware and qemu reserve). */
+export const EMBEDDED_DESCRIPTOR_SECTORS = 20;
+/** Where the parts of a new sparse extent go, in sectors. */
+export interface SparseLayout {
+  header: SparseHeader;
+  rgdEntries: Uint32Array;
+  gdEntries: Uint32Array;
+}
+
+/** Lay out a new sparse extent of `capacity` sectors with `descriptorSectors` reserved after the header. */
+export function sparseLayout(capacity: number, descriptorSectors: number): SparseLayout {
+  const grain = DEFAULT_GRAIN_SECTORS;
+  const gtes = DEFAULT_GTES_PER_GT;
+  const tables = Math.ceil(capacity / (grain * gtes));
+  const gdSectors = entrySectors(tables);
+  const gtSectors = entrySectors(gtes);
+  const rgdOffset = 1 + descriptorSectors;
+  const rgts = rgdOffset + gdSectors;
+  const gdOffset = rgts + tables * gtSectors;
+  const gts = gdOffset + gdSectors;
+  const end = gts + tables * gtSectors;
+  const overHead = Math.ceil(end / grain) * grain;
+  const rgdEntries = new Uint32Array(tables);
+  const gdEntries = new Uint32Array(tables);
+  for (let i = 0; i < tables; i++) {
+    rgdEntries[i] = rgts + i * gtSectors;
+    gdEntries[i] = gts + i * gtSectors;
+  }
+  const header: SparseHeader = {
+    version: 1,
+    flags: FLAG_VALID_NEWLINE_TEST | FLAG_REDUNDANT_GRAIN_TABLE,
+    capacity,
+    grainSize: grain,
+    descriptorOffset: descriptorSectors > 0 ? 1 : 0,
+    descriptorSize: descriptorSectors,
+    numGTEsPerGT: gtes,
+    rgdOffset,
+    gdOffset,
+    gdAtEnd: false,
+    overHead,
+    uncleanShutdown: false,
+    compressAlgorithm: COMPRESSION_NONE,
+    newlinesIntact: true,
+  };
+  return { header, rgdEntries, gdEntries };
+}
