@@ -36,14 +36,60 @@ export type VdiskErrorCode =
   /** A saved machine state belongs to another image, or to a machine set up differently. */
   | 'E_MISMATCH';
 
+/** What a {@link VdiskError} can say beyond its message, for callers that act on it (and `--output json`). */
+export interface VdiskErrorData {
+  /** The file (or address) the error is about. */
+  file?: string;
+  /** The header field or reference at fault, in the spec's words (`cbDisk`, `extent file`). */
+  field?: string;
+  /** Byte offset in the file, when the error has a place. */
+  offset?: number;
+  /** The offending value, as read or given. */
+  value?: string | number | boolean;
+}
+
+/** Options for {@link VdiskError}'s constructor: the cause and the data. */
+export interface VdiskErrorOptions extends VdiskErrorData {
+  cause?: unknown;
+}
+
+/** What {@link VdiskError.toJSON} gives: the code, the message and whichever data the error carries. */
+export interface VdiskErrorJson extends VdiskErrorData {
+  name: 'VdiskError';
+  code: VdiskErrorCode;
+  message: string;
+}
+
 /** The one error class vdisk throws for anything a caller can act on. */
 export class VdiskError extends Error {
   readonly code: VdiskErrorCode;
+  /** The file (or address) the error is about, when known. */
+  readonly file?: string;
+  /** The field or reference at fault, when the error names one. */
+  readonly field?: string;
+  /** Byte offset in the file, when the error has a place. */
+  readonly offset?: number;
+  /** The offending value, when there is one. */
+  readonly value?: string | number | boolean;
 
-  constructor(code: VdiskErrorCode, message: string, options?: { cause?: unknown }) {
-    super(message, options);
+  constructor(code: VdiskErrorCode, message: string, options?: VdiskErrorOptions) {
+    super(message, options?.cause !== undefined ? { cause: options.cause } : undefined);
     this.name = 'VdiskError';
     this.code = code;
+    if (options?.file !== undefined) this.file = options.file;
+    if (options?.field !== undefined) this.field = options.field;
+    if (options?.offset !== undefined) this.offset = options.offset;
+    if (options?.value !== undefined) this.value = options.value;
+  }
+
+  /** The error as plain data: `{ name, code, message, file?, field?, offset?, value? }` (what `--output json` prints). */
+  toJSON(): VdiskErrorJson {
+    const out: VdiskErrorJson = { name: 'VdiskError', code: this.code, message: this.message };
+    if (this.file !== undefined) out.file = this.file;
+    if (this.field !== undefined) out.field = this.field;
+    if (this.offset !== undefined) out.offset = this.offset;
+    if (this.value !== undefined) out.value = this.value;
+    return out;
   }
 }
 
@@ -58,19 +104,19 @@ export function fromSystemError(err: unknown, what: string): VdiskError {
   const e = err as NodeJS.ErrnoException;
   switch (e?.code) {
     case 'ENOENT':
-      return new VdiskError('E_NOENT', `${what}: no such file`, { cause: err });
+      return new VdiskError('E_NOENT', `${what}: no such file`, { cause: err, file: what });
     case 'EEXIST':
-      return new VdiskError('E_EXISTS', `${what}: already exists`, { cause: err });
+      return new VdiskError('E_EXISTS', `${what}: already exists`, { cause: err, file: what });
     case 'EISDIR':
-      return new VdiskError('E_USAGE', `${what}: is a folder, not an image`, { cause: err });
+      return new VdiskError('E_USAGE', `${what}: is a folder, not an image`, { cause: err, file: what });
     case 'EACCES':
     case 'EPERM':
-      return new VdiskError('E_IO', `${what}: permission denied`, { cause: err });
+      return new VdiskError('E_IO', `${what}: permission denied`, { cause: err, file: what });
     case 'ENOSPC':
-      return new VdiskError('E_NOSPC', `${what}: no space left on device`, { cause: err });
+      return new VdiskError('E_NOSPC', `${what}: no space left on device`, { cause: err, file: what });
     case 'EROFS':
-      return new VdiskError('E_READONLY', `${what}: read-only file system`, { cause: err });
+      return new VdiskError('E_READONLY', `${what}: read-only file system`, { cause: err, file: what });
     default:
-      return new VdiskError('E_IO', `${what}: ${e?.message ?? String(err)}`, { cause: err });
+      return new VdiskError('E_IO', `${what}: ${e?.message ?? String(err)}`, { cause: err, file: what });
   }
 }

@@ -4,7 +4,7 @@
  *
  * @packageDocumentation
  */
-export { VdiskError, isVdiskError, type VdiskErrorCode } from './errors.js';
+export { VdiskError, isVdiskError, type VdiskErrorCode, type VdiskErrorData, type VdiskErrorJson, type VdiskErrorOptions } from './errors.js';
 export { IO_CHUNK, type Storage, type StorageExtent, type StorageOpenOptions } from './storage/storage.js';
 export { FileStorage, type FileOpenOptions } from './storage/file.js';
 export { removeLeftovers, type Leftover } from './storage/lock.js';

@@ -11,9 +11,16 @@ export function collect(value: string, previous: string[] = []): string[] {
   return [...previous, value];
 }
 
-/** Print an error the CLI way: `vdisk: <message>`, with the stack only under --debug. */
-export function reportError(err: unknown, debug: boolean): void {
-  if (isVdiskError(err)) {
+/**
+ * Print an error the CLI way: `vdisk: <message>`, with the stack only under --debug;
+ * with `json`, one line `{"error": {code, message, file?, field?, offset?, value?}}`
+ * instead (an error that is not a VdiskError has code `E_INTERNAL`).
+ */
+export function reportError(err: unknown, debug: boolean, json = false): void {
+  if (json) {
+    const error = isVdiskError(err) ? err.toJSON() : { name: 'Error', code: 'E_INTERNAL', message: err instanceof Error ? err.message : String(err) };
+    process.stderr.write(`${JSON.stringify({ error })}\n`);
+  } else if (isVdiskError(err)) {
     process.stderr.write(`vdisk: ${err.message}\n`);
   } else if (err instanceof Error) {
     process.stderr.write(`vdisk: internal error: ${err.message}\n`);
@@ -24,7 +31,7 @@ export function reportError(err: unknown, debug: boolean): void {
 }
 
 /**
- * Wrap a command action: errors become `vdisk: …` and exit code 1 (or `errorExit`),
+ * Wrap a command action: errors become `vdisk: …` (JSON under `--output json`) and exit code 1 (or `errorExit`),
  * and a number returned by the action becomes the exit code.
  */
 export function action<A extends unknown[]>(
@@ -38,7 +45,9 @@ export function action<A extends unknown[]>(
       if (typeof code === 'number') process.exitCode = code;
     } catch (err) {
       const root = cmd.parent ?? cmd;
-      reportError(err, Boolean((root.opts() as GlobalFlags).debug));
+      // A command asked for JSON output reports its errors as JSON too.
+      const json = (cmd.opts() as { output?: unknown }).output === 'json';
+      reportError(err, Boolean((root.opts() as GlobalFlags).debug), json);
       process.exitCode = errorExit;
     }
   };

@@ -66,12 +66,16 @@ export class FileLocation implements ImageLocation {
   }
 
   resolve(ref: string, what = 'reference'): string {
-    if (ref.length === 0 || ref.includes('\0')) throw new VdiskError('E_PATH', `${this.name}: empty or invalid ${what} "${ref.replace(/\0/g, '\\0')}"`);
+    if (ref.length === 0 || ref.includes('\0')) throw new VdiskError('E_PATH', `${this.name}: empty or invalid ${what} "${ref.replace(/\0/g, '\\0')}"`, { file: this.name, field: what, value: ref });
     // Windows separators appear in VHD locators and VMDK descriptors written on Windows.
     const norm = ref.replace(/\\/g, '/');
     const target = isAbsolute(norm) ? resolve(norm) : resolve(this.dir, norm);
     if (!this.allowed.some((d) => isInside(d, target))) {
-      throw new VdiskError('E_PATH', `${this.name}: ${what} "${ref}" leads outside ${this.allowed.join(', ')} (allow the folder explicitly to follow it)`);
+      throw new VdiskError('E_PATH', `${this.name}: ${what} "${ref}" leads outside ${this.allowed.join(', ')} (allow the folder explicitly to follow it)`, {
+        file: this.name,
+        field: what,
+        value: ref,
+      });
     }
     confine(this.name, ref, target, this.allowed, what);
     // Keep the caller's relative spelling when the image was given relatively.

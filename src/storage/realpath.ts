@@ -42,7 +42,7 @@ export function confine(image: string, ref: string, target: string, allowed: rea
   const roots = allowed.map((d) => realPathOf(d));
   if (!roots.some((d) => isInside(d, real))) {
     const via = real === resolve(target) ? '' : ` (through a symbolic link, to ${real})`;
-    throw new VdiskError('E_PATH', `${image}: ${what} "${ref}" leads outside ${allowed.join(', ')}${via} (allow the folder explicitly to follow it)`);
+    throw new VdiskError('E_PATH', `${image}: ${what} "${ref}" leads outside ${allowed.join(', ')}${via} (allow the folder explicitly to follow it)`, { file: image, field: what, value: ref });
   }
   return real;
 }

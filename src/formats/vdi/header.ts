@@ -190,15 +190,30 @@ export function decodeHeader(b: Buffer, name: string): VdiHeader {
   }
   const signature = b.readUInt32LE(VdiField.u32Signature);
   if (signature !== VDI_SIGNATURE) {
-    throw new VdiskError('E_FORMAT', `${name}: u32Signature is 0x${signature.toString(16)}, not the VDI signature 0x${VDI_SIGNATURE.toString(16)}`);
+    throw new VdiskError('E_FORMAT', `${name}: u32Signature is 0x${signature.toString(16)}, not the VDI signature 0x${VDI_SIGNATURE.toString(16)}`, {
+      file: name,
+      field: 'u32Signature',
+      offset: VdiField.u32Signature,
+      value: signature,
+    });
   }
   const version = b.readUInt32LE(VdiField.u32Version);
   if (version !== VDI_VERSION_1_1) {
-    throw new VdiskError('E_UNSUPPORTED', `${name}: u32Version is ${version >>> 16}.${version & 0xffff}; vdisk reads VDI version 1.1 only`);
+    throw new VdiskError('E_UNSUPPORTED', `${name}: u32Version is ${version >>> 16}.${version & 0xffff}; vdisk reads VDI version 1.1 only`, {
+      file: name,
+      field: 'u32Version',
+      offset: VdiField.u32Version,
+      value: version,
+    });
   }
   const cbHeader = b.readUInt32LE(VdiField.cbHeader);
   if (cbHeader < VDI_HEADER1_SIZE) {
-    throw new VdiskError('E_CORRUPT', `${name}: cbHeader ${cbHeader} is smaller than a VDI 1.1 header (${VDI_HEADER1_SIZE} bytes)`);
+    throw new VdiskError('E_CORRUPT', `${name}: cbHeader ${cbHeader} is smaller than a VDI 1.1 header (${VDI_HEADER1_SIZE} bytes)`, {
+      file: name,
+      field: 'cbHeader',
+      offset: VdiField.cbHeader,
+      value: cbHeader,
+    });
   }
   const cbDisk = Number(b.readBigUInt64LE(VdiField.cbDisk));
   const h: VdiHeader = {
@@ -275,7 +290,11 @@ export function alignUp(n: number, align: number): number {
  * naming the field.
  */
 export function validateHeader(h: VdiHeader, fileSize: number, name: string): void {
-  const bad = (field: string, why: string): VdiskError => new VdiskError('E_CORRUPT', `${name}: ${field} ${why}`);
+  const bad = (field: keyof typeof VdiField, why: string): VdiskError => {
+    // The header's own names for the fields (u32Type is `type`).
+    const value = field === 'u32Type' ? h.type : (h as unknown as Record<string, unknown>)[field];
+    return new VdiskError('E_CORRUPT', `${name}: ${field} ${why}`, { file: name, field, offset: VdiField[field], ...(typeof value === 'number' ? { value } : {}) });
+  };
   if (VDI_PREHEADER_SIZE + h.cbHeader > fileSize) throw bad('cbHeader', `${h.cbHeader} reaches past the end of the ${fileSize}-byte file`);
   if (h.type < VdiImageType.NORMAL || h.type > VdiImageType.DIFF) throw bad('u32Type', `${h.type} is not a VDI image type (1-4)`);
   if (!isPowerOfTwo(h.cbBlock) || h.cbBlock < VDI_MIN_BLOCK_SIZE || h.cbBlock > VDI_MAX_BLOCK_SIZE) {

@@ -7,7 +7,7 @@ import { VdiskError } from '../../errors.js';
  * component, a backslash or a NUL.
  */
 export function safeMemberName(where: string, raw: string, what = 'entry'): string {
-  const bad = (why: string): VdiskError => new VdiskError('E_PATH', `${where}: ${what} "${raw}" ${why}`);
+  const bad = (why: string): VdiskError => new VdiskError('E_PATH', `${where}: ${what} "${raw}" ${why}`, { file: where, field: what, value: raw });
   if (raw.length === 0) throw bad('has an empty name');
   if (raw.includes('\0')) throw bad('contains a NUL byte');
   if (raw.includes('\\')) throw bad('contains a backslash');
