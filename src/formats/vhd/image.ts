@@ -24,7 +24,9 @@ import {
   uuidString,
 } from './layout.js';
 import { absoluteRef, compactVhd, relinkVhd, resizeVhd } from './maintain.js';
-import { qemuVirtualSize, readVhdMeta, validateBat, type VhdMeta } from './parse.js';
+import { qemuVirtualSize, readParentRefs, readVhdMeta, validateBat, type VhdMeta } from './parse.js';
+import type { DriverOpenOptions } from '../driver.js';
+import { findParentRef } from '../parent.js';
 
 /** Bytes of block bitmaps an image keeps in memory (512 B each for 2 MiB blocks). */
 const BITMAP_CACHE_BYTES = 8 * 1024 * 1024;
@@ -516,4 +518,63 @@ export class VhdImage extends BlockDeviceBase implements DiskImage {
   async actualSize(): Promise<number | undefined> {
     return this.storage.allocatedSize?.();
   }
+}
+
+// ---- Opening: the metadata read and validated, the parent found ----
+
+/** Find and open the parent of a differencing disk; E_PATH/E_CHAIN when it cannot. */
+export async function openParent(storage: Storage, location: ImageLocation, meta: VhdMeta, opts: DriverOpenOptions): Promise<{ parent?: DiskImage; info: VhdParentInfo; warnings: string[] }> {
+  const header = meta.header!;
+  const { refs, skipped } = await readParentRefs(storage, header, meta.overwrittenLocators);
+  if (header.parentUnicodeName) refs.push({ platform: 'parent_unicode_name', ref: header.parentUnicodeName });
+  const warnings = [...skipped];
+  const { found, pathError } = await findParentRef(location, refs);
+  const info: VhdParentInfo = found ? { ref: found.ref, resolved: found.resolved, platform: found.platform } : refs[0] ? { ref: refs[0].ref, platform: refs[0].platform } : {};
+  if (opts.noBacking) return { info, warnings };
+  if (!found) {
+    if (pathError) throw pathError;
+    const tried = refs.map((r) => `${r.platform} "${r.ref}"`).join(', ') || 'no parent locators';
+    throw new VdiskError('E_CHAIN', `${storage.name}: parent of this differencing VHD not found (tried ${tried})`);
+  }
+  const parent = await opts.openParent(found.resolved);
+  if (!(parent instanceof VhdImage)) {
+    await parent.close().catch(() => undefined);
+    throw new VdiskError('E_CHAIN', `${storage.name}: parent ${found.resolved} is a ${parent.format} image, not a VHD`);
+  }
+  if (!parent.uniqueId.equals(header.parentUniqueId)) {
+    await parent.close().catch(() => undefined);
+    throw new VdiskError(
+      'E_CHAIN',
+      `${storage.name}: parent ${found.resolved} has unique id ${uuidString(parent.uniqueId)}, but the dynamic header's parent_unique_id is ${uuidString(header.parentUniqueId)}`,
+    );
+  }
+  return { parent, info, warnings };
+}
+
+/** Open a VHD whose metadata was read and whose BAT was validated. */
+export async function openVhd(storage: Storage, location: ImageLocation, opts: DriverOpenOptions): Promise<VhdImage> {
+  const meta = await readVhdMeta(storage);
+  const { problems, dataEnd } = validateBat(meta, storage.name, 1);
+  if (problems[0]) throw new VdiskError('E_CORRUPT', problems[0].message);
+  const warnings: string[] = [];
+  if (meta.footerSource === 'copy-at-0') warnings.push(`trailing footer unusable (${meta.trailingProblem}); using the footer copy at offset 0`);
+  else if (meta.copyProblem) warnings.push(`footer copy at offset 0 is damaged (${meta.copyProblem})`);
+  else if (meta.copyDiffers) warnings.push('footer copy at offset 0 differs from the trailing footer; using the trailing one');
+  let parent: DiskImage | undefined;
+  let parentInfo: VhdParentInfo | undefined;
+  if (meta.footer.diskType === DISK_TYPE_DIFFERENCING) {
+    if (opts.parent) {
+      parent = opts.parent;
+      parentInfo = { ref: parent.filename, resolved: parent.filename };
+    } else {
+      const r = await openParent(storage, location, meta, opts);
+      parent = r.parent;
+      parentInfo = r.info;
+      warnings.push(...r.warnings);
+    }
+  }
+  const o: ConstructorParameters<typeof VhdImage>[2] = { readOnly: opts.readOnly, dataEnd, warnings, location };
+  if (parent) o.parent = parent;
+  if (parentInfo) o.parentInfo = parentInfo;
+  return new VhdImage(storage, meta, o);
 }
