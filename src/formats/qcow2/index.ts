@@ -12,8 +12,8 @@ import { VdiskError, isVdiskError } from '../../errors.js';
 import type { ImageLocation } from '../../storage/location.js';
 import type { Storage } from '../../storage/storage.js';
 import type { DriverCreateOptions, DriverOpenOptions, FormatDriver } from '../driver.js';
-import { QCOW2_MAGIC, QCOW2_MAX_CLUSTER_BITS, QCOW2_MAX_L1_BYTES, QCOW2_MIN_CLUSTER_BITS, Extension, Incompatible, decodeHeader, encodeHeader, readSnapshots, validateHeader, type Qcow2Header } from './header.js';
-import { Qcow2Image } from './image.js';
+import { QCOW2_MAGIC, QCOW2_MAX_CLUSTER_BITS, QCOW2_MAX_L1_BYTES, QCOW2_MIN_CLUSTER_BITS, Extension, Incompatible, encodeHeader, loadHeader, readSnapshots, type Qcow2Header } from './header.js';
+import { QEMU_FORMAT_NAMES, Qcow2Image } from './image.js';
 import { Refcounts } from './refcount.js';
 import { QCOW_OFLAG_COPIED_HI, QCOW_OFLAG_ZERO, decodeL2, entryHalves, entryOffset, setRefcount, writeEntry } from './tables.js';
 import { parseSize } from '../../util/size.js';
@@ -21,26 +21,10 @@ import { parseSize } from '../../util/size.js';
 export { Qcow2Image, type Qcow2ImageParts } from './image.js';
 export { decodeHeader as decodeQcow2Header, type FeatureName, type Qcow2Header, type Qcow2Snapshot } from './header.js';
 export type { Refcounts } from './refcount.js';
+export { loadHeader } from './header.js';
 
 /** Formats a backing_fmt may name (qemu's names; `vpc` is VHD). */
 const BACKING_FORMATS: Record<string, string> = { qcow2: 'qcow2', raw: 'raw', vpc: 'vhd', vhd: 'vhd', vdi: 'vdi', vmdk: 'vmdk' };
-
-/** The header (first cluster) decoded and checked against the file, with the backing name. */
-export async function loadHeader(storage: Storage): Promise<Qcow2Header> {
-  const first = Buffer.alloc(Math.min(storage.size, 72));
-  await storage.read(first, 0);
-  const bits = first.length >= 24 ? first.readUInt32BE(20) : 0;
-  // The header and its extensions lie in the first cluster; read no more than that.
-  const cs = bits >= 9 && bits <= 21 ? 2 ** bits : 512;
-  const raw = Buffer.alloc(Math.min(storage.size, cs));
-  await storage.read(raw, 0);
-  const h = decodeHeader(raw, storage.name);
-  validateHeader(h, storage.size, storage.name);
-  if (h.backingFileOffset !== 0 && h.backingFileSize > 0) {
-    h.backingFile = raw.subarray(h.backingFileOffset, h.backingFileOffset + h.backingFileSize).toString('utf8');
-  }
-  return h;
-}
 
 /** Open the backing file the header names, confined to the image's folder, with its recorded format. */
 async function openBacking(storage: Storage, location: ImageLocation, h: Qcow2Header, opts: DriverOpenOptions, warnings: string[]): Promise<DiskImage> {
@@ -124,8 +108,6 @@ function refuseWriting(h: Qcow2Header, name: string): void {
   if (h.nbSnapshots > 0) throw new VdiskError('E_UNSUPPORTED', `${name}: writing a qcow2 image with internal snapshots (${h.nbSnapshots}) is not supported; open it read-only`);
 }
 
-/** qemu's names for backing formats (backing_fmt). */
-const QEMU_FORMAT: Record<string, string> = { vhd: 'vpc' };
 
 /**
  * Write a new, empty compat 1.1 image: header (with backing name and format), the
@@ -211,7 +193,7 @@ export const qcow2Driver: FormatDriver = {
     if (opts.parent) {
       const ref = opts.parentRef ?? opts.parent.filename;
       if (/^[a-z][a-z0-9+.-]*:/i.test(ref)) throw new VdiskError('E_USAGE', `${location.name}: backing file "${ref}" looks like a protocol; give a file name`);
-      backing = { name: ref, format: QEMU_FORMAT[opts.parent.format] ?? opts.parent.format };
+      backing = { name: ref, format: QEMU_FORMAT_NAMES[opts.parent.format] ?? opts.parent.format };
     }
     const storage = await location.create(location.name);
     try {
