@@ -196,7 +196,7 @@ async function scan(storage: Storage): Promise<Scan> {
 }
 
 /**
- * Check a qcow2 image as `qemu-img check` does (see {@link scan}). `repair: 'leaks'`
+ * Check a qcow2 image as `qemu-img check` does (references counted against the stored refcounts). `repair: 'leaks'`
  * lowers leaked refcounts to their references; `repair: 'all'` rebuilds the refcount
  * structure from the references when any refcount is wrong (or the dirty bit is
  * set, which it then clears), and rewrites OFLAG_COPIED flags that disagree. A

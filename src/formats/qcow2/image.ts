@@ -14,6 +14,7 @@ import { inflateRawSync } from 'node:zlib';
 import type { DiskImage, Extent, ImageInfo } from '../../device/block-device.js';
 import { BlockDeviceBase } from '../../device/base.js';
 import { isZero } from '../../device/zero.js';
+import { compressCluster } from '../compress.js';
 import { VdiskError } from '../../errors.js';
 import type { Storage } from '../../storage/storage.js';
 import type { CompactOptions, CompactResult, ResizeImageOptions } from '../../device/block-device.js';
@@ -25,6 +26,8 @@ import { QCOW_OFLAG_COPIED_HI, QCOW_OFLAG_ZERO, decodeL2, entryHalves, entryOffs
 /** Bytes of L2 tables the cache keeps (at least a few tables whatever the cluster size). */
 const L2_CACHE_BYTES = 32 * 1024 * 1024;
 const L2_CACHE_MIN_TABLES = 4;
+/** zlib's default level, which qemu's qcow2 compression uses. */
+const DEFAULT_COMPRESSION_LEVEL = 6;
 /** Map updates that may wait in memory before {@link Qcow2Image.commit} writes them. */
 const PENDING_LIMIT = 256;
 
@@ -40,6 +43,8 @@ export interface Qcow2ImageParts {
   warnings: string[];
   /** The refcounts, for a writable image. */
   refcounts?: Refcounts;
+  /** Write whole new clusters compressed (convert -c). */
+  compress?: boolean;
 }
 
 /** A qcow2 image (version 2 or 3), optionally over a backing image. */
@@ -83,10 +88,13 @@ export class Qcow2Image extends BlockDeviceBase implements DiskImage {
     this.warnings = p.warnings;
     this.l2CacheMax = Math.max(L2_CACHE_MIN_TABLES, Math.floor(L2_CACHE_BYTES / this.clusterSize));
     this.refcounts = p.refcounts;
+    if (p.compress) this.compressLevel = DEFAULT_COMPRESSION_LEVEL;
     if (!this.readOnly && !this.refcounts) throw new VdiskError('E_USAGE', `${this.filename}: a writable qcow2 image needs its refcounts`);
   }
 
   private refcounts?: Refcounts;
+  /** zlib level for whole clusters written compressed (convert -c); undefined: not compressed. */
+  private readonly compressLevel?: number;
 
   /** The decoded header (a copy). */
   get qcow2Header(): Qcow2Header {
@@ -278,6 +286,12 @@ export class Qcow2Image extends BlockDeviceBase implements DiskImage {
           if (m.kind === 'normal' && m.copied) break;
           fresh.push([q, m]);
         }
+        if (fresh.length > 0 && this.compressLevel !== undefined) {
+          await this.writeCompressedClusters(fresh, buf.subarray(pos - offset, pos - offset + fresh.length * cs));
+          pos += fresh.length * cs;
+          if (this.pendingCount >= PENDING_LIMIT) await this.commit();
+          continue;
+        }
         if (fresh.length > 0) {
           await this.writeFreshClusters(fresh, buf.subarray(pos - offset, pos - offset + fresh.length * cs));
           pos += fresh.length * cs;
@@ -306,6 +320,73 @@ export class Qcow2Image extends BlockDeviceBase implements DiskImage {
       await this.setL2(c, hosts[k]!, QCOW_OFLAG_COPIED_HI, 0);
       this.releaseLater(m);
     }
+  }
+
+  /**
+   * Write whole guest clusters `runs` compressed (qemu's `convert -c`): all deflated
+   * at once on the worker pool, then each packed after the previous one, sharing
+   * host clusters byte by byte as qemu packs them (a host cluster's refcount counts
+   * the compressed clusters in it). One that would not shrink is
+   * written as it is.
+   */
+  private async writeCompressedClusters(runs: Array<[number, L2Mapping]>, data: Uint8Array): Promise<void> {
+    const cs = this.clusterSize;
+    const zs = await Promise.all(runs.map((_, k) => compressCluster(data.subarray(k * cs, (k + 1) * cs), this.compressLevel!)));
+    const x = 62 - (this.header.clusterBits - 8);
+    for (let k = 0; k < runs.length; k++) {
+      const [c, m] = runs[k]!;
+      const z = zs[k]!;
+      // As qemu: compressed when the deflated cluster fits in cluster_size - 1 bytes.
+      if (z.length === 0 || z.length >= cs) {
+        const host = await this.refcounts!.allocate();
+        await this.storage.write(data.subarray(k * cs, (k + 1) * cs), host);
+        await this.setL2(c, host, QCOW_OFLAG_COPIED_HI, 0);
+      } else {
+        const at = await this.placeCompressed(z.length);
+        await this.storage.write(z, at);
+        const sectors = Math.floor((at + z.length - 1) / 512) - Math.floor(at / 512);
+        const v = (1n << 62n) | (BigInt(sectors) << BigInt(x)) | BigInt(at);
+        await this.putL2(c, (t, e) => void t.writeBigUInt64BE(v, e));
+      }
+      this.releaseLater(m);
+    }
+  }
+
+  /** Where compressed data goes on: the host cluster last filled, and how many of its bytes are used. */
+  private compressedTail?: { cluster: number; used: number };
+
+  /** Host bytes for `length` bytes of compressed data, counted (refcounts) before this returns. */
+  private async placeCompressed(length: number): Promise<number> {
+    const cs = this.clusterSize;
+    const rc = this.refcounts!;
+    const tail = this.compressedTail;
+    let at: number;
+    if (tail && cs - tail.used >= length) {
+      at = tail.cluster + tail.used;
+    } else {
+      const room = tail ? cs - tail.used : 0;
+      const more = Math.ceil((length - room) / cs);
+      let first = await rc.allocateRun(more);
+      if (tail && room > 0 && first === tail.cluster + cs) {
+        at = tail.cluster + tail.used;
+      } else {
+        if (room > 0) {
+          // Not next to the last cluster (an L2 table came between): a run of its own.
+          for (let k = 0; k < more; k++) await rc.put(first / cs + k, 0);
+          first = await rc.allocateRun(Math.ceil(length / cs));
+        }
+        at = first;
+      }
+    }
+    // A host cluster already holding compressed data gains one reference.
+    if (tail && at >= tail.cluster && at < tail.cluster + cs) {
+      const n = tail.cluster / cs;
+      await rc.put(n, (await rc.get(n)) + 1);
+    }
+    const end = at + length;
+    const last = Math.floor((end - 1) / cs) * cs;
+    this.compressedTail = { cluster: last, used: end - last };
+    return at;
   }
 
   /** Write into guest cluster `c`: in place when it is ours alone, else into a new cluster. */
@@ -344,6 +425,11 @@ export class Qcow2Image extends BlockDeviceBase implements DiskImage {
    * whose L1 entry waits for {@link commit} like every L2 entry.
    */
   private async setL2(c: number, offset: number, hiFlags: number, loFlags: number): Promise<void> {
+    await this.putL2(c, (t, at) => writeEntry(t, at, offset, hiFlags, loFlags));
+  }
+
+  /** Point guest cluster `c` at the entry `fill` writes into its L2 table (see {@link setL2}). */
+  private async putL2(c: number, fill: (table: Buffer, at: number) => void): Promise<void> {
     const i = Math.floor(c / 2 ** this.l2Bits);
     const j = c % 2 ** this.l2Bits;
     let off = this.l2Offset(i);
@@ -351,7 +437,7 @@ export class Qcow2Image extends BlockDeviceBase implements DiskImage {
     if (off === 0 || !(l1hi & QCOW_OFLAG_COPIED_HI)) {
       const t = Buffer.alloc(this.clusterSize);
       if (off !== 0) (await this.l2Table(off)).copy(t);
-      writeEntry(t, j * 8, offset, hiFlags, loFlags);
+      fill(t, j * 8);
       const at = await this.refcounts!.allocate();
       await this.storage.write(t, at);
       if (off !== 0) this.pendingFree.push([off, this.clusterSize]);
@@ -363,7 +449,7 @@ export class Qcow2Image extends BlockDeviceBase implements DiskImage {
       return;
     }
     const t = await this.l2Table(off);
-    writeEntry(t, j * 8, offset, hiFlags, loFlags);
+    fill(t, j * 8);
     let set = this.pendingL2.get(off);
     if (!set) this.pendingL2.set(off, (set = new Set()));
     set.add(j);

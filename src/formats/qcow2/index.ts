@@ -69,7 +69,7 @@ async function pointAtSnapshot(storage: Storage, header: Qcow2Header, which: str
 }
 
 /** Open a validated qcow2 image on `storage`, following its backing file. */
-async function openQcow2(storage: Storage, location: ImageLocation, opts: DriverOpenOptions, ownsGivenParent = false): Promise<Qcow2Image> {
+async function openQcow2(storage: Storage, location: ImageLocation, opts: DriverOpenOptions, ownsGivenParent = false, compress = false): Promise<Qcow2Image> {
   const header = await loadHeader(storage);
   if (opts.snapshot !== undefined) await pointAtSnapshot(storage, header, opts.snapshot);
   const l1 = Buffer.alloc(header.l1Size * 8);
@@ -93,7 +93,7 @@ async function openQcow2(storage: Storage, location: ImageLocation, opts: Driver
       await storage.read(table, header.refcountTableOffset);
       refcounts = new Refcounts(storage, { clusterBits: header.clusterBits, refcountOrder: header.refcountOrder, table, tableOffset: header.refcountTableOffset });
     }
-    return new Qcow2Image({ storage, header, l1, readOnly, parent, ownsParent, warnings, refcounts });
+    return new Qcow2Image({ storage, header, l1, readOnly, parent, ownsParent, warnings, refcounts, compress });
   } catch (err) {
     if (ownsParent) await parent?.close().catch(() => undefined);
     throw err;
@@ -200,7 +200,7 @@ export const qcow2Driver: FormatDriver = {
     const storage = await location.create(location.name);
     try {
       await writeNewImage(storage, opts.size, clusterBits, backing);
-      return await openQcow2(storage, location, { readOnly: false, openParent: () => Promise.reject(new VdiskError('E_CHAIN', 'unused')), parent: opts.parent }, true);
+      return await openQcow2(storage, location, { readOnly: false, openParent: () => Promise.reject(new VdiskError('E_CHAIN', 'unused')), parent: opts.parent }, true, opts.compress);
     } catch (err) {
       await storage.close().catch(() => undefined);
       throw err;
