@@ -33,6 +33,8 @@ export interface DriverCreateOptions {
   parent?: DiskImage;
   /** How to name the parent inside the child (as the user gave it, relative to the child). */
   parentRef?: string;
+  /** Write whole clusters compressed where the format stores them so (qcow2; `convert -c`). */
+  compress?: boolean;
 }
 
 /** A format: one object that says everything the format can do (like a QEMU BlockDriver table). */

@@ -22,7 +22,7 @@ import { vmdkDriver } from './vmdk/index.js';
  * driver declares itself win).
  */
 const vhdxTable: FormatDriver = { differencing: true, ...imageMaintenance('vhdx', ['resize', 'compact', 'relink', 'prepareCommit']), ...vhdxDriver };
-const qcow2Table: FormatDriver = { differencing: true, ...qcow2Driver };
+const qcow2Table: FormatDriver = { differencing: true, ...imageMaintenance('qcow2', ['resize', 'compact', 'relink']), ...qcow2Driver };
 
 /** Every driver, probed in this order; raw matches anything and comes last. */
 const DRIVERS: readonly FormatDriver[] = [vhdDriver, vhdxTable, vmdkDriver, vdiDriver, qcow2Table, rawDriver];

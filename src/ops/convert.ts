@@ -69,6 +69,26 @@ export interface ConvertOptions {
    * image's files skip their flushes (qemu-img convert's default cache mode).
    */
   cache?: 'writeback' | 'unsafe';
+  /**
+   * Compress the output (`-c`, as qemu-img): qcow2 writes whole clusters as
+   * compressed clusters, vmdk means subformat=streamOptimized; other formats refuse it.
+   */
+  compress?: boolean;
+}
+
+/**
+ * The output options `-c` implies: streamOptimized for vmdk, nothing extra for
+ * qcow2 (its driver compresses); E_USAGE for any other format.
+ */
+function compressedOptions(format: string, options: Record<string, string>): Record<string, string> {
+  if (format === 'qcow2') return options;
+  if (format === 'vmdk') {
+    if (options.subformat !== undefined && options.subformat !== 'streamOptimized') {
+      throw new VdiskError('E_USAGE', `-c with -O vmdk writes subformat=streamOptimized, not ${options.subformat}`);
+    }
+    return { ...options, subformat: 'streamOptimized' };
+  }
+  throw new VdiskError('E_USAGE', `-c: output format ${format} has no compressed form (qcow2 and vmdk do)`);
 }
 
 /** Options for {@link convert}: those of {@link convertImage} plus how to open the source. */
@@ -97,10 +117,12 @@ export interface ConvertResult {
 export async function convert(src: string, dst: string, opts: ConvertFileOptions): Promise<ConvertResult> {
   // Validate what needs no I/O first, so a typo costs nothing.
   if (isLvOutput(opts.format, dst)) {
+    if (opts.compress) throw new VdiskError('E_USAGE', '-c: a logical volume holds a disk\'s bytes, uncompressed');
     checkOptionKeys(opts.options ?? {}, LV_OPTIONS, 'output format lvm');
   } else {
     const driver = findDriver(opts.format);
     checkOptionKeys(opts.options ?? {}, driver.createOptions, `output format ${driver.name}`);
+    if (opts.compress) compressedOptions(driver.name, opts.options ?? {});
   }
   const source = await open(src, { format: opts.sourceFormat, readOnly: true, allowPaths: opts.allowPaths });
   try {
@@ -126,10 +148,17 @@ export async function convertImage(source: BlockDevice, dst: string, opts: Conve
   if (!Number.isSafeInteger(sparse) || sparse < 0 || sparse % 512 !== 0 || sparse > MAX_SPARSE_SIZE) {
     throw new VdiskError('E_USAGE', `-S ${sparse}: the sparse size must be 0 or a multiple of 512 bytes up to ${MAX_SPARSE_SIZE}`);
   }
-  if (isLvOutput(opts.format, dst)) return convertIntoNewLv(source, dst, sparse, opts);
+  if (isLvOutput(opts.format, dst)) {
+    if (opts.compress) throw new VdiskError('E_USAGE', '-c: a logical volume holds a disk\'s bytes, uncompressed');
+    return convertIntoNewLv(source, dst, sparse, opts);
+  }
   const driver = findDriver(opts.format);
-  const options = opts.options ?? {};
+  let options = opts.options ?? {};
   checkOptionKeys(options, driver.createOptions, `output format ${driver.name}`);
+  if (opts.compress) {
+    if (isNbdUri(dst)) throw new VdiskError('E_USAGE', '-c: an NBD export holds a disk\'s bytes, uncompressed');
+    options = compressedOptions(driver.name, options);
+  }
 
   if (isNbdUri(dst)) return convertIntoExport(source, dst, driver.name, sparse, opts);
   // Formats other than raw store whole sectors; raw keeps an odd source size exactly.
@@ -138,7 +167,7 @@ export async function convertImage(source: BlockDevice, dst: string, opts: Conve
   const stage = await stageNewFile(dst, { force: opts.force, allowPaths: opts.allowPaths, unsafe, notOneOf: chainFiles(source) });
   try {
     const location = unsafe ? new UnsyncedLocation(stage.location) : stage.location;
-    const out = await driver.create(location, { size, options });
+    const out = await driver.create(location, { size, options, compress: opts.compress === true && driver.name === 'qcow2' });
     let bytesWritten: number;
     try {
       if (out.size < source.size) {

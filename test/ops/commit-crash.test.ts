@@ -1,6 +1,6 @@
 /**
- * Crash safety of commit, through the real code (commitImage): for VHD, VDI and
- * VMDK delta images in a memory folder of fault-injecting files (child and parent),
+ * Crash safety of commit, through the real code (commitImage): for VHD, VDI,
+ * VMDK and qcow2 delta images in a memory folder of fault-injecting files (child and parent),
  * a crash at every write, whole or torn, surviving in order or only up to the last
  * flush, must leave
  *   - the child opening through its parent with exactly its guest content,
@@ -27,7 +27,7 @@ const SECTOR = 512;
 const SIZE = 4 * MiB;
 
 interface Case {
-  fmt: 'vhd' | 'vdi' | 'vmdk';
+  fmt: 'vhd' | 'vdi' | 'vmdk' | 'qcow2';
   /** Create options that keep the image to a few blocks. */
   options: Record<string, string>;
   keepChild: boolean;
@@ -38,6 +38,8 @@ const CASES: Case[] = [
   { fmt: 'vdi', options: {}, keepChild: false },
   { fmt: 'vmdk', options: {}, keepChild: false },
   { fmt: 'vmdk', options: {}, keepChild: true },
+  { fmt: 'qcow2', options: { cluster_size: '256K' }, keepChild: false },
+  { fmt: 'qcow2', options: { cluster_size: '256K' }, keepChild: true },
 ];
 
 function folderOf(files: Map<string, Buffer>): MemoryLocation {

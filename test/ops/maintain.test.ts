@@ -1,5 +1,6 @@
 /**
- * resize, compact, commit and rebase, judged by qemu-img (info for the size, compare
+ * resize, compact, commit and rebase over the variants of variants.ts (qcow2 and VHDX
+ * among them), judged by qemu-img (info for the size, compare
  * for the content, check where qemu can check the format). Formats whose drivers are
  * not registered are reported as skipped; once registered, their cases run.
  */
@@ -16,6 +17,7 @@ import { rebase } from '../../src/ops/rebase.js';
 import { resize } from '../../src/ops/resize.js';
 import { itWith, qemuInfo, qemuSame, run, runOk } from '../helpers/oracle.js';
 import { VDISK_BIN, patternBytes, tempDir } from '../helpers/tmp.js';
+import { VARIANTS, type Variant } from './variants.js';
 
 const execFileP = promisify(execFile);
 const MiB = 1024 * 1024;
@@ -26,9 +28,14 @@ beforeAll(async () => {
 });
 
 /** qemu-img's name for our format. */
-const QEMU_FMT: Record<string, string> = { raw: 'raw', vhd: 'vpc', vdi: 'vdi', vmdk: 'vmdk' };
+const QEMU_FMT: Record<string, string> = { raw: 'raw', vhd: 'vpc', vdi: 'vdi', vmdk: 'vmdk', qcow2: 'qcow2', vhdx: 'vhdx' };
 /** Formats qemu-img can check. */
-const QEMU_CHECKS = new Set(['vdi', 'vmdk']);
+const QEMU_CHECKS = new Set(['vdi', 'vmdk', 'qcow2']);
+
+/** The variants (test/ops/variants.ts) that resize runs over, and those that form chains (commit, rebase, compact). */
+const byId = (ids: string[]): Variant[] => VARIANTS.filter((v) => ids.includes(v.id));
+const RESIZED = byId(['raw', 'vhd-dynamic', 'vdi-dynamic', 'vmdk-monolithicSparse', 'qcow2', 'vhdx-dynamic', 'vhdx-fixed']);
+const CHAINED = byId(['vhd-dynamic', 'vdi-dynamic', 'vmdk-monolithicSparse', 'qcow2', 'vhdx-dynamic']);
 
 function registered(fmt: string): boolean {
   try {
@@ -55,12 +62,13 @@ async function qemuCheckClean(path: string, fmt: string): Promise<void> {
   expect(r.code, `${r.stdout}${r.stderr}`).toBe(0);
 }
 
-for (const fmt of ['raw', 'vhd', 'vdi', 'vmdk']) {
-  describe.skipIf(!registered(fmt))(`resize ${fmt}`, () => {
-    itWith(['qemu-img'], `grows and (with --shrink) shrinks a ${fmt} image, content kept`, async () => {
-      const p = join(dir, `grow.${fmt}`);
-      const ref = join(dir, `grow-${fmt}.raw`);
-      await (await create(p, { format: fmt, size: '8M' })).close();
+for (const v of RESIZED) {
+  const fmt = v.format;
+  describe.skipIf(!registered(fmt))(`resize ${v.id}`, () => {
+    itWith(['qemu-img'], `grows and (with --shrink) shrinks a ${v.id} image, content kept`, async () => {
+      const p = join(dir, `grow-${v.id}.${fmt}`);
+      const ref = join(dir, `grow-${v.id}.raw`);
+      await (await create(p, { format: fmt, size: '8M', options: v.options })).close();
       const pieces: Array<[number, Buffer]> = [
         [0, patternBytes(64 * 1024, 1)],
         [5 * MiB + 512, patternBytes(3 * 512, 2)],
@@ -95,15 +103,16 @@ for (const fmt of ['raw', 'vhd', 'vdi', 'vmdk']) {
   });
 }
 
-for (const fmt of ['vhd', 'vdi', 'vmdk']) {
-  describe.skipIf(!registered(fmt))(`chains of ${fmt}`, () => {
-    itWith(['qemu-img'], `commit merges a ${fmt} child into its parent, which then holds the child's view`, async () => {
-      const base = join(dir, `base-c.${fmt}`);
-      const top = join(dir, `top-c.${fmt}`);
-      const ref = join(dir, `commit-${fmt}.raw`);
-      await (await create(base, { format: fmt, size: '8M' })).close();
+for (const v of CHAINED) {
+  const fmt = v.format;
+  describe.skipIf(!registered(fmt))(`chains of ${v.id}`, () => {
+    itWith(['qemu-img'], `commit merges a ${v.id} child into its parent, which then holds the child's view`, async () => {
+      const base = join(dir, `base-c-${v.id}.${fmt}`);
+      const top = join(dir, `top-c-${v.id}.${fmt}`);
+      const ref = join(dir, `commit-${v.id}.raw`);
+      await (await create(base, { format: fmt, size: '8M', options: v.options })).close();
       await fill(base, ref, [[0, patternBytes(2 * MiB, 4)]], 8 * MiB);
-      await (await create(top, { format: fmt, backing: base })).close();
+      await (await create(top, { format: fmt, backing: base, options: v.options })).close();
       const childData = patternBytes(3 * 512, 5);
       const img = await open(top);
       await img.write(childData, MiB + 1024);
@@ -127,15 +136,15 @@ for (const fmt of ['vhd', 'vdi', 'vmdk']) {
       expect(all.equals(expected)).toBe(true);
     });
 
-    itWith(['qemu-img'], `rebase of a ${fmt} child keeps its content; -u changes only the link`, async () => {
-      const a = join(dir, `a-r.${fmt}`);
-      const b = join(dir, `b-r.${fmt}`);
-      const top = join(dir, `top-r.${fmt}`);
-      await (await create(a, { format: fmt, size: '4M' })).close();
+    itWith(['qemu-img'], `rebase of a ${v.id} child keeps its content; -u changes only the link`, async () => {
+      const a = join(dir, `a-r-${v.id}.${fmt}`);
+      const b = join(dir, `b-r-${v.id}.${fmt}`);
+      const top = join(dir, `top-r-${v.id}.${fmt}`);
+      await (await create(a, { format: fmt, size: '4M', options: v.options })).close();
       await fill(a, join(dir, 'a.raw'), [[0, patternBytes(4 * MiB, 7)]], 4 * MiB);
-      await (await create(b, { format: fmt, size: '4M' })).close();
+      await (await create(b, { format: fmt, size: '4M', options: v.options })).close();
       await fill(b, join(dir, 'b.raw'), [[MiB, patternBytes(MiB, 8)]], 4 * MiB);
-      await (await create(top, { format: fmt, backing: a })).close();
+      await (await create(top, { format: fmt, backing: a, options: v.options })).close();
       const before = Buffer.alloc(4 * MiB);
       {
         const t = await open(top);
@@ -146,31 +155,31 @@ for (const fmt of ['vhd', 'vdi', 'vmdk']) {
       const r = await rebase(top, b);
       expect(r.copied).toBeGreaterThan(0);
       const t = await open(top, { readOnly: true });
-      expect(t.backing?.filename).toContain(`b-r.${fmt}`);
+      expect(t.backing?.filename).toContain(`b-r-${v.id}.${fmt}`);
       const after = Buffer.alloc(4 * MiB);
       await t.read(after, 0);
       await t.close();
       expect(after.equals(before)).toBe(true);
 
-      const small = join(dir, `small.${fmt}`);
-      await (await create(small, { format: fmt, size: '2M' })).close();
+      const small = join(dir, `small-${v.id}.${fmt}`);
+      await (await create(small, { format: fmt, size: '2M', options: v.options })).close();
       await expect(rebase(top, small)).rejects.toMatchObject({ code: 'E_USAGE' });
       await rebase(top, a, { unsafe: true });
       const u = await open(top, { readOnly: true });
-      expect(u.backing?.filename).toContain(`a-r.${fmt}`);
+      expect(u.backing?.filename).toContain(`a-r-${v.id}.${fmt}`);
       await u.close();
     });
 
-    itWith(['qemu-img'], `compact releases zeroed blocks of a ${fmt} image and keeps content`, async () => {
-      const p = join(dir, `compact.${fmt}`);
-      await (await create(p, { format: fmt, size: '16M' })).close();
+    itWith(['qemu-img'], `compact releases zeroed blocks of a ${v.id} image and keeps content`, async () => {
+      const p = join(dir, `compact-${v.id}.${fmt}`);
+      await (await create(p, { format: fmt, size: '16M', options: v.options })).close();
       const img = await open(p);
       await img.write(patternBytes(4 * MiB, 10), 0);
       await img.write(Buffer.alloc(4 * MiB, 0), 8 * MiB);
       await img.write(Buffer.alloc(4 * MiB, 0), 0);
       await img.write(patternBytes(4096, 11), 12 * MiB);
       await img.close();
-      const ref = join(dir, `compact-${fmt}.raw`);
+      const ref = join(dir, `compact-${v.id}.raw`);
       await runOk('qemu-img', ['convert', '-f', QEMU_FMT[fmt]!, '-O', 'raw', p, ref]);
       const sizeBefore = (await stat(p)).size;
       const r = await compact(p);

@@ -16,6 +16,7 @@ export function register(program: Command): void {
     .option('-f, --format <fmt>', 'source format (detected by magic when absent)')
     .requiredOption('-O, --output-format <fmt>', 'output format: raw, vhd (vpc), vhdx, vdi, vmdk, qcow2, or lvm (a new LV, dst lvm:[DIR/]VG/LV; -o stripes=N,stripe_size=S)')
     .option('-o, --options <k=v,...>', 'output format options, e.g. subformat=streamOptimized (repeatable)', collect, [])
+    .option('-c, --compress', 'compress the output: qcow2 compressed clusters, or vmdk streamOptimized')
     .option('-S, --sparse-size <size>', 'zero runs at least this long stay unallocated; 0 allocates everything', '4K')
     .option('-t, --cache <mode>', 'writeback (flush before renaming into place) or unsafe (no flush, as qemu-img convert)', 'writeback')
     .option('-p, --progress', 'show progress (a bar on a terminal, percentage lines otherwise)')
@@ -27,7 +28,7 @@ export function register(program: Command): void {
       async (
         src: string,
         dst: string,
-        o: { format?: string; cache: string; outputFormat: string; options: string[]; sparseSize: string; progress?: boolean; force?: boolean; allowPath: string[] },
+        o: { format?: string; compress?: boolean; cache: string; outputFormat: string; options: string[]; sparseSize: string; progress?: boolean; force?: boolean; allowPath: string[] },
       ) => {
         const sparseSize = parseSize(o.sparseSize, '-S size');
         if (o.cache !== 'writeback' && o.cache !== 'unsafe') throw new VdiskError('E_USAGE', `-t must be writeback or unsafe, not "${o.cache}"`);
@@ -42,6 +43,7 @@ export function register(program: Command): void {
             format: o.outputFormat,
             options: parseKeyValues(o.options),
             sparseSize,
+            compress: o.compress === true,
             cache: o.cache,
             force: o.force,
             allowPaths: o.allowPath,

@@ -5,6 +5,7 @@
  * docs/interop/qcow2.txt ("Header", "Header extensions"); all numbers big-endian.
  */
 import { VdiskError } from '../../errors.js';
+import type { Storage } from '../../storage/storage.js';
 
 /** "QFI\xfb" (qcow2.txt, Header: magic). */
 export const QCOW2_MAGIC = 0x514649fb;
@@ -392,3 +393,21 @@ export async function readSnapshots(read: (len: number, at: number) => Promise<B
   }
   return out;
 }
+
+/** The header (first cluster) decoded and checked against the file, with the backing name. */
+export async function loadHeader(storage: Storage): Promise<Qcow2Header> {
+  const first = Buffer.alloc(Math.min(storage.size, 72));
+  await storage.read(first, 0);
+  const bits = first.length >= 24 ? first.readUInt32BE(20) : 0;
+  // The header and its extensions lie in the first cluster; read no more than that.
+  const cs = bits >= 9 && bits <= 21 ? 2 ** bits : 512;
+  const raw = Buffer.alloc(Math.min(storage.size, cs));
+  await storage.read(raw, 0);
+  const h = decodeHeader(raw, storage.name);
+  validateHeader(h, storage.size, storage.name);
+  if (h.backingFileOffset !== 0 && h.backingFileSize > 0) {
+    h.backingFile = raw.subarray(h.backingFileOffset, h.backingFileOffset + h.backingFileSize).toString('utf8');
+  }
+  return h;
+}
+

@@ -13,15 +13,21 @@
 import { inflateRawSync } from 'node:zlib';
 import type { DiskImage, Extent, ImageInfo } from '../../device/block-device.js';
 import { BlockDeviceBase } from '../../device/base.js';
+import { isZero } from '../../device/zero.js';
+import { compressCluster } from '../compress.js';
 import { VdiskError } from '../../errors.js';
 import type { Storage } from '../../storage/storage.js';
-import { Compatible, Incompatible, Qcow2Field, readSnapshots, type Qcow2Header } from './header.js';
-import type { Refcounts } from './refcount.js';
+import type { CompactOptions, CompactResult, ResizeImageOptions } from '../../device/block-device.js';
+import { Compatible, Incompatible, Qcow2Field, loadHeader, readSnapshots, type Qcow2Header } from './header.js';
+import { growL1, l1EntriesFor, packClusters, relinkHeader, writeVirtualSize, type Qcow2State } from './maintain.js';
+import { Refcounts } from './refcount.js';
 import { QCOW_OFLAG_COPIED_HI, QCOW_OFLAG_ZERO, decodeL2, entryHalves, entryOffset, writeEntry, type L2Mapping } from './tables.js';
 
 /** Bytes of L2 tables the cache keeps (at least a few tables whatever the cluster size). */
 const L2_CACHE_BYTES = 32 * 1024 * 1024;
 const L2_CACHE_MIN_TABLES = 4;
+/** zlib's default level, which qemu's qcow2 compression uses. */
+const DEFAULT_COMPRESSION_LEVEL = 6;
 /** Map updates that may wait in memory before {@link Qcow2Image.commit} writes them. */
 const PENDING_LIMIT = 256;
 
@@ -37,6 +43,8 @@ export interface Qcow2ImageParts {
   warnings: string[];
   /** The refcounts, for a writable image. */
   refcounts?: Refcounts;
+  /** Write whole new clusters compressed (convert -c). */
+  compress?: boolean;
 }
 
 /** A qcow2 image (version 2 or 3), optionally over a backing image. */
@@ -44,11 +52,13 @@ export class Qcow2Image extends BlockDeviceBase implements DiskImage {
   readonly format = 'qcow2';
   readonly filename: string;
   readonly readOnly: boolean;
-  readonly size: number;
-  readonly backing?: DiskImage;
+  /** Virtual size (changes with {@link resize}). */
+  size: number;
+  /** The backing image (changes with {@link setBacking}). */
+  backing?: DiskImage;
   private readonly storage: Storage;
-  private readonly header: Qcow2Header;
-  private readonly l1: Buffer;
+  private header: Qcow2Header;
+  private l1: Buffer;
   private readonly clusterSize: number;
   /** log2 of the number of entries in an L2 table. */
   private readonly l2Bits: number;
@@ -78,10 +88,13 @@ export class Qcow2Image extends BlockDeviceBase implements DiskImage {
     this.warnings = p.warnings;
     this.l2CacheMax = Math.max(L2_CACHE_MIN_TABLES, Math.floor(L2_CACHE_BYTES / this.clusterSize));
     this.refcounts = p.refcounts;
+    if (p.compress) this.compressLevel = DEFAULT_COMPRESSION_LEVEL;
     if (!this.readOnly && !this.refcounts) throw new VdiskError('E_USAGE', `${this.filename}: a writable qcow2 image needs its refcounts`);
   }
 
-  private readonly refcounts?: Refcounts;
+  private refcounts?: Refcounts;
+  /** zlib level for whole clusters written compressed (convert -c); undefined: not compressed. */
+  private readonly compressLevel?: number;
 
   /** The decoded header (a copy). */
   get qcow2Header(): Qcow2Header {
@@ -273,6 +286,12 @@ export class Qcow2Image extends BlockDeviceBase implements DiskImage {
           if (m.kind === 'normal' && m.copied) break;
           fresh.push([q, m]);
         }
+        if (fresh.length > 0 && this.compressLevel !== undefined) {
+          await this.writeCompressedClusters(fresh, buf.subarray(pos - offset, pos - offset + fresh.length * cs));
+          pos += fresh.length * cs;
+          if (this.pendingCount >= PENDING_LIMIT) await this.commit();
+          continue;
+        }
         if (fresh.length > 0) {
           await this.writeFreshClusters(fresh, buf.subarray(pos - offset, pos - offset + fresh.length * cs));
           pos += fresh.length * cs;
@@ -301,6 +320,73 @@ export class Qcow2Image extends BlockDeviceBase implements DiskImage {
       await this.setL2(c, hosts[k]!, QCOW_OFLAG_COPIED_HI, 0);
       this.releaseLater(m);
     }
+  }
+
+  /**
+   * Write whole guest clusters `runs` compressed (qemu's `convert -c`): all deflated
+   * at once on the worker pool, then each packed after the previous one, sharing
+   * host clusters byte by byte as qemu packs them (a host cluster's refcount counts
+   * the compressed clusters in it). One that would not shrink is
+   * written as it is.
+   */
+  private async writeCompressedClusters(runs: Array<[number, L2Mapping]>, data: Uint8Array): Promise<void> {
+    const cs = this.clusterSize;
+    const zs = await Promise.all(runs.map((_, k) => compressCluster(data.subarray(k * cs, (k + 1) * cs), this.compressLevel!)));
+    const x = 62 - (this.header.clusterBits - 8);
+    for (let k = 0; k < runs.length; k++) {
+      const [c, m] = runs[k]!;
+      const z = zs[k]!;
+      // As qemu: compressed when the deflated cluster fits in cluster_size - 1 bytes.
+      if (z.length === 0 || z.length >= cs) {
+        const host = await this.refcounts!.allocate();
+        await this.storage.write(data.subarray(k * cs, (k + 1) * cs), host);
+        await this.setL2(c, host, QCOW_OFLAG_COPIED_HI, 0);
+      } else {
+        const at = await this.placeCompressed(z.length);
+        await this.storage.write(z, at);
+        const sectors = Math.floor((at + z.length - 1) / 512) - Math.floor(at / 512);
+        const v = (1n << 62n) | (BigInt(sectors) << BigInt(x)) | BigInt(at);
+        await this.putL2(c, (t, e) => void t.writeBigUInt64BE(v, e));
+      }
+      this.releaseLater(m);
+    }
+  }
+
+  /** Where compressed data goes on: the host cluster last filled, and how many of its bytes are used. */
+  private compressedTail?: { cluster: number; used: number };
+
+  /** Host bytes for `length` bytes of compressed data, counted (refcounts) before this returns. */
+  private async placeCompressed(length: number): Promise<number> {
+    const cs = this.clusterSize;
+    const rc = this.refcounts!;
+    const tail = this.compressedTail;
+    let at: number;
+    if (tail && cs - tail.used >= length) {
+      at = tail.cluster + tail.used;
+    } else {
+      const room = tail ? cs - tail.used : 0;
+      const more = Math.ceil((length - room) / cs);
+      let first = await rc.allocateRun(more);
+      if (tail && room > 0 && first === tail.cluster + cs) {
+        at = tail.cluster + tail.used;
+      } else {
+        if (room > 0) {
+          // Not next to the last cluster (an L2 table came between): a run of its own.
+          for (let k = 0; k < more; k++) await rc.put(first / cs + k, 0);
+          first = await rc.allocateRun(Math.ceil(length / cs));
+        }
+        at = first;
+      }
+    }
+    // A host cluster already holding compressed data gains one reference.
+    if (tail && at >= tail.cluster && at < tail.cluster + cs) {
+      const n = tail.cluster / cs;
+      await rc.put(n, (await rc.get(n)) + 1);
+    }
+    const end = at + length;
+    const last = Math.floor((end - 1) / cs) * cs;
+    this.compressedTail = { cluster: last, used: end - last };
+    return at;
   }
 
   /** Write into guest cluster `c`: in place when it is ours alone, else into a new cluster. */
@@ -339,6 +425,11 @@ export class Qcow2Image extends BlockDeviceBase implements DiskImage {
    * whose L1 entry waits for {@link commit} like every L2 entry.
    */
   private async setL2(c: number, offset: number, hiFlags: number, loFlags: number): Promise<void> {
+    await this.putL2(c, (t, at) => writeEntry(t, at, offset, hiFlags, loFlags));
+  }
+
+  /** Point guest cluster `c` at the entry `fill` writes into its L2 table (see {@link setL2}). */
+  private async putL2(c: number, fill: (table: Buffer, at: number) => void): Promise<void> {
     const i = Math.floor(c / 2 ** this.l2Bits);
     const j = c % 2 ** this.l2Bits;
     let off = this.l2Offset(i);
@@ -346,7 +437,7 @@ export class Qcow2Image extends BlockDeviceBase implements DiskImage {
     if (off === 0 || !(l1hi & QCOW_OFLAG_COPIED_HI)) {
       const t = Buffer.alloc(this.clusterSize);
       if (off !== 0) (await this.l2Table(off)).copy(t);
-      writeEntry(t, j * 8, offset, hiFlags, loFlags);
+      fill(t, j * 8);
       const at = await this.refcounts!.allocate();
       await this.storage.write(t, at);
       if (off !== 0) this.pendingFree.push([off, this.clusterSize]);
@@ -358,7 +449,7 @@ export class Qcow2Image extends BlockDeviceBase implements DiskImage {
       return;
     }
     const t = await this.l2Table(off);
-    writeEntry(t, j * 8, offset, hiFlags, loFlags);
+    fill(t, j * 8);
     let set = this.pendingL2.get(off);
     if (!set) this.pendingL2.set(off, (set = new Set()));
     set.add(j);
@@ -569,4 +660,166 @@ export class Qcow2Image extends BlockDeviceBase implements DiskImage {
   async actualSize(): Promise<number | undefined> {
     return this.storage.allocatedSize?.();
   }
+
+  // ---- maintenance (order of writes: maintain.ts) --------------------------
+
+  /** Every deferred update on disk, then the metadata as maintenance sees it. */
+  private async settle(): Promise<Qcow2State> {
+    if (this.readOnly) throw new VdiskError('E_READONLY', `${this.filename}: opened read-only`);
+    await this.noteModified();
+    await this.commit();
+    await this.storage.flush();
+    return { storage: this.storage, header: this.header, l1: this.l1, refcounts: this.refcounts! };
+  }
+
+  /** Re-read header, L1 table and refcounts after an in-place change (the file is the truth). */
+  private async reload(): Promise<void> {
+    const header = await loadHeader(this.storage);
+    const l1 = Buffer.alloc(header.l1Size * 8);
+    if (l1.length > 0) await this.storage.read(l1, header.l1TableOffset);
+    const table = Buffer.alloc(header.refcountTableClusters * this.clusterSize);
+    await this.storage.read(table, header.refcountTableOffset);
+    header.autoclearFeatures = this.header.autoclearFeatures;
+    this.header = header;
+    this.l1 = l1;
+    this.size = header.size;
+    this.refcounts = new Refcounts(this.storage, { clusterBits: header.clusterBits, refcountOrder: header.refcountOrder, table, tableOffset: header.refcountTableOffset });
+    this.l2Cache.clear();
+    this.inflated = undefined;
+  }
+
+  /** Guest ranges [from, to) (cluster-aligned) cut at L2 table bounds, only where an L2 table exists. */
+  private *mappedRanges(from: number, to: number): Iterable<[number, number]> {
+    const span = 2 ** this.l2Bits * this.clusterSize;
+    for (let i = Math.floor(from / span); i * span < to && i < this.header.l1Size; i++) {
+      if (this.l2Offset(i) === 0) continue;
+      yield [Math.max(from, i * span), Math.min(to, (i + 1) * span)];
+    }
+  }
+
+  /**
+   * Change the virtual size. Growing: the L1 table grows first (a longer table is
+   * valid for the old size), whatever a crash or an earlier shrink left mapped past
+   * the old end is dropped (or zeroed, where a larger backing file would show
+   * through, as qemu does), then the size is written. Shrinking: the size is written
+   * first, then the clusters past the new end and L2 tables wholly past it are released.
+   */
+  async resize(newSize: number, opts: ResizeImageOptions = {}): Promise<void> {
+    if (!Number.isSafeInteger(newSize) || newSize <= 0 || newSize % 512 !== 0) throw new VdiskError('E_USAGE', `${this.filename}: new size ${newSize} is not a positive multiple of 512`);
+    const st = await this.settle();
+    const oldSize = this.size;
+    if (newSize === oldSize) return;
+    const cs = this.clusterSize;
+    try {
+      if (newSize > oldSize) {
+        this.l1 = await growL1(st, l1EntriesFor(newSize, this.header.clusterBits));
+        const tail = Math.floor(oldSize / cs);
+        if (oldSize % cs !== 0) {
+          // The last cluster's bytes past the old end (a shrink leaves them) must read as zeros.
+          const m = await this.lookup(tail);
+          const showsBelow = m.kind === 'unallocated' && this.backing !== undefined && this.backing.size > oldSize;
+          if (m.kind === 'normal' || m.kind === 'compressed' || showsBelow) {
+            const full = Buffer.alloc(cs);
+            await this.readMapped(m, tail, tail * cs, full.subarray(0, oldSize - tail * cs));
+            await this.writeCluster(tail, 0, full);
+          }
+        }
+        const from = Math.ceil(oldSize / cs) * cs;
+        const to = Math.ceil(newSize / cs) * cs;
+        const below = this.backing ? Math.min(to, Math.ceil(this.backing.size / cs) * cs) : 0;
+        if (below > from) await this.writeZeroesAt(from, below - from);
+        for (const [a, b] of this.mappedRanges(Math.max(from, below), to)) await this.discardAt(a, b - a);
+        await this.commit();
+        await this.storage.flush();
+        opts.onProgress?.(1, 2);
+        await writeVirtualSize(this.storage, newSize);
+      } else {
+        await writeVirtualSize(this.storage, newSize);
+        this.size = newSize;
+        const span = 2 ** this.l2Bits * cs;
+        const keep = Math.ceil(newSize / cs) * cs;
+        for (const [a, b] of this.mappedRanges(keep, Math.ceil(oldSize / cs) * cs)) {
+          const i = Math.floor(a / span);
+          if (a === i * span) {
+            // A table wholly past the end: its clusters go with it, after its L1 entry is gone.
+            const t = await this.l2Table(this.l2Offset(i));
+            for (let j = 0; j < 2 ** this.l2Bits; j++) {
+              const [hi, lo] = entryHalves(t, j * 8);
+              this.releaseLater(decodeL2(hi, lo, this.header.clusterBits, this.header.version));
+            }
+            this.pendingFree.push([this.l2Offset(i), cs]);
+            writeEntry(this.l1, i * 8, 0, 0);
+            this.pendingL1.add(i);
+            this.pendingCount++;
+          } else {
+            await this.discardAt(a, b - a);
+          }
+        }
+        await this.commit();
+        await this.storage.flush();
+      }
+    } finally {
+      await this.reload();
+    }
+    opts.onProgress?.(2, 2);
+  }
+
+  /**
+   * Give back space: clusters that read as zeros are released (unallocated without a
+   * backing file, else zero clusters; a version 2 image over a backing file keeps
+   * them), leaked clusters are uncounted, the clusters at the end are moved into the
+   * holes and the file is cut (maintain.ts: packClusters).
+   */
+  async compact(opts: CompactOptions = {}): Promise<CompactResult> {
+    await this.settle();
+    const sizeBefore = this.storage.size;
+    const cs = this.clusterSize;
+    const guestClusters = Math.ceil(this.size / cs);
+    const buf = Buffer.alloc(cs);
+    let released = 0;
+    try {
+      for (const [a, b] of this.mappedRanges(0, guestClusters * cs)) {
+        for (let c = a / cs; c < b / cs; c++) {
+          opts.onProgress?.(c, guestClusters * 2);
+          const m = await this.lookup(c);
+          let zero = m.kind === 'zero' && m.offset !== 0;
+          if (m.kind === 'normal') {
+            await this.readHost(buf, m.offset);
+            zero = isZero(buf);
+          }
+          if (!zero) continue;
+          if (!this.backing) await this.setL2(c, 0, 0, 0);
+          else if (this.header.version >= 3) await this.setL2(c, 0, 0, QCOW_OFLAG_ZERO);
+          else continue;
+          this.releaseLater(m);
+          released++;
+          if (this.pendingCount >= PENDING_LIMIT) await this.commit();
+        }
+      }
+      const st = await this.settle();
+      this.l1 = await packClusters(st, (done, total) => opts.onProgress?.(guestClusters + (done / total) * guestClusters, guestClusters * 2));
+    } finally {
+      await this.reload();
+    }
+    opts.onProgress?.(guestClusters * 2, guestClusters * 2);
+    return { releasedBlocks: released, sizeBefore, sizeAfter: this.storage.size };
+  }
+
+  /**
+   * Point this image at another backing file (`ref` as the header names it, with
+   * the parent's format as backing_fmt), or at none: one header write (maintain.ts).
+   */
+  async setBacking(parent: DiskImage | undefined, ref: string | undefined): Promise<void> {
+    await this.settle();
+    if (parent && ref === undefined) throw new VdiskError('E_USAGE', `${this.filename}: a backing file needs a name to store in the header`);
+    if (ref !== undefined && /^[a-z][a-z0-9+.-]*:/i.test(ref)) throw new VdiskError('E_USAGE', `${this.filename}: backing file "${ref}" looks like a protocol; give a file name`);
+    await relinkHeader(this.storage, this.header, parent && ref !== undefined ? { name: ref, format: QEMU_FORMAT_NAMES[parent.format] ?? parent.format } : undefined);
+    const old = this.backing;
+    if (parent) this.backing = parent;
+    else delete this.backing;
+    if (old && old !== parent && this.ownsParent) await old.close();
+  }
 }
+
+/** qemu's names for backing formats (backing_fmt) where they differ from vdisk's. */
+export const QEMU_FORMAT_NAMES: Readonly<Record<string, string>> = { vhd: 'vpc' };

@@ -7,40 +7,26 @@
  * 16-bit refcounts.
  */
 import type { DiskImage } from '../../device/block-device.js';
-import type { CheckProblem, CheckResult, DriverCheckOptions } from '../../device/check.js';
-import { VdiskError, isVdiskError } from '../../errors.js';
+import type { CheckResult, DriverCheckOptions } from '../../device/check.js';
+import { VdiskError } from '../../errors.js';
 import type { ImageLocation } from '../../storage/location.js';
 import type { Storage } from '../../storage/storage.js';
 import type { DriverCreateOptions, DriverOpenOptions, FormatDriver } from '../driver.js';
-import { QCOW2_MAGIC, QCOW2_MAX_CLUSTER_BITS, QCOW2_MAX_L1_BYTES, QCOW2_MIN_CLUSTER_BITS, Extension, Incompatible, decodeHeader, encodeHeader, readSnapshots, validateHeader, type Qcow2Header } from './header.js';
-import { Qcow2Image } from './image.js';
+import { QCOW2_MAGIC, QCOW2_MAX_CLUSTER_BITS, QCOW2_MAX_L1_BYTES, QCOW2_MIN_CLUSTER_BITS, Incompatible, encodeHeader, loadHeader, readSnapshots, type Qcow2Header } from './header.js';
+import { checkQcow2 } from './check.js';
+import { QEMU_FORMAT_NAMES, Qcow2Image } from './image.js';
 import { Refcounts } from './refcount.js';
-import { QCOW_OFLAG_COPIED_HI, QCOW_OFLAG_ZERO, decodeL2, entryHalves, entryOffset, setRefcount, writeEntry } from './tables.js';
+import { setRefcount, writeEntry } from './tables.js';
 import { parseSize } from '../../util/size.js';
 
 export { Qcow2Image, type Qcow2ImageParts } from './image.js';
 export { decodeHeader as decodeQcow2Header, type FeatureName, type Qcow2Header, type Qcow2Snapshot } from './header.js';
 export type { Refcounts } from './refcount.js';
+export { loadHeader } from './header.js';
+export { checkQcow2 } from './check.js';
 
 /** Formats a backing_fmt may name (qemu's names; `vpc` is VHD). */
 const BACKING_FORMATS: Record<string, string> = { qcow2: 'qcow2', raw: 'raw', vpc: 'vhd', vhd: 'vhd', vdi: 'vdi', vmdk: 'vmdk' };
-
-/** The header (first cluster) decoded and checked against the file, with the backing name. */
-export async function loadHeader(storage: Storage): Promise<Qcow2Header> {
-  const first = Buffer.alloc(Math.min(storage.size, 72));
-  await storage.read(first, 0);
-  const bits = first.length >= 24 ? first.readUInt32BE(20) : 0;
-  // The header and its extensions lie in the first cluster; read no more than that.
-  const cs = bits >= 9 && bits <= 21 ? 2 ** bits : 512;
-  const raw = Buffer.alloc(Math.min(storage.size, cs));
-  await storage.read(raw, 0);
-  const h = decodeHeader(raw, storage.name);
-  validateHeader(h, storage.size, storage.name);
-  if (h.backingFileOffset !== 0 && h.backingFileSize > 0) {
-    h.backingFile = raw.subarray(h.backingFileOffset, h.backingFileOffset + h.backingFileSize).toString('utf8');
-  }
-  return h;
-}
 
 /** Open the backing file the header names, confined to the image's folder, with its recorded format. */
 async function openBacking(storage: Storage, location: ImageLocation, h: Qcow2Header, opts: DriverOpenOptions, warnings: string[]): Promise<DiskImage> {
@@ -83,7 +69,7 @@ async function pointAtSnapshot(storage: Storage, header: Qcow2Header, which: str
 }
 
 /** Open a validated qcow2 image on `storage`, following its backing file. */
-async function openQcow2(storage: Storage, location: ImageLocation, opts: DriverOpenOptions, ownsGivenParent = false): Promise<Qcow2Image> {
+async function openQcow2(storage: Storage, location: ImageLocation, opts: DriverOpenOptions, ownsGivenParent = false, compress = false): Promise<Qcow2Image> {
   const header = await loadHeader(storage);
   if (opts.snapshot !== undefined) await pointAtSnapshot(storage, header, opts.snapshot);
   const l1 = Buffer.alloc(header.l1Size * 8);
@@ -107,7 +93,7 @@ async function openQcow2(storage: Storage, location: ImageLocation, opts: Driver
       await storage.read(table, header.refcountTableOffset);
       refcounts = new Refcounts(storage, { clusterBits: header.clusterBits, refcountOrder: header.refcountOrder, table, tableOffset: header.refcountTableOffset });
     }
-    return new Qcow2Image({ storage, header, l1, readOnly, parent, ownsParent, warnings, refcounts });
+    return new Qcow2Image({ storage, header, l1, readOnly, parent, ownsParent, warnings, refcounts, compress });
   } catch (err) {
     if (ownsParent) await parent?.close().catch(() => undefined);
     throw err;
@@ -118,14 +104,12 @@ async function openQcow2(storage: Storage, location: ImageLocation, opts: Driver
 function refuseWriting(h: Qcow2Header, name: string): void {
   if (h.incompatibleFeatures & BigInt(Incompatible.CORRUPT)) throw new VdiskError('E_CORRUPT', `${name}: the qcow2 corrupt bit is set; open it read-only or repair it (qemu-img check -r all)`);
   if (h.incompatibleFeatures & BigInt(Incompatible.DIRTY)) {
-    throw new VdiskError('E_UNSUPPORTED', `${name}: the qcow2 dirty bit is set (lazy refcounts not written back); vdisk does not rebuild refcounts yet: run qemu-img check -r all, or open read-only`);
+    throw new VdiskError('E_UNSUPPORTED', `${name}: the qcow2 dirty bit is set (lazy refcounts not written back); repair it with vdisk check -r all (or qemu-img check -r all), or open read-only`);
   }
   if (h.incompatibleFeatures & BigInt(Incompatible.EXTENDED_L2)) throw new VdiskError('E_UNSUPPORTED', `${name}: writing qcow2 images with extended L2 entries (subclusters) is not supported; open it read-only`);
   if (h.nbSnapshots > 0) throw new VdiskError('E_UNSUPPORTED', `${name}: writing a qcow2 image with internal snapshots (${h.nbSnapshots}) is not supported; open it read-only`);
 }
 
-/** qemu's names for backing formats (backing_fmt). */
-const QEMU_FORMAT: Record<string, string> = { vhd: 'vpc' };
 
 /**
  * Write a new, empty compat 1.1 image: header (with backing name and format), the
@@ -211,12 +195,12 @@ export const qcow2Driver: FormatDriver = {
     if (opts.parent) {
       const ref = opts.parentRef ?? opts.parent.filename;
       if (/^[a-z][a-z0-9+.-]*:/i.test(ref)) throw new VdiskError('E_USAGE', `${location.name}: backing file "${ref}" looks like a protocol; give a file name`);
-      backing = { name: ref, format: QEMU_FORMAT[opts.parent.format] ?? opts.parent.format };
+      backing = { name: ref, format: QEMU_FORMAT_NAMES[opts.parent.format] ?? opts.parent.format };
     }
     const storage = await location.create(location.name);
     try {
       await writeNewImage(storage, opts.size, clusterBits, backing);
-      return await openQcow2(storage, location, { readOnly: false, openParent: () => Promise.reject(new VdiskError('E_CHAIN', 'unused')), parent: opts.parent }, true);
+      return await openQcow2(storage, location, { readOnly: false, openParent: () => Promise.reject(new VdiskError('E_CHAIN', 'unused')), parent: opts.parent }, true, opts.compress);
     } catch (err) {
       await storage.close().catch(() => undefined);
       throw err;
@@ -227,147 +211,3 @@ export const qcow2Driver: FormatDriver = {
     return checkQcow2(storage, location, opts);
   },
 };
-
-/** Most host clusters check counts references for (a Uint32Array of this many entries is 512 MiB). */
-const CHECK_MAX_CLUSTERS = 2 ** 27;
-
-/**
- * Check a qcow2 image as `qemu-img check` does: count every reference to each host
- * cluster (header, refcount table and blocks, L1 and L2 tables of the active image
- * and every snapshot, data and compressed clusters, the snapshot table) and compare
- * with the stored refcounts: a refcount below its references is corruption (a
- * writer would reuse a cluster in use), above it a leak; references past the end of
- * the file and COPIED flags that disagree with the refcount are corruption. `repair`
- * lowers leaked refcounts to their references when nothing is corrupt (rebuilding
- * refcounts after corruption, qemu's `-r all`, is not implemented).
- */
-export async function checkQcow2(storage: Storage, _location: ImageLocation, opts: DriverCheckOptions & Partial<DriverOpenOptions>): Promise<CheckResult> {
-  const h = await loadHeader(storage);
-  const cs = 2 ** h.clusterBits;
-  const clusters = Math.ceil(storage.size / cs);
-  if (clusters > CHECK_MAX_CLUSTERS) throw new VdiskError('E_UNSUPPORTED', `${storage.name}: ${clusters} host clusters are more than check counts (${CHECK_MAX_CLUSTERS})`);
-  const refs = new Uint32Array(clusters);
-  const problems: CheckProblem[] = [];
-  const corrupt = (message: string, offset?: number): void => void problems.push({ severity: 'corrupt', message: `${storage.name}: ${message}`, offset });
-  const extended = (h.incompatibleFeatures & BigInt(Incompatible.EXTENDED_L2)) !== 0n;
-  const stride = extended ? 16 : 8;
-  /** Count a reference to the host bytes [offset, offset + length); false when they lie past the file. */
-  const inc = (offset: number, length: number, what: string): boolean => {
-    const last = Math.floor((offset + length - 1) / cs);
-    if (last >= clusters) {
-      corrupt(`${what} at ${offset} lies past the end of the ${storage.size}-byte file`, offset);
-      return false;
-    }
-    for (let c = Math.floor(offset / cs); c <= last; c++) refs[c]!++;
-    return true;
-  };
-  const read = async (len: number, at: number): Promise<Buffer> => {
-    const b = Buffer.alloc(len);
-    await storage.read(b, at);
-    return b;
-  };
-  inc(0, cs, 'header');
-  inc(h.refcountTableOffset, h.refcountTableClusters * cs, 'refcount table');
-  const table = await read(h.refcountTableClusters * cs, h.refcountTableOffset);
-  for (let t = 0; t < table.length / 8; t++) {
-    const [hi, lo] = entryHalves(table, t * 8);
-    const off = entryOffset(hi, lo);
-    if (off === 0) continue;
-    if (off % cs !== 0) corrupt(`refcount table entry ${t} (${off}) is not cluster-aligned`, h.refcountTableOffset + t * 8);
-    else inc(off, cs, `refcount block ${t}`);
-  }
-  /** Active-image entries whose COPIED flag is checked against the refcount afterwards. */
-  const copied: Array<{ at: number; host: number; flag: boolean; what: string }> = [];
-  let allocated = 0;
-  const walkL1 = async (l1Offset: number, l1Size: number, active: boolean, label: string): Promise<void> => {
-    if (l1Size === 0) return;
-    if (l1Size * 8 > QCOW2_MAX_L1_BYTES) return corrupt(`${label} L1 table of ${l1Size} entries is larger than ${QCOW2_MAX_L1_BYTES} bytes`);
-    if (l1Offset % cs !== 0) return corrupt(`${label} L1 table offset ${l1Offset} is not cluster-aligned`);
-    if (!inc(l1Offset, l1Size * 8, `${label} L1 table`)) return;
-    const l1 = await read(l1Size * 8, l1Offset);
-    for (let i = 0; i < l1Size; i++) {
-      const [hi, lo] = entryHalves(l1, i * 8);
-      const l2 = entryOffset(hi, lo);
-      if (l2 === 0) continue;
-      if (l2 % cs !== 0) {
-        corrupt(`${label} L1 entry ${i} names an L2 table at ${l2}, not cluster-aligned`, l1Offset + i * 8);
-        continue;
-      }
-      if (!inc(l2, cs, `${label} L2 table ${i}`)) continue;
-      if (active) copied.push({ at: l1Offset + i * 8, host: l2, flag: (hi & QCOW_OFLAG_COPIED_HI) !== 0, what: `L1 entry ${i}` });
-      const t = await read(cs, l2);
-      for (let j = 0; j < cs / stride; j++) {
-        const [ehi, elo] = entryHalves(t, j * stride);
-        const m = decodeL2(ehi, extended ? elo & ~QCOW_OFLAG_ZERO : elo, h.clusterBits, h.version);
-        const guest = i * (cs / stride) + j;
-        if (m.kind === 'unallocated' || (m.kind === 'zero' && m.offset === 0)) continue;
-        if (m.kind === 'compressed') {
-          if (inc(m.offset, m.length, `compressed guest cluster ${guest}`) && active) allocated++;
-          continue;
-        }
-        if (m.offset % cs !== 0) {
-          corrupt(`${label} guest cluster ${guest} names host offset ${m.offset}, not cluster-aligned`, l2 + j * stride);
-          continue;
-        }
-        if (!inc(m.offset, cs, `${label} guest cluster ${guest}`)) continue;
-        if (active) {
-          allocated++;
-          copied.push({ at: l2 + j * stride, host: m.offset, flag: (ehi & QCOW_OFLAG_COPIED_HI) !== 0, what: `L2 entry of guest cluster ${guest}` });
-        }
-      }
-    }
-  };
-  await walkL1(h.l1TableOffset, h.l1Size, true, 'active');
-  if (h.nbSnapshots > 0) {
-    const snaps = await readSnapshots(read, h.snapshotsOffset, h.nbSnapshots, storage.size, storage.name);
-    let end = h.snapshotsOffset;
-    // The table's length: walk the same entries again for their sizes.
-    for (let n = 0; n < h.nbSnapshots; n++) {
-      const e = await read(40, end);
-      end += Math.ceil((40 + e.readUInt32BE(36) + e.readUInt16BE(12) + e.readUInt16BE(14)) / 8) * 8;
-    }
-    inc(h.snapshotsOffset, end - h.snapshotsOffset, 'snapshot table');
-    for (const s of snaps) await walkL1(s['l1-offset'], s['l1-size'], false, `snapshot ${s.id}`);
-  }
-  const warnings: CheckProblem[] = [];
-  if (h.otherExtensions.includes(Extension.BITMAPS)) {
-    warnings.push({ severity: 'warning', message: `${storage.name}: persistent bitmaps are not counted; their clusters show as leaks` });
-  }
-  const rc = new Refcounts(storage, { clusterBits: h.clusterBits, refcountOrder: h.refcountOrder, table, tableOffset: h.refcountTableOffset });
-  const stored = new Uint32Array(clusters);
-  const leaked: number[] = [];
-  for (let c = 0; c < clusters; c++) {
-    let actual: number;
-    try {
-      actual = await rc.get(c);
-    } catch (err) {
-      if (!isVdiskError(err)) throw err;
-      corrupt(`cannot read the refcount of host cluster ${c}: ${err.message}`);
-      break;
-    }
-    stored[c] = actual;
-    const want = refs[c]!;
-    if (actual < want) corrupt(`host cluster ${c} has refcount ${actual} but ${want} references`, c * cs);
-    else if (actual > want) {
-      leaked.push(c);
-      problems.push({ severity: 'leak', message: `${storage.name}: host cluster ${c} has refcount ${actual} but ${want} references (leaked)`, offset: c * cs });
-    }
-  }
-  for (const x of copied) {
-    const c = Math.floor(x.host / cs);
-    if (c < clusters && x.flag !== (stored[c] === 1)) corrupt(`${x.what}: OFLAG_COPIED is ${x.flag ? 'set' : 'clear'} but the refcount is ${stored[c]}`, x.at);
-  }
-  if (opts.repair && leaked.length > 0) {
-    if (problems.some((p) => p.severity === 'corrupt')) {
-      warnings.push({ severity: 'warning', message: `${storage.name}: leaks not repaired: the image is corrupt, and rebuilding refcounts (qemu-img check -r all) is not implemented in vdisk` });
-    } else {
-      if (storage.readOnly) throw new VdiskError('E_READONLY', `${storage.name}: opened read-only; cannot repair`);
-      // Lowering a refcount to its references never frees a cluster in use.
-      for (const c of leaked) await rc.put(c, refs[c]!);
-      await storage.flush();
-      for (const p of problems) if (p.severity === 'leak') p.repaired = true;
-    }
-  }
-  problems.push(...warnings);
-  return { problems, allocatedClusters: allocated, totalClusters: Math.ceil(h.size / cs) };
-}

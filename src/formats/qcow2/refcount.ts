@@ -162,6 +162,106 @@ export class Refcounts {
     }
   }
 
+  /** True when host cluster `c` has a refcount block (a count of it can be set). */
+  hasBlockFor(c: number): boolean {
+    return this.blockOffset(Math.floor(c / this.perBlock)) !== 0;
+  }
+
+  /** Entries in one refcount block (the host clusters one block counts). */
+  get clustersPerBlock(): number {
+    return this.perBlock;
+  }
+
+  /** Host offset of the refcount block for range `t` (0 = none). */
+  blockAt(t: number): number {
+    return this.blockOffset(t);
+  }
+
+  /** Number of refcount block ranges the table has entries for. */
+  get ranges(): number {
+    return this.tableEntries;
+  }
+
+  /**
+   * Move refcount block `t` to the free host cluster `to` (counted by an existing
+   * block): the copy (counting `to` when it covers it) is written and flushed, then
+   * the table entry, flushed; the old cluster is released last (a crash leaks it).
+   */
+  async moveBlock(t: number, to: number): Promise<void> {
+    const from = this.blockOffset(t);
+    if (from === 0) throw new VdiskError('E_USAGE', `${this.storage.name}: refcount block ${t} does not exist`);
+    const toCluster = to / this.cs;
+    const copy = Buffer.from(await this.block(from));
+    if (Math.floor(toCluster / this.perBlock) === t) setRefcount(copy, toCluster % this.perBlock, this.bits, 1);
+    else await this.put(toCluster, 1);
+    await this.storage.write(copy, to);
+    await this.storage.flush();
+    writeEntry(this.table, t * 8, to, 0);
+    await this.storage.write(this.table.subarray(t * 8, t * 8 + 8), this.tableOffset + t * 8);
+    await this.storage.flush();
+    this.blocks.delete(from);
+    this.blocks.set(to, copy);
+    await this.put(from / this.cs, 0);
+  }
+
+  /**
+   * Forget refcount block `t`, whose range counts nothing but (maybe) the block
+   * itself: the table entry goes first, then, when the block lies in another range,
+   * its own count there.
+   */
+  async dropBlock(t: number): Promise<void> {
+    const at = this.blockOffset(t);
+    if (at === 0) return;
+    writeEntry(this.table, t * 8, 0, 0);
+    await this.storage.write(this.table.subarray(t * 8, t * 8 + 8), this.tableOffset + t * 8);
+    await this.storage.flush();
+    this.blocks.delete(at);
+    const c = at / this.cs;
+    if (Math.floor(c / this.perBlock) !== t && this.hasBlockFor(c)) await this.put(c, 0);
+  }
+
+  /**
+   * Move the refcount table to the free, counted-by-existing-blocks host clusters
+   * starting at `to`: counted, written, flushed, then named by the header (one
+   * write), flushed, and the old clusters released.
+   */
+  async moveTable(to: number): Promise<void> {
+    const clusters = this.table.length / this.cs;
+    for (let k = 0; k < clusters; k++) await this.put(to / this.cs + k, 1);
+    await this.storage.write(this.table, to);
+    await this.storage.flush();
+    const hdr = Buffer.alloc(12);
+    hdr.writeBigUInt64BE(BigInt(to), 0);
+    hdr.writeUInt32BE(clusters, 8);
+    await this.storage.write(hdr, Qcow2Field.refcountTableOffset);
+    await this.storage.flush();
+    const old = this.tableOffset;
+    this.tableOffset = to;
+    for (let k = 0; k < clusters; k++) await this.put(old / this.cs + k, 0);
+  }
+
+  /** After the file was cut: allocation continues at its new end. */
+  restartAtEnd(): void {
+    this.end = Math.ceil(this.storage.size / this.cs);
+  }
+
+  /**
+   * Allocate `n` contiguous host clusters at the end of the file (refcount 1 each);
+   * the byte offset of the first. Clusters a refcount block splits off are given back.
+   */
+  async allocateRun(n: number): Promise<number> {
+    const got: number[] = [];
+    while (got.length < n) {
+      const at = await this.allocate();
+      if (got.length > 0 && at !== got[got.length - 1]! + this.cs) {
+        for (const g of got) await this.put(g / this.cs, 0);
+        got.length = 0;
+      }
+      got.push(at);
+    }
+    return got[0]!;
+  }
+
   /**
    * Move the refcount table to a larger one at the end of the file, with the new
    * refcount blocks that count the new area itself: blocks and table are written

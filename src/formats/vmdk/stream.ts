@@ -16,7 +16,7 @@ import { BlockDeviceBase } from '../../device/base.js';
 import { isZero } from '../../device/zero.js';
 import { VdiskError } from '../../errors.js';
 import type { Storage } from '../../storage/storage.js';
-import { compressGrain } from './compress.js';
+import { compressGrain } from '../compress.js';
 import { type Descriptor, formatDescriptor, newDescriptor } from './descriptor.js';
 import {
   COMPRESSION_DEFLATE,

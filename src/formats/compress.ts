@@ -1,5 +1,8 @@
 /**
- * Grain compression for stream-optimized output on worker threads. Each worker runs
+ * Compression of whole grains and clusters on worker threads, for VMDK
+ * stream-optimized grains (zlib streams) and qcow2 compressed clusters (raw deflate
+ * with qemu's 4 KiB window: qemu inflates them with windowBits -12, so a larger
+ * window would make clusters it cannot read). Each worker runs
  * zlib synchronously on whole grains, so a grain costs one message each way instead
  * of the several thread-pool round trips (and a zlib stream object) that the async
  * zlib API spends per call; the main thread keeps reading and writing meanwhile.
@@ -32,7 +35,7 @@ const MAX_WORKERS = 8;
 // file of its own to locate.
 const WORKER_SOURCE = `
 const { parentPort } = require('node:worker_threads');
-const { deflateSync } = require('node:zlib');
+const { deflateSync, deflateRawSync } = require('node:zlib');
 const SAMPLE = ${SAMPLE_BYTES}, BITS = ${INCOMPRESSIBLE_BITS};
 // zlib's sync calls leave their buffers to the garbage collector, and V8 lets an
 // isolate hold tens of MiB of such memory before it collects; a worker that only
@@ -61,11 +64,16 @@ function incompressible(g) {
   const middle = Math.floor((g.length - SAMPLE) / 2 / 512) * 512;
   return [0, middle, g.length - SAMPLE].every((at) => entropy(g.subarray(at, at + SAMPLE)) >= BITS);
 }
-parentPort.on('message', ({ id, grain, level }) => {
+parentPort.on('message', ({ id, grain, level, raw }) => {
   let z;
   try {
-    // Storing needs no match search, so the smallest hash tables do (memLevel 1).
-    z = level > 0 && incompressible(grain) ? deflateSync(grain, { level: 0, memLevel: 1 }) : deflateSync(grain, { level });
+    if (raw) {
+      // A cluster that would not shrink is written as it is: say so with no bytes.
+      z = incompressible(grain) ? new Uint8Array(0) : deflateRawSync(grain, { level, windowBits: 12, memLevel: 9 });
+    } else {
+      // Storing needs no match search, so the smallest hash tables do (memLevel 1).
+      z = level > 0 && incompressible(grain) ? deflateSync(grain, { level: 0, memLevel: 1 }) : deflateSync(grain, { level });
+    }
   } catch (err) {
     parentPort.postMessage({ id, error: String((err && err.message) || err) });
     return;
@@ -94,7 +102,7 @@ class CompressPool {
 
   constructor(private readonly size: number) {}
 
-  compress(grain: Uint8Array, level: number): Promise<Buffer> {
+  compress(grain: Uint8Array, level: number, raw: boolean): Promise<Buffer> {
     if (this.broken) return Promise.reject(this.broken);
     const slot = this.pick();
     const id = this.nextId++;
@@ -103,7 +111,7 @@ class CompressPool {
     return new Promise<Buffer>((resolve, reject) => {
       this.jobs.set(id, { resolve, reject });
       if (slot.busy++ === 0) slot.worker.ref();
-      slot.worker.postMessage({ id, grain: copy, level }, [copy.buffer]);
+      slot.worker.postMessage({ id, grain: copy, level, raw }, [copy.buffer]);
     });
   }
 
@@ -140,8 +148,20 @@ class CompressPool {
 
 let pool: CompressPool | undefined;
 
-/** Compress one grain for a stream-optimized extent on the shared worker pool. */
-export function compressGrain(grain: Uint8Array, level: number): Promise<Buffer> {
+function sharedPool(): CompressPool {
   pool ??= new CompressPool(Math.max(1, Math.min(MAX_WORKERS, availableParallelism())));
-  return pool.compress(grain, level);
+  return pool;
+}
+
+/** Compress one grain for a stream-optimized extent (a zlib stream) on the shared worker pool. */
+export function compressGrain(grain: Uint8Array, level: number): Promise<Buffer> {
+  return sharedPool().compress(grain, level, false);
+}
+
+/**
+ * Compress one qcow2 cluster (raw deflate, 4 KiB window, as qemu's qcow2_compress)
+ * on the shared worker pool; an empty buffer when the cluster looks incompressible.
+ */
+export function compressCluster(cluster: Uint8Array, level: number): Promise<Buffer> {
+  return sharedPool().compress(cluster, level, true);
 }

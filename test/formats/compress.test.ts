@@ -1,7 +1,7 @@
 import { randomFillSync } from 'node:crypto';
 import { inflateSync } from 'node:zlib';
 import { describe, expect, it } from 'vitest';
-import { compressGrain } from '../../../src/formats/vmdk/compress.js';
+import { compressGrain } from '../../src/formats/compress.js';
 
 const GRAIN = 64 * 1024;
 
