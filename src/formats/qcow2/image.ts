@@ -686,6 +686,7 @@ export class Qcow2Image extends BlockDeviceBase implements DiskImage {
     this.refcounts = new Refcounts(this.storage, { clusterBits: header.clusterBits, refcountOrder: header.refcountOrder, table, tableOffset: header.refcountTableOffset });
     this.l2Cache.clear();
     this.inflated = undefined;
+    this.compressedTail = undefined;
   }
 
   /** Guest ranges [from, to) (cluster-aligned) cut at L2 table bounds, only where an L2 table exists. */
