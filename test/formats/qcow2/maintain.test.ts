@@ -132,6 +132,31 @@ describe('qcow2 compact', () => {
   });
 });
 
+describe('qcow2 compact moves metadata', () => {
+  itWith(['qemu-img'], 'a refcount table that grew to the end of the file, and its refcount blocks, move down into the holes', async () => {
+    // 512-byte clusters: one refcount table cluster covers 8 MiB of file, so 9 MiB of data moves it to the end.
+    const p = join(dir, 'meta.qcow2');
+    await (await create(p, { format: 'qcow2', size: '16M', options: { cluster_size: '512' } })).close();
+    const img = await open(p);
+    await img.write(patternBytes(9 * M, 20), 0);
+    await img.write(patternBytes(512 * K, 21), 12 * M);
+    await img.write(Buffer.alloc(9 * M - 64 * K), 64 * K);
+    await img.close();
+    const ref = join(dir, 'meta.raw');
+    await runOk('qemu-img', ['convert', '-f', 'qcow2', '-O', 'raw', p, ref]);
+    const info = (await qemuInfo(p, 'qcow2'))['format-specific'] as { data: Record<string, unknown> };
+    expect(info.data).toBeDefined();
+    const r = await compact(p);
+    expect(r.sizeAfter).toBeLessThan(r.sizeBefore / 4);
+    await qemuClean(p);
+    expect(await qemuSame(p, 'qcow2', ref, 'raw')).toBe(true);
+    const again = await open(p);
+    await again.write(patternBytes(M, 22), 14 * M);
+    await again.close();
+    await qemuClean(p);
+  });
+});
+
 describe('qcow2 chains: rebase and commit', () => {
   itWith(['qemu-img'], 'rebase keeps content and records the new backing file and format; -u changes only the link', async () => {
     const a = join(dir, 'a.qcow2');
