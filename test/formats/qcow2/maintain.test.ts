@@ -89,6 +89,27 @@ describe('qcow2 resize', () => {
   });
 });
 
+describe('qcow2 resize over a larger backing file', () => {
+  itWith(['qemu-img', 'qemu-io'], 'growing a child smaller than its base shows zeros in the new part, not the base (as qemu does)', async () => {
+    const base = join(dir, 'big-base.qcow2');
+    const top = join(dir, 'small-top.qcow2');
+    await runOk('qemu-img', ['create', '-q', '-f', 'qcow2', base, '8M']);
+    await runOk('qemu-io', ['-f', 'qcow2', '-c', 'write -P 7 0 8M', base]);
+    await runOk('qemu-img', ['create', '-q', '-f', 'qcow2', '-b', base, '-F', 'qcow2', top, '3M']);
+    await runOk('qemu-io', ['-f', 'qcow2', '-c', 'write -P 9 1M 64k', top]);
+    const ref = join(dir, 'small-top.raw');
+    await runOk('qemu-img', ['convert', '-f', 'qcow2', '-O', 'raw', top, ref]);
+    const theirs = join(dir, 'small-top-qemu.qcow2');
+    await copyFile(top, theirs);
+    await resize(top, '10M');
+    await runOk('qemu-img', ['resize', '-f', 'qcow2', theirs, '10M']);
+    await rawResize(ref, 10 * M);
+    await qemuClean(top);
+    expect(await qemuSame(top, 'qcow2', ref, 'raw')).toBe(true);
+    expect(await qemuSame(top, 'qcow2', theirs, 'qcow2')).toBe(true);
+  });
+});
+
 describe('qcow2 compact', () => {
   itWith(['qemu-img', 'qemu-io'], 'releases zeroed clusters, moves the last ones down and cuts the file', async () => {
     for (const cs of ['512', '65536']) {
@@ -144,8 +165,6 @@ describe('qcow2 compact moves metadata', () => {
     await img.close();
     const ref = join(dir, 'meta.raw');
     await runOk('qemu-img', ['convert', '-f', 'qcow2', '-O', 'raw', p, ref]);
-    const info = (await qemuInfo(p, 'qcow2'))['format-specific'] as { data: Record<string, unknown> };
-    expect(info.data).toBeDefined();
     const r = await compact(p);
     expect(r.sizeAfter).toBeLessThan(r.sizeBefore / 4);
     await qemuClean(p);
