@@ -18,7 +18,9 @@
 // BENCH_VERBOSE=1 also prints every run's time. --only runs the cases whose name
 // contains NAME (e.g. --only stream, --only "raw →").
 //
-// Output of the first vdisk run of each case is checked with qemu-img compare.
+// Output of the first vdisk run of each case is checked with qemu-img compare. Besides the
+// matrix, raw → qcow2 -c times compressed output (convert -c) against qemu-img convert -c
+// (--only "qcow2 -c" runs it alone).
 import { execFileSync, spawnSync } from 'node:child_process';
 import { randomFillSync } from 'node:crypto';
 import { closeSync, existsSync, mkdtempSync, openSync, renameSync, rmSync, writeSync, ftruncateSync, readdirSync } from 'node:fs';
@@ -113,6 +115,12 @@ const FORMATS = {
   qcow2: { label: 'qcow2', vdiskF: 'qcow2', qemu: 'qcow2', vdisk: ['-O', 'qcow2'], qemuO: ['-O', 'qcow2'], ext: 'qcow2' },
 };
 
+/** Destinations timed from raw only, outside the matrix: compressed output (`convert -c`). */
+const OUTPUTS = {
+  ...FORMATS,
+  qcow2c: { label: 'qcow2 -c', vdiskF: 'qcow2', qemu: 'qcow2', vdisk: ['-O', 'qcow2', '-c'], qemuO: ['-O', 'qcow2', '-c'], ext: 'qcow2' },
+};
+
 let raw;
 if (DISK === 'ext4') {
   // The cached image itself (only ever read: every tool opens its source read-only).
@@ -137,23 +145,25 @@ for (const f of wanted) {
   sources[f] = { path };
 }
 
-const pair = (from, to) => ({ name: `${FORMATS[from].label} → ${FORMATS[to].label}`, from, to });
+const pair = (from, to) => ({ name: `${OUTPUTS[from].label} → ${OUTPUTS[to].label}`, from, to });
 const cases =
   DISK === 'ext4'
     ? Object.keys(FORMATS).flatMap((from) => Object.keys(FORMATS).map((to) => pair(from, to)))
     : [pair('raw', 'raw'), pair('vhd', 'vmdk'), pair('vhd', 'vdi'), pair('vmdk', 'vhd'), pair('vhd', 'stream'), pair('raw', 'qcow2'), pair('qcow2', 'raw'), pair('qcow2', 'vmdk'), pair('vhd', 'qcow2')];
+// convert -c: compressed qcow2 clusters from the raw disk (deflate on worker threads against qemu's thread pool).
+cases.push(pair('raw', 'qcow2c'));
 const rows = [];
 const ratios = {};
 for (const c of cases) {
   if (ONLY && !c.name.toLowerCase().includes(ONLY.toLowerCase())) continue;
-  const missing = [...new Set([FORMATS[c.from].vdiskF, FORMATS[c.to].vdiskF].filter((f) => !has(f)))];
+  const missing = [...new Set([OUTPUTS[c.from].vdiskF, OUTPUTS[c.to].vdiskF].filter((f) => !has(f)))];
   if (missing.length) {
     console.log(`${c.name}: skipped (vdisk has no ${missing.join(', ')} driver yet)`);
     continue;
   }
   const src = sources[c.from];
   const from = FORMATS[c.from];
-  const to = FORMATS[c.to];
+  const to = OUTPUTS[c.to];
   const withCp = c.from === 'raw' && c.to === 'raw';
   const t = { vdisk: [], qemu: [], ...(withCp ? { cp: [] } : {}) };
   const vdiskOut = join(dir, `out-vdisk.${to.ext}`);

@@ -28,6 +28,8 @@ const L2_CACHE_BYTES = 32 * 1024 * 1024;
 const L2_CACHE_MIN_TABLES = 4;
 /** zlib's default level, which qemu's qcow2 compression uses. */
 const DEFAULT_COMPRESSION_LEVEL = 6;
+/** Partly filled host clusters compressed data may still go into. */
+const COMPRESSED_TAILS = 8;
 /** Map updates that may wait in memory before {@link Qcow2Image.commit} writes them. */
 const PENDING_LIMIT = 256;
 
@@ -352,40 +354,61 @@ export class Qcow2Image extends BlockDeviceBase implements DiskImage {
     }
   }
 
-  /** Where compressed data goes on: the host cluster last filled, and how many of its bytes are used. */
-  private compressedTail?: { cluster: number; used: number };
+  /**
+   * Host clusters partly filled with compressed data (the most recent last), and how
+   * many of their bytes are used: a later compressed cluster that fits goes into one
+   * of them, so a plain cluster written between two compressed ones wastes no room.
+   */
+  private compressedTails: Array<{ cluster: number; used: number }> = [];
 
   /** Host bytes for `length` bytes of compressed data, counted (refcounts) before this returns. */
   private async placeCompressed(length: number): Promise<number> {
     const cs = this.clusterSize;
     const rc = this.refcounts!;
-    const tail = this.compressedTail;
-    let at: number;
-    if (tail && cs - tail.used >= length) {
-      at = tail.cluster + tail.used;
-    } else {
-      const room = tail ? cs - tail.used : 0;
-      const more = Math.ceil((length - room) / cs);
-      let first = await rc.allocateRun(more);
-      if (tail && room > 0 && first === tail.cluster + cs) {
-        at = tail.cluster + tail.used;
-      } else {
-        if (room > 0) {
-          // Not next to the last cluster (an L2 table came between): a run of its own.
-          for (let k = 0; k < more; k++) await rc.put(first / cs + k, 0);
-          first = await rc.allocateRun(Math.ceil(length / cs));
-        }
-        at = first;
-      }
-    }
-    // A host cluster already holding compressed data gains one reference.
-    if (tail && at >= tail.cluster && at < tail.cluster + cs) {
-      const n = tail.cluster / cs;
+    const tails = this.compressedTails;
+    // A host cluster already holding compressed data gains one reference per cluster added.
+    const share = async (t: { cluster: number; used: number }): Promise<number> => {
+      const n = t.cluster / cs;
       await rc.put(n, (await rc.get(n)) + 1);
+      return t.cluster + t.used;
+    };
+    const fit = tails.findIndex((t) => cs - t.used >= length);
+    if (fit >= 0) {
+      const t = tails[fit]!;
+      const at = await share(t);
+      t.used += length;
+      if (t.used === cs) tails.splice(fit, 1);
+      return at;
+    }
+    const latest = tails[tails.length - 1];
+    const room = latest ? cs - latest.used : 0;
+    const more = Math.ceil((length - room) / cs);
+    const first = await rc.allocateRun(more);
+    let at: number;
+    if (latest && first === latest.cluster + cs) {
+      // Spanning from the latest partial cluster into the run that follows it.
+      at = await share(latest);
+      tails.pop();
+    } else {
+      // Not next to it (a plain cluster or an L2 table came between): start afresh,
+      // taking the clusters after the run if it is too short (giving the run back
+      // would leave a hole: allocation only moves forward).
+      at = first;
+      const short = Math.ceil(length / cs) - more;
+      // A refcount block may land between the two runs: then a run of its own (the first leaks as a hole).
+      if (short > 0 && (await rc.allocateRun(short)) !== first + more * cs) at = await rc.allocateRun(Math.ceil(length / cs));
     }
     const end = at + length;
     const last = Math.floor((end - 1) / cs) * cs;
-    this.compressedTail = { cluster: last, used: end - last };
+    if (end - last < cs) {
+      tails.push({ cluster: last, used: end - last });
+      // Keep the few with the most room.
+      if (tails.length > COMPRESSED_TAILS) {
+        let worst = 0;
+        for (let k = 1; k < tails.length - 1; k++) if (tails[k]!.used > tails[worst]!.used) worst = k;
+        tails.splice(worst, 1);
+      }
+    }
     return at;
   }
 
@@ -686,6 +709,7 @@ export class Qcow2Image extends BlockDeviceBase implements DiskImage {
     this.refcounts = new Refcounts(this.storage, { clusterBits: header.clusterBits, refcountOrder: header.refcountOrder, table, tableOffset: header.refcountTableOffset });
     this.l2Cache.clear();
     this.inflated = undefined;
+    this.compressedTails = [];
   }
 
   /** Guest ranges [from, to) (cluster-aligned) cut at L2 table bounds, only where an L2 table exists. */

@@ -111,6 +111,28 @@ describe('vdisk check on qcow2', () => {
   });
 });
 
+describe('vdisk check -r all on a qcow2 left dirty (lazy refcounts, qemu-io aborted)', () => {
+  itWith(QEMU, 'reports what qemu reports, rebuilds the refcounts, clears the dirty bit, and the image opens for writing', async () => {
+    const f = join(dir, 'dirty.qcow2');
+    await runOk('qemu-img', ['create', '-q', '-f', 'qcow2', '-o', 'lazy_refcounts=on', f, '8M']);
+    // abort: qemu-io stops without writing the refcounts back, leaving the dirty bit set.
+    await run('qemu-io', ['-f', 'qcow2', '-c', 'write -P 1 0 1M', '-c', 'write -P 2 4M 64k', '-c', 'abort', f]).catch(() => undefined);
+    expect((await readFile(f)).readBigUInt64BE(72) & 1n).toBe(1n);
+    const theirs = join(dir, 'dirty-qemu.qcow2');
+    await writeFile(theirs, await readFile(f));
+    expect(await ourCheck(f)).toEqual(await qemuCheck(theirs));
+    const v = await run(process.execPath, [VDISK_BIN, 'check', '-r', 'all', f], { cwd: dir });
+    expect(v.code, v.stdout + v.stderr).toBe(0);
+    expect((await readFile(f)).readBigUInt64BE(72) & 1n).toBe(0n);
+    expect(await qemuCheck(f)).toMatchObject({ code: 0, leaks: 0, corruptions: 0 });
+    await run('qemu-img', ['check', '-r', 'all', '-f', 'qcow2', theirs]);
+    expect((await run('qemu-img', ['compare', '-f', 'qcow2', '-F', 'qcow2', f, theirs])).code).toBe(0);
+    const w = await run(process.execPath, [VDISK_BIN, 'resize', f, '16M'], { cwd: dir });
+    expect(w.code, w.stderr).toBe(0);
+    expect(await qemuCheck(f)).toMatchObject({ code: 0 });
+  });
+});
+
 /** Damage done to a copy of a qemu-made image, given its bytes and layout. */
 type Damage = (b: Buffer, at: { cs: number; refBlock: number; refTable: number; l2: number }) => Buffer;
 

@@ -89,6 +89,27 @@ describe('qcow2 resize', () => {
   });
 });
 
+describe('qcow2 resize over a larger backing file', () => {
+  itWith(['qemu-img', 'qemu-io'], 'growing a child smaller than its base shows zeros in the new part, not the base (as qemu does)', async () => {
+    const base = join(dir, 'big-base.qcow2');
+    const top = join(dir, 'small-top.qcow2');
+    await runOk('qemu-img', ['create', '-q', '-f', 'qcow2', base, '8M']);
+    await runOk('qemu-io', ['-f', 'qcow2', '-c', 'write -P 7 0 8M', base]);
+    await runOk('qemu-img', ['create', '-q', '-f', 'qcow2', '-b', base, '-F', 'qcow2', top, '3M']);
+    await runOk('qemu-io', ['-f', 'qcow2', '-c', 'write -P 9 1M 64k', top]);
+    const ref = join(dir, 'small-top.raw');
+    await runOk('qemu-img', ['convert', '-f', 'qcow2', '-O', 'raw', top, ref]);
+    const theirs = join(dir, 'small-top-qemu.qcow2');
+    await copyFile(top, theirs);
+    await resize(top, '10M');
+    await runOk('qemu-img', ['resize', '-f', 'qcow2', theirs, '10M']);
+    await rawResize(ref, 10 * M);
+    await qemuClean(top);
+    expect(await qemuSame(top, 'qcow2', ref, 'raw')).toBe(true);
+    expect(await qemuSame(top, 'qcow2', theirs, 'qcow2')).toBe(true);
+  });
+});
+
 describe('qcow2 compact', () => {
   itWith(['qemu-img', 'qemu-io'], 'releases zeroed clusters, moves the last ones down and cuts the file', async () => {
     for (const cs of ['512', '65536']) {
@@ -129,6 +150,29 @@ describe('qcow2 compact', () => {
     expect(r.sizeAfter).toBeLessThan(r.sizeBefore);
     await qemuClean(p);
     expect(await qemuSame(p, 'qcow2', ref, 'raw')).toBe(true);
+  });
+});
+
+describe('qcow2 compact moves metadata', () => {
+  itWith(['qemu-img'], 'a refcount table that grew to the end of the file, and its refcount blocks, move down into the holes', async () => {
+    // 512-byte clusters: one refcount table cluster covers 8 MiB of file, so 9 MiB of data moves it to the end.
+    const p = join(dir, 'meta.qcow2');
+    await (await create(p, { format: 'qcow2', size: '16M', options: { cluster_size: '512' } })).close();
+    const img = await open(p);
+    await img.write(patternBytes(9 * M, 20), 0);
+    await img.write(patternBytes(512 * K, 21), 12 * M);
+    await img.write(Buffer.alloc(9 * M - 64 * K), 64 * K);
+    await img.close();
+    const ref = join(dir, 'meta.raw');
+    await runOk('qemu-img', ['convert', '-f', 'qcow2', '-O', 'raw', p, ref]);
+    const r = await compact(p);
+    expect(r.sizeAfter).toBeLessThan(r.sizeBefore / 4);
+    await qemuClean(p);
+    expect(await qemuSame(p, 'qcow2', ref, 'raw')).toBe(true);
+    const again = await open(p);
+    await again.write(patternBytes(M, 22), 14 * M);
+    await again.close();
+    await qemuClean(p);
   });
 });
 
