@@ -177,7 +177,7 @@ describe('a write lock belongs to the file, not its name', () => {
     const dir = join(root, 'lock-identity');
     await mkdir(dir);
     const a = join(dir, 'a.vhd');
-    (await create(a, { format: 'vhd', size: '8M' })).close();
+    await (await create(a, { format: 'vhd', size: '8M' })).close();
     await symlink('a.vhd', join(dir, 'b.vhd'));
     await link(a, join(dir, 'h.vhd'));
     const writer = await open(a);
