@@ -17,6 +17,7 @@ import { filterStorage } from '../../storage/filter.js';
 import type { ImageLocation } from '../../storage/location.js';
 import { IO_CHUNK, type Storage } from '../../storage/storage.js';
 import { isZero } from '../../device/zero.js';
+import { planGrowth } from './maintain.js';
 import {
   VDI_MAX_BLOCKS,
   blockStride,
@@ -33,7 +34,6 @@ import {
   VDI_MAX_LCHS_CYLINDERS,
   VDI_MAX_PCHS_CYLINDERS,
   VDI_PREHEADER_SIZE,
-  VDI_SECTOR_SIZE,
   VDI_TYPE_NAMES,
   VdiImageType,
   alignUp,
@@ -532,39 +532,14 @@ export class VdiImage extends BlockDeviceBase implements DiskImage {
     const stride = this.stride;
     const fixed = h.type === VdiImageType.FIXED;
     const mapBytes = blocks * VDI_MAP_ENTRY_SIZE;
-    const headerEnd = VDI_PREHEADER_SIZE + h.cbHeader;
     // A partial last block over a bigger parent must read zeros past the old end: it gets a block of its own.
     const lastOld = oldBlocks - 1;
     const tailFrom = oldSize - lastOld * h.cbBlock;
     const parentShows = this.backing !== undefined && this.backing.size > oldSize;
     const tailBlock = tailFrom < h.cbBlock && this.map[lastOld] === VDI_BLOCK_FREE && parentShows;
 
-    // Plan where the new map goes, before changing anything.
-    /** The move plan when `count` data block numbers (cBlocks) are usable while moving. */
-    const planFor = (count: number, mapAt: number) => {
-      const shift = Math.max(0, Math.ceil((mapAt + mapBytes - h.offData) / stride));
-      let toMove = 0;
-      for (let n = 0; n < Math.min(shift, this.nextSlot); n++) if (this.owner[n]! >= 0) toMove++;
-      const firstDest = Math.max(this.nextSlot, shift);
-      const tailSlot = Math.max(toMove > 0 ? firstDest + toMove : this.nextSlot, shift);
-      const fits = (toMove === 0 || firstDest + toMove <= count) && (!tailBlock || tailSlot < count);
-      return { mapAt, shift, toMove, firstDest, tailSlot, fits, count };
-    };
-    let plan = planFor(oldBlocks, h.offBlocks);
-    if (h.offBlocks + mapBytes > h.offData) {
-      const before = alignUp(headerEnd, VDI_SECTOR_SIZE);
-      if (before + mapBytes <= h.offBlocks) {
-        plan = { ...planFor(oldBlocks, before), shift: 0 };
-      } else {
-        plan = planFor(oldBlocks, alignUp(h.offBlocks + oldBlocks * VDI_MAP_ENTRY_SIZE, VDI_SECTOR_SIZE));
-        if (!plan.fits) {
-          // More data block numbers: extend the map into its slack (cBlocks above what
-          // the size needs, which VirtualBox and qemu accept) with the size unchanged.
-          const room = Math.min(VDI_MAX_BLOCKS, Math.floor((h.offData - h.offBlocks) / VDI_MAP_ENTRY_SIZE));
-          if (room > oldBlocks) plan = planFor(room, alignUp(h.offBlocks + room * VDI_MAP_ENTRY_SIZE, VDI_SECTOR_SIZE));
-        }
-      }
-    }
+    // Plan where the new map goes, before changing anything (maintain.ts).
+    const plan = planGrowth(h, blocks, { owner: this.owner, nextSlot: this.nextSlot }, tailBlock);
     if (!plan.fits && this.location && !relaidOut) {
       // No room in place (the map fills its space and no free data block number is
       // left to move the first blocks to): rewrite the image with room for the new
