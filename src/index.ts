@@ -64,12 +64,12 @@ export {
   type PartitionSpan,
   type PartitionTable,
 } from './partitions/index.js';
-export type { VhdMeta } from './formats/vhd/parse.js';
+export type { VhdMeta } from './formats/vhd/layout.js';
 export type { Descriptor, ExtentLine } from './formats/vmdk/descriptor.js';
 export type { VmdkExtent } from './formats/vmdk/extent.js';
 export type { Chs } from './partitions/types.js';
 export type { VhdFooter, DynamicHeader, ParentLocator } from './formats/vhd/layout.js';
-export type { MetaRegion } from './formats/vhd/parse.js';
+export type { MetaRegion } from './formats/vhd/layout.js';
 export type { ExtentRun, ReadBelow } from './formats/vmdk/extent.js';
 export * from './formats/ovf/index.js';
 export {

@@ -7,7 +7,7 @@ import { open as fsOpen, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { beforeAll, describe, expect, it } from 'vitest';
 import { VdiskError, fromSystemError } from '../../src/errors.js';
-import { VdiField } from '../../src/formats/vdi/header.js';
+import { VdiField } from '../../src/formats/vdi/layout.js';
 import { open } from '../../src/formats/registry.js';
 import { vdisk } from '../helpers/cli.js';
 import { tempDir } from '../helpers/tmp.js';

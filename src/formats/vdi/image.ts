@@ -11,15 +11,19 @@ import { dirname, resolve } from 'node:path';
 import type { CompactOptions, CompactResult, DiskImage, Extent, ImageInfo, ResizeImageOptions } from '../../device/block-device.js';
 import { ProgressMeter } from '../../device/progress.js';
 import { BlockDeviceBase } from '../../device/base.js';
-import { VdiskError } from '../../errors.js';
+import { VdiskError, isVdiskError } from '../../errors.js';
 import { copyBytes } from '../../storage/copy.js';
 import { filterStorage } from '../../storage/filter.js';
 import type { ImageLocation } from '../../storage/location.js';
 import { IO_CHUNK, type Storage } from '../../storage/storage.js';
 import { isZero } from '../../device/zero.js';
-import { VDI_MAX_BLOCKS, blockStride, encodeMapEntries, encodeMapEntry, isAllocated } from './blockmap.js';
-
+import { planGrowth } from './maintain.js';
 import {
+  VDI_MAX_BLOCKS,
+  blockStride,
+  encodeMapEntries,
+  encodeMapEntry,
+  isAllocated,
   NULL_UUID,
   VDI_BLOCK_FREE,
   VDI_BLOCK_ZERO,
@@ -30,15 +34,25 @@ import {
   VDI_MAX_LCHS_CYLINDERS,
   VDI_MAX_PCHS_CYLINDERS,
   VDI_PREHEADER_SIZE,
-  VDI_SECTOR_SIZE,
   VDI_TYPE_NAMES,
   VdiImageType,
   alignUp,
   encodeHeader,
   followGeometry,
   newUuid,
+  readBlockMap,
+  scanBlockMap,
+  VDI_HEADER1_SIZE,
+  VDI_HEADER_BYTES,
+  VDI_SIGNATURE,
+  VdiField,
+  decodeHeader,
+  validateHeader,
   type VdiHeader,
-} from './header.js';
+  type BlockMapScan,
+} from './layout.js';
+import type { DriverOpenOptions } from '../driver.js';
+
 
 /** Allocations whose header count and map entries may wait in memory before commitMap writes them. */
 const PENDING_LIMIT = 64;
@@ -518,39 +532,14 @@ export class VdiImage extends BlockDeviceBase implements DiskImage {
     const stride = this.stride;
     const fixed = h.type === VdiImageType.FIXED;
     const mapBytes = blocks * VDI_MAP_ENTRY_SIZE;
-    const headerEnd = VDI_PREHEADER_SIZE + h.cbHeader;
     // A partial last block over a bigger parent must read zeros past the old end: it gets a block of its own.
     const lastOld = oldBlocks - 1;
     const tailFrom = oldSize - lastOld * h.cbBlock;
     const parentShows = this.backing !== undefined && this.backing.size > oldSize;
     const tailBlock = tailFrom < h.cbBlock && this.map[lastOld] === VDI_BLOCK_FREE && parentShows;
 
-    // Plan where the new map goes, before changing anything.
-    /** The move plan when `count` data block numbers (cBlocks) are usable while moving. */
-    const planFor = (count: number, mapAt: number) => {
-      const shift = Math.max(0, Math.ceil((mapAt + mapBytes - h.offData) / stride));
-      let toMove = 0;
-      for (let n = 0; n < Math.min(shift, this.nextSlot); n++) if (this.owner[n]! >= 0) toMove++;
-      const firstDest = Math.max(this.nextSlot, shift);
-      const tailSlot = Math.max(toMove > 0 ? firstDest + toMove : this.nextSlot, shift);
-      const fits = (toMove === 0 || firstDest + toMove <= count) && (!tailBlock || tailSlot < count);
-      return { mapAt, shift, toMove, firstDest, tailSlot, fits, count };
-    };
-    let plan = planFor(oldBlocks, h.offBlocks);
-    if (h.offBlocks + mapBytes > h.offData) {
-      const before = alignUp(headerEnd, VDI_SECTOR_SIZE);
-      if (before + mapBytes <= h.offBlocks) {
-        plan = { ...planFor(oldBlocks, before), shift: 0 };
-      } else {
-        plan = planFor(oldBlocks, alignUp(h.offBlocks + oldBlocks * VDI_MAP_ENTRY_SIZE, VDI_SECTOR_SIZE));
-        if (!plan.fits) {
-          // More data block numbers: extend the map into its slack (cBlocks above what
-          // the size needs, which VirtualBox and qemu accept) with the size unchanged.
-          const room = Math.min(VDI_MAX_BLOCKS, Math.floor((h.offData - h.offBlocks) / VDI_MAP_ENTRY_SIZE));
-          if (room > oldBlocks) plan = planFor(room, alignUp(h.offBlocks + room * VDI_MAP_ENTRY_SIZE, VDI_SECTOR_SIZE));
-        }
-      }
-    }
+    // Plan where the new map goes, before changing anything (maintain.ts).
+    const plan = planGrowth(h, blocks, { owner: this.owner, nextSlot: this.nextSlot }, tailBlock);
     if (!plan.fits && this.location && !relaidOut) {
       // No room in place (the map fills its space and no free data block number is
       // left to move the first blocks to): rewrite the image with room for the new
@@ -841,4 +830,123 @@ export class VdiImage extends BlockDeviceBase implements DiskImage {
   async actualSize(): Promise<number | undefined> {
     return this.storage.allocatedSize?.();
   }
+}
+
+// ---- Opening: the header validated, the block map scanned, the parent found by uuid ----
+
+/** Header bytes, decoded and checked against the file. */
+export async function loadHeader(storage: Storage): Promise<{ header: VdiHeader; raw: Buffer }> {
+  const len = Math.min(storage.size, VDI_HEADER_BYTES);
+  if (len < VDI_PREHEADER_SIZE + VDI_HEADER1_SIZE) {
+    throw new VdiskError('E_FORMAT', `${storage.name}: ${storage.size} bytes is too short for a VDI image`);
+  }
+  const raw = Buffer.alloc(len);
+  await storage.read(raw, 0);
+  const header = decodeHeader(raw, storage.name);
+  validateHeader(header, storage.size, storage.name);
+  return { header, raw };
+}
+
+/** The uuids of a VDI file, or undefined when it is not one (for the parent search). */
+async function peekUuids(storage: Storage): Promise<{ create: string; modify: string } | undefined> {
+  if (storage.size < VDI_PREHEADER_SIZE + VDI_HEADER1_SIZE) return undefined;
+  const raw = Buffer.alloc(VDI_PREHEADER_SIZE + VDI_HEADER1_SIZE);
+  await storage.read(raw, 0);
+  if (raw.readUInt32LE(VdiField.u32Signature) !== VDI_SIGNATURE) return undefined;
+  const h = decodeHeader(raw, storage.name);
+  return { create: h.uuidCreate, modify: h.uuidModify };
+}
+
+/**
+ * Find the parent of a differencing image among the files in its folder: the VDI
+ * whose uuidCreate is the child's uuidLinkage, preferring one whose uuidModify is
+ * the child's uuidParentModify. Returns the resolved name.
+ */
+async function findParentByUuid(location: ImageLocation, self: string, h: VdiHeader): Promise<{ name: string; modifyMatches: boolean }> {
+  const selfRef = location.relativeName(location.name);
+  let fallback: string | undefined;
+  let scanned = 0;
+  const refused: string[] = [];
+  for (const sibling of (await location.siblings()).sort()) {
+    const ref = location.relativeName(sibling);
+    if (ref === selfRef) continue;
+    let name: string;
+    try {
+      name = location.resolve(ref);
+    } catch (err) {
+      // A link out of the allowed folders is not looked into, but the user hears of it.
+      if (isVdiskError(err) && err.code === 'E_PATH') refused.push(ref);
+      continue;
+    }
+    let s: Storage | undefined;
+    try {
+      s = await location.open(name, { readOnly: true });
+      scanned++;
+      const ids = await peekUuids(s);
+      if (!ids || ids.create !== h.uuidLinkage) continue;
+      if (ids.modify === h.uuidParentModify) return { name, modifyMatches: true };
+      fallback ??= name;
+    } catch (err) {
+      // Folders, unreadable and damaged files are not the parent; keep looking.
+      if (!isVdiskError(err)) throw err;
+      if (err.code === 'E_PATH') refused.push(ref);
+    } finally {
+      await s?.close().catch(() => undefined);
+    }
+  }
+  if (fallback) return { name: fallback, modifyMatches: false };
+  const skipped = refused.length === 0 ? '' : `; not looked into, as they lead outside the allowed folders (through a symbolic link): ${refused.join(', ')} (--allow-path to follow)`;
+  throw new VdiskError('E_CHAIN', `${self}: parent with uuid ${h.uuidLinkage} (uuidLinkage) not found among ${scanned} files in the image's folder (give it explicitly)${skipped}`);
+}
+
+/** Open a validated VDI image on `storage`, following its parent. */
+export async function openVdi(storage: Storage, location: ImageLocation, opts: DriverOpenOptions): Promise<VdiImage> {
+  const { header, raw } = await loadHeader(storage);
+  const map = await readBlockMap(storage, header);
+  const scan = scanBlockMap(header, map, storage.size, storage.name);
+  const fatal = scan.pointsNowhere[0];
+  if (fatal) throw new VdiskError('E_CORRUPT', fatal.message);
+  const readOnly = opts.readOnly || storage.readOnly;
+  const dup = scan.duplicates[0];
+  if (dup && !readOnly) throw new VdiskError('E_CORRUPT', `${dup.message} (writing could change both; open read-only or run check)`);
+  const warnings: string[] = [];
+  let parent: DiskImage | undefined;
+  let ownsParent = false;
+  const differencing = header.type === VdiImageType.DIFF || header.type === VdiImageType.UNDO;
+  if (differencing) {
+    if (header.uuidLinkage === header.uuidCreate) throw new VdiskError('E_CHAIN', `${storage.name}: uuidLinkage names the image itself (${header.uuidCreate})`);
+    if (opts.parent) {
+      parent = opts.parent;
+      if (parent instanceof VdiImage && parent.uuid !== header.uuidLinkage) {
+        warnings.push(`the given parent's uuid ${parent.uuid} is not uuidLinkage ${header.uuidLinkage}`);
+      }
+    } else if (!opts.noBacking) {
+      const found = await findParentByUuid(location, storage.name, header);
+      parent = await opts.openParent(found.name);
+      ownsParent = true;
+      if (!found.modifyMatches) {
+        warnings.push(`parent ${found.name} was modified after this image was made (uuidModify is not uuidParentModify ${header.uuidParentModify})`);
+      }
+    }
+    // Opened without its parent (noBacking: info on a broken chain, rebase -u to repair
+    // the link): writes that need the parent's data are refused by the image.
+  }
+  const image = new VdiImage({ storage, header, headerRaw: raw, map, owner: scan.owner, nextSlot: scan.nextSlot, readOnly, parent, ownsParent, warnings, parentMissing: differencing && !parent, location });
+  if (!image.readOnly && needsSettling(header, scan, storage.size)) {
+    try {
+      await image.settle();
+    } catch (err) {
+      if (ownsParent) await parent?.close().catch(() => undefined);
+      throw err;
+    }
+  }
+  return image;
+}
+
+/** True when a crash left holes, a tail or a stale count that other writers would trip over. */
+function needsSettling(h: VdiHeader, scan: BlockMapScan, fileSize: number): boolean {
+  if (h.cBlocksAllocated !== scan.mapped) return true;
+  if (scan.mapped !== scan.nextSlot) return true;
+  // Bytes past a preallocated image's last block are left alone.
+  return h.type !== VdiImageType.FIXED && fileSize > h.offData + scan.nextSlot * blockStride(h);
 }

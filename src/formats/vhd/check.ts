@@ -4,9 +4,8 @@ import { isVdiskError } from '../../errors.js';
 import type { ImageLocation } from '../../storage/location.js';
 import type { Storage } from '../../storage/storage.js';
 import type { DriverOpenOptions } from '../driver.js';
-import { DISK_TYPE_DIFFERENCING, FOOTER_SIZE } from './layout.js';
+import { DISK_TYPE_DIFFERENCING, FOOTER_SIZE, findLeaks, metadataAtRisk, readVhdMeta, validateBat, type VhdMeta } from './layout.js';
 import { secureMetadata } from './maintain.js';
-import { findLeaks, metadataAtRisk, readVhdMeta, validateBat, type VhdMeta } from './parse.js';
 import { openParent } from './image.js';
 
 /** Check a VHD's consistency: footers and checksums, BAT entries, leaks, the parent's unique id. */

@@ -30,11 +30,12 @@ import {
   encodeFooter,
   roundUpSector,
   vhdTimestamp,
+  readVhdMeta,
+  validateBat,
   type ParentLocator,
   type VhdFooter,
 } from './layout.js';
 import { absoluteRef, parentLinkData } from './maintain.js';
-import { readVhdMeta, validateBat } from './parse.js';
 
 /** Smallest and largest block size `create` accepts (Hyper-V uses 512 KiB and 2 MiB). */
 const MIN_CREATE_BLOCK = 4096;

@@ -22,9 +22,13 @@ import {
   fourCC,
   timestampToIso,
   uuidString,
+  qemuVirtualSize,
+  readParentRefs,
+  readVhdMeta,
+  validateBat,
+  type VhdMeta,
 } from './layout.js';
 import { absoluteRef, compactVhd, relinkVhd, resizeVhd } from './maintain.js';
-import { qemuVirtualSize, readParentRefs, readVhdMeta, validateBat, type VhdMeta } from './parse.js';
 import type { DriverOpenOptions } from '../driver.js';
 import { findParentRef } from '../parent.js';
 

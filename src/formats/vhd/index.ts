@@ -1,14 +1,14 @@
 /**
  * VHD (Virtual PC / Hyper-V / Azure, qemu's "vpc"): the driver table. On-disk
- * structures in layout.ts, their validation at open in parse.ts, the device (and
- * opening it) in image.ts, resize/compact/relink in maintain.ts, create.ts, check.ts.
+ * structures and their validation at open in layout.ts, the device (and opening it)
+ * in image.ts, resize/compact/relink in maintain.ts, create.ts, check.ts.
  */
 import type { CompactOptions, CompactResult, DiskImage, ResizeImageOptions } from '../../device/block-device.js';
 import { imageOf, type FormatDriver } from '../driver.js';
 import { checkVhd } from './check.js';
 import { createVhd } from './create.js';
 import { VhdImage, openVhd } from './image.js';
-import { probeVhd } from './parse.js';
+import { probeVhd } from './layout.js';
 
 export { VhdImage } from './image.js';
 

@@ -38,11 +38,13 @@ import {
   nearestExactSizes,
   roundUpSector,
   vhdChecksum,
+  largestGeometryReadsCurrentSize,
+  validateBat,
   type DynamicHeader,
   type ParentLocator,
   type VhdFooter,
+  type VhdMeta,
 } from './layout.js';
-import { largestGeometryReadsCurrentSize, validateBat, type VhdMeta } from './parse.js';
 
 /** Largest sector number a BAT entry can hold. */
 const MAX_BAT_SECTOR = 0xfffffffe;

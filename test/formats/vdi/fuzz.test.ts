@@ -4,7 +4,7 @@
  */
 import { describe, expect, it } from 'vitest';
 import { vdiDriver, checkVdi } from '../../../src/formats/vdi/index.js';
-import { VDI_BLOCK_ZERO, VdiField, decodeHeader } from '../../../src/formats/vdi/header.js';
+import { VDI_BLOCK_ZERO, VdiField, decodeHeader } from '../../../src/formats/vdi/layout.js';
 import { isVdiskError } from '../../../src/errors.js';
 import { openLocation } from '../../../src/formats/registry.js';
 import { MemoryLocation } from '../../../src/storage/location.js';

@@ -11,7 +11,7 @@ import { describe, expect } from 'vitest';
 import { listExtents } from '../../../src/device/base.js';
 import type { DiskImage } from '../../../src/device/block-device.js';
 import { open } from '../../../src/formats/registry.js';
-import { decodeHeader } from '../../../src/formats/vdi/header.js';
+import { decodeHeader } from '../../../src/formats/vdi/layout.js';
 import { checkVdi } from '../../../src/formats/vdi/index.js';
 import { MemoryLocation } from '../../../src/storage/location.js';
 import { MemoryStorage } from '../../../src/storage/memory.js';

@@ -10,7 +10,7 @@ import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import type { DiskImage } from '../../../src/device/block-device.js';
 import { openLocation } from '../../../src/formats/registry.js';
-import { VdiImageType, decodeHeader } from '../../../src/formats/vdi/header.js';
+import { VdiImageType, decodeHeader } from '../../../src/formats/vdi/layout.js';
 import { checkVdi } from '../../../src/formats/vdi/index.js';
 import { commitImage } from '../../../src/ops/commit.js';
 import { resizeImage } from '../../../src/ops/resize.js';

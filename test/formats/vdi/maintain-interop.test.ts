@@ -11,7 +11,7 @@ import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { describe, expect } from 'vitest';
 import { open } from '../../../src/formats/registry.js';
-import { decodeHeader } from '../../../src/formats/vdi/header.js';
+import { decodeHeader } from '../../../src/formats/vdi/layout.js';
 import { itWith, qemuInfo, qemuSame, run, runOk } from '../../helpers/oracle.js';
 import { VDISK_BIN, tempDir } from '../../helpers/tmp.js';
 import { vboxLayoutImage } from './vbox-layout.js';

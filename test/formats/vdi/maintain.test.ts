@@ -7,7 +7,7 @@ import { describe, expect, it } from 'vitest';
 import type { DiskImage } from '../../../src/device/block-device.js';
 import { expectCode } from '../../helpers/errors.js';
 import { rawDriver } from '../../../src/formats/raw/index.js';
-import { VDI_BLOCK_FREE, VDI_BLOCK_ZERO, VdiImageType, decodeHeader, encodeHeader } from '../../../src/formats/vdi/header.js';
+import { VDI_BLOCK_FREE, VDI_BLOCK_ZERO, VdiImageType, decodeHeader, encodeHeader } from '../../../src/formats/vdi/layout.js';
 import { checkVdi } from '../../../src/formats/vdi/index.js';
 import { resizeImage } from '../../../src/ops/resize.js';
 import type { MemoryLocation } from '../../../src/storage/location.js';

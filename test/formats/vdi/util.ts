@@ -3,7 +3,7 @@ import type { DiskImage } from '../../../src/device/block-device.js';
 import { openLocation } from '../../../src/formats/registry.js';
 export { readAll } from '../../helpers/read.js';
 import { vdiDriver } from '../../../src/formats/vdi/index.js';
-import { VDI_BLOCK_FREE, VDI_MAP_ENTRY_SIZE, encodeHeader, newHeader, type VdiHeader } from '../../../src/formats/vdi/header.js';
+import { VDI_BLOCK_FREE, VDI_MAP_ENTRY_SIZE, encodeHeader, newHeader, type VdiHeader } from '../../../src/formats/vdi/layout.js';
 import { MemoryLocation } from '../../../src/storage/location.js';
 import { MemoryStorage } from '../../../src/storage/memory.js';
 

@@ -8,7 +8,7 @@ import { readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { open } from '../../../src/formats/registry.js';
-import { VdiField, decodeHeader } from '../../../src/formats/vdi/header.js';
+import { VdiField, decodeHeader } from '../../../src/formats/vdi/layout.js';
 import { itWith, qemuSame, run, runOk } from '../../helpers/oracle.js';
 import { patternBytes, tempDir } from '../../helpers/tmp.js';
 import { vboxLayoutImage } from './vbox-layout.js';

@@ -11,7 +11,7 @@ import {
   encodeHeader,
   newHeader,
   validateHeader,
-} from '../../../src/formats/vdi/header.js';
+} from '../../../src/formats/vdi/layout.js';
 import { MemoryStorage } from '../../../src/storage/memory.js';
 import { patternBytes } from '../../helpers/tmp.js';
 import { MiB, bytesOf, createIn, memFolder, openIn, putFile, readAll, smallVdi } from './util.js';

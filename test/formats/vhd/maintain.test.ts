@@ -11,7 +11,7 @@ import { describe, expect, it } from 'vitest';
 import { readImageFile as readAll } from '../../helpers/read.js';
 import { open } from '../../../src/formats/registry.js';
 import { vhdDriver } from '../../../src/formats/vhd/index.js';
-import { readParentRefs, readVhdMeta } from '../../../src/formats/vhd/parse.js';
+import { readParentRefs, readVhdMeta } from '../../../src/formats/vhd/layout.js';
 import { compact } from '../../../src/ops/compact.js';
 import { create } from '../../../src/ops/create.js';
 import { rebase } from '../../../src/ops/rebase.js';
