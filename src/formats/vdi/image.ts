@@ -185,6 +185,7 @@ export class VdiImage extends BlockDeviceBase implements DiskImage {
   }
 
   protected async readAt(buf: Uint8Array, offset: number): Promise<void> {
+    await this.extendFile();
     for (const pc of this.pieces(offset, buf.length)) {
       const piece = buf.subarray(pc.at, pc.at + pc.length);
       const e = this.map[pc.block]!;
@@ -231,8 +232,11 @@ export class VdiImage extends BlockDeviceBase implements DiskImage {
       // write only the piece and extend the file over the rest, a hole. A convert that
       // skips zero runs thus writes each block's data once, not a zero-filled block
       // and then its pieces.
+      // The extension itself waits for the next commitMap (which makes it before any map
+      // entry that points into it) or read: one ftruncate per batch of blocks instead
+      // of one per block (each took about 0.3 ms here, a fifth of a raw -> VDI convert).
       await this.storage.write(piece, slotStart + h.cbBlockExtra + pc.within);
-      if (this.storage.size < slotStart + this.stride) await this.storage.truncate(slotStart + this.stride);
+      this.fileEndOwed = Math.max(this.fileEndOwed, slotStart + this.stride);
     } else {
       const b = this.blockScratch();
       const body = b.subarray(h.cbBlockExtra);
@@ -264,7 +268,17 @@ export class VdiImage extends BlockDeviceBase implements DiskImage {
    * after it leaves the count ahead of the map: a leak, never a block handed out
    * twice), then the map entries, one write per run of adjacent entries.
    */
+  /** How long the file must be for the blocks allocated so far (see allocate); made so by {@link extendFile}. */
+  private fileEndOwed = 0;
+
+  /** Extend the file over the blocks allocated past its end, if it does not reach them yet. */
+  private async extendFile(): Promise<void> {
+    if (this.storage.size < this.fileEndOwed) await this.storage.truncate(this.fileEndOwed);
+    this.fileEndOwed = 0;
+  }
+
   private async commitMap(): Promise<void> {
+    await this.extendFile();
     if (this.pendingMap.length === 0) return;
     const blocks = this.pendingMap.sort((a, b) => a - b);
     this.pendingMap = [];
