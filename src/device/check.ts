@@ -21,6 +21,8 @@ export interface CheckResult {
   /** Allocated clusters/blocks, when the format has them (qemu-img check's allocated-clusters). */
   allocatedClusters?: number;
   totalClusters?: number;
+  /** Problems that kept the check from completing (qemu-img's check-errors; exit code 1). */
+  checkErrors?: number;
 }
 
 /** Options for a driver's check. */

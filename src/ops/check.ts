@@ -74,7 +74,7 @@ export interface CheckReport {
 export function summariseCheck(filename: string, format: string, result: Omit<CheckResult, 'problems'> & { problems: ReportProblem[] }): CheckReport {
   const count = (sev: CheckProblem['severity'], repaired: boolean): number =>
     result.problems.filter((p) => p.severity === sev && Boolean(p.repaired) === repaired).length;
-  const report: CheckReport = { filename, format, 'check-errors': 0, problems: result.problems };
+  const report: CheckReport = { filename, format, 'check-errors': result.checkErrors ?? 0, problems: result.problems };
   const partitionWarnings = result.problems.filter((p) => p.scope === 'partitions' && p.severity === 'warning' && !p.repaired).length;
   const corruptions = count('corrupt', false);
   const leaks = count('leak', false);
@@ -208,6 +208,7 @@ export function formatCheckHuman(r: CheckReport): string {
   if (r['partition-warnings']) {
     lines.push('', `${r['partition-warnings']} partition table warnings were found on the disk.`, 'No harm to data; -r all moves a misplaced backup GPT and resizes the protective MBR.');
   }
+  if (r['check-errors']) lines.push('', `${r['check-errors']} internal errors have occurred during the check.`);
   const alloc = r['allocated-clusters'];
   const totalClusters = r['total-clusters'];
   if (alloc !== undefined && totalClusters) {

@@ -2,7 +2,12 @@
  * Checking a VHDX: what open validates (headers, region tables, metadata, every BAT
  * entry), reported as problems instead of thrown, plus what open does not look at:
  * payload blocks that overlap each other, damaged redundant copies, and a log
- * waiting to be replayed (`-r all` replays it).
+ * waiting to be replayed.
+ *
+ * The log as qemu-img check treats it: without `-r` qemu refuses to open an image
+ * whose log needs replaying (exit 1, check not completed), so we report it as a check
+ * error after reading through the log in memory; any `-r` opens the file writable,
+ * replays it and counts that as one corruption repaired (exit 0).
  */
 import type { CheckProblem, CheckResult, DriverCheckOptions } from '../../device/check.js';
 import { isVdiskError } from '../../errors.js';
@@ -14,7 +19,7 @@ import { readVhdxMeta, type VhdxMeta } from './image.js';
 export async function checkVhdx(storage: Storage, opts: DriverCheckOptions & { readOnly?: boolean }): Promise<CheckResult> {
   const name = storage.name;
   const problems: CheckProblem[] = [];
-  const writable = !storage.readOnly && !opts.readOnly && opts.repair === 'all';
+  const writable = !storage.readOnly && !opts.readOnly && opts.repair !== undefined;
   let meta: VhdxMeta;
   try {
     meta = await readVhdxMeta(storage, writable);
@@ -22,9 +27,16 @@ export async function checkVhdx(storage: Storage, opts: DriverCheckOptions & { r
     if (!isVdiskError(err)) throw err;
     return { problems: [{ severity: 'corrupt', message: err.message }] };
   }
+  let checkErrors = 0;
   for (const w of meta.warnings) {
-    const replayed = meta.replay && !meta.replay.inMemory && w.startsWith('replayed');
-    problems.push({ severity: /unusable|does not replay|not yet applied/.test(w) ? 'corrupt' : 'warning', message: `${name}: ${w}`, ...(replayed ? { repaired: true } : {}) });
+    if (meta.replay && !meta.replay.inMemory && w.startsWith('replayed')) {
+      problems.push({ severity: 'corrupt', message: `${name}: ${w}`, repaired: true });
+    } else if (meta.replay?.inMemory && w.startsWith('the log holds')) {
+      checkErrors++;
+      problems.push({ severity: 'warning', message: `${name}: ${w}; qemu-img opens it for check only with -r (vdisk check -r leaks|all replays it)` });
+    } else {
+      problems.push({ severity: /unusable|does not replay/.test(w) ? 'corrupt' : 'warning', message: `${name}: ${w}` });
+    }
   }
   // Blocks that share file space: a write to one would change the other.
   const g = meta.geometry;
@@ -53,5 +65,5 @@ export async function checkVhdx(storage: Storage, opts: DriverCheckOptions & { r
       reported++;
     }
   }
-  return { problems, allocatedClusters: allocated, totalClusters: g.payloadBlocks };
+  return { problems, allocatedClusters: allocated, totalClusters: g.payloadBlocks, ...(checkErrors ? { checkErrors } : {}) };
 }
