@@ -10,7 +10,8 @@
  */
 import type { Memory } from './memory.js';
 import type { IoBus } from './io.js';
-import { OPS } from './ops.js';
+import { OPS, alu } from './ops.js';
+import { BlockCache } from './jit.js';
 import { VdiskError } from '../errors.js';
 import type { StateReader, StateWriter, Stateful } from './state/codec.js';
 
@@ -103,6 +104,8 @@ export class Cpu implements Stateful {
 
   readonly ram: Uint8Array;
   readonly ramSize: number;
+  /** Compiled hot blocks (a cache, not state). */
+  private readonly blocks = new BlockCache();
   /** The A20 address mask, mirrored from Memory so the hot path reads one field. */
   amask: number;
 
@@ -177,6 +180,7 @@ export class Cpu implements Stateful {
     if (this.inhibit > 1) throw new VdiskError('E_CORRUPT', `${r.what}: interrupt shadow ${this.inhibit} is not 0 or 1`);
     this.instructions = r.f64('instructions retired');
     this.resetPrefixes();
+    this.blocks.clear();
     this.unsupported = null;
     this.tripleFault = false;
     this.stopRequested = false;
@@ -741,6 +745,9 @@ export class Cpu implements Stateful {
     const ram = this.ram;
     const ramSize = this.ramSize;
     const ops = OPS;
+    const reg = this.reg;
+    const blocks = this.blocks;
+    const jit = blocks.enabled;
     let n = this.instructions;
     while (n < end) {
       if (this.attention) {
@@ -763,10 +770,21 @@ export class Cpu implements Stateful {
           continue;
         }
       }
-      // Inline fetch of the opcode byte.
       const ip = this.eip;
-      this.startEip = ip;
       const a = (this.csBase + ip) & this.amask;
+      if (jit && !this.attention) {
+        const b = blocks.lookup(this, a, ip);
+        if (b !== null && n + b.count <= end) {
+          const k = b.fn(this, reg, ram, alu, ops);
+          if (k >= 0) {
+            this.instructions = n += k;
+            continue;
+          }
+          blocks.drop(a);
+        }
+      }
+      // Inline fetch of the opcode byte.
+      this.startEip = ip;
       this.eip = (ip + 1) & 0xffff;
       const op = a >= 0 && a < ramSize ? ram[a]! : this.mem.readUnmapped(a >>> 0);
       // Handlers are called as plain functions (no receiver), which V8's call builtin does a little faster.
