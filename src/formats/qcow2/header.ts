@@ -288,6 +288,15 @@ export interface NewHeader {
   backingFormat?: string;
 }
 
+/** One header extension: type, length, and the data padded to a multiple of 8 bytes (qcow2.txt, "Header extensions"). */
+export function encodeExtension(type: number, data: Buffer): Buffer {
+  const e = Buffer.alloc(8 + Math.ceil(data.length / 8) * 8);
+  e.writeUInt32BE(type, 0);
+  e.writeUInt32BE(data.length, 4);
+  data.copy(e, 8);
+  return e;
+}
+
 /**
  * Encode a new version 3 header (header_length 104) with a backing-format extension
  * when given, the end marker, and the backing file name after it; one buffer to
@@ -295,14 +304,7 @@ export interface NewHeader {
  */
 export function encodeHeader(n: NewHeader): Buffer {
   const exts: Buffer[] = [];
-  if (n.backingFormat !== undefined) {
-    const data = Buffer.from(n.backingFormat, 'latin1');
-    const e = Buffer.alloc(8 + Math.ceil(data.length / 8) * 8);
-    e.writeUInt32BE(Extension.BACKING_FORMAT, 0);
-    e.writeUInt32BE(data.length, 4);
-    data.copy(e, 8);
-    exts.push(e);
-  }
+  if (n.backingFormat !== undefined) exts.push(encodeExtension(Extension.BACKING_FORMAT, Buffer.from(n.backingFormat, 'latin1')));
   exts.push(Buffer.alloc(8)); // END
   const name = n.backingFile !== undefined ? Buffer.from(n.backingFile, 'utf8') : Buffer.alloc(0);
   const extLen = exts.reduce((s, e) => s + e.length, 0);

@@ -10,7 +10,7 @@
  */
 import { VdiskError } from '../../errors.js';
 import type { Storage } from '../../storage/storage.js';
-import { Extension, QCOW2_MAX_L1_BYTES, QCOW2_V2_HEADER_LENGTH, Qcow2Field, type Qcow2Header } from './header.js';
+import { Extension, encodeExtension, QCOW2_MAX_L1_BYTES, QCOW2_V2_HEADER_LENGTH, Qcow2Field, type Qcow2Header } from './header.js';
 import type { Refcounts } from './refcount.js';
 import { QCOW_OFLAG_COPIED_HI, QCOW_OFLAG_ZERO, decodeL2, entryHalves, entryOffset, writeEntry } from './tables.js';
 
@@ -100,14 +100,7 @@ export async function relinkHeader(storage: Storage, h: Qcow2Header, backing: { 
     at += whole;
   }
   const exts: Buffer[] = [];
-  if (backing) {
-    const data = Buffer.from(backing.format, 'latin1');
-    const e = Buffer.alloc(8 + Math.ceil(data.length / 8) * 8);
-    e.writeUInt32BE(Extension.BACKING_FORMAT, 0);
-    e.writeUInt32BE(data.length, 4);
-    data.copy(e, 8);
-    exts.push(e);
-  }
+  if (backing) exts.push(encodeExtension(Extension.BACKING_FORMAT, Buffer.from(backing.format, 'latin1')));
   exts.push(...keep, Buffer.alloc(8));
   const name = backing ? Buffer.from(backing.name, 'utf8') : Buffer.alloc(0);
   if (name.length > 1023) throw new VdiskError('E_USAGE', `${storage.name}: a backing file name of ${name.length} bytes is longer than qcow2 allows (1023)`);
