@@ -2,6 +2,7 @@ import { VdiskError } from '../errors.js';
 import { checkIoArgs } from '../storage/checks.js';
 import { IO_CHUNK } from '../storage/storage.js';
 import type { BlockDevice, Extent } from './block-device.js';
+import { Gate } from './gate.js';
 import { zeroBuffer } from './zero.js';
 
 /** Throw E_BOUNDS unless [offset, offset+length) lies inside a device of `size` bytes. */
@@ -24,6 +25,13 @@ export abstract class BlockDeviceBase implements BlockDevice {
   /** Name for messages. */
   abstract readonly filename: string;
   protected closed = false;
+  /**
+   * Writes, zeroing, discards, flushes and the close run one at a time, in the order
+   * they were issued: a format allocates blocks and commits maps between awaits, so two
+   * overlapping writes could take the same free block. Reads run beside them; each
+   * format orders its writes so a read sees the old bytes or the new ones.
+   */
+  private readonly mutations = new Gate();
 
   protected abstract readAt(buf: Uint8Array, offset: number): Promise<void>;
   protected abstract writeAt(buf: Uint8Array, offset: number): Promise<void>;
@@ -52,24 +60,24 @@ export abstract class BlockDeviceBase implements BlockDevice {
   async write(buf: Uint8Array, offset: number): Promise<void> {
     this.writable();
     checkDeviceRange(this.filename, this.size, offset, buf.length);
-    if (buf.length > 0) await this.writeAt(buf, offset);
+    if (buf.length > 0) await this.mutations.run(() => this.writeAt(buf, offset));
   }
 
   async writeZeroes(offset: number, length: number): Promise<void> {
     this.writable();
     checkDeviceRange(this.filename, this.size, offset, length);
-    if (length > 0) await this.writeZeroesAt(offset, length);
+    if (length > 0) await this.mutations.run(() => this.writeZeroesAt(offset, length));
   }
 
   async discard(offset: number, length: number): Promise<void> {
     this.writable();
     checkDeviceRange(this.filename, this.size, offset, length);
-    if (length > 0) await this.discardAt(offset, length);
+    if (length > 0) await this.mutations.run(() => this.discardAt(offset, length));
   }
 
   async flush(): Promise<void> {
     this.live();
-    if (!this.readOnly) await this.flushAll();
+    if (!this.readOnly) await this.mutations.run(() => this.flushAll());
   }
 
   async *extents(offset = 0, length = this.size - offset): AsyncIterable<Extent> {
@@ -80,12 +88,15 @@ export abstract class BlockDeviceBase implements BlockDevice {
 
   async close(): Promise<void> {
     if (this.closed) return;
-    try {
-      if (!this.readOnly) await this.flushAll();
-    } finally {
-      this.closed = true;
-      await this.closeAll();
-    }
+    await this.mutations.run(async () => {
+      if (this.closed) return;
+      try {
+        if (!this.readOnly) await this.flushAll();
+      } finally {
+        this.closed = true;
+        await this.closeAll();
+      }
+    });
   }
 
   protected live(): void {

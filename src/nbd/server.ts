@@ -5,6 +5,7 @@
  */
 import { createServer, type Server, type Socket } from 'node:net';
 import type { BlockDevice } from '../device/block-device.js';
+import { Gate } from '../device/gate.js';
 import { VdiskError } from '../errors.js';
 import {
   CMD,
@@ -75,20 +76,8 @@ const MAX_DESCRIPTORS = 64 * 1024;
 /** A descriptor's length is 32 bits; longer extents are split at a 512-aligned bound. */
 const MAX_DESCRIPTOR_LENGTH = 0xfffffe00;
 
-/** Serialises the mutating commands of one export (formats allocate blocks on write). */
-class Gate {
-  private tail: Promise<void> = Promise.resolve();
-  run<T>(fn: () => Promise<T>): Promise<T> {
-    const result = this.tail.then(fn);
-    this.tail = result.then(
-      () => undefined,
-      () => undefined,
-    );
-    return result;
-  }
-}
-
 interface Served extends NbdExport {
+  /** Serialises the export's mutating commands (a device that is not a BlockDeviceBase may not). */
   gate: Gate;
 }
 

@@ -185,14 +185,25 @@ export class VdiImage extends BlockDeviceBase implements DiskImage {
   }
 
   protected async readAt(buf: Uint8Array, offset: number): Promise<void> {
-    await this.extendFile();
     for (const pc of this.pieces(offset, buf.length)) {
       const piece = buf.subarray(pc.at, pc.at + pc.length);
       const e = this.map[pc.block]!;
-      if (isAllocated(e)) await this.storage.read(piece, this.dataOffset(e) + pc.within);
+      if (isAllocated(e)) await this.readData(piece, this.dataOffset(e) + pc.within);
       else if (e === VDI_BLOCK_FREE) await this.readBelow(piece, offset + pc.at);
       else piece.fill(0);
     }
+  }
+
+  /**
+   * Read block data at `at` in the file. A new block's tail can lie past the file's
+   * end until the next commitMap extends the file over it (see allocate); it reads
+   * as zeros. Reads never extend the file themselves: a truncate racing a write past
+   * the end could cut that write off.
+   */
+  private async readData(piece: Uint8Array, at: number): Promise<void> {
+    const inFile = Math.max(0, Math.min(piece.length, this.storage.size - at));
+    if (inFile > 0) await this.storage.read(inFile === piece.length ? piece : piece.subarray(0, inFile), at);
+    if (inFile < piece.length) piece.fill(0, inFile);
   }
 
   protected async writeAt(buf: Uint8Array, offset: number): Promise<void> {
