@@ -139,11 +139,24 @@ export class LogicalVolume extends BlockDeviceBase implements DiskImage {
     return first.value;
   }
 
+  /**
+   * Run `fn` over each member's runs of `[offset, offset+length)`, the members at the
+   * same time: a striped request keeps every member busy at once, as striping is for
+   * (each member's own requests stay in order; a member serialises its writes itself).
+   */
+  private async eachMember(offset: number, length: number, fn: (dev: DiskImage, runs: MemberRun[]) => Promise<void>): Promise<void> {
+    const byMember = [...this.runs(offset, length)];
+    if (byMember.length === 1) return fn(byMember[0]![0], byMember[0]![1]);
+    const results = await Promise.allSettled(byMember.map(([dev, list]) => fn(dev, list)));
+    const failed = results.find((r): r is PromiseRejectedResult => r.status === 'rejected');
+    if (failed) throw failed.reason;
+  }
+
   protected readAt(buf: Uint8Array, offset: number): Promise<void> {
     return this.pool.io(async () => {
       const one = this.single(offset, buf.length);
       if (one) return this.dev(one).read(buf, one.devOffset);
-      for (const [dev, list] of this.runs(offset, buf.length)) {
+      await this.eachMember(offset, buf.length, async (dev, list) => {
         for (const r of list) {
           if (r.pieces.length === 1) {
             const p = r.pieces[0]!;
@@ -160,7 +173,7 @@ export class LogicalVolume extends BlockDeviceBase implements DiskImage {
             }
           });
         }
-      }
+      });
     });
   }
 
@@ -168,9 +181,9 @@ export class LogicalVolume extends BlockDeviceBase implements DiskImage {
     return this.pool.io(async () => {
       const one = this.single(offset, buf.length);
       if (one) return this.dev(one).write(buf, one.devOffset);
-      for (const [dev, list] of this.runs(offset, buf.length)) {
+      const part = (p: LvPiece): Uint8Array => buf.subarray(p.lvOffset - offset, p.lvOffset - offset + p.length);
+      await this.eachMember(offset, buf.length, async (dev, list) => {
         for (const r of list) {
-          const part = (p: LvPiece): Uint8Array => buf.subarray(p.lvOffset - offset, p.lvOffset - offset + p.length);
           if (r.pieces.length === 1) {
             await dev.write(part(r.pieces[0]!), r.devOffset);
             continue;
@@ -184,7 +197,7 @@ export class LogicalVolume extends BlockDeviceBase implements DiskImage {
             await dev.write(tmp, r.devOffset);
           });
         }
-      }
+      });
     });
   }
 
