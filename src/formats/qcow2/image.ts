@@ -11,6 +11,7 @@
  * A crash at any point leaves at worst leaked clusters.
  */
 import { inflateRawSync } from 'node:zlib';
+import { readBelow } from '../../device/below.js';
 import type { DiskImage, Extent, ImageInfo } from '../../device/block-device.js';
 import { BlockDeviceBase } from '../../device/base.js';
 import { isZero } from '../../device/zero.js';
@@ -229,14 +230,6 @@ export class Qcow2Image extends BlockDeviceBase implements DiskImage {
     return data;
   }
 
-  /** Fill `buf` with what lies under this image at `offset`: the backing data, or zeros. */
-  private async readBelow(buf: Uint8Array, offset: number): Promise<void> {
-    const p = this.backing;
-    const inParent = p ? Math.max(0, Math.min(buf.length, p.size - offset)) : 0;
-    if (p && inParent > 0) await p.read(buf.subarray(0, inParent), offset);
-    buf.fill(0, inParent);
-  }
-
   /** Read guest cluster `c`'s bytes [within, within + piece.length) into `piece`. */
   private async readCluster(c: number, within: number, piece: Uint8Array): Promise<void> {
     await this.readAt(piece, c * this.clusterSize + within);
@@ -257,7 +250,7 @@ export class Qcow2Image extends BlockDeviceBase implements DiskImage {
         return;
       }
       case 'unallocated':
-        return this.readBelow(piece, pos);
+        return readBelow(this.backing, piece, pos);
     }
   }
 

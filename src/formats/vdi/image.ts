@@ -8,6 +8,7 @@
  * compacts away.
  */
 import { dirname, resolve } from 'node:path';
+import { readBelow } from '../../device/below.js';
 import type { CompactOptions, CompactResult, DiskImage, Extent, ImageInfo, ResizeImageOptions } from '../../device/block-device.js';
 import { ProgressMeter } from '../../device/progress.js';
 import { BlockDeviceBase } from '../../device/base.js';
@@ -52,7 +53,6 @@ import {
   type BlockMapScan,
 } from './layout.js';
 import type { DriverOpenOptions } from '../driver.js';
-
 
 /** Allocations whose header count and map entries may wait in memory before commitMap writes them. */
 const PENDING_LIMIT = 64;
@@ -176,20 +176,12 @@ export class VdiImage extends BlockDeviceBase implements DiskImage {
     }
   }
 
-  /** Fill `buf` with what lies under this image at `offset`: the parent's data, or zeros. */
-  private async readBelow(buf: Uint8Array, offset: number): Promise<void> {
-    const p = this.backing;
-    const inParent = p ? Math.max(0, Math.min(buf.length, p.size - offset)) : 0;
-    if (p && inParent > 0) await p.read(buf.subarray(0, inParent), offset);
-    buf.fill(0, inParent);
-  }
-
   protected async readAt(buf: Uint8Array, offset: number): Promise<void> {
     for (const pc of this.pieces(offset, buf.length)) {
       const piece = buf.subarray(pc.at, pc.at + pc.length);
       const e = this.map[pc.block]!;
       if (isAllocated(e)) await this.readData(piece, this.dataOffset(e) + pc.within);
-      else if (e === VDI_BLOCK_FREE) await this.readBelow(piece, offset + pc.at);
+      else if (e === VDI_BLOCK_FREE) await readBelow(this.backing, piece, offset + pc.at);
       else piece.fill(0);
     }
   }
@@ -251,7 +243,7 @@ export class VdiImage extends BlockDeviceBase implements DiskImage {
     } else {
       const b = this.blockScratch();
       const body = b.subarray(h.cbBlockExtra);
-      if (fromParent) await this.readBelow(body.subarray(0, Math.min(h.cbBlock, this.size - blockStart)), blockStart);
+      if (fromParent) await readBelow(this.backing, body.subarray(0, Math.min(h.cbBlock, this.size - blockStart)), blockStart);
       body.set(piece, pc.within);
       await this.storage.write(b, slotStart);
     }
@@ -720,7 +712,7 @@ export class VdiImage extends BlockDeviceBase implements DiskImage {
         const start = i * h.cbBlock;
         const len = Math.min(h.cbBlock, this.size - start);
         if (await this.readsZero(buf, (b, off) => this.storage.read(b, this.dataOffset(e) + off), len)) {
-          const belowZero = await this.readsZero(buf, (b, off) => this.readBelow(b, start + off), len);
+          const belowZero = await this.readsZero(buf, (b, off) => readBelow(this.backing, b, start + off), len);
           await this.release(i, belowZero ? VDI_BLOCK_FREE : VDI_BLOCK_ZERO);
           released++;
         }

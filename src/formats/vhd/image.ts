@@ -4,6 +4,7 @@
  * through to the parent, sector by sector).
  */
 import { isAbsolute } from 'node:path';
+import { readBelow } from '../../device/below.js';
 import type { CompactOptions, CompactResult, DiskImage, Extent, ImageInfo, ResizeImageOptions } from '../../device/block-device.js';
 import { BlockDeviceBase } from '../../device/base.js';
 import { blockPieces } from '../../device/blocks.js';
@@ -125,29 +126,17 @@ export class VhdImage extends BlockDeviceBase implements DiskImage {
       const piece = buf.subarray(done, done + n);
       const entry = this.meta.bat![idx]!;
       if (entry === BAT_UNUSED) {
-        await this.readBelow(piece, pos);
+        await readBelow(this.backing, piece, pos);
       } else {
         const bitmap = await this.bitmap(idx);
         const dataStart = entry * SECTOR_SIZE + this.meta.bitmapSize;
         await this.forEachRun(bitmap, inOff, n, async (a, b, set) => {
           const part = piece.subarray(a - inOff, b - inOff);
           if (set) await this.storage.read(part, dataStart + a);
-          else await this.readBelow(part, idx * bs + a);
+          else await readBelow(this.backing, part, idx * bs + a);
         });
       }
     }
-  }
-
-  /** Read what lies below this image: the parent's bytes (zeros past its end), or zeros. */
-  private async readBelow(buf: Uint8Array, offset: number): Promise<void> {
-    const p = this.backing;
-    if (!p || offset >= p.size) {
-      buf.fill(0);
-      return;
-    }
-    const n = Math.min(buf.length, p.size - offset);
-    await p.read(buf.subarray(0, n), offset);
-    if (n < buf.length) buf.fill(0, n);
   }
 
   /** Call `fn` for each run of sectors with the same bitmap bit over bytes [inOff, inOff+n) of a block. */

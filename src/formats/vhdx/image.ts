@@ -10,6 +10,7 @@
  * BAT sectors written and flushed. The first write of a session gives the file new
  * FileWriteGuid and DataWriteGuid (2.2.2); closing clears the LogGuid.
  */
+import { readBelow } from '../../device/below.js';
 import type { CompactOptions, CompactResult, DiskImage, Extent, ImageInfo, ResizeImageOptions } from '../../device/block-device.js';
 import { isZero } from '../../device/zero.js';
 import { BlockDeviceBase } from '../../device/base.js';
@@ -375,15 +376,6 @@ export class VhdxImage extends BlockDeviceBase implements DiskImage {
     return out;
   }
 
-  /** Read what lies below this image: the parent's bytes (zeros past its end), or zeros. */
-  private async readBelow(buf: Uint8Array, offset: number): Promise<void> {
-    const p = this.backing;
-    if (!p || offset >= p.size) return void buf.fill(0);
-    const n = Math.min(buf.length, p.size - offset);
-    await p.read(buf.subarray(0, n), offset);
-    buf.fill(0, n);
-  }
-
   /** True when state `s` answers reads from the parent (differencing disks only). */
   private fromParent(state: number): boolean {
     return this.meta.params.hasParent && (state === PAYLOAD_BLOCK_NOT_PRESENT || state === PAYLOAD_BLOCK_UNDEFINED);
@@ -398,9 +390,9 @@ export class VhdxImage extends BlockDeviceBase implements DiskImage {
         for (const [a, b, here] of await this.runs(n, within, length)) {
           const part = piece.subarray(a - within, b - within);
           if (here) await this.storage.read(part, at + a);
-          else await this.readBelow(part, n * this.blockSize + a);
+          else await readBelow(this.backing, part, n * this.blockSize + a);
         }
-      } else if (this.fromParent(state)) await this.readBelow(piece, offset + done);
+      } else if (this.fromParent(state)) await readBelow(this.backing, piece, offset + done);
       else piece.fill(0);
     }
   }

@@ -4,6 +4,7 @@
  */
 import { randomInt } from 'node:crypto';
 import { posix } from 'node:path';
+import { readBelow } from '../../device/below.js';
 import type { CompactOptions, CompactResult, DiskImage, Extent, ImageInfo, ResizeImageOptions } from '../../device/block-device.js';
 import { ProgressMeter } from '../../device/progress.js';
 import { BlockDeviceBase } from '../../device/base.js';
@@ -88,17 +89,7 @@ export class VmdkImage extends BlockDeviceBase implements DiskImage {
   }
 
   private below(start: number): ReadBelow {
-    return async (buf, offset) => {
-      const abs = start + offset;
-      const parent = this.backing;
-      if (!parent || abs >= parent.size) {
-        buf.fill(0);
-        return;
-      }
-      const n = Math.min(buf.length, parent.size - abs);
-      await parent.read(buf.subarray(0, n), abs);
-      if (n < buf.length) buf.fill(0, n);
-    };
+    return (buf, offset) => readBelow(this.backing, buf, start + offset);
   }
 
   private async forEach(offset: number, length: number, fn: (p: Placed, extOff: number, bufOff: number, len: number) => Promise<void>): Promise<void> {
