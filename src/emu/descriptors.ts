@@ -153,7 +153,7 @@ export function farTransfer(c: Cpu, sel: number, off: number, call: boolean): vo
     c.pushOs(c.sreg[CS]!);
     c.pushOs(c.eip);
   }
-  setAccessed(c, d);
+  // qemu sets the accessed bit on data and stack loads only (MOV/POP/LxS), so do we.
   cacheSegment(c, CS, (sel & 0xfffc) | c.cpl, d);
   c.eip = off;
 }
@@ -238,7 +238,6 @@ export function farReturn(c: Cpu, n: number, iret: boolean): void {
     if (!(d.hi & D_PRESENT)) c.fault(VEC_NP, err);
     c.cpl = rpl;
     c.setSegment(CS, cs, descBase(csLo, csHi), descLimit(csLo, csHi), csHi & FLAGS_MASK);
-    setAccessed(c, d);
     cacheSegment(c, SS, ss, d);
     const k2 = c.spMask;
     c.reg[ESP] = (c.reg[ESP]! & ~k2) | ((newEsp + n) & k2);
