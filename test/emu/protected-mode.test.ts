@@ -10,6 +10,7 @@ import { boot } from '../../src/emu/boot.js';
 import { open } from '../../src/formats/registry.js';
 import { itWith } from '../helpers/oracle.js';
 import { tempDir } from '../helpers/tmp.js';
+import { aluProgram32 } from './alu-program.js';
 import { nasm, qemuSerial } from './guests.js';
 
 const PM = new URL('./pm/', import.meta.url).pathname;
@@ -19,9 +20,9 @@ beforeAll(async () => {
   dir = await tempDir('vdisk-emu-pm-');
 });
 
-/** Assemble `test/emu/pm/<name>.asm` into a 1 MiB raw disk; returns its path. */
-function guest(name: string): string {
-  const code = nasm(dir, name, readFileSync(join(PM, `${name}.asm`), 'utf8'));
+/** Assemble `test/emu/pm/<name>.asm` (or `source`) into a 1 MiB raw disk; returns its path. */
+function guest(name: string, source = readFileSync(join(PM, `${name}.asm`), 'utf8')): string {
+  const code = nasm(dir, name, source);
   const img = join(dir, `${name}.img`);
   const data = Buffer.alloc(1024 * 1024);
   code.copy(data);
@@ -79,4 +80,15 @@ describe('protected mode against qemu-system-i386', () => {
     expect(firstDifference(ours.serial, theirs)).toBeNull();
     expect(ours.serial).toBe(theirs);
   });
+
+  const BLOCKS = 150;
+  for (const [seed, paging] of [[11, false], [12, true], [13, true]] as const) {
+    itWith(['nasm', 'qemu-system-i386'], `generated ALU/shift/mul/div/bit/BCD/string program as 32-bit code${paging ? ' with paging' : ''}, seed ${seed}`, async () => {
+      const img = guest(`alu32-${seed}`, aluProgram32(seed, BLOCKS, 16, paging));
+      const [ours, theirs] = await Promise.all([vdiskSerial(img), qemuSerial(img, { timeoutMs: 30_000 })]);
+      expect(theirs.split('\r\n').length).toBe(BLOCKS + 1);
+      expect(firstDifference(ours.serial, theirs)).toBeNull();
+      expect(ours.outcome).toBe('halt');
+    });
+  }
 });
