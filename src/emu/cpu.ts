@@ -216,13 +216,17 @@ export class Cpu implements Stateful {
     for (const v of this.dr) w.i32(v);
     w.i32(this.gdtBase).u32(this.gdtLimit).i32(this.idtBase).u32(this.idtLimit);
     w.bool(this.irqLine).bool(this.halted).u8(this.inhibit).f64(this.instructions);
+    // Since version 3: the protected-mode state (a version-2 file ends before it and loads as real mode).
+    w.u8(this.cpl).u32(this.cr4);
+    for (let i = 0; i < 6; i++) w.i32(this.slimit[i]!).i32(this.sflags[i]!);
+    w.u16(this.ldtr).i32(this.ldtBase).i32(this.ldtLimit).u16(this.tr).i32(this.trBase).i32(this.trLimit).i32(this.trFlags);
   }
   loadState(r: StateReader): void {
     for (let i = 0; i < 8; i++) this.reg[i] = r.i32('general register');
     for (let i = 0; i < 6; i++) this.sreg[i] = r.u16('segment selector');
     for (let i = 0; i < 6; i++) this.sbase[i] = r.i32('segment base');
     this.csBase = this.sbase[CS]!;
-    this.eip = r.u32('EIP');
+    this.eip = r.u32('EIP') | 0;
     this.flags = r.u32('EFLAGS');
     this.lop = r.u8('lazy flags operation');
     this.lres = r.i32('lazy result');
@@ -235,7 +239,7 @@ export class Cpu implements Stateful {
     this.cr0 = r.u32('CR0');
     this.cr2 = r.u32('CR2');
     this.cr3 = r.u32('CR3');
-    // The state format holds real-mode state only: segment caches as real mode loads them.
+    // A version-2 state holds real-mode state only: these defaults stand unless the protected-mode part follows.
     this.cpl = 0;
     this.code32 = false;
     this.ipMask = 0xffff;
@@ -253,6 +257,30 @@ export class Cpu implements Stateful {
     this.inhibit = r.u8('interrupt shadow');
     if (this.inhibit > 1) throw new VdiskError('E_CORRUPT', `${r.what}: interrupt shadow ${this.inhibit} is not 0 or 1`);
     this.instructions = r.f64('instructions retired');
+    if (r.left > 0) {
+      this.cpl = r.u8('CPL');
+      if (this.cpl > 3) throw new VdiskError('E_CORRUPT', `${r.what}: CPL ${this.cpl} is not 0 to 3`);
+      this.cr4 = r.u32('CR4');
+      for (let i = 0; i < 6; i++) {
+        this.slimit[i] = r.i32('segment limit');
+        this.sflags[i] = r.i32('segment attributes');
+      }
+      this.ldtr = r.u16('LDTR');
+      this.ldtBase = r.i32('LDT base');
+      this.ldtLimit = r.i32('LDT limit');
+      this.tr = r.u16('TR');
+      this.trBase = r.i32('TSS base');
+      this.trLimit = r.i32('TSS limit');
+      this.trFlags = r.i32('TSS attributes');
+      if (this.cr0 & 1) {
+        this.code32 = (this.sflags[CS]! & 0x400000) !== 0;
+        this.ipMask = this.code32 ? -1 : 0xffff;
+        this.spMask = this.sflags[SS]! & 0x400000 ? -1 : 0xffff;
+      }
+      this.paging = (this.cr0 & CR0_PG) !== 0;
+      this.directLimit = this.paging ? 0 : this.ramSize;
+    }
+    this.modeDirty = true;
     this.resetPrefixes();
     this.blocks.clear();
     this.unsupported = null;

@@ -6,7 +6,7 @@
 import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { beforeAll, describe, expect } from 'vitest';
-import { boot } from '../../src/emu/boot.js';
+import { boot, type BootOptions } from '../../src/emu/boot.js';
 import { open } from '../../src/formats/registry.js';
 import { itWith } from '../helpers/oracle.js';
 import { tempDir } from '../helpers/tmp.js';
@@ -35,6 +35,18 @@ async function vdiskSerial(img: string): Promise<{ serial: string; outcome: stri
   try {
     const r = await boot(dev, { timeoutMs: 60_000, snapshot: true, memoryMiB: 16 }).result;
     return { serial: r.serial, outcome: r.outcome, message: r.message };
+  } finally {
+    await dev.close();
+  }
+}
+
+/** Boot `img` with `opts`; the result and, when it stopped at the instruction limit, the saved state. */
+async function runSaving(img: string, opts: BootOptions) {
+  const dev = await open(img, { readOnly: true });
+  try {
+    const s = boot(dev, { timeoutMs: 60_000, snapshot: true, memoryMiB: 16, ...opts });
+    const r = await s.result;
+    return { r, state: r.outcome === 'limit' ? await s.machine.saveState() : null };
   } finally {
     await dev.close();
   }
@@ -91,4 +103,17 @@ describe('protected mode against qemu-system-i386', () => {
       expect(ours.outcome).toBe('halt');
     });
   }
+
+  itWith(['nasm'], 'pm.asm saved part-way (in ring 3, with paging, in handlers) and resumed prints what an uninterrupted run prints', async () => {
+    const img = guest('pm');
+    const whole = await runSaving(img, {});
+    expect(whole.r.outcome).toBe('halt');
+    for (const f of [0.5, 0.8, 0.9, 0.95, 0.99]) {
+      const first = await runSaving(img, { maxInstructions: Math.floor(whole.r.instructions * f) });
+      expect(first.r.outcome).toBe('limit');
+      const rest = await runSaving(img, { restoreState: { bytes: first.state!, name: 'state' } });
+      expect(first.r.serial + rest.r.serial).toBe(whole.r.serial);
+      expect(rest.r.instructions).toBe(whole.r.instructions);
+    }
+  });
 });
