@@ -34,6 +34,8 @@ const T_WRITE_S = 2;
 const T_READ_U = 4;
 const T_WRITE_U = 8;
 const T_GLOBAL = 16;
+/** Bound of the list of filled slots. */
+const FILLED_MAX = 1 << 16;
 
 /** What a translation needs from the processor: physical memory and the control registers. */
 export interface PagingHost {
@@ -148,7 +150,14 @@ export class Mmu {
     if (writableUser && dirty) t |= T_WRITE_U;
     if (entry & PTE_G && h.cr4 & CR4_PGE) t |= T_GLOBAL;
     const page = lin >>> 12;
-    if (tlb[page] === 0) this.filled.push(page);
+    if (tlb[page] === 0) {
+      // INVLPG leaves its page in the list; past this many, start afresh (a TLB may drop any entry).
+      if (this.filled.length >= FILLED_MAX) {
+        tlb.fill(0);
+        this.filled = [];
+      }
+      this.filled.push(page);
+    }
     tlb[page] = t;
     return ((frame & ~0xfff) | (lin & 0xfff)) & h.amask;
   }
