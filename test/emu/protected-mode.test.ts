@@ -1,7 +1,8 @@
 /**
- * 386 protected mode judged by qemu-system-i386: `test/emu/pm/*.asm` guests switch to
- * protected mode, take faults, change rings and turn paging on, printing what they
- * see on COM1; our emulator must print the very same text.
+ * 386 protected mode judged by qemu-system-i386: `test/emu/pm/pm.asm` switches to
+ * protected mode, takes faults and interrupts, changes rings and turns paging on,
+ * printing what it sees on COM1; our emulator must print the very same text. The
+ * generated digest programs of differential.test.ts run here as 32-bit code.
  */
 import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
@@ -75,6 +76,8 @@ describe('protected mode against qemu-system-i386', () => {
       'exc 00000008 00000000 ', // #NP delivering #NP: #DF
       'int 31 esp 0007FFE8 ', // the TSS's ESP0 less a five-dword frame (and the EAX `show` pushed)
       'exc 0000000D 00000182 ', // int 30h from ring 3 through a DPL 0 gate
+      'ring 0 ticks 00000002 ', // IRQ 0 through the IDT, waking HLT
+      'ring 3 ticks 00000002 ', // IRQ 0 taken in ring 3: the TSS stack
       'pte after write 00033067 ', // accessed and dirty
       'exc 0000000E 00000003 ', // CR0.WP
       'exc 0000000E 00000007 ', // ring 3 write to a read-only user page

@@ -63,6 +63,7 @@ idtr:   dw NVEC * 8 - 1
         align 4
 tss:    times 0x68 db 0
 resume: dd 0
+ticks:  dd 0
 scratch: dd 0, 0
 
 ; ---------------------------------------------------------------- output
@@ -375,6 +376,30 @@ back32: show "from code16", eax
         try {int 0x33}
         mov byte [IDT + 11 * 8 + 5], 0x8e
 
+        ; ------------------------------------------------ IRQ 0 through the IDT (PIC moved to 20h)
+        mov al, 0x11
+        out 0x20, al
+        mov al, 0x20
+        out 0x21, al
+        mov al, 4
+        out 0x21, al
+        mov al, 1
+        out 0x21, al
+        mov al, 0xfe              ; the timer only
+        out 0x21, al
+        mov eax, hirq
+        mov bl, 0x20
+        mov cx, 0x8e00
+        mov dx, 0x08
+        call setgate
+        mov dword [ticks], 0
+        sti
+.tick:  hlt
+        cmp dword [ticks], 2
+        jb .tick
+        cli
+        show "ring 0 ticks", [ticks]
+
         ; ------------------------------------------------ ring 3 through IRET
         push dword 0x33
         push dword 0x70000
@@ -471,6 +496,13 @@ h2f:    ; 16-bit trap gate: a 6-byte frame
         sub eax, esp
         o16 iret
 
+hirq:   push eax
+        inc dword [ticks]
+        mov al, 0x20
+        out 0x20, al
+        pop eax
+        iret
+
 h31:    show "int 31 cs", [esp + 8]   ; (show pushes EAX first)
         show "int 31 ss", [esp + 20]
         show "int 31 esp", esp
@@ -498,6 +530,12 @@ ring3:  mov eax, ds
         mov ax, 0x10
         try {mov es, ax}          ; DPL 0 data: #GP(10)
         try {mov eax, cr0}
+        mov dword [ticks], 0      ; IRQ 0 in ring 3: the handler runs on the TSS stack
+        sti
+.r3w:   cmp dword [ticks], 2
+        jb .r3w
+        cli
+        show "ring 3 ticks", [ticks]
         mov dword [resume], ring0a
         push ring0a
         int 0x32
