@@ -506,8 +506,8 @@ export class Cpu implements Stateful {
   }
   /** Write CR4 (PSE and PGE are the bits that mean anything here). */
   setCr4(v: number): void {
-    if (v & ~0xb0) this.fault(VEC_GP, 0);
-    if ((this.cr4 ^ v) & 0xb0) this.mmu.flush(false);
+    if (v & ~0x90) this.fault(VEC_GP, 0);
+    if ((this.cr4 ^ v) & 0x90) this.mmu.flush(false);
     this.cr4 = v >>> 0;
   }
   private setPaging(on: boolean): void {
