@@ -344,6 +344,11 @@ export class Cpu implements Stateful {
   lin16(a: number): number {
     const p = a & this.amask;
     if (p >= 0 && p + 1 < this.directLimit) return this.ram[p]! | (this.ram[p + 1]! << 8);
+    if (this.paging && (a & 0xfff) !== 0xfff) {
+      // Both bytes in one page: one translation.
+      const q = this.mmu.translate(a, false, this.cpl === 3);
+      if (q >= 0 && q + 1 < this.ramSize) return this.ram[q]! | (this.ram[q + 1]! << 8);
+    }
     return this.lin8(a) | (this.lin8(a + 1) << 8);
   }
   linW16(a: number, v: number): void {
@@ -351,10 +356,18 @@ export class Cpu implements Stateful {
     if (p >= 0 && p + 1 < this.directLimit) {
       this.ram[p] = v;
       this.ram[p + 1] = v >> 8;
-    } else {
-      this.linW8(a, v & 0xff);
-      this.linW8(a + 1, (v >> 8) & 0xff);
+      return;
     }
+    if (this.paging && (a & 0xfff) !== 0xfff) {
+      const q = this.mmu.translate(a, true, this.cpl === 3);
+      if (q >= 0 && q + 1 < this.ramSize) {
+        this.ram[q] = v;
+        this.ram[q + 1] = v >> 8;
+        return;
+      }
+    }
+    this.linW8(a, v & 0xff);
+    this.linW8(a + 1, (v >> 8) & 0xff);
   }
 
   // Segment:offset accessors. With 16-bit addressing a word at offset FFFFh wraps
