@@ -142,7 +142,11 @@ export function farTransfer(c: Cpu, sel: number, off: number, call: boolean): vo
   if (!readDescriptor(c, sel, d)) c.fault(VEC_GP, err);
   if (!(d.hi & D_S)) {
     const type = (d.hi >> 8) & 0xf;
-    c.unsupported = `far ${call ? 'CALL' : 'JMP'} through a ${type === T_CALL16 || type === T_CALL32 ? 'call gate' : 'task gate or TSS'} (selector ${sel.toString(16)}h) is not emulated yet`;
+    if (type === T_CALL16 || type === T_CALL32) {
+      throughCallGate(c, sel, d.lo, d.hi, call);
+      return;
+    }
+    c.unsupported = `far ${call ? 'CALL' : 'JMP'} through a task gate or TSS (selector ${sel.toString(16)}h) is not emulated yet`;
     c.requestStop();
     return;
   }
@@ -156,6 +160,86 @@ export function farTransfer(c: Cpu, sel: number, off: number, call: boolean): vo
   // qemu sets the accessed bit on data and stack loads only (MOV/POP/LxS), so do we.
   cacheSegment(c, CS, (sel & 0xfffc) | c.cpl, d);
   c.eip = off;
+}
+
+/**
+ * Far JMP or CALL through a call gate (§5.8.3-5.8.5): a CALL to a more privileged
+ * non-conforming segment switches to the TSS's stack for that level and copies the
+ * gate's parameter count of words or dwords over from the caller's stack.
+ */
+function throughCallGate(c: Cpu, gateSel: number, lo: number, hi: number, call: boolean): void {
+  const gateErr = gateSel & 0xfffc;
+  if (dpl(hi) < c.cpl || dpl(hi) < (gateSel & 3)) c.fault(VEC_GP, gateErr);
+  if (!(hi & D_PRESENT)) c.fault(VEC_NP, gateErr);
+  const big = ((hi >> 8) & 0xf) === T_CALL32;
+  const sel = lo >>> 16;
+  const offset = big ? (hi & 0xffff0000) | (lo & 0xffff) : lo & 0xffff;
+  const params = hi & 0x1f;
+  const err = sel & 0xfffc;
+  if (err === 0) c.fault(VEC_GP, 0);
+  const d = desc;
+  if (!readDescriptor(c, sel, d)) c.fault(VEC_GP, err);
+  if (!(d.hi & D_S) || !(d.hi & D_CODE)) c.fault(VEC_GP, err);
+  const level = dpl(d.hi);
+  if (call ? level > c.cpl : d.hi & D_CONFORMING ? level > c.cpl : level !== c.cpl) c.fault(VEC_GP, err);
+  if (!(d.hi & D_PRESENT)) c.fault(VEC_NP, err);
+  const csLo = d.lo;
+  const csHi = d.hi;
+  if (!call) {
+    if (offset >>> 0 > descLimit(csLo, csHi) >>> 0) c.fault(VEC_GP, 0);
+    c.setSegment(CS, err | c.cpl, descBase(csLo, csHi), descLimit(csLo, csHi), csHi & FLAGS_MASK);
+    c.eip = offset;
+    return;
+  }
+  const size = big ? 4 : 2;
+  if (!(csHi & D_CONFORMING) && level < c.cpl) {
+    const t = tssStack(c, level);
+    const tsErr = t.ss & 0xfffc;
+    if (tsErr === 0 || (t.ss & 3) !== level) c.fault(VEC_TS, tsErr);
+    if (!readDescriptor(c, t.ss, d)) c.fault(VEC_TS, tsErr);
+    if (dpl(d.hi) !== level || !(d.hi & D_S) || d.hi & D_CODE || !(d.hi & D_RW) || !(d.hi & D_PRESENT)) c.fault(VEC_TS, tsErr);
+    const ssLo = d.lo;
+    const ssHi = d.hi;
+    const ssBase = descBase(ssLo, ssHi);
+    const k = ssHi & D_BIG ? -1 : 0xffff;
+    const oldK = c.spMask;
+    const oldBase = c.sbase[SS]!;
+    const oldEsp = c.reg[ESP]!;
+    let esp = t.esp;
+    const push = (v: number): void => {
+      esp = (esp & ~k) | ((esp - size) & k);
+      if (big) c.wr32(ssBase, esp & k, v);
+      else c.wr16(ssBase, esp & k, v & 0xffff);
+    };
+    const oldCpl = c.cpl;
+    c.cpl = level;
+    try {
+      push(c.sreg[SS]!);
+      push(oldEsp);
+      for (let i = params - 1; i >= 0; i--) {
+        const at = (oldEsp + i * size) & oldK;
+        push(big ? c.rd32(oldBase, at) : c.rd16(oldBase, at));
+      }
+      push(c.sreg[CS]!);
+      push(c.eip);
+    } catch (e) {
+      c.cpl = oldCpl;
+      throw e;
+    }
+    c.setSegment(SS, (t.ss & 0xfffc) | level, ssBase, descLimit(ssLo, ssHi), ssHi & FLAGS_MASK);
+    c.reg[ESP] = esp;
+    c.setSegment(CS, err | level, descBase(csLo, csHi), descLimit(csLo, csHi), csHi & FLAGS_MASK);
+  } else {
+    if (big) {
+      c.push32(c.sreg[CS]!);
+      c.push32(c.eip);
+    } else {
+      c.push16(c.sreg[CS]!);
+      c.push16(c.eip);
+    }
+    c.setSegment(CS, err | c.cpl, descBase(csLo, csHi), descLimit(csLo, csHi), csHi & FLAGS_MASK);
+  }
+  c.eip = offset;
 }
 
 /** The selector's code segment for a return to privilege `rpl` (§5.8.6); leaves the descriptor in `desc`. */

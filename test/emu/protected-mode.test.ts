@@ -78,6 +78,8 @@ describe('protected mode against qemu-system-i386', () => {
       'exc 0000000D 00000182 ', // int 30h from ring 3 through a DPL 0 gate
       'ring 0 ticks 00000002 ', // IRQ 0 through the IDT, waking HLT
       'ring 3 ticks 00000002 ', // IRQ 0 taken in ring 3: the TSS stack
+      'gate p1 00001111 ', // CALL through a call gate from ring 3: parameters copied to the ring 0 stack
+      'r3 after gate 0006FFFC ', // RETF 8 back out, dropping them from both stacks
       'pte after write 00033067 ', // accessed and dirty
       'exc 0000000E 00000003 ', // CR0.WP
       'exc 0000000E 00000007 ', // ring 3 write to a read-only user page

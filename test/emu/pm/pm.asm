@@ -2,7 +2,8 @@
 ; compared line by line: 32-bit and 16-bit code segments, 66h/67h, SS.B, far
 ; CALL/RETF, LGDT/LIDT/SGDT/SIDT/LLDT/SLDT/LTR/STR/LAR/LSL/VERR/VERW, segment-load
 ; faults with their error codes, IDT interrupt and trap gates (16/32-bit), rings 0
-; and 3 with the TSS stack switch (IRET and RETF outward, INT inward), #DF, then
+; and 3 with the TSS stack switch (IRET and RETF outward, INT, IRQ 0 and a call gate
+; with parameters inward), #DF, then
 ; paging: 4 KiB and 4 MiB pages, accessed/dirty bits, #PF with CR2 and error codes,
 ; CR0.WP, INVLPG and CR3 reloads. Every exception handler prints vector, error code,
 ; EIP and CS (and CR2 for #PF) and resumes at the address in [resume].
@@ -48,6 +49,7 @@ tss_d:  dq 0                    ; 38 TSS (filled in)
         dq 0x00cf98000000ffff   ; 50 code, execute-only
 ldt_d:  dq 0                    ; 58 LDT (filled in)
         dq 0x00409203000000ff   ; 60 data32 base 30000h limit FFh (byte granular)
+gate_d: dq 0                    ; 68 32-bit call gate, DPL 3, two parameters (filled in)
 gdt_end:
 gdtr:   dw gdt_end - gdt - 1
         dd gdt
@@ -260,6 +262,12 @@ pm32:   mov ax, 0x10
         mov [ldt_d + 4], al
         mov byte [ldt_d + 5], 0x82
         mov [ldt_d + 7], ah
+        mov eax, cgate
+        mov [gate_d], ax
+        mov word [gate_d + 2], 0x08
+        mov word [gate_d + 4], 0xec02
+        shr eax, 16
+        mov [gate_d + 6], ax
         mov dword [tss + 4], 0x80000 ; ESP0
         mov dword [tss + 8], 0x10    ; SS0
 
@@ -337,8 +345,8 @@ back32: show "from code16", eax
         show "verr/verw", ecx
 
         ; ------------------------------------------------ segment-load faults
-        mov ax, 0x68
-        try {mov ds, ax}          ; past the GDT limit: #GP(68)
+        mov ax, 0x70
+        try {mov ds, ax}          ; past the GDT limit: #GP(70)
         mov ax, 0x38
         try {mov ds, ax}          ; a TSS: #GP(38)
         mov ax, 0x40
@@ -503,6 +511,14 @@ hirq:   push eax
         pop eax
         iret
 
+cgate:  show "gate cs", [esp + 8]   ; (show pushes EAX first)
+        show "gate p0", [esp + 12]
+        show "gate p1", [esp + 16]
+        show "gate esp", [esp + 20]
+        show "gate ss", [esp + 24]
+        show "gate cpl0 esp", esp
+        retf 8
+
 h31:    show "int 31 cs", [esp + 8]   ; (show pushes EAX first)
         show "int 31 ss", [esp + 20]
         show "int 31 esp", esp
@@ -525,6 +541,10 @@ ring3:  mov eax, ds
         mov es, ax
         int 0x31
         show "r3 esp", esp
+        push dword 0x1111         ; through the call gate to ring 0, two parameters
+        push dword 0x2222
+        call 0x6b:0
+        show "r3 after gate", esp
         try {int 0x30}            ; gate DPL 0: #GP(182)
         try {hlt}                 ; privileged: #GP(0)
         mov ax, 0x10
