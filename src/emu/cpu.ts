@@ -18,7 +18,7 @@ import type { IoBus } from './io.js';
 import { OPS, alu } from './ops.js';
 import { BlockCache } from './jit.js';
 import { Mmu, CR0_PG, CR4_PGE } from './paging.js';
-import { farTransfer, loadSegProtected, protectedInterrupt } from './descriptors.js';
+import { farTransfer, ioBitmapCheck, loadSegProtected, protectedInterrupt } from './descriptors.js';
 import { VdiskError } from '../errors.js';
 import type { StateReader, StateWriter, Stateful } from './state/codec.js';
 
@@ -589,9 +589,13 @@ export class Cpu implements Stateful {
   requireCpl0(): void {
     if (this.cpl !== 0) this.fault(VEC_GP, 0);
   }
-  /** #GP(0) when CPL > IOPL (CLI, STI, IN, OUT; the TSS I/O bitmap is not consulted). */
+  /** #GP(0) when CPL > IOPL (CLI, STI). */
   requireIopl(): void {
     if (this.cpl > ((this.flags >> 12) & 3)) this.fault(VEC_GP, 0);
+  }
+  /** IN/OUT/INS/OUTS of `size` bytes at `port`: above IOPL, allowed only by the 32-bit TSS's I/O permission bitmap (§18.5.2). */
+  requireIo(port: number, size: number): void {
+    if (this.cpl > ((this.flags >> 12) & 3)) ioBitmapCheck(this, port, size);
   }
 
   // ---------------------------------------------------------------- ModRM

@@ -509,3 +509,14 @@ export function loadAccess(c: Cpu, sel: number, lsl: boolean): number | null {
   }
   return lsl ? descLimit(d.lo, hi) : hi & 0x00f0ff00;
 }
+
+/** The TSS I/O permission bitmap check of IN/OUT above IOPL: #GP(0) unless every bit of the ports is clear (qemu's check_io). */
+export function ioBitmapCheck(c: Cpu, port: number, size: number): void {
+  const type = (c.trFlags >> 8) & 0xf;
+  if (!(c.trFlags & D_PRESENT) || (type !== T_TSS32 && type !== T_TSS32_BUSY) || c.trLimit < 103) c.fault(VEC_GP, 0);
+  const at = (c.sys32(c.trBase + 0x64) >>> 16) + (port >> 3);
+  // Two bytes are read (as the high half of a dword, staying inside the TSS): the ports may straddle a byte.
+  if (at + 1 > c.trLimit) c.fault(VEC_GP, 0);
+  const bits = (c.sys32(c.trBase + at - 2) >>> 16) >> (port & 7);
+  if (bits & ((1 << size) - 1)) c.fault(VEC_GP, 0);
+}

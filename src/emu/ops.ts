@@ -833,43 +833,45 @@ for (let op = 0xd8; op <= 0xdf; op++) {
 
 OPS[0xe4] = (c) => {
   const p = c.fetch8();
-  c.requireIopl();
+  c.requireIo(p, 1);
   c.setR8(0, c.io.in8(p));
 };
 OPS[0xe5] = (c) => {
   const p = c.fetch8();
-  c.requireIopl();
+  c.requireIo(p, osz(c));
   if (c.os32) c.reg[EAX] = c.io.in32(p);
   else c.setR16(EAX, c.io.in16(p));
 };
 OPS[0xe6] = (c) => {
   const p = c.fetch8();
-  c.requireIopl();
+  c.requireIo(p, 1);
   c.io.out8(p, c.reg[EAX]! & 0xff);
 };
 OPS[0xe7] = (c) => {
   const p = c.fetch8();
-  c.requireIopl();
+  c.requireIo(p, osz(c));
   if (c.os32) c.io.out32(p, c.reg[EAX]! >>> 0);
   else c.io.out16(p, c.reg[EAX]! & 0xffff);
 };
 OPS[0xec] = (c) => {
-  c.requireIopl();
-  c.setR8(0, c.io.in8(c.reg[EDX]! & 0xffff));
+  const p = c.reg[EDX]! & 0xffff;
+  c.requireIo(p, 1);
+  c.setR8(0, c.io.in8(p));
 };
 OPS[0xed] = (c) => {
-  c.requireIopl();
   const p = c.reg[EDX]! & 0xffff;
+  c.requireIo(p, osz(c));
   if (c.os32) c.reg[EAX] = c.io.in32(p);
   else c.setR16(EAX, c.io.in16(p));
 };
 OPS[0xee] = (c) => {
-  c.requireIopl();
-  c.io.out8(c.reg[EDX]! & 0xffff, c.reg[EAX]! & 0xff);
+  const p = c.reg[EDX]! & 0xffff;
+  c.requireIo(p, 1);
+  c.io.out8(p, c.reg[EAX]! & 0xff);
 };
 OPS[0xef] = (c) => {
-  c.requireIopl();
   const p = c.reg[EDX]! & 0xffff;
+  c.requireIo(p, osz(c));
   if (c.os32) c.io.out32(p, c.reg[EAX]! >>> 0);
   else c.io.out16(p, c.reg[EAX]! & 0xffff);
 };
@@ -973,6 +975,7 @@ function strop(kind: number, sz: number): Op {
     let di = idx(c, EDI);
     if (rep && delta > 0 && !c.as32 && kind <= S_STOS && repInRam(c, kind, size, n, src + si, dst + di, si, di)) return;
     const port = c.reg[EDX]! & 0xffff;
+    if (kind >= S_INS) c.requireIo(port, size);
     for (;;) {
       switch (kind) {
         case S_MOVS:

@@ -63,7 +63,11 @@ idtr:   dw NVEC * 8 - 1
         dd IDT
 
         align 4
-tss:    times 0x68 db 0
+tss:    times 0x66 db 0
+        dw iomap - tss           ; the I/O permission bitmap follows
+iomap:  times 0x80 db 0xff       ; ports 0-3FFh denied ...
+        db 0xff
+TSS_LIMIT equ $ - tss - 1
 resume: dd 0
 ticks:  dd 0
 scratch: dd 0, 0
@@ -249,7 +253,8 @@ pm32:   mov ax, 0x10
         lidt [idtr]
         ; TSS and LDT descriptors
         mov eax, tss
-        mov word [tss_d], 0x67
+        mov word [tss_d], TSS_LIMIT
+        mov byte [iomap + 0x3f8 / 8], 0xc0 ; ... but COM1's 3F8h-3FDh
         mov [tss_d + 2], ax
         shr eax, 16
         mov [tss_d + 4], al
@@ -477,7 +482,7 @@ ring0a: mov esp, 0x90000
         show "after cr3", [0x400000]
         ; ring 3 through RETF, with paging
         pushfd
-        or dword [esp], 0x3000
+        and dword [esp], ~0x3000 ; IOPL 0: COM1 through the TSS's I/O bitmap
         popfd
         push dword 0x33
         push dword 0x70000
@@ -572,6 +577,13 @@ ring3pg:
         try {mov eax, [0x800000]}       ; supervisor 4 MiB page: #PF(5)
         mov dword [0x400008], 3
         show "r3 write", [0x400008]
+        try {in al, 0x80}               ; not in the bitmap: #GP(0)
+        mov dx, 0x3fe
+        try {in al, dx}                 ; 3FEh: #GP(0)
+        mov dx, 0x3fc
+        try {in ax, dx}                 ; 3FCh-3FDh allowed
+        try {in eax, dx}                ; 3FCh-3FFh: #GP(0)
+        try {cli}                       ; IOPL 0: #GP(0)
         push ring0b
         int 0x32
 
