@@ -83,6 +83,8 @@ describe('protected mode against qemu-system-i386', () => {
       'pte after write 00033067 ', // accessed and dirty
       'exc 0000000E 00000003 ', // CR0.WP
       'exc 0000000E 00000007 ', // ring 3 write to a read-only user page
+      'real mode again', // paging off, PE off, a far jump to a real-mode segment
+      'int3 through the IVT',
       'done',
     ]) {
       expect(r.serial).toContain(line);

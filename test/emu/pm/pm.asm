@@ -5,7 +5,7 @@
 ; and 3 with the TSS stack switch (IRET and RETF outward, INT, IRQ 0 and a call gate
 ; with parameters inward), #DF, then
 ; paging: 4 KiB and 4 MiB pages, accessed/dirty bits, #PF with CR2 and error codes,
-; CR0.WP, INVLPG and CR3 reloads. Every exception handler prints vector, error code,
+; CR0.WP, INVLPG and CR3 reloads; then back to real mode and its IVT. Every exception handler prints vector, error code,
 ; EIP and CS (and CR2 for #PF) and resumes at the address in [resume].
         bits 16
         org 0x7c00
@@ -492,13 +492,11 @@ ring0a: mov esp, 0x90000
 ring0b: mov esp, 0x90000
         say "back in ring 0"
         call crlf
-        say "done"
-        call crlf
-        mov al, 0
-        out 0xf4, al
-        cli
-.h:     hlt
-        jmp .h
+        ; back to real mode: paging off, a 16-bit segment, PE off, a far jump
+        mov eax, cr0
+        and eax, 0x7fffffff
+        mov cr0, eax
+        jmp 0x18:pm16back
 
 farfn:  show "in far fn", [esp + 4]
         retf
@@ -586,6 +584,78 @@ ring3pg:
         try {cli}                       ; IOPL 0: #GP(0)
         push ring0b
         int 0x32
+
+pm16back:
+        bits 16
+        mov ax, 0x20
+        mov ds, ax
+        mov es, ax
+        mov ss, ax
+        mov fs, ax
+        mov gs, ax
+        mov eax, cr0
+        and al, 0xfe
+        mov cr0, eax
+        jmp 0:real16
+real16: xor ax, ax
+        mov ds, ax
+        mov es, ax
+        mov ss, ax
+        mov sp, 0x7000
+        lidt [ivtr]
+        mov word [3 * 4], int3h
+        mov word [3 * 4 + 2], 0
+        mov si, m_real
+        call print16
+        int3
+        mov ax, sp
+        call hex16
+        mov si, m_done
+        call print16
+        mov al, 0
+        out 0xf4, al
+        cli
+.h:     hlt
+        jmp .h
+int3h:  mov si, m_int3
+        call print16
+        iret
+print16:
+        lodsb
+        test al, al
+        jz .d
+        call serial_out16
+        jmp print16
+.d:     ret
+serial_out16:
+        push dx
+        push ax
+        mov dx, 0x3fd
+.w:     in al, dx
+        test al, 0x20
+        jz .w
+        pop ax
+        mov dx, 0x3f8
+        out dx, al
+        pop dx
+        ret
+hex16:  mov cx, 4
+.g:     rol ax, 4
+        push ax
+        and al, 0x0f
+        add al, '0'
+        cmp al, '9'
+        jbe .o
+        add al, 'A' - '0' - 10
+.o:     call serial_out16
+        pop ax
+        loop .g
+        ret
+ivtr:   dw 0x3ff
+        dd 0
+m_real: db "real mode again", 13, 10, 0
+m_int3: db "int3 through the IVT", 13, 10, 0
+m_done: db 13, 10, "done", 13, 10, 0
 
 code16: bits 16
         mov eax, 0x55667788      ; 66h in 16-bit code: 32-bit operand
