@@ -2,11 +2,11 @@
 ; compared line by line: 32-bit and 16-bit code segments, 66h/67h, SS.B, far
 ; CALL/RETF, LGDT/LIDT/SGDT/SIDT/LLDT/SLDT/LTR/STR/LAR/LSL/VERR/VERW, segment-load
 ; faults with their error codes, IDT interrupt and trap gates (16/32-bit), rings 0
-; and 3 with the TSS stack switch (IRET and RETF outward, INT, IRQ 0 and a call gate
-; with parameters inward), #DF, then
-; paging: 4 KiB and 4 MiB pages, accessed/dirty bits, #PF with CR2 and error codes,
-; CR0.WP, INVLPG and CR3 reloads; then back to real mode and its IVT. Every exception handler prints vector, error code,
-; EIP and CS (and CR2 for #PF) and resumes at the address in [resume].
+; and 3 with the TSS stack switch (IRET and RETF outward; INT, IRQ 0 and a call gate
+; with parameters inward), the TSS I/O bitmap, #DF; then paging: 4 KiB and 4 MiB
+; pages, accessed/dirty bits, #PF with CR2 and error codes, CR0.WP, INVLPG and CR3
+; reloads; then back to real mode and its IVT. Every exception handler prints vector,
+; error code, EIP and CS (and CR2 for #PF) and resumes at the address in [resume].
         bits 16
         org 0x7c00
 SECTORS equ 24
