@@ -33,7 +33,7 @@ export const ARITH = CF | PF | AF | ZF | SF | OF;
 /** Bits POPF may change in real mode on a 386 (status, TF, IF, DF, IOPL, NT). */
 export const FLAGS_WRITABLE = 0x7fd5;
 
-/** Exception vectors real mode raises. */
+/** Exception vectors (Intel SDM vol. 3 §6.3.1). */
 export const VEC_DE = 0;
 export const VEC_DB = 1;
 export const VEC_BP = 3;
@@ -42,7 +42,17 @@ export const VEC_BR = 5;
 export const VEC_UD = 6;
 export const VEC_NM = 7;
 export const VEC_DF = 8;
+export const VEC_TS = 10;
+export const VEC_NP = 11;
+export const VEC_SS = 12;
 export const VEC_GP = 13;
+export const VEC_PF = 14;
+export const VEC_AC = 17;
+/** IOPL (EFLAGS bits 12-13) and NT, RF, VM. */
+export const IOPL = 0x3000;
+export const NT = 0x4000;
+export const RF = 0x10000;
+export const VM = 0x20000;
 
 /** Lazy flag operations: which formula derives the arithmetic flags. */
 export const L_NONE = 0;

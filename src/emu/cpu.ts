@@ -1,22 +1,29 @@
 /**
- * The CPU: an x86 interpreter covering the 8086 through the 386 in real mode.
+ * The CPU: an x86 interpreter covering the 8086 through the 386, in real mode and in
+ * protected mode with paging.
  *
  * State lives in flat typed fields; instructions dispatch through handler tables
  * (`ops.ts`); arithmetic flags are computed lazily from the last ALU operation.
  * Faults are thrown as one preallocated sentinel and caught outside the hot loop,
  * so no instruction pays for a try/catch. Every memory access goes through
- * `lin*` helpers taking a linear address, which is where paging plugs in later;
- * segment loads go through `loadSeg`, which is where protected mode plugs in.
+ * `lin*` helpers taking a linear address; with paging off they index RAM directly
+ * and only their slow path ({@link Cpu.physical}) translates through `paging.ts`.
+ * Segment loads, far transfers and interrupts in protected mode live in
+ * `descriptors.ts`. 16-bit code without paging runs in one hot loop, everything else
+ * (32-bit code segments, paging) in a second one: mode-dependent work happens when a
+ * mode changes, never per instruction.
  */
 import type { Memory } from './memory.js';
 import type { IoBus } from './io.js';
 import { OPS, alu } from './ops.js';
 import { BlockCache } from './jit.js';
+import { Mmu, CR0_PG, CR4_PGE } from './paging.js';
+import { farTransfer, ioBitmapCheck, loadSegProtected, protectedInterrupt } from './descriptors.js';
 import { VdiskError } from '../errors.js';
 import type { StateReader, StateWriter, Stateful } from './state/codec.js';
 
 import {
-  CS, SS, DS, EBX, ESP, EBP, ESI, EDI, CF, PF, AF, ZF, SF, TF, IF, OF, ARITH, FLAGS_WRITABLE, VEC_DB, VEC_UD, VEC_GP, VEC_DF, L_NONE, L_ADD, L_ADC, L_SUB, L_SBB, L_LOGIC, L_INC, L_DEC, L_SZP, SIGN, MASK, PARITY,
+  CS, SS, DS, EBX, ESP, EBP, ESI, EDI, CF, PF, AF, ZF, SF, TF, IF, OF, ARITH, FLAGS_WRITABLE, VEC_DB, VEC_UD, VEC_GP, VEC_DF, VEC_PF, L_NONE, L_ADD, L_ADC, L_SUB, L_SBB, L_LOGIC, L_INC, L_DEC, L_SZP, SIGN, MASK, PARITY,
 } from './consts.js';
 
 export * from './consts.js';
@@ -30,12 +37,28 @@ export interface InterruptSource {
 /** Thrown (one shared instance) to abort an instruction with a fault. */
 class Fault {
   vector = 0;
+  /** The error code, for the vectors that push one. */
+  code = 0;
 }
 const FAULT = new Fault();
 
 const BLOCK_LIMIT = 0;
 const BLOCK_STOP = 1;
 const BLOCK_HALT = 2;
+/** The code size or paging changed: {@link Cpu.run} picks the loop for the new mode. */
+const BLOCK_MODE = 3;
+/** {@link Cpu.attend} ran one instruction under TF. */
+const ATTEND_STEPPED = -2;
+const ATTEND_RUN = -1;
+
+/** Whether exception `v` pushes an error code (#DF, #TS, #NP, #SS, #GP, #PF, #AC). */
+function hasErrorCode(v: number): boolean {
+  return v === 8 || (v >= 10 && v <= 14) || v === 17;
+}
+/** qemu's "contributory" exceptions for the double-fault rule (§6.15, table 6-5). */
+function contributory(v: number): boolean {
+  return v === 0 || (v >= 10 && v <= 13);
+}
 
 /** Why the CPU stopped running a batch. */
 export type StopReason = 'limit' | 'halt' | 'stop' | 'triple-fault';
@@ -48,6 +71,30 @@ export class Cpu implements Stateful {
   readonly sreg = new Uint16Array(6);
   /** Segment bases (linear). */
   readonly sbase = new Int32Array(6);
+  /** Segment limits (bytes, inclusive) as loaded; not enforced on data accesses yet. */
+  readonly slimit = new Int32Array(6);
+  /** Descriptor attribute bits as loaded (the high dword's bits 8-23: type, S, DPL, P, AVL, D/B, G). */
+  readonly sflags = new Int32Array(6);
+  /** Current privilege level (0 in real mode). */
+  cpl = 0;
+  /** CS.D: the code segment defaults to 32-bit operands and addresses. */
+  code32 = false;
+  /** EIP wraps at this mask: 0xFFFF in 16-bit code segments, all ones in 32-bit ones. */
+  ipMask = 0xffff;
+  /** SS.B: the stack pointer is ESP (mask all ones) rather than SP (0xFFFF). */
+  spMask = 0xffff;
+  /** The code size or paging changed during the running instruction (see BLOCK_MODE). */
+  modeDirty = false;
+  /** LDTR and TR selectors with their bases, limits and attributes. */
+  ldtr = 0;
+  ldtBase = 0;
+  ldtLimit = 0;
+  tr = 0;
+  trBase = 0;
+  trLimit = 0;
+  trFlags = 0;
+  /** The exception being delivered, for the double-fault rule (-1: none). */
+  oldException = -1;
   /** `sbase[CS]` as a plain field, read by every instruction fetch. */
   csBase = 0;
   eip = 0;
@@ -64,6 +111,13 @@ export class Cpu implements Stateful {
   unsupported: string | null = null;
   cr2 = 0;
   cr3 = 0;
+  cr4 = 0;
+  /** CR0.PG (and PE): linear addresses are translated by {@link mmu}. */
+  paging = false;
+  /** Bound of the direct RAM path of the accessors: the RAM size with paging off, 0 with it on. */
+  directLimit: number;
+  /** The page walker and TLB. */
+  readonly mmu: Mmu;
   readonly dr = new Int32Array(8);
   gdtBase = 0;
   gdtLimit = 0xffff;
@@ -115,6 +169,8 @@ export class Cpu implements Stateful {
   ) {
     this.ram = mem.ram;
     this.ramSize = mem.ram.length;
+    this.directLimit = this.ramSize;
+    this.mmu = new Mmu(this);
     this.amask = mem.a20Mask;
     mem.onA20 = (mask) => (this.amask = mask);
     this.reset();
@@ -123,12 +179,22 @@ export class Cpu implements Stateful {
   /** Power-on state: CS:IP = F000:FFF0, real mode. */
   reset(): void {
     this.reg.fill(0);
-    for (let i = 0; i < 6; i++) this.loadSeg(i, 0);
+    this.cr0 = 0x10;
+    this.cr4 = 0;
+    this.setPaging(false);
+    this.cpl = 0;
+    for (let i = 0; i < 6; i++) {
+      this.loadSeg(i, 0);
+      this.slimit[i] = 0xffff;
+      this.sflags[i] = 0x9300;
+    }
     this.loadSeg(CS, 0xf000);
     this.eip = 0xfff0;
     this.flags = 0x0002;
     this.lop = L_NONE;
-    this.cr0 = 0x10;
+    this.ldtr = this.ldtBase = this.ldtLimit = 0;
+    this.tr = this.trBase = this.trLimit = this.trFlags = 0;
+    this.oldException = -1;
     this.idtBase = 0;
     this.idtLimit = 0x3ff;
     this.halted = false;
@@ -145,18 +211,22 @@ export class Cpu implements Stateful {
     for (const v of this.reg) w.i32(v);
     for (const v of this.sreg) w.u16(v);
     for (const v of this.sbase) w.i32(v);
-    w.u32(this.eip).u32(this.flags).u8(this.lop).i32(this.lres).i32(this.ldst).i32(this.lsrc).u8(this.lsz);
+    w.u32(this.eip >>> 0).u32(this.flags).u8(this.lop).i32(this.lres).i32(this.ldst).i32(this.lsrc).u8(this.lsz);
     w.u32(this.cr0).u32(this.cr2).u32(this.cr3);
     for (const v of this.dr) w.i32(v);
     w.i32(this.gdtBase).u32(this.gdtLimit).i32(this.idtBase).u32(this.idtLimit);
     w.bool(this.irqLine).bool(this.halted).u8(this.inhibit).f64(this.instructions);
+    // Since version 3: the protected-mode state (a version-2 file ends before it and loads as real mode).
+    w.u8(this.cpl).u32(this.cr4);
+    for (let i = 0; i < 6; i++) w.i32(this.slimit[i]!).i32(this.sflags[i]!);
+    w.u16(this.ldtr).i32(this.ldtBase).i32(this.ldtLimit).u16(this.tr).i32(this.trBase).i32(this.trLimit).i32(this.trFlags);
   }
   loadState(r: StateReader): void {
     for (let i = 0; i < 8; i++) this.reg[i] = r.i32('general register');
     for (let i = 0; i < 6; i++) this.sreg[i] = r.u16('segment selector');
     for (let i = 0; i < 6; i++) this.sbase[i] = r.i32('segment base');
     this.csBase = this.sbase[CS]!;
-    this.eip = r.u32('EIP');
+    this.eip = r.u32('EIP') | 0;
     this.flags = r.u32('EFLAGS');
     this.lop = r.u8('lazy flags operation');
     this.lres = r.i32('lazy result');
@@ -169,6 +239,14 @@ export class Cpu implements Stateful {
     this.cr0 = r.u32('CR0');
     this.cr2 = r.u32('CR2');
     this.cr3 = r.u32('CR3');
+    // A version-2 state holds real-mode state only: these defaults stand unless the protected-mode part follows.
+    this.cpl = 0;
+    this.code32 = false;
+    this.ipMask = 0xffff;
+    this.spMask = 0xffff;
+    this.paging = false;
+    this.directLimit = this.ramSize;
+    this.mmu.flush(false);
     for (let i = 0; i < 8; i++) this.dr[i] = r.i32('debug register');
     this.gdtBase = r.i32('GDT base');
     this.gdtLimit = r.u32('GDT limit');
@@ -179,6 +257,30 @@ export class Cpu implements Stateful {
     this.inhibit = r.u8('interrupt shadow');
     if (this.inhibit > 1) throw new VdiskError('E_CORRUPT', `${r.what}: interrupt shadow ${this.inhibit} is not 0 or 1`);
     this.instructions = r.f64('instructions retired');
+    if (r.left > 0) {
+      this.cpl = r.u8('CPL');
+      if (this.cpl > 3) throw new VdiskError('E_CORRUPT', `${r.what}: CPL ${this.cpl} is not 0 to 3`);
+      this.cr4 = r.u32('CR4');
+      for (let i = 0; i < 6; i++) {
+        this.slimit[i] = r.i32('segment limit');
+        this.sflags[i] = r.i32('segment attributes');
+      }
+      this.ldtr = r.u16('LDTR');
+      this.ldtBase = r.i32('LDT base');
+      this.ldtLimit = r.i32('LDT limit');
+      this.tr = r.u16('TR');
+      this.trBase = r.i32('TSS base');
+      this.trLimit = r.i32('TSS limit');
+      this.trFlags = r.i32('TSS attributes');
+      if (this.cr0 & 1) {
+        this.code32 = (this.sflags[CS]! & 0x400000) !== 0;
+        this.ipMask = this.code32 ? -1 : 0xffff;
+        this.spMask = this.sflags[SS]! & 0x400000 ? -1 : 0xffff;
+      }
+      this.paging = (this.cr0 & CR0_PG) !== 0;
+      this.directLimit = this.paging ? 0 : this.ramSize;
+    }
+    this.modeDirty = true;
     this.resetPrefixes();
     this.blocks.clear();
     this.unsupported = null;
@@ -193,29 +295,79 @@ export class Cpu implements Stateful {
 
   /** Read a byte at a linear address. */
   lin8(a: number): number {
-    a &= this.amask;
-    return a >= 0 && a < this.ramSize ? this.ram[a]! : this.mem.readUnmapped(a >>> 0);
+    const p = a & this.amask;
+    return p >= 0 && p < this.directLimit ? this.ram[p]! : this.physRead8(this.physical(a, false));
   }
   /** Write a byte at a linear address. */
   linW8(a: number, v: number): void {
-    a &= this.amask;
-    if (a >= 0 && a < this.ramSize) this.ram[a] = v;
-    else this.mem.writeUnmapped(a >>> 0, v);
+    const p = a & this.amask;
+    if (p >= 0 && p < this.directLimit) this.ram[p] = v;
+    else this.physWrite8(this.physical(a, true), v);
+  }
+  /** The slow path of every accessor: the physical address of linear `a` (through the page tables when paging is on). */
+  physical(a: number, write: boolean): number {
+    return this.paging ? this.mmu.translate(a, write, this.cpl === 3) : a & this.amask;
+  }
+  /** A byte of physical memory (past the end of RAM: the open bus). */
+  physRead8(p: number): number {
+    return p >= 0 && p < this.ramSize ? this.ram[p]! : this.mem.readUnmapped(p >>> 0);
+  }
+  physWrite8(p: number, v: number): void {
+    if (p >= 0 && p < this.ramSize) this.ram[p] = v;
+    else this.mem.writeUnmapped(p >>> 0, v);
+  }
+  /** A dword at linear `a` read or written as the system (descriptor tables, TSS, IDT): supervisor access whatever the CPL. */
+  sys32(a: number): number {
+    const cpl = this.cpl;
+    this.cpl = 0;
+    try {
+      return this.lin16(a) | (this.lin16(a + 2) << 16);
+    } finally {
+      this.cpl = cpl;
+    }
+  }
+  sysW32(a: number, v: number): void {
+    const cpl = this.cpl;
+    this.cpl = 0;
+    try {
+      this.linW16(a, v & 0xffff);
+      this.linW16(a + 2, (v >>> 16) & 0xffff);
+    } finally {
+      this.cpl = cpl;
+    }
+  }
+  /** Raise #PF for linear address `linear` with error code `code` (CR2 takes the address). */
+  pageFault(linear: number, code: number): never {
+    this.cr2 = linear >>> 0;
+    return this.fault(VEC_PF, code);
   }
   lin16(a: number): number {
     const p = a & this.amask;
-    if (p >= 0 && p + 1 < this.ramSize) return this.ram[p]! | (this.ram[p + 1]! << 8);
+    if (p >= 0 && p + 1 < this.directLimit) return this.ram[p]! | (this.ram[p + 1]! << 8);
+    if (this.paging && (a & 0xfff) !== 0xfff) {
+      // Both bytes in one page: one translation.
+      const q = this.mmu.translate(a, false, this.cpl === 3);
+      if (q >= 0 && q + 1 < this.ramSize) return this.ram[q]! | (this.ram[q + 1]! << 8);
+    }
     return this.lin8(a) | (this.lin8(a + 1) << 8);
   }
   linW16(a: number, v: number): void {
     const p = a & this.amask;
-    if (p >= 0 && p + 1 < this.ramSize) {
+    if (p >= 0 && p + 1 < this.directLimit) {
       this.ram[p] = v;
       this.ram[p + 1] = v >> 8;
-    } else {
-      this.linW8(a, v & 0xff);
-      this.linW8(a + 1, (v >> 8) & 0xff);
+      return;
     }
+    if (this.paging && (a & 0xfff) !== 0xfff) {
+      const q = this.mmu.translate(a, true, this.cpl === 3);
+      if (q >= 0 && q + 1 < this.ramSize) {
+        this.ram[q] = v;
+        this.ram[q + 1] = v >> 8;
+        return;
+      }
+    }
+    this.linW8(a, v & 0xff);
+    this.linW8(a + 1, (v >> 8) & 0xff);
   }
 
   // Segment:offset accessors. With 16-bit addressing a word at offset FFFFh wraps
@@ -230,7 +382,7 @@ export class Cpu implements Stateful {
   rd16(base: number, off: number): number {
     if (off !== 0xffff) {
       const p = (base + off) & this.amask;
-      if (p >= 0 && p + 1 < this.ramSize) return this.ram[p]! | (this.ram[p + 1]! << 8);
+      if (p >= 0 && p + 1 < this.directLimit) return this.ram[p]! | (this.ram[p + 1]! << 8);
       return this.lin16(base + off);
     }
     return this.lin8(base + off) | (this.lin8(base) << 8);
@@ -238,7 +390,7 @@ export class Cpu implements Stateful {
   wr16(base: number, off: number, v: number): void {
     if (off !== 0xffff) {
       const p = (base + off) & this.amask;
-      if (p >= 0 && p + 1 < this.ramSize) {
+      if (p >= 0 && p + 1 < this.directLimit) {
         this.ram[p] = v;
         this.ram[p + 1] = v >> 8;
       } else this.linW16(base + off, v);
@@ -276,20 +428,20 @@ export class Cpu implements Stateful {
   fetch8(): number {
     const ip = this.eip;
     const a = (this.csBase + ip) & this.amask;
-    this.eip = (ip + 1) & 0xffff;
-    return a >= 0 && a < this.ramSize ? this.ram[a]! : this.mem.readUnmapped(a >>> 0);
+    this.eip = (ip + 1) & this.ipMask;
+    return a >= 0 && a < this.directLimit ? this.ram[a]! : this.physRead8(this.physical(this.csBase + ip, false));
   }
   /** The next instruction byte, without consuming it (a handler choosing its path by ModRM). */
   peek8(): number {
     const a = (this.csBase + this.eip) & this.amask;
-    return a >= 0 && a < this.ramSize ? this.ram[a]! : this.mem.readUnmapped(a >>> 0);
+    return a >= 0 && a < this.directLimit ? this.ram[a]! : this.physRead8(this.physical(this.csBase + this.eip, false));
   }
   fetch16(): number {
     const ip = this.eip;
     const a = (this.csBase + ip) & this.amask;
-    this.eip = (ip + 2) & 0xffff;
-    if (ip !== 0xffff && a >= 0 && a + 1 < this.ramSize) return this.ram[a]! | (this.ram[a + 1]! << 8);
-    return this.lin8(this.csBase + ip) | (this.lin8(this.csBase + ((ip + 1) & 0xffff)) << 8);
+    this.eip = (ip + 2) & this.ipMask;
+    if (ip !== 0xffff && a >= 0 && a + 1 < this.directLimit) return this.ram[a]! | (this.ram[a + 1]! << 8);
+    return this.lin8(this.csBase + ip) | (this.lin8(this.csBase + ((ip + 1) & this.ipMask)) << 8);
   }
   fetch32(): number {
     const lo = this.fetch16();
@@ -351,44 +503,99 @@ export class Cpu implements Stateful {
     this.attention = true;
   }
 
-  /** Write CR0; PE switches segment loads to descriptors, PG (paging) is stage 2 and stops the machine. */
+  /** Write CR0 (MOV CR0, LMSW): PE selects protected-mode segment loads, PG turns paging on. */
   setCr0(v: number): void {
-    this.cr0 = (v | 0x10) >>> 0;
-    if (v & 0x80000000) {
-      this.unsupported = 'paging (CR0.PG) is not emulated yet';
-      this.requestStop();
-    }
+    v = (v | 0x10) | 0;
+    if (v & CR0_PG && !(v & 1)) this.fault(VEC_GP, 0);
+    const old = this.cr0;
+    this.cr0 = v >>> 0;
+    if ((old ^ v) & 0x80010000) this.mmu.flush(false);
+    this.setPaging((v & CR0_PG) !== 0);
+  }
+  /** Write CR3: a new page directory; the TLB keeps only global pages (with CR4.PGE). */
+  setCr3(v: number): void {
+    this.cr3 = v >>> 0;
+    this.mmu.flush((this.cr4 & CR4_PGE) !== 0);
+  }
+  /** Write CR4 (PSE and PGE are the bits that mean anything here). */
+  setCr4(v: number): void {
+    if (v & ~0x90) this.fault(VEC_GP, 0);
+    if ((this.cr4 ^ v) & 0x90) this.mmu.flush(false);
+    this.cr4 = v >>> 0;
+  }
+  private setPaging(on: boolean): void {
+    if (on === this.paging) return;
+    this.paging = on;
+    // With paging on every access takes the slow path, which translates.
+    this.directLimit = on ? 0 : this.ramSize;
+    this.modeChanged();
+  }
+  /** The running instruction changed the code size or paging: the loop for the new mode takes over after it. */
+  modeChanged(): void {
+    this.modeDirty = true;
+    this.attention = true;
   }
 
-  /** CR0.PE: segment loads read descriptors (enough for the "unreal mode" trick DOS memory managers use). */
+  /** CR0.PE. */
   get protectedMode(): boolean {
     return (this.cr0 & 1) !== 0;
   }
 
-  /** Load a segment register (real mode: base = selector × 16). */
+  /** Load a segment register (real mode: base = selector × 16; protected mode: from a descriptor, with its checks). */
   loadSeg(seg: number, sel: number): void {
+    if (this.cr0 & 1) {
+      loadSegProtected(this, seg, sel);
+      return;
+    }
     this.sreg[seg] = sel;
-    if (!(this.cr0 & 1)) {
-      this.sbase[seg] = sel << 4;
-      if (seg === CS) this.csBase = sel << 4;
-      return;
-    }
-    // Protected mode (stage 1 subset): take the base from the GDT; limits are not
-    // enforced, 32-bit code segments and the LDT are stage 2.
-    if ((sel & ~3) === 0) {
-      this.sbase[seg] = 0;
-      if (seg === CS) this.csBase = 0;
-      return;
-    }
-    const d = this.gdtBase + (sel & ~7);
-    if (sel & 4 || (sel | 7) > this.gdtLimit) this.fault(VEC_GP);
-    const base = this.lin16(d + 2) | (this.lin8(d + 4) << 16) | (this.lin8(d + 7) << 24);
-    if (seg === CS && this.lin8(d + 6) & 0x40) {
-      this.unsupported = '32-bit protected-mode code is not emulated yet';
-      this.requestStop();
-    }
+    this.sbase[seg] = sel << 4;
+    if (seg === CS) {
+      this.csBase = sel << 4;
+      if (this.code32) this.setCodeSize(false);
+    } else if (seg === SS) this.spMask = 0xffff;
+  }
+  /** CS.D changed: operand and address sizes default to it, EIP wraps by it. */
+  setCodeSize(d32: boolean): void {
+    this.code32 = d32;
+    this.ipMask = d32 ? -1 : 0xffff;
+    this.modeChanged();
+  }
+  /** Fill one segment register and its descriptor cache. */
+  setSegment(seg: number, sel: number, base: number, limit: number, flags: number): void {
+    this.sreg[seg] = sel;
     this.sbase[seg] = base;
-    if (seg === CS) this.csBase = base;
+    this.slimit[seg] = limit;
+    this.sflags[seg] = flags;
+    if (seg === CS) {
+      this.csBase = base;
+      const d32 = (flags & 0x400000) !== 0;
+      if (d32 !== this.code32) this.setCodeSize(d32);
+    } else if (seg === SS) this.spMask = flags & 0x400000 ? -1 : 0xffff;
+  }
+  /** A far JMP (or CALL, pushing the return address) to `sel`:`off`. */
+  jumpFar(sel: number, off: number, call: boolean): void {
+    if (this.cr0 & 1) {
+      farTransfer(this, sel, off, call);
+      return;
+    }
+    if (call) {
+      this.pushOs(this.sreg[CS]!);
+      this.pushOs(this.eip);
+    }
+    this.loadSeg(CS, sel);
+    this.eip = off;
+  }
+  /** #GP(0) unless CPL is 0 (the privileged instructions). */
+  requireCpl0(): void {
+    if (this.cpl !== 0) this.fault(VEC_GP, 0);
+  }
+  /** #GP(0) when CPL > IOPL (CLI, STI). */
+  requireIopl(): void {
+    if (this.cpl > ((this.flags >> 12) & 3)) this.fault(VEC_GP, 0);
+  }
+  /** IN/OUT/INS/OUTS of `size` bytes at `port`: above IOPL, allowed only by the 32-bit TSS's I/O permission bitmap (§18.5.2). */
+  requireIo(port: number, size: number): void {
+    if (this.cpl > ((this.flags >> 12) & 3)) ioBitmapCheck(this, port, size);
   }
 
   // ---------------------------------------------------------------- ModRM
@@ -609,27 +816,37 @@ export class Cpu implements Stateful {
 
   // ---------------------------------------------------------------- stack
 
+  // SP or ESP by SS.B (`spMask`).
   push16(v: number): void {
-    const sp = (this.reg[ESP]! - 2) & 0xffff;
+    const k = this.spMask;
+    const sp = (this.reg[ESP]! - 2) & k;
     this.wr16(this.sbase[SS]!, sp, v & 0xffff);
-    this.reg[ESP] = (this.reg[ESP]! & ~0xffff) | sp;
+    this.reg[ESP] = (this.reg[ESP]! & ~k) | sp;
   }
   push32(v: number): void {
-    const sp = (this.reg[ESP]! - 4) & 0xffff;
+    const k = this.spMask;
+    const sp = (this.reg[ESP]! - 4) & k;
     this.wr32(this.sbase[SS]!, sp, v);
-    this.reg[ESP] = (this.reg[ESP]! & ~0xffff) | sp;
+    this.reg[ESP] = (this.reg[ESP]! & ~k) | sp;
   }
   pop16(): number {
-    const sp = this.reg[ESP]! & 0xffff;
+    const k = this.spMask;
+    const sp = this.reg[ESP]! & k;
     const v = this.rd16(this.sbase[SS]!, sp);
-    this.reg[ESP] = (this.reg[ESP]! & ~0xffff) | ((sp + 2) & 0xffff);
+    this.reg[ESP] = (this.reg[ESP]! & ~k) | ((sp + 2) & k);
     return v;
   }
   pop32(): number {
-    const sp = this.reg[ESP]! & 0xffff;
+    const k = this.spMask;
+    const sp = this.reg[ESP]! & k;
     const v = this.rd32(this.sbase[SS]!, sp);
-    this.reg[ESP] = (this.reg[ESP]! & ~0xffff) | ((sp + 4) & 0xffff);
+    this.reg[ESP] = (this.reg[ESP]! & ~k) | ((sp + 4) & k);
     return v;
+  }
+  /** Add `n` to SP or ESP (by SS.B). */
+  addSp(n: number): void {
+    const k = this.spMask;
+    this.reg[ESP] = (this.reg[ESP]! & ~k) | ((this.reg[ESP]! + n) & k);
   }
   /** Push with the current operand size. */
   pushOs(v: number): void {
@@ -642,9 +859,10 @@ export class Cpu implements Stateful {
 
   // ---------------------------------------------------------------- interrupts
 
-  /** Abort the current instruction with exception `vector` (restarts at its first byte). */
-  fault(vector: number): never {
+  /** Abort the current instruction with exception `vector` (restarts at its first byte); `code` is the error code, for the vectors that push one. */
+  fault(vector: number, code = 0): never {
     FAULT.vector = vector;
+    FAULT.code = code;
     throw FAULT;
   }
   /** Raise #UD for the current instruction. */
@@ -653,12 +871,15 @@ export class Cpu implements Stateful {
     return this.fault(VEC_UD);
   }
 
-  /** Deliver interrupt `vector` through the real-mode IVT. Returns false on a triple fault. */
-  interrupt(vector: number): boolean {
+  /**
+   * Deliver interrupt `vector`: through the real-mode IVT, or in protected mode through
+   * the IDT (`soft` for INT n/INT3/INTO, which check the gate's DPL; `code` ≥ 0 is an
+   * error code to push). Returns false on a triple fault (real mode).
+   */
+  interrupt(vector: number, soft = false, code = -1): boolean {
     if (this.cr0 & 1) {
-      this.unsupported = `interrupt ${vector} in protected mode is not emulated yet`;
-      this.requestStop();
-      return false;
+      protectedInterrupt(this, vector, soft, code);
+      return true;
     }
     if (vector * 4 + 3 > this.idtLimit) {
       // No valid vector: #GP, then double fault, then shutdown.
@@ -682,9 +903,36 @@ export class Cpu implements Stateful {
   }
 
   /** Fault delivery: restart at the faulting instruction and enter the handler. */
-  private deliverFault(vector: number): void {
+  private deliverFault(vector: number, code: number): void {
     this.eip = this.startEip;
-    this.interrupt(vector);
+    this.exception(vector, code);
+  }
+
+  /**
+   * Deliver an exception, turning a second fault during delivery into #DF and a
+   * fault while delivering #DF into a shutdown, by qemu's rule (its check_exception).
+   */
+  private exception(vector: number, code: number): void {
+    const first = this.oldException;
+    if (first === VEC_DF) {
+      this.tripleFault = true;
+      this.requestStop();
+      return;
+    }
+    const second = contributory(vector);
+    if ((contributory(first) && second) || (first === VEC_PF && (second || vector === VEC_PF))) {
+      vector = VEC_DF;
+      code = 0;
+    }
+    if (second || vector === VEC_PF || vector === VEC_DF) this.oldException = vector;
+    try {
+      this.interrupt(vector, false, hasErrorCode(vector) ? code : -1);
+    } catch (e) {
+      if (e !== FAULT) throw e;
+      this.resetPrefixes();
+      this.exception(FAULT.vector, FAULT.code);
+    }
+    this.oldException = -1;
   }
 
   /** Execute one instruction (faults are delivered; used by tests). */
@@ -694,7 +942,11 @@ export class Cpu implements Stateful {
     } catch (e) {
       if (e !== FAULT) throw e;
       this.resetPrefixes();
-      this.deliverFault(FAULT.vector);
+      this.deliverFault(FAULT.vector, FAULT.code);
+    }
+    if (this.modeDirty) {
+      this.modeDirty = false;
+      this.resetPrefixes();
     }
   }
 
@@ -706,10 +958,11 @@ export class Cpu implements Stateful {
     OPS[this.fetch8()]!(this);
   }
 
+  /** Back to the idle decode state: no overrides, operand and address size by CS.D. */
   private resetPrefixes(): void {
     this.segOv = -1;
-    this.os32 = false;
-    this.as32 = false;
+    this.os32 = this.code32;
+    this.as32 = this.code32;
     this.rep = 0;
   }
 
@@ -719,7 +972,12 @@ export class Cpu implements Stateful {
     this.stopRequested = false;
     for (;;) {
       try {
-        const r = this.runBlock(end);
+        if (this.modeDirty) {
+          this.modeDirty = false;
+          this.resetPrefixes();
+        }
+        const r = this.code32 || this.paging ? this.runBlockGeneric(end) : this.runBlock(end);
+        if (r === BLOCK_MODE) continue;
         // A stop requested by the batch's last instruction still counts as a stop.
         if (r === BLOCK_LIMIT && !this.stopRequested) return 'limit';
         if (r === BLOCK_HALT) return 'halt';
@@ -728,18 +986,49 @@ export class Cpu implements Stateful {
         if (e !== FAULT) throw e;
         this.resetPrefixes();
         this.instructions++;
-        this.deliverFault(FAULT.vector);
+        this.deliverFault(FAULT.vector, FAULT.code);
         if (this.tripleFault) return 'triple-fault';
       }
     }
   }
 
   /**
-   * The hot loop, kept free of try/catch (faults unwind to {@link run}). It returns
-   * a number and touches no object after the loop: V8 optimises it on-stack while
-   * the loop runs, and code after the loop that never ran before would deoptimise
-   * it at every batch ("insufficient type feedback"). Everything rare (interrupts,
-   * HLT, the interrupt shadow, TF, a stop request) hides behind one `attention` test.
+   * Everything rare between two instructions, behind the one `attention` test of the
+   * loops: a stop request, a mode change, interrupts, HLT, the interrupt shadow, TF.
+   * Returns a BLOCK_* reason to leave the loop, ATTEND_STEPPED after running one
+   * instruction under TF, or ATTEND_RUN.
+   */
+  private attend(): number {
+    if (this.stopRequested) return BLOCK_STOP;
+    if (this.modeDirty) return BLOCK_MODE;
+    if (this.irqLine && this.inhibit === 0 && (this.flags & IF) !== 0 && this.intr) {
+      const v = this.intr.acknowledge();
+      if (v >= 0) {
+        this.halted = false;
+        // A fault while delivering restarts here, not at the instruction before.
+        this.startEip = this.eip;
+        this.interrupt(v);
+      }
+    }
+    if (this.halted) return BLOCK_HALT;
+    if (this.inhibit > 0) this.inhibit--;
+    // A request stays pending while IF=0; STI, POPF and IRET raise attention again.
+    this.attention = (this.irqLine && (this.flags & IF) !== 0) || this.inhibit !== 0 || (this.flags & TF) !== 0;
+    if (this.flags & TF) {
+      this.stepRaw();
+      this.instructions++;
+      if (this.flags & TF) this.interrupt(VEC_DB);
+      return ATTEND_STEPPED;
+    }
+    return ATTEND_RUN;
+  }
+
+  /**
+   * The hot loop for 16-bit code without paging, kept free of try/catch (faults unwind
+   * to {@link run}). It returns a number and touches no object after the loop: V8
+   * optimises it on-stack while the loop runs, and code after the loop that never ran
+   * before would deoptimise it at every batch ("insufficient type feedback").
+   * Everything rare hides behind one `attention` test.
    */
   private runBlock(end: number): number {
     const ram = this.ram;
@@ -751,24 +1040,12 @@ export class Cpu implements Stateful {
     let n = this.instructions;
     while (n < end) {
       if (this.attention) {
-        if (this.stopRequested) return BLOCK_STOP;
-        if (this.irqLine && this.inhibit === 0 && (this.flags & IF) !== 0 && this.intr) {
-          const v = this.intr.acknowledge();
-          if (v >= 0) {
-            this.halted = false;
-            this.interrupt(v);
-          }
-        }
-        if (this.halted) return BLOCK_HALT;
-        if (this.inhibit > 0) this.inhibit--;
-        // A request stays pending while IF=0; STI, POPF and IRET raise attention again.
-        this.attention = (this.irqLine && (this.flags & IF) !== 0) || this.inhibit !== 0 || (this.flags & TF) !== 0;
-        if (this.flags & TF) {
-          this.stepRaw();
-          this.instructions = ++n;
-          if (this.flags & TF) this.interrupt(VEC_DB);
+        const r = this.attend();
+        if (r === ATTEND_STEPPED) {
+          n = this.instructions;
           continue;
         }
+        if (r >= 0) return r;
       }
       const ip = this.eip;
       const a = (this.csBase + ip) & this.amask;
@@ -798,6 +1075,31 @@ export class Cpu implements Stateful {
         const h = ops[op]!;
         h(this);
       }
+      this.instructions = ++n;
+    }
+    return BLOCK_LIMIT;
+  }
+
+  /**
+   * The loop for 32-bit code segments and for paging: operand and address sizes
+   * default to CS.D through the idle decode state, fetches go through the accessors
+   * (and so through the TLB). No compiled blocks here.
+   */
+  private runBlockGeneric(end: number): number {
+    const ops = OPS;
+    let n = this.instructions;
+    while (n < end) {
+      if (this.attention) {
+        const r = this.attend();
+        if (r === ATTEND_STEPPED) {
+          n = this.instructions;
+          continue;
+        }
+        if (r >= 0) return r;
+      }
+      this.startEip = this.eip;
+      const h = ops[this.fetch8()]!;
+      h(this);
       this.instructions = ++n;
     }
     return BLOCK_LIMIT;

@@ -371,7 +371,8 @@ export class Machine extends EventEmitter {
   }
 
   private where(): string {
-    return `${hex4(this.cpu.sreg[CS]!)}:${hex4(this.cpu.eip & 0xffff)}`;
+    const c = this.cpu;
+    return `${hex4(c.sreg[CS]!)}:${c.code32 ? (c.eip >>> 0).toString(16).toUpperCase().padStart(8, '0') : hex4(c.eip & 0xffff)}`;
   }
 
   /** Power on, boot, and run until an outcome (or, after {@link loadState}, carry on from the saved point). */
@@ -470,7 +471,7 @@ export class Machine extends EventEmitter {
       outcome: this.outcome!.kind,
       message: this.outcome!.message,
       cs: this.cpu.sreg[CS]!,
-      ip: this.cpu.eip & 0xffff,
+      ip: (this.cpu.eip & this.cpu.ipMask) >>> 0,
       screen: this.screen(),
       serial: this.serialText,
       console: this.consoleText,

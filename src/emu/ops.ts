@@ -1,13 +1,15 @@
 /**
  * Instruction handlers: `OPS[opcode]` for one-byte opcodes and `OPS0F[opcode]` for
  * the 0Fh page. Each handler decodes its own operands from the instruction stream.
- * Semantics follow the Intel 386 manual for real mode.
+ * Semantics follow the Intel 386 manual; what differs in protected mode is in
+ * `descriptors.ts` (segment loads, far transfers, IRET) and `cpu.ts` (interrupts).
  */
 import {
   AF, CF, CS, DF, DS, EAX, EBP, EBX, ECX, EDI, EDX, ES, ESI, ESP, FS, GS, IF, L_ADC, L_ADD, L_DEC, L_INC, L_LOGIC, L_SBB, L_SUB,
   OF, SIGN, SS, VEC_BP, VEC_BR, VEC_DB, VEC_DE, VEC_NM, VEC_OF, ZF,
 } from './consts.js';
 import type { Cpu } from './cpu.js';
+import { farReturn, loadAccess, loadLdt, loadTr } from './descriptors.js';
 
 /** An instruction handler. */
 export type Op = (c: Cpu) => void;
@@ -217,15 +219,16 @@ OPS[0x36] = prefixSeg(SS);
 OPS[0x3e] = prefixSeg(DS);
 OPS[0x64] = prefixSeg(FS);
 OPS[0x65] = prefixSeg(GS);
+// 66h/67h select the size CS.D does not; the idle state is CS.D's.
 OPS[0x66] = (c) => {
-  c.os32 = true;
+  c.os32 = !c.code32;
   dispatchNext(c);
-  c.os32 = false;
+  c.os32 = c.code32;
 };
 OPS[0x67] = (c) => {
-  c.as32 = true;
+  c.as32 = !c.code32;
   dispatchNext(c);
-  c.as32 = false;
+  c.as32 = c.code32;
 };
 OPS[0xf0] = (c) => dispatchNext(c);
 OPS[0xf2] = (c) => {
@@ -449,7 +452,7 @@ OPS0F[0xaf] = (c) => {
 // ------------------------------------------------------------------ jumps
 
 function jmpRel(c: Cpu, rel: number): void {
-  c.eip = c.os32 ? (c.eip + rel) >>> 0 : (c.eip + rel) & 0xffff;
+  c.eip = c.os32 ? (c.eip + rel) | 0 : (c.eip + rel) & 0xffff;
 }
 for (let cc = 0; cc < 16; cc++) {
   OPS[0x70 + cc] =
@@ -457,11 +460,11 @@ for (let cc = 0; cc < 16; cc++) {
       ? (c) => {
           // JZ/JNZ: the commonest branches, without the generic condition switch.
           const rel = c.fetchS8();
-          if (c.getZF() === (cc === 4)) c.eip = (c.eip + rel) & 0xffff;
+          if (c.getZF() === (cc === 4)) c.eip = (c.eip + rel) & c.ipMask;
         }
       : (c) => {
           const rel = c.fetchS8();
-          if (c.cond(cc)) c.eip = (c.eip + rel) & 0xffff;
+          if (c.cond(cc)) c.eip = (c.eip + rel) & c.ipMask;
         };
   OPS0F[0x80 + cc] = (c) => {
     const rel = c.os32 ? c.fetch32() | 0 : sx16(c.fetch16());
@@ -475,7 +478,7 @@ for (let cc = 0; cc < 16; cc++) {
 }
 OPS[0xeb] = (c) => {
   const rel = c.fetchS8();
-  c.eip = (c.eip + rel) & 0xffff;
+  c.eip = (c.eip + rel) & c.ipMask;
 };
 OPS[0xe9] = (c) => jmpRel(c, c.os32 ? c.fetch32() | 0 : sx16(c.fetch16()));
 OPS[0xe8] = (c) => {
@@ -485,17 +488,11 @@ OPS[0xe8] = (c) => {
 };
 OPS[0xea] = (c) => {
   const off = c.fetchSz(osz(c));
-  const sel = c.fetch16();
-  c.loadSeg(CS, sel);
-  c.eip = off;
+  c.jumpFar(c.fetch16(), off, false);
 };
 OPS[0x9a] = (c) => {
   const off = c.fetchSz(osz(c));
-  const sel = c.fetch16();
-  c.pushOs(c.sreg[CS]!);
-  c.pushOs(c.eip);
-  c.loadSeg(CS, sel);
-  c.eip = off;
+  c.jumpFar(c.fetch16(), off, true);
 };
 function counter(c: Cpu): number {
   return c.as32 ? c.reg[ECX]! >>> 0 : c.reg[ECX]! & 0xffff;
@@ -511,19 +508,19 @@ function decCounter(c: Cpu): number {
 }
 OPS[0xe0] = (c) => {
   const rel = c.fetchS8();
-  if (decCounter(c) !== 0 && !c.getZF()) c.eip = (c.eip + rel) & 0xffff;
+  if (decCounter(c) !== 0 && !c.getZF()) c.eip = (c.eip + rel) & c.ipMask;
 };
 OPS[0xe1] = (c) => {
   const rel = c.fetchS8();
-  if (decCounter(c) !== 0 && c.getZF()) c.eip = (c.eip + rel) & 0xffff;
+  if (decCounter(c) !== 0 && c.getZF()) c.eip = (c.eip + rel) & c.ipMask;
 };
 OPS[0xe2] = (c) => {
   const rel = c.fetchS8();
-  if (decCounter(c) !== 0) c.eip = (c.eip + rel) & 0xffff;
+  if (decCounter(c) !== 0) c.eip = (c.eip + rel) & c.ipMask;
 };
 OPS[0xe3] = (c) => {
   const rel = c.fetchS8();
-  if (counter(c) === 0) c.eip = (c.eip + rel) & 0xffff;
+  if (counter(c) === 0) c.eip = (c.eip + rel) & c.ipMask;
 };
 OPS[0xc3] = (c) => {
   c.eip = c.popOs() & (c.os32 ? -1 : 0xffff);
@@ -531,19 +528,27 @@ OPS[0xc3] = (c) => {
 OPS[0xc2] = (c) => {
   const n = c.fetch16();
   c.eip = c.popOs() & (c.os32 ? -1 : 0xffff);
-  c.setR16(ESP, c.reg[ESP]! + n);
+  c.addSp(n);
 };
 function retf(c: Cpu, n: number): void {
+  if (c.cr0 & 1) {
+    farReturn(c, n, false);
+    return;
+  }
   const ip = c.popOs();
   const cs = c.popOs() & 0xffff;
   c.loadSeg(CS, cs);
   c.eip = ip;
-  c.setR16(ESP, c.reg[ESP]! + n);
+  c.addSp(n);
 }
 OPS[0xcb] = (c) => retf(c, 0);
 OPS[0xca] = (c) => retf(c, c.fetch16());
 OPS[0xcf] = (c) => {
   // IRET
+  if (c.cr0 & 1) {
+    farReturn(c, 0, true);
+    return;
+  }
   if (c.os32) {
     const ip = c.pop32();
     const cs = c.pop32() & 0xffff;
@@ -561,13 +566,13 @@ OPS[0xcf] = (c) => {
   }
 };
 OPS[0xcc] = (c) => {
-  c.interrupt(VEC_BP);
+  c.interrupt(VEC_BP, true);
 };
 OPS[0xcd] = (c) => {
-  c.interrupt(c.fetch8());
+  c.interrupt(c.fetch8(), true);
 };
 OPS[0xce] = (c) => {
-  if (c.getOF()) c.interrupt(VEC_OF);
+  if (c.getOF()) c.interrupt(VEC_OF, true);
 };
 OPS[0xf1] = (c) => {
   c.interrupt(VEC_DB);
@@ -722,7 +727,10 @@ OPS[0x9c] = (c) => {
 OPS[0x9d] = (c) => {
   const v = c.popOs();
   const wasIF = c.flags & IF;
-  c.setFlags(v, c.os32 ? 0x7fd5 : 0x7fd5);
+  // Outside ring 0 IOPL stays; IF changes only at CPL <= IOPL.
+  let mask = 0x7fd5;
+  if (c.cpl > 0) mask &= c.cpl > ((c.flags >> 12) & 3) ? ~(0x3000 | IF) : ~0x3000;
+  c.setFlags(v, mask);
   if (!wasIF && c.flags & IF) c.shadowInterrupts();
 };
 OPS[0x9e] = (c) => {
@@ -796,15 +804,16 @@ OPS[0xc8] = (c) => {
     for (let i = 1; i < level; i++) {
       const bp = m(c.rSz(sz, EBP) - sz, sz);
       c.setRSz(sz, EBP, bp);
-      c.pushOs(c.rdSz(sz, c.sbase[SS]!, bp & 0xffff));
+      c.pushOs(c.rdSz(sz, c.sbase[SS]!, bp & c.spMask));
     }
     c.pushOs(frame);
   }
   c.setRSz(sz, EBP, frame);
-  c.setR16(ESP, c.reg[ESP]! - size);
+  c.addSp(-size);
 };
 OPS[0xc9] = (c) => {
-  c.setR16(ESP, c.reg[EBP]!);
+  const k = c.spMask;
+  c.reg[ESP] = (c.reg[ESP]! & ~k) | (c.reg[EBP]! & k);
   c.setRSz(osz(c), EBP, c.popOs());
 };
 OPS[0xd7] = (c) => {
@@ -822,27 +831,47 @@ for (let op = 0xd8; op <= 0xdf; op++) {
 
 // ------------------------------------------------------------------ I/O
 
-OPS[0xe4] = (c) => c.setR8(0, c.io.in8(c.fetch8()));
+OPS[0xe4] = (c) => {
+  const p = c.fetch8();
+  c.requireIo(p, 1);
+  c.setR8(0, c.io.in8(p));
+};
 OPS[0xe5] = (c) => {
   const p = c.fetch8();
+  c.requireIo(p, osz(c));
   if (c.os32) c.reg[EAX] = c.io.in32(p);
   else c.setR16(EAX, c.io.in16(p));
 };
-OPS[0xe6] = (c) => c.io.out8(c.fetch8(), c.reg[EAX]! & 0xff);
+OPS[0xe6] = (c) => {
+  const p = c.fetch8();
+  c.requireIo(p, 1);
+  c.io.out8(p, c.reg[EAX]! & 0xff);
+};
 OPS[0xe7] = (c) => {
   const p = c.fetch8();
+  c.requireIo(p, osz(c));
   if (c.os32) c.io.out32(p, c.reg[EAX]! >>> 0);
   else c.io.out16(p, c.reg[EAX]! & 0xffff);
 };
-OPS[0xec] = (c) => c.setR8(0, c.io.in8(c.reg[EDX]! & 0xffff));
+OPS[0xec] = (c) => {
+  const p = c.reg[EDX]! & 0xffff;
+  c.requireIo(p, 1);
+  c.setR8(0, c.io.in8(p));
+};
 OPS[0xed] = (c) => {
   const p = c.reg[EDX]! & 0xffff;
+  c.requireIo(p, osz(c));
   if (c.os32) c.reg[EAX] = c.io.in32(p);
   else c.setR16(EAX, c.io.in16(p));
 };
-OPS[0xee] = (c) => c.io.out8(c.reg[EDX]! & 0xffff, c.reg[EAX]! & 0xff);
+OPS[0xee] = (c) => {
+  const p = c.reg[EDX]! & 0xffff;
+  c.requireIo(p, 1);
+  c.io.out8(p, c.reg[EAX]! & 0xff);
+};
 OPS[0xef] = (c) => {
   const p = c.reg[EDX]! & 0xffff;
+  c.requireIo(p, osz(c));
   if (c.os32) c.io.out32(p, c.reg[EAX]! >>> 0);
   else c.io.out16(p, c.reg[EAX]! & 0xffff);
 };
@@ -877,8 +906,8 @@ const S_OUTS = 6;
  */
 function repInRam(c: Cpu, kind: number, size: number, n: number, ls: number, ld: number, si: number, di: number): boolean {
   const bytes = n * size;
-  if (di + bytes > 0x10000 || ld < 0 || ld + bytes > c.ramSize || (ld & ~c.amask) !== 0 || ((ld + bytes - 1) & ~c.amask) !== 0) return false;
-  if (kind !== S_STOS && (si + bytes > 0x10000 || ls < 0 || ls + bytes > c.ramSize || (ls & ~c.amask) !== 0 || ((ls + bytes - 1) & ~c.amask) !== 0)) return false;
+  if (di + bytes > 0x10000 || ld < 0 || ld + bytes > c.directLimit || (ld & ~c.amask) !== 0 || ((ld + bytes - 1) & ~c.amask) !== 0) return false;
+  if (kind !== S_STOS && (si + bytes > 0x10000 || ls < 0 || ls + bytes > c.directLimit || (ls & ~c.amask) !== 0 || ((ls + bytes - 1) & ~c.amask) !== 0)) return false;
   const ram = c.ram;
   if (kind === S_MOVS) {
     if (ld > ls && ld < ls + bytes) return false;
@@ -946,6 +975,7 @@ function strop(kind: number, sz: number): Op {
     let di = idx(c, EDI);
     if (rep && delta > 0 && !c.as32 && kind <= S_STOS && repInRam(c, kind, size, n, src + si, dst + di, si, di)) return;
     const port = c.reg[EDX]! & 0xffff;
+    if (kind >= S_INS) c.requireIo(port, size);
     for (;;) {
       switch (kind) {
         case S_MOVS:
@@ -1387,12 +1417,7 @@ OPS[0xff] = (c) => {
       c.decodeEA(modrm);
       const off = c.rdSz(sz, c.eaBase, c.eaOff);
       const sel = c.rd16(c.eaBase, m(c.eaOff + sz, c.as32 ? 4 : 2));
-      if (op === 3) {
-        c.pushOs(c.sreg[CS]!);
-        c.pushOs(c.eip);
-      }
-      c.loadSeg(CS, sel);
-      c.eip = off;
+      c.jumpFar(sel, off, op === 3);
       return;
     }
     case 6:
@@ -1406,6 +1431,7 @@ OPS[0xff] = (c) => {
 // ------------------------------------------------------------------ flag instructions, hlt
 
 OPS[0xf4] = (c) => {
+  c.requireCpl0();
   c.halt();
   c.requestStop();
 };
@@ -1413,9 +1439,11 @@ OPS[0xf5] = (c) => c.setCFbit(!c.getCF());
 OPS[0xf8] = (c) => c.setCFbit(false);
 OPS[0xf9] = (c) => c.setCFbit(true);
 OPS[0xfa] = (c) => {
+  c.requireIopl();
   c.flags &= ~IF;
 };
 OPS[0xfb] = (c) => {
+  c.requireIopl();
   if (!(c.flags & IF)) c.shadowInterrupts();
   c.flags |= IF;
 };
@@ -1443,11 +1471,19 @@ OPS0F[0x01] = (c) => {
   if (op === 6) {
     // LMSW: cannot clear PE
     const v = c.readRM(2, modrm);
+    c.requireCpl0();
     c.setCr0((c.cr0 & ~0xe) | (v & 0xf) | (c.cr0 & 1));
     return;
   }
-  if (modrm >= 0xc0 || op === 5 || op === 7) c.undefinedOpcode();
+  if (modrm >= 0xc0 || op === 5) c.undefinedOpcode();
   c.decodeEA(modrm);
+  if (op === 7) {
+    // INVLPG
+    c.requireCpl0();
+    c.mmu.invalidate(c.eaBase + c.eaOff);
+    return;
+  }
+  if (op >= 2) c.requireCpl0();
   const b = c.eaBase;
   const o = c.eaOff;
   const o2 = m(o + 2, c.as32 ? 4 : 2);
@@ -1470,30 +1506,92 @@ OPS0F[0x01] = (c) => {
   }
 };
 OPS0F[0x06] = (c) => {
+  c.requireCpl0();
   c.cr0 &= ~8;
 };
 OPS0F[0x20] = (c) => {
   const modrm = c.fetch8();
   const n = (modrm >> 3) & 7;
-  const v = n === 0 ? c.cr0 : n === 2 ? c.cr2 : n === 3 ? c.cr3 : c.undefinedOpcode();
-  c.reg[modrm & 7] = v;
+  if (n === 1 || n > 4) c.undefinedOpcode();
+  c.requireCpl0();
+  c.reg[modrm & 7] = n === 0 ? c.cr0 : n === 2 ? c.cr2 : n === 3 ? c.cr3 : c.cr4;
 };
 OPS0F[0x22] = (c) => {
   const modrm = c.fetch8();
   const n = (modrm >> 3) & 7;
+  if (n === 1 || n > 4) c.undefinedOpcode();
+  c.requireCpl0();
   const v = c.reg[modrm & 7]! >>> 0;
   if (n === 0) c.setCr0(v);
   else if (n === 2) c.cr2 = v;
-  else if (n === 3) c.cr3 = v;
-  else c.undefinedOpcode();
+  else if (n === 3) c.setCr3(v);
+  else c.setCr4(v);
 };
 OPS0F[0x21] = (c) => {
   const modrm = c.fetch8();
+  c.requireCpl0();
   c.reg[modrm & 7] = c.dr[(modrm >> 3) & 7]!;
 };
 OPS0F[0x23] = (c) => {
   const modrm = c.fetch8();
+  c.requireCpl0();
   c.dr[(modrm >> 3) & 7] = c.reg[modrm & 7]!;
+};
+OPS0F[0x00] = (c) => {
+  // SLDT, STR, LLDT, LTR, VERR, VERW: protected mode only.
+  const modrm = c.fetch8();
+  const op = (modrm >> 3) & 7;
+  if (!(c.cr0 & 1) || op > 5) c.undefinedOpcode();
+  if (op < 2) {
+    const v = op === 0 ? c.ldtr : c.tr;
+    if (modrm >= 0xc0) c.setRSz(osz(c), modrm & 7, v);
+    else {
+      c.decodeEA(modrm);
+      c.wr16(c.eaBase, c.eaOff, v);
+    }
+    return;
+  }
+  const sel = c.readRM(2, modrm);
+  if (op === 2 || op === 3) {
+    c.requireCpl0();
+    if (op === 2) loadLdt(c, sel);
+    else loadTr(c, sel);
+    return;
+  }
+  // VERR/VERW: ZF says whether the segment could be read/written at this CPL.
+  const rights = loadAccess(c, sel, false);
+  const ok = rights !== null && (rights & 0x1000) !== 0 && (op === 4 ? (rights & 0x800) === 0 || (rights & 0x200) !== 0 : (rights & 0xa00) === 0x200);
+  c.materialize();
+  c.flags = ok ? c.flags | ZF : c.flags & ~ZF;
+};
+function larLsl(lsl: boolean): Op {
+  return (c) => {
+    if (!(c.cr0 & 1)) c.undefinedOpcode();
+    const sz = osz(c);
+    const modrm = c.fetch8();
+    const v = loadAccess(c, c.readRM(2, modrm), lsl);
+    c.materialize();
+    if (v === null) {
+      c.flags &= ~ZF;
+      return;
+    }
+    c.flags |= ZF;
+    c.setRSz(sz, (modrm >> 3) & 7, v);
+  };
+}
+OPS0F[0x02] = larLsl(false);
+OPS0F[0x03] = larLsl(true);
+OPS[0x63] = (c) => {
+  // ARPL
+  if (!(c.cr0 & 1)) c.undefinedOpcode();
+  const modrm = c.fetch8();
+  const dst = c.readRM(2, modrm);
+  const src = c.r16((modrm >> 3) & 7);
+  c.materialize();
+  if ((dst & 3) < (src & 3)) {
+    c.writeRM(2, modrm, (dst & ~3) | (src & 3));
+    c.flags |= ZF;
+  } else c.flags &= ~ZF;
 };
 OPS0F[0xb6] = (c) => {
   const modrm = c.fetch8();

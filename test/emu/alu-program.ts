@@ -48,7 +48,7 @@ interface Insn {
   undef: number;
 }
 
-function gen(r: Rng): Insn {
+function gen(r: Rng, bits: 16 | 32): Insn {
   const size = r.pick([8, 16, 32]);
   const regs = size === 8 ? R8 : size === 16 ? R16 : R32;
   const a = r.pick(regs);
@@ -149,10 +149,12 @@ function gen(r: Rng): Insn {
       const op = r.pick(['movs', 'stos', 'lods', 'cmps', 'scas']);
       const rep = op === 'cmps' || op === 'scas' ? r.pick(['repe', 'repne', '']) : op === 'lods' ? r.pick(['', 'rep']) : r.pick(['rep', '']);
       const count = r.int(24);
+      // In 32-bit code the string instructions address with ESI/EDI and count in ECX.
+      const [si, di, cx] = bits === 32 ? ['esi', 'edi', 'ecx'] : ['si', 'di', 'cx'];
       const text = [
-        `mov si, ${0x2200 + r.int(0x200)}`,
-        `mov di, ${0x2200 + r.int(0x200)}`,
-        `mov cx, ${count}`,
+        `mov ${si}, ${0x2200 + r.int(0x200)}`,
+        `mov ${di}, ${0x2200 + r.int(0x200)}`,
+        `mov ${cx}, ${count}`,
         down ? 'std' : 'cld',
         `${rep} ${op}${width}`.trim(),
         'cld',
@@ -162,6 +164,76 @@ function gen(r: Rng): Insn {
       return { text, uses: 0, defines: cmp && (count > 0 || rep === '') ? ALL : 0, undef: 0 };
     }
   }
+}
+
+/** The blocks of the digest program: random instructions, then a call of `dump`. */
+function blocksOf(r: Rng, out: string[], blocks: number, perBlock: number, bits: 16 | 32): void {
+  for (let blk = 0; blk < blocks; blk++) {
+    for (const reg of R32) out.push(`mov ${reg}, ${r.hex32()}`);
+    const f0 = (r.next() & ALL) | 0x0002;
+    out.push(`push dword 0x${f0.toString(16)}`, 'popfd');
+    let taint = 0;
+    for (let i = 0; i < perBlock; i++) {
+      const ins = gen(r, bits);
+      if (ins.uses & taint) {
+        out.push('add ebp, 0');
+        taint = 0;
+      }
+      out.push(...ins.text);
+      taint = (taint & ~ins.defines) | ins.undef;
+    }
+    out.push(`mov word [flagmask], 0x${(ALL & ~taint).toString(16)}`, `mov word [blockno], ${blk}`, 'call dump');
+  }
+}
+
+/**
+ * The same digest program run as 32-bit protected-mode code (flat segments, CS.D=1,
+ * so 66h/67h select 16-bit operands and addresses), with paging on when `paging`
+ * (the first 4 MiB identity-mapped through 4 KiB pages, tables at 80000h).
+ */
+export function aluProgram32(seed: number, blocks: number, perBlock: number, paging: boolean): string {
+  const r = new Rng(seed);
+  const out: string[] = [];
+  out.push(
+    'bits 16', 'org 0x7c00',
+    'start:', 'cli', 'xor ax, ax', 'mov ds, ax', 'mov es, ax', 'mov ss, ax', 'mov sp, 0x7c00',
+    'mov si, dap', 'mov ah, 0x42', 'int 0x13', 'jc near start',
+    'mov di, 0x2000', 'mov cx, 0x400', 'mov eax, 12345',
+    'fill: imul eax, eax, 1103515245', 'add eax, 12345', 'mov [di], ax', 'add di, 2', 'loop fill',
+    'lgdt [gdtr]', 'mov eax, cr0', 'or eax, 1', 'mov cr0, eax', 'jmp dword 0x08:pm',
+    'dap: db 0x10, 0', 'dw SECTORS', 'dw 0x7e00, 0', 'dd 1, 0',
+    'align 8', 'gdt: dq 0, 0x00cf9a000000ffff, 0x00cf92000000ffff', 'gdtr: dw 23', 'dd gdt',
+    'times 510 - ($ - $$) db 0', 'dw 0xaa55',
+    'main:', 'bits 32',
+    'pm: mov ax, 0x10', 'mov ds, ax', 'mov es, ax', 'mov ss, ax', 'mov fs, ax', 'mov gs, ax', 'mov esp, 0x7c00',
+  );
+  if (paging) {
+    out.push(
+      'mov edi, 0x80000', 'mov eax, 0x3', 'pt: stosd', 'add eax, 0x1000', 'cmp edi, 0x81000', 'jb pt',
+      'mov dword [0x81000], 0x80003', 'mov eax, 0x81000', 'mov cr3, eax', 'mov eax, cr0', 'or eax, 0x80000000', 'mov cr0, eax',
+    );
+  }
+  blocksOf(r, out, blocks, perBlock, 32);
+  out.push(
+    'finish: mov al, 0', 'out 0xf4, al', 'cli', 'halt: hlt', 'jmp halt',
+    'dump:', 'pushfd', 'pushad', 'mov ebp, esp',
+    'mov ax, [blockno]', 'call hex16s', 'mov al, ":"', 'call serial_out',
+    ...[28, 24, 20, 16, 8, 4, 0].flatMap((o) => ['mov al, " "', 'call serial_out', `mov eax, [ebp + ${o}]`, 'call hex32']),
+    'mov al, " "', 'call serial_out', 'mov eax, [ebp + 32]', 'and ax, [flagmask]', 'and eax, 0xffff', 'call hex32',
+    'mov esi, 0x2000', 'mov ecx, 0x200', 'xor edx, edx',
+    'sum: rol edx, 5', 'xor edx, [esi]', 'add esi, 4', 'loop sum',
+    'mov al, " "', 'call serial_out', 'mov eax, edx', 'call hex32',
+    'mov al, 13', 'call serial_out', 'mov al, 10', 'call serial_out',
+    'popad', 'popfd', 'ret',
+    'serial_out: push edx', 'push eax', 'mov dx, 0x3fd', 'sw: in al, dx', 'test al, 0x20', 'jz sw', 'pop eax', 'mov dx, 0x3f8', 'out dx, al', 'pop edx', 'ret',
+    'hex32: push eax', 'shr eax, 16', 'call hex16s', 'pop eax', 'call hex16s', 'ret',
+    'hex16s: push ecx', 'mov ecx, 4',
+    'h1: rol ax, 4', 'push eax', 'and al, 15', 'add al, "0"', 'cmp al, "9"', 'jbe h2', 'add al, 7', 'h2: call serial_out', 'pop eax', 'loop h1',
+    'pop ecx', 'ret',
+    'flagmask: dw 0', 'blockno: dw 0',
+    'SECTORS equ ($ - main + 511) / 512',
+  );
+  return out.join('\n') + '\n';
 }
 
 /** The nasm source of the digest program (`blocks` blocks of `perBlock` instructions). */
@@ -181,22 +253,7 @@ export function aluProgram(seed: number, blocks: number, perBlock: number): stri
     'times 510 - ($ - $$) db 0', 'dw 0xaa55',
     'main:',
   );
-  for (let blk = 0; blk < blocks; blk++) {
-    for (const reg of R32) out.push(`mov ${reg}, ${r.hex32()}`);
-    const f0 = (r.next() & ALL) | 0x0002;
-    out.push(`push dword 0x${f0.toString(16)}`, 'popfd');
-    let taint = 0;
-    for (let i = 0; i < perBlock; i++) {
-      const ins = gen(r);
-      if (ins.uses & taint) {
-        out.push('add ebp, 0');
-        taint = 0;
-      }
-      out.push(...ins.text);
-      taint = (taint & ~ins.defines) | ins.undef;
-    }
-    out.push(`mov word [flagmask], 0x${(ALL & ~taint).toString(16)}`, `mov word [blockno], ${blk}`, 'call dump');
-  }
+  blocksOf(r, out, blocks, perBlock, 16);
   out.push('jmp finish');
   out.push(
     'dump:', 'pushfd', 'pushad', 'mov bp, sp',

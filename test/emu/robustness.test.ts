@@ -46,4 +46,37 @@ describe('robustness', () => {
       expect(() => cpu.step()).not.toThrow();
     }
   });
+
+  it('runs random 32-bit protected-mode code (with paging, a garbage IDT, random CR writes) to a stop without a host exception', () => {
+    for (let seed = 1; seed <= 64; seed++) {
+      const mem = new Memory(2);
+      const cpu = new Cpu(mem, new IoBus());
+      const dv = new DataView(mem.ram.buffer);
+      // GDT at 1000h: null, flat 32-bit code, flat data; page tables identity-mapping 4 MiB at 3000h/4000h.
+      dv.setUint32(0x1008, 0x0000ffff, true);
+      dv.setUint32(0x100c, 0x00cf9a00, true);
+      dv.setUint32(0x1010, 0x0000ffff, true);
+      dv.setUint32(0x1014, 0x00cf9200, true);
+      for (let i = 0; i < 1024; i++) dv.setUint32(0x4000 + i * 4, (i << 12) | 7, true);
+      dv.setUint32(0x3000, 0x4007, true);
+      mem.ram.set(patternBytes(0x800, seed + 100), 0x2000); // the IDT: noise
+      mem.ram.set(patternBytes(0x4000, seed), 0x10000); // the code: noise
+      cpu.setCr0(0x11);
+      cpu.gdtBase = 0x1000;
+      cpu.gdtLimit = 0x17;
+      cpu.idtBase = 0x2000;
+      cpu.idtLimit = 0x7ff;
+      for (const s of [0, 2, 3, 4, 5]) cpu.loadSeg(s, 0x10);
+      cpu.reg[4] = 0x9000;
+      cpu.jumpFar(0x08, 0x10000, false);
+      if (seed & 1) {
+        cpu.setCr3(0x3000);
+        cpu.setCr0(0x80000011);
+      }
+      let reason = '';
+      expect(() => {
+        for (let i = 0; i < 20 && !['halt', 'triple-fault'].includes(reason) && !cpu.unsupported; i++) reason = cpu.run(5_000);
+      }).not.toThrow();
+    }
+  });
 });

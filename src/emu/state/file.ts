@@ -30,8 +30,8 @@ import { VdiskError } from '../../errors.js';
 import { StateReader, StateWriter } from './codec.js';
 
 export const STATE_MAGIC = 'VDISKEMU';
-/** Bumped whenever a section's layout changes. */
-export const STATE_VERSION = 2;
+/** Bumped whenever a section's layout changes (3: the CPU section ends with protected-mode state). */
+export const STATE_VERSION = 3;
 const HEADER_SIZE = 32;
 /** More sections than any version writes means a damaged file. */
 export const MAX_SECTIONS = 64;
