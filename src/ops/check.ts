@@ -37,6 +37,8 @@ export interface CheckOptions {
   repair?: 'leaks' | 'all';
   /** Folders besides the image's own that references inside it may lead into. */
   allowPaths?: readonly string[];
+  /** The format driver to check with (one the registry need not list); overrides `format`. */
+  driver?: FormatDriver;
 }
 
 /** A problem as the report lists it: a format problem (offset in the image file) or a partition-table one. */
@@ -137,7 +139,7 @@ async function checkImagePartitions(location: ImageLocation, driver: FormatDrive
 }
 
 /** Check the image at `location` with `driver` (detected by magic when absent). */
-export async function checkLocation(location: ImageLocation, opts: CheckOptions & { driver?: FormatDriver } = {}): Promise<CheckReport> {
+async function checkAt(location: ImageLocation, opts: CheckOptions): Promise<CheckReport> {
   const readOnly = opts.repair === undefined;
   let driver: FormatDriver;
   let result: CheckResult | undefined;
@@ -166,12 +168,27 @@ export async function checkLocation(location: ImageLocation, opts: CheckOptions 
   return report;
 }
 
-/** Check (and with `repair`, fix) the image file at `path`. */
-export async function check(path: string, opts: CheckOptions = {}): Promise<CheckReport> {
-  const location = await locate(path, opts);
+/**
+ * Check (and with `repair`, fix) the image at `image`: an address (a path,
+ * `ARCHIVE:MEMBER`, `lvm:`, `nbd://`) or an {@link ImageLocation} already resolved.
+ * A check reads the image's container, not a device, so an open image is not taken:
+ * close it first (a check with `repair` needs the write lock).
+ *
+ * @example
+ * ```ts
+ * import { check, create } from 'vdisk';
+ *
+ * await (await create('disk.vdi', { format: 'vdi', size: '4M' })).close();
+ * const report = await check('disk.vdi');
+ * console.log(report.format, report.corruptions ?? 0, report.leaks ?? 0); // vdi 0 0
+ * ```
+ */
+export async function check(image: string | ImageLocation, opts: CheckOptions = {}): Promise<CheckReport> {
+  if (typeof image !== 'string') return checkAt(image, opts);
+  const location = await locate(image, opts);
   // What a killed vdisk left beside the image (dead pid only) goes first, and the report says so.
-  const leftovers = location instanceof FileLocation ? await removeLeftovers(path) : [];
-  const report = await checkLocation(location, opts);
+  const leftovers = location instanceof FileLocation ? await removeLeftovers(image) : [];
+  const report = await checkAt(location, opts);
   if (leftovers.length) report['removed-leftovers'] = leftovers;
   return report;
 }

@@ -1,7 +1,7 @@
 import type { DiskImage } from '../device/block-device.js';
 import { isVdiskError } from '../errors.js';
 import { driverCapabilities, type FormatCapability } from '../formats/driver.js';
-import { formatDrivers } from '../formats/registry.js';
+import { formatDrivers, open } from '../formats/registry.js';
 import { formatPartitionsHuman, readPartitions, type PartitionTable } from '../partitions/index.js';
 import { formatSize } from '../util/size.js';
 
@@ -51,8 +51,39 @@ export async function describeImage(image: DiskImage): Promise<ImageInfoReport> 
   return report;
 }
 
-/** Describe an image and, with `backingChain`, each of its parents in turn. */
-export async function info(image: DiskImage, opts: { backingChain?: boolean } = {}): Promise<ImageInfoReport[]> {
+/** Options for {@link info}. */
+export interface InfoOptions {
+  /** Describe each parent of a differencing image too, in chain order (`--backing-chain`). */
+  backingChain?: boolean;
+  /** Format name when `image` is an address (detected by magic when absent). */
+  format?: string;
+  /** Folders besides the image's own that references inside it may lead into. */
+  allowPaths?: readonly string[];
+}
+
+/**
+ * Describe an image with `qemu-img info`'s fields (and its partition table), and with
+ * `backingChain` each of its parents in turn. `image` is an address (opened read-only
+ * and closed again) or an open image (left open).
+ *
+ * @example
+ * ```ts
+ * import { create, info } from 'vdisk';
+ *
+ * await (await create('disk.vdi', { format: 'vdi', size: '4M' })).close();
+ * const [report] = await info('disk.vdi');
+ * console.log(report.format, report['virtual-size']); // vdi 4194304
+ * ```
+ */
+export async function info(image: string | DiskImage, opts: InfoOptions = {}): Promise<ImageInfoReport[]> {
+  if (typeof image === 'string') {
+    const opened = await open(image, { format: opts.format, readOnly: true, allowPaths: opts.allowPaths });
+    try {
+      return await info(opened, opts);
+    } finally {
+      await opened.close();
+    }
+  }
   const out = [await describeImage(image)];
   if (opts.backingChain) {
     for (let p = image.backing; p; p = p.backing) out.push(await describeImage(p));

@@ -3,6 +3,7 @@
  * an SVG picture that stays readable for a terabyte disk.
  */
 import type { BlockDevice, DiskImage, Extent } from '../device/block-device.js';
+import { open } from '../formats/registry.js';
 import type { PartitionSpan } from '../partitions/types.js';
 import { formatSize } from '../util/size.js';
 
@@ -25,6 +26,45 @@ export interface MapEntry {
 /** The qemu-img map entry for one extent. */
 export function mapEntry(e: Extent): MapEntry {
   return { start: e.offset, length: e.length, depth: e.depth, present: e.kind !== 'hole', zero: e.kind !== 'data', data: e.kind === 'data' };
+}
+
+/** Options for {@link map}. */
+export interface MapOptions {
+  /** First byte of the range to map (default 0). */
+  offset?: number;
+  /** Bytes to map from `offset` (default: to the end of the disk). */
+  length?: number;
+  /** Format name when `image` is an address (detected by magic when absent). */
+  format?: string;
+  /** Folders besides the image's own that references inside it may lead into. */
+  allowPaths?: readonly string[];
+}
+
+/**
+ * Where the disk's data sits, as `qemu-img map --output json`'s entries, streamed
+ * (constant memory for any number of entries). `image` is an address (opened
+ * read-only, closed when the walk ends) or an open device (left open).
+ *
+ * @example
+ * ```ts
+ * import { create, map } from 'vdisk';
+ *
+ * const disk = await create('disk.vhd', { format: 'vhd', size: '4M' });
+ * await disk.write(Buffer.alloc(512, 7), 0);
+ * await disk.close();
+ * for await (const e of map('disk.vhd')) console.log(e.start, e.length, e.data);
+ * // 0 2097152 true
+ * // 2097152 2097152 false
+ * ```
+ */
+export async function* map(image: string | BlockDevice, opts: MapOptions = {}): AsyncGenerator<MapEntry> {
+  const dev = typeof image === 'string' ? await open(image, { format: opts.format, readOnly: true, allowPaths: opts.allowPaths }) : image;
+  try {
+    const offset = opts.offset ?? 0;
+    yield* mapImage(dev, offset, opts.length ?? dev.size - offset);
+  } finally {
+    if (dev !== image) await dev.close();
+  }
 }
 
 /** The map of `dev` (or a range of it), entry by entry, streamed. */
