@@ -93,14 +93,6 @@ export function summariseCheck(filename: string, format: string, result: Omit<Ch
   return report;
 }
 
-/** The exit code qemu-img check would give: 0 clean, 2 corruptions left, 3 only leaks (or partition-table warnings) left. */
-export function checkExitCode(report: CheckReport): number {
-  if (report['check-errors'] > 0) return 1;
-  if (report.corruptions) return 2;
-  if (report.leaks || report['partition-warnings']) return 3;
-  return 0;
-}
-
 /** What checking the partition table of an image found. */
 interface PartitionFindings {
   problems: ReportProblem[];
@@ -191,45 +183,4 @@ export async function check(image: string | ImageLocation, opts: CheckOptions = 
   const report = await checkAt(location, opts);
   if (leftovers.length) report['removed-leftovers'] = leftovers;
   return report;
-}
-
-/** Render a report the way `qemu-img check` prints it. */
-export function formatCheckHuman(r: CheckReport): string {
-  const lines: string[] = [];
-  for (const l of r['removed-leftovers'] ?? []) lines.push(`Removed ${l.path}, left by process ${l.pid} which is no longer running`);
-  for (const p of r.problems) {
-    const where = p.offset !== undefined ? ` (at offset ${p.offset})` : p.diskOffset !== undefined ? ` (at disk offset ${p.diskOffset})` : '';
-    const tag = p.severity === 'corrupt' ? 'ERROR' : p.severity === 'leak' ? 'Leaked' : 'Warning';
-    const scope = p.scope === 'partitions' ? 'partition table: ' : '';
-    lines.push(`${p.repaired ? 'Repaired: ' : ''}${tag} ${scope}${p.message}${where}`);
-  }
-  if (r['partition-check-skipped'] !== undefined) lines.push(`Warning partition table not checked: ${r['partition-check-skipped']}`);
-  const warningsFixed = r.problems.filter((p) => p.scope === 'partitions' && p.severity === 'warning' && p.repaired).length;
-  const fixed = (r['corruptions-fixed'] ?? 0) + (r['leaks-fixed'] ?? 0) + warningsFixed;
-  if (fixed) {
-    if (lines.length) lines.push('');
-    lines.push('The following inconsistencies were found and repaired:', '');
-    lines.push(`    ${r['leaks-fixed'] ?? 0} leaked clusters`, `    ${r['corruptions-fixed'] ?? 0} corruptions`);
-    if (warningsFixed) lines.push(`    ${warningsFixed} partition table warnings`);
-  }
-  if (!r.corruptions && !r.leaks && !r['check-errors'] && !r['partition-warnings']) {
-    if (lines.length) lines.push('');
-    lines.push('No errors were found on the image.');
-  }
-  if (r.corruptions) {
-    lines.push('', `${r.corruptions} errors were found on the image.`, 'Data may be corrupted, or further writes to the image may corrupt it.');
-  }
-  if (r.leaks) {
-    lines.push('', `${r.leaks} leaked clusters were found on the image.`, 'This means waste of disk space, but no harm to data.');
-  }
-  if (r['partition-warnings']) {
-    lines.push('', `${r['partition-warnings']} partition table warnings were found on the disk.`, 'No harm to data; -r all moves a misplaced backup GPT and resizes the protective MBR.');
-  }
-  if (r['check-errors']) lines.push('', `${r['check-errors']} internal errors have occurred during the check.`);
-  const alloc = r['allocated-clusters'];
-  const totalClusters = r['total-clusters'];
-  if (alloc !== undefined && totalClusters) {
-    lines.push(`${alloc}/${totalClusters} = ${((100 * alloc) / totalClusters).toFixed(2)}% allocated`);
-  }
-  return lines.join('\n');
 }

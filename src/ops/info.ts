@@ -2,8 +2,7 @@ import type { DiskImage } from '../device/block-device.js';
 import { isVdiskError } from '../errors.js';
 import { driverCapabilities, type FormatCapability } from '../formats/driver.js';
 import { formatDrivers, open } from '../formats/registry.js';
-import { formatPartitionsHuman, readPartitions, type PartitionTable } from '../partitions/index.js';
-import { formatSize } from '../util/size.js';
+import { readPartitions, type PartitionTable } from '../partitions/index.js';
 
 /** What `vdisk info --output json` prints, with qemu-img's field names. */
 export interface ImageInfoReport {
@@ -91,39 +90,6 @@ export async function info(image: string | DiskImage, opts: InfoOptions = {}): P
   return out;
 }
 
-function humanValue(v: unknown): string {
-  if (v === null || v === undefined) return '';
-  if (typeof v === 'object') return JSON.stringify(v);
-  return String(v);
-}
-
-/** Render a report the way `qemu-img info` prints it. */
-export function formatInfoHuman(r: ImageInfoReport): string {
-  const lines = [`image: ${r.filename}`, `file format: ${r.format}`, `virtual size: ${formatSize(r['virtual-size'])} (${r['virtual-size']} bytes)`];
-  if (r['actual-size'] !== undefined) lines.push(`disk size: ${formatSize(r['actual-size'])}`);
-  if (r['cluster-size'] !== undefined) lines.push(`cluster_size: ${r['cluster-size']}`);
-  if (r['backing-filename'] !== undefined) {
-    const full = r['full-backing-filename'];
-    lines.push(`backing file: ${r['backing-filename']}${full && full !== r['backing-filename'] ? ` (actual path: ${full})` : ''}`);
-  }
-  if (r['dirty-flag']) lines.push('dirty: yes');
-  const fs = r['format-specific'];
-  if (fs) {
-    lines.push('Format specific information:');
-    for (const [k, v] of Object.entries(fs.data)) {
-      if (Array.isArray(v)) {
-        lines.push(`    ${k}:`);
-        for (const item of v) lines.push(`        ${humanValue(item)}`);
-      } else if (v !== undefined) {
-        lines.push(`    ${k}: ${humanValue(v)}`);
-      }
-    }
-  }
-  for (const w of r.warnings ?? []) lines.push(`warning: ${w}`);
-  if (r.partitions) lines.push(...formatPartitionsHuman(r.partitions));
-  return lines.join('\n');
-}
-
 /** One format as `vdisk info --formats --output json` lists it. */
 export interface FormatReport {
   name: string;
@@ -137,10 +103,4 @@ export interface FormatReport {
 /** Every registered format with the capabilities its driver declares. */
 export function formats(): FormatReport[] {
   return formatDrivers().map((d) => ({ name: d.name, aliases: [...(d.aliases ?? [])], capabilities: driverCapabilities(d), createOptions: { ...d.createOptions } }));
-}
-
-/** Render the format list one line per format: name, aliases, capabilities. */
-export function formatFormatsHuman(list: readonly FormatReport[]): string {
-  const width = Math.max(...list.map((f) => f.name.length));
-  return list.map((f) => `${f.name.padEnd(width)}  ${f.capabilities.join(' ')}${f.aliases.length ? ` (also: ${f.aliases.join(', ')})` : ''}`).join('\n');
 }

@@ -96,22 +96,6 @@ export function chainNames(dev: BlockDevice): string[] {
   return out;
 }
 
-const hex = (n: number): string => `0x${n.toString(16)}`;
-
-/** Write the map as a table: every range that holds data or reads as written zeros (holes left out, as qemu-img does). */
-export async function writeMapHuman(dev: BlockDevice, write: (s: string) => void): Promise<void> {
-  const names = chainNames(dev);
-  const pad = (s: string, n: number): string => s.padEnd(n);
-  write(`${pad('Offset', 20)}${pad('Length', 20)}${pad('Kind', 6)}${pad('Depth', 7)}File\n`);
-  const total = { data: 0, zero: 0, hole: 0 };
-  for await (const e of dev.extents(0, dev.size)) {
-    total[e.kind] += e.length;
-    if (e.kind === 'hole') continue;
-    write(`${pad(hex(e.offset), 20)}${pad(hex(e.length), 20)}${pad(e.kind, 6)}${pad(String(e.depth), 7)}${names[e.depth] ?? ''}\n`);
-  }
-  write(`${formatSize(total.data)} data, ${formatSize(total.zero)} zero, ${formatSize(total.hole)} unallocated of ${formatSize(dev.size)}\n`);
-}
-
 /** Options for {@link renderMapSvg}. */
 export interface MapSvgOptions {
   /** Most cells in the picture (default 4096); the disk is aggregated into at most this many. */

@@ -229,29 +229,6 @@ export function describePackage(pkg: OvfPackage): PackageInfo {
   };
 }
 
-/** Render {@link PackageInfo} for people. */
-export function formatPackageInfoHuman(i: PackageInfo): string {
-  const lines = [`package: ${i.package} (${i.container})`, `descriptor: ${i.descriptor} (OVF ${i['ovf-version']})`];
-  for (const vs of i['virtual-systems']) {
-    lines.push(`virtual system: ${vs.name ?? vs.id}`);
-    if (vs.cpus !== undefined) lines.push(`    cpus: ${vs.cpus}`);
-    if (vs['memory-bytes'] !== undefined) lines.push(`    memory: ${vs['memory-bytes'] / 2 ** 20} MiB`);
-    if (vs['os-id'] !== undefined) lines.push(`    os id: ${vs['os-id']}${vs.os ? ` (${vs.os})` : ''}`);
-  }
-  for (const d of i.disks) {
-    lines.push(`disk ${d.id}: ${d.href ?? '(no file)'}`);
-    lines.push(`    capacity: ${d.capacity} bytes`);
-    if (d['populated-size'] !== undefined) lines.push(`    populated size: ${d['populated-size']} bytes`);
-    if (d['file-size'] !== undefined) lines.push(`    file size: ${d['file-size']} bytes`);
-    if (d.format) lines.push(`    format: ${d.format}`);
-  }
-  for (const n of i.networks) lines.push(`network: ${n.name}${n.description ? ` (${n.description})` : ''}`);
-  const m = i.manifest;
-  lines.push(m.status === 'absent' ? 'manifest: absent' : `manifest: ${m.name} (${m.algorithms.join(', ')}, ${m.entries} entries; not verified, run 'vdisk ova verify')`);
-  if (m.unlisted.length && m.status === 'present') lines.push(`    not in manifest: ${m.unlisted.join(', ')}`);
-  return lines.join('\n');
-}
-
 /** One checked manifest line. */
 export interface VerifyLine {
   name: string;
