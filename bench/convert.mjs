@@ -26,7 +26,7 @@ import { randomFillSync } from 'node:crypto';
 import { closeSync, existsSync, mkdtempSync, openSync, renameSync, rmSync, writeSync, ftruncateSync, readdirSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { findDriver } from '../dist/index.js';
+import { findDriver } from '../dist/driver.js';
 import { cacheDir, realDisk } from './_real-disk.mjs';
 import { benchEnv, median, shuffle } from './lib.mjs';
 

@@ -6,7 +6,8 @@ import { randomBytes } from 'node:crypto';
 import { mkdtempSync, openSync, writeSync, closeSync, rmSync, statSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { open, FileStorage, writeStreamOptimized } from '../dist/index.js';
+import { open } from '../dist/index.js';
+import { FileStorage, writeStreamOptimized } from '../dist/driver.js';
 
 const mib = Number(process.argv[2] ?? 256);
 const level = Number(process.argv[3] ?? 6);

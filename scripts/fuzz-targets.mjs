@@ -7,8 +7,11 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import CRC32 from 'crc-32';
 import CRC32C from 'crc-32/crc32c.js';
-import { MemoryLocation, MemoryStorage, RawImage, checkPartitions, findDriver, isVdiskError, openLocation, readPartitions } from '../dist/index.js';
-import { createOva, openArchive, parseManifest } from '../dist/index.js';
+import { checkPartitions, isVdiskError, readPartitions } from '../dist/index.js';
+import { RawImage, findDriver, openLocation } from '../dist/driver.js';
+import { MemoryLocation, MemoryStorage } from '../dist/testing.js';
+import { createOva } from '../dist/index.js';
+import { openArchive, parseManifest } from '../dist/driver.js';
 import { parseDescriptor } from '../dist/formats/ovf/descriptor.js';
 
 /** Deterministic bytes (xorshift32), so seeds need no fixtures. */

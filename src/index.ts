@@ -1,82 +1,50 @@
 /**
  * vdisk: virtual disk images as a library. Open any image with {@link open}, create
- * one with {@link create}; every image is a {@link BlockDevice}.
+ * one with {@link create}; every image is a {@link BlockDevice}. Each operation
+ * ({@link convert}, {@link check}, {@link commit}, {@link compare}, {@link resize},
+ * {@link compact}, {@link rebase}, {@link info}, {@link map}, {@link createOva},
+ * {@link extractPackage}) takes an address (a path, `ARCHIVE:MEMBER`, `lvm:VG/LV`,
+ * `nbd://…`) or an open image, then one object of named options. Failures are
+ * {@link VdiskError}s with a stable `code`.
  *
- * @packageDocumentation
+ * Pools and NBD have their own entry points (`vdisk/pool`, `vdisk/nbd`); what a
+ * format driver or a filter is written with is in `vdisk/driver`, and test doubles
+ * (memory storage, fault injection) in `vdisk/testing`.
+ *
+ * @module vdisk
  */
+// errors
 export { VdiskError, isVdiskError, type VdiskErrorCode, type VdiskErrorData, type VdiskErrorJson, type VdiskErrorOptions } from './errors.js';
-export { IO_CHUNK, type Storage, type StorageExtent, type StorageOpenOptions } from './storage/storage.js';
-export { FileStorage, type FileOpenOptions } from './storage/file.js';
-export { removeLeftovers, type Leftover } from './storage/lock.js';
-export { MemoryStorage } from './storage/memory.js';
-export { FaultPlan, FaultStorage } from './storage/fault.js';
-export { FileLocation, MemoryLocation, type ImageLocation } from './storage/location.js';
-export { isNbdAddress, locate, resolveAddress, type AddressOptions, type ResolvedAddress } from './storage/address.js';
-export type { NamespaceWatcher } from './storage/location.js';
-export { filterStorage, type StorageCalls } from './storage/filter.js';
-export { FolderArchive, isArchive, openArchive, openArchiveChain, type Archive, type ArchiveMember, type ArchiveOptions } from './storage/containers/archive.js';
-export { ArchiveLocation, archiveMemberLocation } from './storage/containers/location.js';
-export { TAR_BLOCK, TarWriter, decodeTarHeader, encodeTarHeader, isTar, readTarEntries, type TarEntry, type TarHeader } from './storage/containers/tar.js';
-export { WindowStorage } from './storage/containers/window.js';
-export { DEFAULT_ZIP_LIMITS, ZipArchive, isZip, type ZipLimits, type ZipMember } from './storage/containers/zip.js';
-export type { BlockDevice, CompactOptions, CompactResult, DiskImage, Extent, ExtentKind, ImageInfo } from './device/block-device.js';
-export type { ResizeImageOptions } from './device/block-device.js';
-export { BlockDeviceBase, checkDeviceRange, coalesceExtents, listExtents } from './device/base.js';
-export { copyDevice, type CopyOptions } from './device/copy.js';
-export { blockPieces, type BlockPiece } from './device/blocks.js';
-export { isZero, forEachZeroRun } from './device/zero.js';
-export { driverCapabilities, type DriverCreateOptions, type DriverOpenOptions, type FormatCapability, type FormatDriver } from './formats/driver.js';
-export type { CheckProblem, CheckResult, DriverCheckOptions } from './device/check.js';
-export { MAX_CHAIN_DEPTH, driverOf, findDriver, formatDrivers, open, openLocation, probeFormat, type OpenOptions } from './formats/registry.js';
-export { Qcow2Image, checkQcow2, qcow2Driver, type Qcow2Header } from './formats/qcow2/index.js';
-export type { FeatureName, Qcow2ImageParts, Qcow2Snapshot, Refcounts } from './formats/qcow2/index.js';
-export { RawImage, rawDriver } from './formats/raw/index.js';
-export { VdiImage, checkVdi, vdiDriver, type VdiHeader } from './formats/vdi/index.js';
-export type { VdiGeometry, VdiImageParts } from './formats/vdi/index.js';
-export { VhdImage, vhdDriver } from './formats/vhd/index.js';
-export { VmdkImage, vmdkDriver, writeStreamOptimized, type WriteStreamOptimizedOptions } from './formats/vmdk/index.js';
+export { ChecksUnsupportedError } from './ops/check.js';
+
+// devices and images
+export type { BlockDevice, CompactOptions, CompactResult, DiskImage, Extent, ExtentKind, ImageInfo, ResizeImageOptions } from './device/block-device.js';
+export type { ImageLocation, NamespaceWatcher } from './storage/location.js';
+export type { Storage, StorageExtent, StorageOpenOptions } from './storage/storage.js';
+export type { Leftover } from './storage/lock.js';
+
+// open and create
+export { open, type OpenOptions } from './formats/registry.js';
 export { create, type CreateOptions } from './ops/create.js';
-export { describeImage, formatFormatsHuman, formatInfoHuman, formats, info, type FormatReport, type ImageInfoReport } from './ops/info.js';
-export { formatSize, parseSize } from './util/size.js';
-export { parseKeyValues } from './util/options.js';
-export { resize, resizeImage, resolveNewSize, usedSize, type ResizeOptions } from './ops/resize.js';
+
+// operations
+export { convert, DEFAULT_SPARSE_SIZE, MAX_SPARSE_SIZE, type ConvertOptions, type ConvertResult } from './ops/convert.js';
+export { check, type CheckOptions, type CheckReport, type ReportProblem } from './ops/check.js';
+export type { CheckProblem } from './device/check.js';
 export { commit, type CommitOptions } from './ops/commit.js';
-export { commitImage, type CommitImageOptions } from './ops/commit.js';
-export { rebase, type RebaseOptions } from './ops/rebase.js';
+export { compare, type CompareOptions, type CompareResult } from './ops/compare.js';
+export { resize, type ResizeOptions } from './ops/resize.js';
 export { compact, type CompactOpsOptions } from './ops/compact.js';
-export {
-  checkPartitions,
-  formatPartitionsHuman,
-  minimumDiskSize,
-  moveBackupGptToEnd,
-  partitionSpans,
-  readPartitions,
-  repairBackupGpt,
-  repairPrimaryGpt,
-  updateProtectiveMbr,
-  type GptHeaderInfo,
-  type GptPartition,
-  type GptRewrite,
-  type GptTable,
-  type MbrPartition,
-  type MbrTable,
-  type NoPartitionTable,
-  type PartitionSpan,
-  type PartitionTable,
-} from './partitions/index.js';
-export type { VhdMeta } from './formats/vhd/layout.js';
-export type { Descriptor, ExtentLine } from './formats/vmdk/descriptor.js';
-export type { VmdkExtent } from './formats/vmdk/extent.js';
-export type { Chs } from './partitions/types.js';
-export type { VhdFooter, DynamicHeader, ParentLocator } from './formats/vhd/layout.js';
-export type { MetaRegion } from './formats/vhd/layout.js';
-export type { ExtentRun, ReadBelow } from './formats/vmdk/extent.js';
-export * from './formats/ovf/index.js';
+export { rebase, type RebaseOptions } from './ops/rebase.js';
+export { info, formats, type FormatReport, type ImageInfoReport, type InfoOptions } from './ops/info.js';
+export type { FormatCapability } from './formats/driver.js';
+export { map, type MapEntry, type MapOptions } from './ops/map.js';
+
+// appliances (OVF/OVA)
 export {
   createOva,
   describePackage,
   extractPackage,
-  formatPackageInfoHuman,
   verifyPackage,
   type CreateOvaOptions,
   type CreateOvaResult,
@@ -86,15 +54,15 @@ export {
   type VerifyLine,
   type VerifyResult,
 } from './ops/ova.js';
-export { VMDK_ADAPTER_TYPE, defaultDiskWriter, type DiskWriter, type DiskWriterOptions, type DiskWriterResult } from './ops/ova-disk-writer.js';
-export { convert, convertImage, DEFAULT_SPARSE_SIZE, MAX_SPARSE_SIZE, type ConvertOptions, type ConvertFileOptions, type ConvertResult } from './ops/convert.js';
-export { mapImage, mapEntry, writeMapJson, writeMapHuman, renderMapSvg, cellSizeFor, type MapEntry, type MapSvgOptions } from './ops/map.js';
-export { compare, type CompareOptions, type CompareResult } from './ops/compare.js';
-export { check, checkLocation, checkExitCode, summariseCheck, formatCheckHuman, ChecksUnsupportedError, type CheckOptions, type CheckReport, type ReportProblem } from './ops/check.js';
+export { openPackage, type OvfPackage, type ControllerKind, type ManifestAlgorithm, type ManifestEntry, type OvfEnvelope } from './formats/ovf/index.js';
+export type { DiskWriter, DiskWriterOptions, DiskWriterResult } from './ops/ova-disk-writer.js';
+
+// partition tables
+export { checkPartitions, moveBackupGptToEnd, partitionSpans, readPartitions } from './partitions/index.js';
+export type { Chs, GptHeaderInfo, GptPartition, GptTable, MbrPartition, MbrTable, NoPartitionTable, PartitionSpan, PartitionTable } from './partitions/index.js';
+export type { GptRewrite } from './partitions/index.js';
+export type { DriverCheckOptions } from './device/check.js';
+
+// booting a guest
 export { boot, Machine, type BootOptions, type BootSession, type BootResult, type BootOutcome, type KeyStep } from './emu/boot.js';
-export { MAX_SECTIONS, SECTIONS, STATE_MAGIC, STATE_VERSION, decodeStateFile, type StateFile } from './emu/state/file.js';
-export { StateReader, StateWriter } from './emu/state/codec.js';
 export { inspectState, type StateSetup } from './emu/state/machine-state.js';
-export { OVERLAY_CHUNK, OverlayDevice } from './device/overlay.js';
-export * from './pool/index.js';
-export * from './nbd/index.js';

@@ -124,9 +124,25 @@ export function openLocation(location: ImageLocation, opts: OpenOptions = {}): P
  * Open the image at `address` with its differencing chain; the format is detected
  * unless given. Any address {@link resolveAddress} takes: a path, `ARCHIVE:MEMBER`
  * (e.g. `app.ova:disk1.vmdk`, opened in place, read-only), an NBD URI,
- * `IMAGE@SNAPSHOT`, or `lvm:[DIR/]VG/LV` for a pool's logical volume.
+ * `IMAGE@SNAPSHOT`, or `lvm:[DIR/]VG/LV` for a pool's logical volume; or an
+ * {@link ImageLocation} already resolved (a memory folder's, say).
+ *
+ * @example
+ * ```ts
+ * import { create, open } from 'vdisk';
+ *
+ * const made = await create('disk.vmdk', { format: 'vmdk', size: '4M' });
+ * await made.write(Buffer.from('hello'), 1024);
+ * await made.close();
+ * const disk = await open('disk.vmdk', { readOnly: true });
+ * const text = Buffer.alloc(5);
+ * await disk.read(text, 1024);
+ * console.log(disk.format, disk.size, text.toString()); // vmdk 4194304 hello
+ * await disk.close();
+ * ```
  */
-export async function open(address: string, opts: OpenOptions = {}): Promise<DiskImage> {
+export async function open(address: string | ImageLocation, opts: OpenOptions = {}): Promise<DiskImage> {
+  if (typeof address !== 'string') return openLocation(address, opts);
   const r = await resolveAddress(address, { allowPaths: opts.allowPaths, snapshots: opts.snapshot === undefined });
   if (r.kind === 'lv') return (await import('../pool/open.js')).openLv(r.lv, { readOnly: opts.readOnly });
   return openLocation(r.location, r.snapshot !== undefined ? { ...opts, snapshot: r.snapshot } : opts);

@@ -2,7 +2,7 @@
  * NBD as a library (`vdisk/nbd`): a server over any BlockDevice, and the client that
  * opens `nbd://`, `nbd+unix://` and `nbds://` exports as Storage.
  *
- * @module
+ * @module vdisk/nbd
  */
 export { NbdServer, type NbdExport, type NbdServerOptions } from './server.js';
 export { NbdClient, NbdStorage, type NbdConnectOptions } from '../storage/nbd/client.js';

@@ -37,6 +37,8 @@ export interface CheckOptions {
   repair?: 'leaks' | 'all';
   /** Folders besides the image's own that references inside it may lead into. */
   allowPaths?: readonly string[];
+  /** The format driver to check with (one the registry need not list); overrides `format`. */
+  driver?: FormatDriver;
 }
 
 /** A problem as the report lists it: a format problem (offset in the image file) or a partition-table one. */
@@ -91,14 +93,6 @@ export function summariseCheck(filename: string, format: string, result: Omit<Ch
   return report;
 }
 
-/** The exit code qemu-img check would give: 0 clean, 2 corruptions left, 3 only leaks (or partition-table warnings) left. */
-export function checkExitCode(report: CheckReport): number {
-  if (report['check-errors'] > 0) return 1;
-  if (report.corruptions) return 2;
-  if (report.leaks || report['partition-warnings']) return 3;
-  return 0;
-}
-
 /** What checking the partition table of an image found. */
 interface PartitionFindings {
   problems: ReportProblem[];
@@ -137,7 +131,7 @@ async function checkImagePartitions(location: ImageLocation, driver: FormatDrive
 }
 
 /** Check the image at `location` with `driver` (detected by magic when absent). */
-export async function checkLocation(location: ImageLocation, opts: CheckOptions & { driver?: FormatDriver } = {}): Promise<CheckReport> {
+async function checkAt(location: ImageLocation, opts: CheckOptions): Promise<CheckReport> {
   const readOnly = opts.repair === undefined;
   let driver: FormatDriver;
   let result: CheckResult | undefined;
@@ -166,53 +160,27 @@ export async function checkLocation(location: ImageLocation, opts: CheckOptions 
   return report;
 }
 
-/** Check (and with `repair`, fix) the image file at `path`. */
-export async function check(path: string, opts: CheckOptions = {}): Promise<CheckReport> {
-  const location = await locate(path, opts);
+/**
+ * Check (and with `repair`, fix) the image at `image`: an address (a path,
+ * `ARCHIVE:MEMBER`, `lvm:`, `nbd://`) or an {@link ImageLocation} already resolved.
+ * A check reads the image's container, not a device, so an open image is not taken:
+ * close it first (a check with `repair` needs the write lock).
+ *
+ * @example
+ * ```ts
+ * import { check, create } from 'vdisk';
+ *
+ * await (await create('disk.vdi', { format: 'vdi', size: '4M' })).close();
+ * const report = await check('disk.vdi');
+ * console.log(report.format, report.corruptions ?? 0, report.leaks ?? 0); // vdi 0 0
+ * ```
+ */
+export async function check(image: string | ImageLocation, opts: CheckOptions = {}): Promise<CheckReport> {
+  if (typeof image !== 'string') return checkAt(image, opts);
+  const location = await locate(image, opts);
   // What a killed vdisk left beside the image (dead pid only) goes first, and the report says so.
-  const leftovers = location instanceof FileLocation ? await removeLeftovers(path) : [];
-  const report = await checkLocation(location, opts);
+  const leftovers = location instanceof FileLocation ? await removeLeftovers(image) : [];
+  const report = await checkAt(location, opts);
   if (leftovers.length) report['removed-leftovers'] = leftovers;
   return report;
-}
-
-/** Render a report the way `qemu-img check` prints it. */
-export function formatCheckHuman(r: CheckReport): string {
-  const lines: string[] = [];
-  for (const l of r['removed-leftovers'] ?? []) lines.push(`Removed ${l.path}, left by process ${l.pid} which is no longer running`);
-  for (const p of r.problems) {
-    const where = p.offset !== undefined ? ` (at offset ${p.offset})` : p.diskOffset !== undefined ? ` (at disk offset ${p.diskOffset})` : '';
-    const tag = p.severity === 'corrupt' ? 'ERROR' : p.severity === 'leak' ? 'Leaked' : 'Warning';
-    const scope = p.scope === 'partitions' ? 'partition table: ' : '';
-    lines.push(`${p.repaired ? 'Repaired: ' : ''}${tag} ${scope}${p.message}${where}`);
-  }
-  if (r['partition-check-skipped'] !== undefined) lines.push(`Warning partition table not checked: ${r['partition-check-skipped']}`);
-  const warningsFixed = r.problems.filter((p) => p.scope === 'partitions' && p.severity === 'warning' && p.repaired).length;
-  const fixed = (r['corruptions-fixed'] ?? 0) + (r['leaks-fixed'] ?? 0) + warningsFixed;
-  if (fixed) {
-    if (lines.length) lines.push('');
-    lines.push('The following inconsistencies were found and repaired:', '');
-    lines.push(`    ${r['leaks-fixed'] ?? 0} leaked clusters`, `    ${r['corruptions-fixed'] ?? 0} corruptions`);
-    if (warningsFixed) lines.push(`    ${warningsFixed} partition table warnings`);
-  }
-  if (!r.corruptions && !r.leaks && !r['check-errors'] && !r['partition-warnings']) {
-    if (lines.length) lines.push('');
-    lines.push('No errors were found on the image.');
-  }
-  if (r.corruptions) {
-    lines.push('', `${r.corruptions} errors were found on the image.`, 'Data may be corrupted, or further writes to the image may corrupt it.');
-  }
-  if (r.leaks) {
-    lines.push('', `${r.leaks} leaked clusters were found on the image.`, 'This means waste of disk space, but no harm to data.');
-  }
-  if (r['partition-warnings']) {
-    lines.push('', `${r['partition-warnings']} partition table warnings were found on the disk.`, 'No harm to data; -r all moves a misplaced backup GPT and resizes the protective MBR.');
-  }
-  if (r['check-errors']) lines.push('', `${r['check-errors']} internal errors have occurred during the check.`);
-  const alloc = r['allocated-clusters'];
-  const totalClusters = r['total-clusters'];
-  if (alloc !== undefined && totalClusters) {
-    lines.push(`${alloc}/${totalClusters} = ${((100 * alloc) / totalClusters).toFixed(2)}% allocated`);
-  }
-  return lines.join('\n');
 }

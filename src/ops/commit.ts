@@ -3,23 +3,24 @@ import { VdiskError } from '../errors.js';
 import { driverOf, open } from '../formats/registry.js';
 import { IO_CHUNK } from '../storage/storage.js';
 
-/** Options for {@link commitImage}. */
-export interface CommitImageOptions {
+/** Options for {@link commit}. */
+export interface CommitOptions {
   /** Keep the child's blocks after the merge (qemu-img commit -d); by default they are released. */
   keepChild?: boolean;
   /** Called with bytes merged so far and the total to merge. */
   onProgress?: (done: number, total: number) => void;
-}
-
-/** Options for {@link commit}. */
-export interface CommitOptions extends CommitImageOptions {
-  /** Folders references inside the image may lead into. */
+  /** Folders references inside the image may lead into (when opening by address). */
   allowPaths?: readonly string[];
+  /**
+   * A writable open of the child's parent to merge into, when the child is given open;
+   * by default the parent is opened for writing by its file name and closed again.
+   */
+  parent?: DiskImage;
 }
 
 /**
- * Merge the differencing image `child` (open for writing, its parent open as
- * `child.backing`) into `parent`, a second, writable open of that same parent.
+ * Merge `child` (open for writing, its parent open as `child.backing`) into
+ * `parent`, a second, writable open of that same parent.
  * Order, so a crash at any write leaves the child showing its guest content and
  * the parent holding, per sector, its old bytes or the child's:
  *   1. the child notes the identity the parent is about to take (prepareCommit:
@@ -30,7 +31,7 @@ export interface CommitOptions extends CommitImageOptions {
  *      now reads as the child does everywhere) and the child flushed.
  * Neither image is closed.
  */
-export async function commitImage(child: DiskImage, parent: DiskImage, opts: CommitImageOptions = {}): Promise<{ bytes: number }> {
+async function commitInto(child: DiskImage, parent: DiskImage, opts: CommitOptions): Promise<{ bytes: number }> {
   if (!child.backing) throw new VdiskError('E_CHAIN', `${child.filename}: has no backing file to commit into`);
   if (parent.readOnly) throw new VdiskError('E_READONLY', `${child.filename}: the parent ${parent.filename} is open read-only`);
   if (child.readOnly && !opts.keepChild) throw new VdiskError('E_READONLY', `${child.filename}: releasing the child's blocks needs it open for writing`);
@@ -79,23 +80,53 @@ export async function commitImage(child: DiskImage, parent: DiskImage, opts: Com
 }
 
 /**
- * Merge the differencing image at `path` into its parent (see {@link commitImage}
- * for the order that keeps a crash harmless).
+ * Merge the differencing image `child` into its parent, then (unless `keepChild`)
+ * release the child's blocks; the chain shows the same guest content before and
+ * after. `child` is an address (opened for writing and closed again) or an open image
+ * (writable unless `keepChild`, left open). Writes are ordered so a crash at any point
+ * leaves the child showing its guest content and the parent holding, per sector, its
+ * old bytes or the child's.
+ *
+ * @example
+ * ```ts
+ * import { commit, create, open } from 'vdisk';
+ *
+ * await (await create('base.vhd', { format: 'vhd', size: '4M' })).close();
+ * const child = await create('child.vhd', { format: 'vhd', backing: 'base.vhd' });
+ * await child.write(Buffer.alloc(512, 0x5a), 0);
+ * await child.close();
+ * const { bytes } = await commit('child.vhd');
+ * const base = await open('base.vhd', { readOnly: true });
+ * const sector = Buffer.alloc(512);
+ * await base.read(sector, 0);
+ * await base.close();
+ * console.log(bytes > 0, sector[0]); // true 90
+ * ```
  */
-export async function commit(path: string, opts: CommitOptions = {}): Promise<{ bytes: number }> {
-  const child = await open(path, { allowPaths: opts.allowPaths });
+export async function commit(child: string | DiskImage, opts: CommitOptions = {}): Promise<{ bytes: number }> {
+  if (typeof child !== 'string') {
+    if (opts.parent) return commitInto(child, opts.parent, opts);
+    return withWritableParent(child, child.filename, opts, (parent) => commitInto(child, parent, opts));
+  }
+  const image = await open(child, { allowPaths: opts.allowPaths });
   try {
-    const parentRo = child.backing;
-    if (!parentRo) throw new VdiskError('E_CHAIN', `${path}: has no backing file to commit into`);
-    const parent = await open(parentRo.filename, { allowPaths: opts.allowPaths, noBacking: false }).catch((err: unknown) => {
-      throw new VdiskError('E_READONLY', `${path}: cannot open the parent ${parentRo.filename} for writing: ${(err as Error).message}`, { cause: err });
-    });
-    try {
-      return await commitImage(child, parent, { keepChild: opts.keepChild, onProgress: opts.onProgress });
-    } finally {
-      await parent.close();
-    }
+    if (opts.parent) return await commitInto(image, opts.parent, opts);
+    return await withWritableParent(image, child, opts, (parent) => commitInto(image, parent, opts));
   } finally {
-    await child.close();
+    await image.close();
+  }
+}
+
+/** Open the parent of `child` for writing, run `fn` on it, close it. */
+async function withWritableParent<T>(child: DiskImage, name: string, opts: CommitOptions, fn: (parent: DiskImage) => Promise<T>): Promise<T> {
+  const parentRo = child.backing;
+  if (!parentRo) throw new VdiskError('E_CHAIN', `${name}: has no backing file to commit into`);
+  const parent = await open(parentRo.filename, { allowPaths: opts.allowPaths, noBacking: false }).catch((err: unknown) => {
+    throw new VdiskError('E_READONLY', `${name}: cannot open the parent ${parentRo.filename} for writing: ${(err as Error).message}`, { cause: err });
+  });
+  try {
+    return await fn(parent);
+  } finally {
+    await parent.close();
   }
 }

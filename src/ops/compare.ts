@@ -6,6 +6,7 @@
 import type { BlockDevice, Extent } from '../device/block-device.js';
 import { isZero } from '../device/zero.js';
 import { VdiskError } from '../errors.js';
+import { open } from '../formats/registry.js';
 import { IO_CHUNK } from '../storage/storage.js';
 
 /** Options for {@link compare}. */
@@ -14,6 +15,12 @@ export interface CompareOptions {
   strict?: boolean;
   /** Called as the comparison advances. */
   onProgress?: (done: number, total: number) => void;
+  /** Format of `a` when it is an address (detected when absent). */
+  format?: string;
+  /** Format of `b` when it is an address (detected when absent). */
+  secondFormat?: string;
+  /** Folders besides the images' own that references inside them may lead into. */
+  allowPaths?: readonly string[];
 }
 
 /** What {@link compare} found. */
@@ -83,8 +90,37 @@ function firstNonZero(a: Buffer): number {
   return -1;
 }
 
-/** Compare the guest content of two devices. */
-export async function compare(a: BlockDevice, b: BlockDevice, opts: CompareOptions = {}): Promise<CompareResult> {
+/**
+ * Compare the guest content of two disks of any formats, as `qemu-img compare`: each
+ * an address (opened read-only and closed again) or an open device (left open).
+ *
+ * @example
+ * ```ts
+ * import { compare, convert, create } from 'vdisk';
+ *
+ * const disk = await create('disk.raw', { format: 'raw', size: '4M' });
+ * await disk.write(Buffer.alloc(512, 1), 8192);
+ * await disk.close();
+ * await convert('disk.raw', 'disk.vmdk', { format: 'vmdk' });
+ * const same = await compare('disk.raw', 'disk.vmdk');
+ * console.log(same.identical); // true
+ * ```
+ */
+export async function compare(a: string | BlockDevice, b: string | BlockDevice, opts: CompareOptions = {}): Promise<CompareResult> {
+  const devA = typeof a === 'string' ? await open(a, { format: opts.format, readOnly: true, allowPaths: opts.allowPaths }) : a;
+  try {
+    const devB = typeof b === 'string' ? await open(b, { format: opts.secondFormat, readOnly: true, allowPaths: opts.allowPaths }) : b;
+    try {
+      return await compareDevices(devA, devB, opts);
+    } finally {
+      if (devB !== b) await devB.close();
+    }
+  } finally {
+    if (devA !== a) await devA.close();
+  }
+}
+
+async function compareDevices(a: BlockDevice, b: BlockDevice, opts: CompareOptions): Promise<CompareResult> {
   const common = Math.min(a.size, b.size);
   const sizeMismatch = a.size !== b.size;
   if (sizeMismatch && opts.strict) return { identical: false, offset: common, reason: 'size', sizeMismatch };

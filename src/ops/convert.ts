@@ -44,8 +44,10 @@ const COPY_CHUNK = 2 * 1024 * 1024;
 const READ_AHEAD = 8;
 const READ_AHEAD_BYTES = 32 * 1024 * 1024;
 
-/** Options for {@link convert} and {@link convertImage}. */
+/** Options for {@link convert}. */
 export interface ConvertOptions {
+  /** Source format (`-f`) when the source is an address; detected by magic when absent. */
+  sourceFormat?: string;
   /** Output format name or alias (`-O`). */
   format: string;
   /** Output format options (`-o subformat=...`), checked against the driver's list. */
@@ -91,12 +93,6 @@ function compressedOptions(format: string, options: Record<string, string>): Rec
   throw new VdiskError('E_USAGE', `-c: output format ${format} has no compressed form (qcow2 and vmdk do)`);
 }
 
-/** Options for {@link convert}: those of {@link convertImage} plus how to open the source. */
-export interface ConvertFileOptions extends ConvertOptions {
-  /** Source format (`-f`); detected by magic when absent. */
-  sourceFormat?: string;
-}
-
 /** What a finished convert did. */
 export interface ConvertResult {
   /** The destination's main file. */
@@ -113,10 +109,27 @@ export interface ConvertResult {
   leftovers: Leftover[];
 }
 
-/** Convert the image at `src` (read through its chain) into a new image at `dst`. */
-export async function convert(src: string, dst: string, opts: ConvertFileOptions): Promise<ConvertResult> {
+/**
+ * Convert `source` (an address such as a path, or an open device: an image, a chain,
+ * a pool volume) into a new image at `destination`, read through its whole chain.
+ * A source given as an address is opened read-only and closed again; an open device
+ * is left open.
+ *
+ * @example
+ * ```ts
+ * import { convert, create } from 'vdisk';
+ *
+ * const disk = await create('disk.raw', { format: 'raw', size: '4M' });
+ * await disk.write(Buffer.alloc(4096, 0x5a), 0);
+ * await disk.close();
+ * const result = await convert('disk.raw', 'disk.vhd', { format: 'vhd' });
+ * console.log(result.format, result.size); // vhd 4194304
+ * ```
+ */
+export async function convert(source: string | BlockDevice, destination: string, opts: ConvertOptions): Promise<ConvertResult> {
+  if (typeof source !== 'string') return convertDevice(source, destination, opts);
   // Validate what needs no I/O first, so a typo costs nothing.
-  if (isLvOutput(opts.format, dst)) {
+  if (isLvOutput(opts.format, destination)) {
     if (opts.compress) throw new VdiskError('E_USAGE', '-c: a logical volume holds a disk\'s bytes, uncompressed');
     checkOptionKeys(opts.options ?? {}, LV_OPTIONS, 'output format lvm');
   } else {
@@ -124,11 +137,11 @@ export async function convert(src: string, dst: string, opts: ConvertFileOptions
     checkOptionKeys(opts.options ?? {}, driver.createOptions, `output format ${driver.name}`);
     if (opts.compress) compressedOptions(driver.name, opts.options ?? {});
   }
-  const source = await open(src, { format: opts.sourceFormat, readOnly: true, allowPaths: opts.allowPaths });
+  const device = await open(source, { format: opts.sourceFormat, readOnly: true, allowPaths: opts.allowPaths });
   try {
-    return await convertImage(source, dst, opts);
+    return await convertDevice(device, destination, opts);
   } finally {
-    await source.close();
+    await device.close();
   }
 }
 
@@ -139,11 +152,8 @@ function chainFiles(image: BlockDevice): string[] {
   return out;
 }
 
-/**
- * Convert an opened device (any BlockDevice: an image, a chain, a pool volume) into a
- * new image at `dst`. The source is not closed.
- */
-export async function convertImage(source: BlockDevice, dst: string, opts: ConvertOptions): Promise<ConvertResult> {
+/** Convert an open device into a new image at `dst`; the source is not closed. */
+async function convertDevice(source: BlockDevice, dst: string, opts: ConvertOptions): Promise<ConvertResult> {
   const sparse = opts.sparseSize ?? DEFAULT_SPARSE_SIZE;
   if (!Number.isSafeInteger(sparse) || sparse < 0 || sparse % 512 !== 0 || sparse > MAX_SPARSE_SIZE) {
     throw new VdiskError('E_USAGE', `-S ${sparse}: the sparse size must be 0 or a multiple of 512 bytes up to ${MAX_SPARSE_SIZE}`);

@@ -23,7 +23,20 @@ export interface CreateOptions {
   allowPaths?: readonly string[];
 }
 
-/** Create a new image at `path` and return it open for writing (the caller closes it). */
+/**
+ * Create a new image at `path` (a fresh disk, or with `backing` a differencing image
+ * over a parent) and return it open for writing; the caller closes it.
+ *
+ * @example
+ * ```ts
+ * import { create } from 'vdisk';
+ *
+ * const disk = await create('disk.vdi', { format: 'vdi', size: '64M', options: { subformat: 'dynamic' } });
+ * await disk.write(Buffer.alloc(4096, 0x5a), 1 << 20);
+ * console.log(disk.format, disk.size); // vdi 67108864
+ * await disk.close();
+ * ```
+ */
 export async function create(path: string, opts: CreateOptions): Promise<DiskImage> {
   const driver = findDriver(opts.format);
   const options = opts.options ?? {};

@@ -1,9 +1,8 @@
 import type { DiskImage } from '../device/block-device.js';
 import { isVdiskError } from '../errors.js';
 import { driverCapabilities, type FormatCapability } from '../formats/driver.js';
-import { formatDrivers } from '../formats/registry.js';
-import { formatPartitionsHuman, readPartitions, type PartitionTable } from '../partitions/index.js';
-import { formatSize } from '../util/size.js';
+import { formatDrivers, open } from '../formats/registry.js';
+import { readPartitions, type PartitionTable } from '../partitions/index.js';
 
 /** What `vdisk info --output json` prints, with qemu-img's field names. */
 export interface ImageInfoReport {
@@ -51,46 +50,44 @@ export async function describeImage(image: DiskImage): Promise<ImageInfoReport> 
   return report;
 }
 
-/** Describe an image and, with `backingChain`, each of its parents in turn. */
-export async function info(image: DiskImage, opts: { backingChain?: boolean } = {}): Promise<ImageInfoReport[]> {
+/** Options for {@link info}. */
+export interface InfoOptions {
+  /** Describe each parent of a differencing image too, in chain order (`--backing-chain`). */
+  backingChain?: boolean;
+  /** Format name when `image` is an address (detected by magic when absent). */
+  format?: string;
+  /** Folders besides the image's own that references inside it may lead into. */
+  allowPaths?: readonly string[];
+}
+
+/**
+ * Describe an image with `qemu-img info`'s fields (and its partition table), and with
+ * `backingChain` each of its parents in turn. `image` is an address (opened read-only
+ * and closed again) or an open image (left open).
+ *
+ * @example
+ * ```ts
+ * import { create, info } from 'vdisk';
+ *
+ * await (await create('disk.vdi', { format: 'vdi', size: '4M' })).close();
+ * const [report] = await info('disk.vdi');
+ * console.log(report.format, report['virtual-size']); // vdi 4194304
+ * ```
+ */
+export async function info(image: string | DiskImage, opts: InfoOptions = {}): Promise<ImageInfoReport[]> {
+  if (typeof image === 'string') {
+    const opened = await open(image, { format: opts.format, readOnly: true, allowPaths: opts.allowPaths });
+    try {
+      return await info(opened, opts);
+    } finally {
+      await opened.close();
+    }
+  }
   const out = [await describeImage(image)];
   if (opts.backingChain) {
     for (let p = image.backing; p; p = p.backing) out.push(await describeImage(p));
   }
   return out;
-}
-
-function humanValue(v: unknown): string {
-  if (v === null || v === undefined) return '';
-  if (typeof v === 'object') return JSON.stringify(v);
-  return String(v);
-}
-
-/** Render a report the way `qemu-img info` prints it. */
-export function formatInfoHuman(r: ImageInfoReport): string {
-  const lines = [`image: ${r.filename}`, `file format: ${r.format}`, `virtual size: ${formatSize(r['virtual-size'])} (${r['virtual-size']} bytes)`];
-  if (r['actual-size'] !== undefined) lines.push(`disk size: ${formatSize(r['actual-size'])}`);
-  if (r['cluster-size'] !== undefined) lines.push(`cluster_size: ${r['cluster-size']}`);
-  if (r['backing-filename'] !== undefined) {
-    const full = r['full-backing-filename'];
-    lines.push(`backing file: ${r['backing-filename']}${full && full !== r['backing-filename'] ? ` (actual path: ${full})` : ''}`);
-  }
-  if (r['dirty-flag']) lines.push('dirty: yes');
-  const fs = r['format-specific'];
-  if (fs) {
-    lines.push('Format specific information:');
-    for (const [k, v] of Object.entries(fs.data)) {
-      if (Array.isArray(v)) {
-        lines.push(`    ${k}:`);
-        for (const item of v) lines.push(`        ${humanValue(item)}`);
-      } else if (v !== undefined) {
-        lines.push(`    ${k}: ${humanValue(v)}`);
-      }
-    }
-  }
-  for (const w of r.warnings ?? []) lines.push(`warning: ${w}`);
-  if (r.partitions) lines.push(...formatPartitionsHuman(r.partitions));
-  return lines.join('\n');
 }
 
 /** One format as `vdisk info --formats --output json` lists it. */
@@ -106,10 +103,4 @@ export interface FormatReport {
 /** Every registered format with the capabilities its driver declares. */
 export function formats(): FormatReport[] {
   return formatDrivers().map((d) => ({ name: d.name, aliases: [...(d.aliases ?? [])], capabilities: driverCapabilities(d), createOptions: { ...d.createOptions } }));
-}
-
-/** Render the format list one line per format: name, aliases, capabilities. */
-export function formatFormatsHuman(list: readonly FormatReport[]): string {
-  const width = Math.max(...list.map((f) => f.name.length));
-  return list.map((f) => `${f.name.padEnd(width)}  ${f.capabilities.join(' ')}${f.aliases.length ? ` (also: ${f.aliases.join(', ')})` : ''}`).join('\n');
 }

@@ -3,6 +3,7 @@
  * an SVG picture that stays readable for a terabyte disk.
  */
 import type { BlockDevice, DiskImage, Extent } from '../device/block-device.js';
+import { open } from '../formats/registry.js';
 import type { PartitionSpan } from '../partitions/types.js';
 import { formatSize } from '../util/size.js';
 
@@ -25,6 +26,45 @@ export interface MapEntry {
 /** The qemu-img map entry for one extent. */
 export function mapEntry(e: Extent): MapEntry {
   return { start: e.offset, length: e.length, depth: e.depth, present: e.kind !== 'hole', zero: e.kind !== 'data', data: e.kind === 'data' };
+}
+
+/** Options for {@link map}. */
+export interface MapOptions {
+  /** First byte of the range to map (default 0). */
+  offset?: number;
+  /** Bytes to map from `offset` (default: to the end of the disk). */
+  length?: number;
+  /** Format name when `image` is an address (detected by magic when absent). */
+  format?: string;
+  /** Folders besides the image's own that references inside it may lead into. */
+  allowPaths?: readonly string[];
+}
+
+/**
+ * Where the disk's data sits, as `qemu-img map --output json`'s entries, streamed
+ * (constant memory for any number of entries). `image` is an address (opened
+ * read-only, closed when the walk ends) or an open device (left open).
+ *
+ * @example
+ * ```ts
+ * import { create, map } from 'vdisk';
+ *
+ * const disk = await create('disk.vhd', { format: 'vhd', size: '4M' });
+ * await disk.write(Buffer.alloc(512, 7), 0);
+ * await disk.close();
+ * for await (const e of map('disk.vhd')) console.log(e.start, e.length, e.data);
+ * // 0 2097152 true
+ * // 2097152 2097152 false
+ * ```
+ */
+export async function* map(image: string | BlockDevice, opts: MapOptions = {}): AsyncGenerator<MapEntry> {
+  const dev = typeof image === 'string' ? await open(image, { format: opts.format, readOnly: true, allowPaths: opts.allowPaths }) : image;
+  try {
+    const offset = opts.offset ?? 0;
+    yield* mapImage(dev, offset, opts.length ?? dev.size - offset);
+  } finally {
+    if (dev !== image) await dev.close();
+  }
 }
 
 /** The map of `dev` (or a range of it), entry by entry, streamed. */
@@ -54,22 +94,6 @@ export function chainNames(dev: BlockDevice): string[] {
   const out: string[] = [];
   for (let p = dev as Partial<DiskImage> | undefined; p; p = p.backing) out.push(p.filename ?? '');
   return out;
-}
-
-const hex = (n: number): string => `0x${n.toString(16)}`;
-
-/** Write the map as a table: every range that holds data or reads as written zeros (holes left out, as qemu-img does). */
-export async function writeMapHuman(dev: BlockDevice, write: (s: string) => void): Promise<void> {
-  const names = chainNames(dev);
-  const pad = (s: string, n: number): string => s.padEnd(n);
-  write(`${pad('Offset', 20)}${pad('Length', 20)}${pad('Kind', 6)}${pad('Depth', 7)}File\n`);
-  const total = { data: 0, zero: 0, hole: 0 };
-  for await (const e of dev.extents(0, dev.size)) {
-    total[e.kind] += e.length;
-    if (e.kind === 'hole') continue;
-    write(`${pad(hex(e.offset), 20)}${pad(hex(e.length), 20)}${pad(e.kind, 6)}${pad(String(e.depth), 7)}${names[e.depth] ?? ''}\n`);
-  }
-  write(`${formatSize(total.data)} data, ${formatSize(total.zero)} zero, ${formatSize(total.hole)} unallocated of ${formatSize(dev.size)}\n`);
 }
 
 /** Options for {@link renderMapSvg}. */

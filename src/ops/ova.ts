@@ -64,11 +64,21 @@ async function populated(dev: DiskImage): Promise<number> {
 }
 
 /**
- * Package the disks `sources` (any format vdisk opens) as the OVA `out`: each disk
+ * Package the disks `sources` as the OVA `out`: each disk (an address of any format
+ * vdisk opens, opened read-only and closed again, or an open device, left open)
  * becomes a streamOptimized VMDK; the tar holds the .ovf, then the .mf, then the
  * disks in References order.
+ *
+ * @example
+ * ```ts
+ * import { create, createOva } from 'vdisk';
+ *
+ * await (await create('disk.vhd', { format: 'vhd', size: '4M' })).close();
+ * const ova = await createOva('web.ova', ['disk.vhd'], { name: 'web', cpus: 2, memoryMiB: 512 });
+ * console.log(ova.members.map((m) => m.name).join(' ')); // web.ovf web.mf web-disk1.vmdk
+ * ```
  */
-export async function createOva(out: string, sources: readonly string[], opts: CreateOvaOptions): Promise<CreateOvaResult> {
+export async function createOva(out: string, sources: ReadonlyArray<string | DiskImage>, opts: CreateOvaOptions): Promise<CreateOvaResult> {
   if (sources.length === 0) throw new VdiskError('E_USAGE', `${out}: no disks given`);
   // XML 1.0 cannot carry control characters at all
   const CONTROL = /[\u0000-\u001f\u007f]/;
@@ -91,10 +101,11 @@ export async function createOva(out: string, sources: readonly string[], opts: C
   const progress = opts.onProgress;
   try {
     const disks: Array<{ href: string; path: string; fileSize: number; capacity: number; populatedSize: number; digest: string }> = [];
-    for (const [i, src] of sources.entries()) {
+    for (const [i, source] of sources.entries()) {
       const href = `${stem}-disk${i + 1}.vmdk`;
       const path = join(work, href);
-      const dev = await open(src, { readOnly: true });
+      const src = typeof source === 'string' ? source : source.filename;
+      const dev = typeof source === 'string' ? await open(source, { readOnly: true }) : source;
       try {
         if (dev.size % 512 !== 0) throw new VdiskError('E_UNSUPPORTED', `${src}: size ${dev.size} is not a multiple of 512 bytes`);
         const target = await FileStorage.open(path, { create: 'new', noLock: true });
@@ -108,7 +119,7 @@ export async function createOva(out: string, sources: readonly string[], opts: C
         const pop = res.populatedSize ?? (await populated(dev));
         disks.push({ href, path, fileSize: 0, capacity: dev.size, populatedSize: pop, digest: '' });
       } finally {
-        await dev.close();
+        if (dev !== source) await dev.close();
       }
     }
     for (const d of disks) {
@@ -218,29 +229,6 @@ export function describePackage(pkg: OvfPackage): PackageInfo {
   };
 }
 
-/** Render {@link PackageInfo} for people. */
-export function formatPackageInfoHuman(i: PackageInfo): string {
-  const lines = [`package: ${i.package} (${i.container})`, `descriptor: ${i.descriptor} (OVF ${i['ovf-version']})`];
-  for (const vs of i['virtual-systems']) {
-    lines.push(`virtual system: ${vs.name ?? vs.id}`);
-    if (vs.cpus !== undefined) lines.push(`    cpus: ${vs.cpus}`);
-    if (vs['memory-bytes'] !== undefined) lines.push(`    memory: ${vs['memory-bytes'] / 2 ** 20} MiB`);
-    if (vs['os-id'] !== undefined) lines.push(`    os id: ${vs['os-id']}${vs.os ? ` (${vs.os})` : ''}`);
-  }
-  for (const d of i.disks) {
-    lines.push(`disk ${d.id}: ${d.href ?? '(no file)'}`);
-    lines.push(`    capacity: ${d.capacity} bytes`);
-    if (d['populated-size'] !== undefined) lines.push(`    populated size: ${d['populated-size']} bytes`);
-    if (d['file-size'] !== undefined) lines.push(`    file size: ${d['file-size']} bytes`);
-    if (d.format) lines.push(`    format: ${d.format}`);
-  }
-  for (const n of i.networks) lines.push(`network: ${n.name}${n.description ? ` (${n.description})` : ''}`);
-  const m = i.manifest;
-  lines.push(m.status === 'absent' ? 'manifest: absent' : `manifest: ${m.name} (${m.algorithms.join(', ')}, ${m.entries} entries; not verified, run 'vdisk ova verify')`);
-  if (m.unlisted.length && m.status === 'present') lines.push(`    not in manifest: ${m.unlisted.join(', ')}`);
-  return lines.join('\n');
-}
-
 /** One checked manifest line. */
 export interface VerifyLine {
   name: string;
@@ -306,10 +294,21 @@ export interface ExtractOptions extends ArchiveOptions {
 }
 
 /**
- * Extract the package at `path` into `dir`: its descriptor, manifest and disk files,
- * or with `format` the disks converted. A manifest, when there is one, is verified
- * first (unless `noVerify`); nothing is written outside `dir`, and on failure what was written is
- * removed. Returns the files written.
+ * Extract the package at `path` (an OVA, a plain .ovf or a zip holding either) into
+ * `dir`: its descriptor, manifest and disk files, or with `format` the disks
+ * converted. A manifest, when there is one, is verified first (unless `noVerify`);
+ * nothing is written outside `dir`, and on failure what was written is removed.
+ * Returns the files written.
+ *
+ * @example
+ * ```ts
+ * import { create, createOva, extractPackage } from 'vdisk';
+ *
+ * await (await create('disk.raw', { format: 'raw', size: '4M' })).close();
+ * await createOva('app.ova', ['disk.raw'], { name: 'app' });
+ * const files = await extractPackage('app.ova', 'out', { format: 'vdi' });
+ * console.log(files.length > 0); // true
+ * ```
  */
 export async function extractPackage(path: string, dir: string, opts: ExtractOptions = {}): Promise<string[]> {
   if (opts.format) findDriver(opts.format);

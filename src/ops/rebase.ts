@@ -20,18 +20,31 @@ export interface RebaseOptions {
  * Re-point a differencing image at `newParent` (or at nothing, with `undefined`),
  * keeping its guest content: wherever the child shows its old parent and the new
  * parent differs, the old content is first copied into the child. Only then does the
- * link change, so a crash leaves the old chain intact.
+ * link change, so a crash leaves the old chain intact. `image` and `newParent` are
+ * addresses (opened and closed again) or open images (left open; the child writable).
+ *
+ * @example
+ * ```ts
+ * import { create, info, rebase } from 'vdisk';
+ *
+ * await (await create('base.vdi', { format: 'vdi', size: '4M' })).close();
+ * await (await create('child.vdi', { format: 'vdi', backing: 'base.vdi' })).close();
+ * await rebase('child.vdi', undefined); // the child now stands alone
+ * const [report] = await info('child.vdi');
+ * console.log(report['backing-filename']); // undefined
+ * ```
  */
-export async function rebase(path: string, newParent: string | undefined, opts: RebaseOptions = {}): Promise<{ copied: number }> {
+export async function rebase(image: string | DiskImage, newParent: string | DiskImage | undefined, opts: RebaseOptions = {}): Promise<{ copied: number }> {
   // -u reads nothing through the old parent, so it is not opened: a link that no longer opens (a VMDK parent whose CID changed) can be repaired.
-  const child = await open(path, { allowPaths: opts.allowPaths, noBacking: opts.unsafe === true });
-  let parent: DiskImage | undefined;
+  const child = typeof image === 'string' ? await open(image, { allowPaths: opts.allowPaths, noBacking: opts.unsafe === true }) : image;
+  const path = typeof image === 'string' ? image : image.filename;
+  let parent: DiskImage | undefined = typeof newParent === 'string' ? undefined : newParent;
   try {
     const driver = driverOf(child);
     if (!driver?.relink) throw new VdiskError('E_UNSUPPORTED', `${path}: ${child.format} images cannot change their backing file`);
-    if (newParent !== undefined) parent = await open(newParent, { format: opts.backingFormat, readOnly: true, allowPaths: opts.allowPaths });
+    if (typeof newParent === 'string') parent = await open(newParent, { format: opts.backingFormat, readOnly: true, allowPaths: opts.allowPaths });
     if (parent && parent.size !== child.size && !opts.unsafe) {
-      throw new VdiskError('E_USAGE', `${path}: the new parent ${newParent} is ${parent.size} bytes but the image is ${child.size}; use -u to change only the link`);
+      throw new VdiskError('E_USAGE', `${path}: the new parent ${typeof newParent === 'string' ? newParent : parent.filename} is ${parent.size} bytes but the image is ${child.size}; use -u to change only the link`);
     }
     let copied = 0;
     if (!opts.unsafe) {
@@ -69,11 +82,11 @@ export async function rebase(path: string, newParent: string | undefined, opts: 
       }
       await child.flush();
     }
-    const ref = newParent === undefined ? undefined : new FileLocation(path).relativeName(newParent);
+    const ref = parent === undefined ? undefined : new FileLocation(path).relativeName(typeof newParent === 'string' ? newParent : parent.filename);
     await driver.relink(child, parent, ref);
     return { copied };
   } finally {
-    await child.close();
-    await parent?.close();
+    if (child !== image) await child.close();
+    if (parent !== newParent) await parent?.close();
   }
 }

@@ -32,8 +32,8 @@ export async function usedSize(image: DiskImage): Promise<number> {
   return end;
 }
 
-/** Change an image's virtual size in place; returns the old and new sizes. */
-export async function resizeImage(image: DiskImage, spec: string | number, opts: ResizeOptions = {}): Promise<{ oldSize: number; newSize: number }> {
+/** Change an open image's virtual size in place; returns the old and new sizes. */
+async function resizeOpen(image: DiskImage, spec: string | number, opts: ResizeOptions = {}): Promise<{ oldSize: number; newSize: number }> {
   const oldSize = image.size;
   const newSize = resolveNewSize(spec, oldSize);
   if (!Number.isSafeInteger(newSize) || newSize <= 0) throw new VdiskError('E_USAGE', `${image.filename}: new size ${newSize} is not a positive number of bytes`);
@@ -74,12 +74,27 @@ export async function resizeImage(image: DiskImage, spec: string | number, opts:
   return { oldSize, newSize };
 }
 
-/** Open `path` for writing and resize it to `spec` (`SIZE`, `+SIZE`, `-SIZE`). */
-export async function resize(path: string, spec: string | number, opts: ResizeOptions = {}): Promise<{ oldSize: number; newSize: number }> {
-  const image = await open(path, { format: opts.format, allowPaths: opts.allowPaths });
+/**
+ * Change the virtual size of `image` in place to `size` (bytes, or `SIZE`, `+SIZE`,
+ * `-SIZE` as the CLI takes them); returns the old and new sizes. An address is opened
+ * for writing and closed again; an open image (writable) is left open. A GPT's backup
+ * copy moves to the new end.
+ *
+ * @example
+ * ```ts
+ * import { create, resize } from 'vdisk';
+ *
+ * await (await create('disk.vhd', { format: 'vhd', size: '4M' })).close();
+ * const { oldSize, newSize } = await resize('disk.vhd', '+4M');
+ * console.log(oldSize, newSize); // 4194304 8388608
+ * ```
+ */
+export async function resize(image: string | DiskImage, size: string | number, opts: ResizeOptions = {}): Promise<{ oldSize: number; newSize: number }> {
+  if (typeof image !== 'string') return resizeOpen(image, size, opts);
+  const opened = await open(image, { format: opts.format, allowPaths: opts.allowPaths });
   try {
-    return await resizeImage(image, spec, opts);
+    return await resizeOpen(opened, size, opts);
   } finally {
-    await image.close();
+    await opened.close();
   }
 }

@@ -5,6 +5,5 @@
 export * from './types.js';
 export { readPartitions, partitionSpans } from './read.js';
 export { checkPartitions, minimumDiskSize, moveBackupGptToEnd, repairBackupGpt, repairPrimaryGpt, updateProtectiveMbr, type GptRewrite } from './repair.js';
-export { formatPartitionsHuman } from './format.js';
 export { gptTypeName, gptTypeNames } from './gpt.js';
 export { mbrTypeName, mbrTypeNames } from './mbr.js';

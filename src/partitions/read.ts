@@ -13,7 +13,26 @@ import type { GptTable, MbrPartition, PartitionCommon, PartitionSpan, PartitionT
 /** LBA of the primary GPT header (UEFI 2.10 §5.3.1). */
 export const GPT_PRIMARY_HEADER_LBA = 1;
 
-/** Read and decode the partition table of `device`, with every problem found. */
+/**
+ * Read and decode the MBR or GPT partition table of `device` (an image, a chain, a
+ * pool volume), with every problem found, each naming the field.
+ *
+ * @example
+ * ```ts
+ * import { create, readPartitions } from 'vdisk';
+ *
+ * const disk = await create('disk.raw', { format: 'raw', size: '8M' });
+ * const mbr = Buffer.alloc(512);
+ * mbr.writeUInt8(0x83, 446 + 4); // partition 1: Linux
+ * mbr.writeUInt32LE(2048, 446 + 8); // first sector
+ * mbr.writeUInt32LE(8192, 446 + 12); // sectors
+ * mbr.writeUInt16LE(0xaa55, 510);
+ * await disk.write(mbr, 0);
+ * const table = await readPartitions(disk);
+ * if (table.scheme === 'mbr') console.log(table.partitions[0].offset, table.partitions[0].length); // 1048576 4194304
+ * await disk.close();
+ * ```
+ */
 export async function readPartitions(device: BlockDevice): Promise<PartitionTable> {
   const ss = device.sectorSize;
   const diskSectors = Math.floor(device.size / ss);

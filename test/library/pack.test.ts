@@ -1,6 +1,7 @@
 /**
  * The package as users get it: `npm pack`, install the tarball into a fresh project,
- * type-check a file that imports `open`, and run it.
+ * type-check a file that imports `open` (and the subpaths: vdisk/pool, vdisk/nbd,
+ * vdisk/driver, vdisk/testing), and run it.
  */
 import { execFile } from 'node:child_process';
 import { writeFile } from 'node:fs/promises';
@@ -33,6 +34,9 @@ describe('npm package', () => {
         "import { create, open, VdiskError, type BlockDevice } from 'vdisk';",
         "import { Pool, openLv } from 'vdisk/pool';",
         "import { NbdServer, isNbdUri } from 'vdisk/nbd';",
+        "import { BlockDeviceBase, OverlayDevice, blockPieces, findDriver, rawDriver } from 'vdisk/driver';",
+        "import { FaultPlan, FaultStorage, MemoryLocation, MemoryStorage } from 'vdisk/testing';",
+        "import { isVdiskError } from 'vdisk';",
         "const made = await create('x.img', { format: 'raw', size: '1M' });",
         "await made.write(Buffer.from('hi'), 512);",
         'await made.close();',
@@ -53,6 +57,18 @@ describe('npm package', () => {
         'await back.read(p, 18 << 20);',
         "console.log(back.size, p.toString(), isNbdUri('nbd://127.0.0.1/x'), typeof NbdServer);",
         'await back.close();',
+        // vdisk/driver and vdisk/testing: a raw image made by its driver in a memory folder, read through an overlay,
+        // and storage that fails on a plan.
+        "const mem = new MemoryLocation('m.raw');",
+        'const raw = await rawDriver.create(mem, { size: 1 << 20, options: {} });',
+        "await raw.write(Buffer.from('mem'), 0);",
+        'const top = new OverlayDevice(raw);',
+        'const m = Buffer.alloc(3);',
+        'await top.read(m, 0);',
+        "const faulty = new FaultStorage(Buffer.alloc(4096), new FaultPlan(1));",
+        "const failed = await faulty.write(Buffer.alloc(512), 0).then(() => 'ok', (e: unknown) => (isVdiskError(e) ? e.code : 'other'));",
+        "console.log(m.toString(), [...blockPieces(0, 3 << 20, 1 << 20)].length, findDriver('vpc').name, top instanceof BlockDeviceBase, failed, new MemoryStorage(8).size);",
+        'await raw.close();',
         '',
       ].join('\n'),
     );
@@ -68,7 +84,7 @@ describe('npm package', () => {
     const run = await execFileP(process.execPath, [join(app, 'out', 'main.js')], { cwd: app, encoding: 'utf8' });
     // On linux-x64 the prebuilt SEEK_DATA/SEEK_HOLE addon ships in the package and loads from it.
     const holes = `${process.platform}-${process.arch}` === 'linux-x64' && process.env.VDISK_NO_NATIVE !== '1' ? 'seek' : 'scan';
-    expect(run.stdout.trim()).toBe(`1048576 hi E_USAGE ${holes}\n${20 << 20} pool true function`);
+    expect(run.stdout.trim()).toBe(`1048576 hi E_USAGE ${holes}\n${20 << 20} pool true function\nmem 3 vhd true E_IO 8`);
     const cli = await execFileP(join(app, 'node_modules', '.bin', 'vdisk'), ['info', '--output', 'json', 'x.img'], { cwd: app, encoding: 'utf8' });
     expect(JSON.parse(cli.stdout)).toMatchObject({ format: 'raw', 'virtual-size': 1048576 });
   }, 180_000);

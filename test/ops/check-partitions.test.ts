@@ -8,7 +8,8 @@
 import { open as openFile, rm, truncate } from 'node:fs/promises';
 import { join } from 'node:path';
 import { describe, expect } from 'vitest';
-import { type CheckReport, check, checkExitCode, formatCheckHuman } from '../../src/ops/check.js';
+import { type CheckReport, check } from '../../src/ops/check.js';
+import { checkExitCode, formatCheckHuman } from '../../src/cli/human.js';
 import { itWith, run, runOk } from '../helpers/oracle.js';
 import { VDISK_BIN, tempDir } from '../helpers/tmp.js';
 import { sgdiskVerify } from '../partitions/helpers.js';

@@ -7,7 +7,8 @@ import { isVdiskError } from '../../src/errors.js';
 import type { FormatDriver } from '../../src/formats/driver.js';
 import { findDriver } from '../../src/formats/registry.js';
 import { rawDriver } from '../../src/formats/raw/index.js';
-import { ChecksUnsupportedError, check, checkExitCode, checkLocation, formatCheckHuman } from '../../src/ops/check.js';
+import { ChecksUnsupportedError, check } from '../../src/ops/check.js';
+import { checkExitCode, formatCheckHuman } from '../../src/cli/human.js';
 import { MemoryLocation } from '../../src/storage/location.js';
 import { MemoryStorage } from '../../src/storage/memory.js';
 import { itWith, run } from '../helpers/oracle.js';
@@ -72,7 +73,7 @@ describe('check summary, exit codes and output (qemu-img check conventions)', ()
         ['parent.img', new MemoryStorage(patternBytes(512), { name: 'parent.img' })],
       ]);
       const seen: { repair?: string; readOnly?: boolean; parent?: DiskImage } = {};
-      const report = await checkLocation(new MemoryLocation('img', files), { driver: scriptedDriver(seen), repair: repair as 'leaks' | undefined });
+      const report = await check(new MemoryLocation('img', files), { driver: scriptedDriver(seen), repair: repair as 'leaks' | undefined });
       expect(checkExitCode(report)).toBe(exit);
       expect(formatCheckHuman(report)).toMatch(text);
       expect(report.format).toBe('scripted');

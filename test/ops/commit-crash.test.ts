@@ -1,5 +1,5 @@
 /**
- * Crash safety of commit, through the real code (commitImage): for VHD, VDI,
+ * Crash safety of commit, through the real code (commit with an open parent): for VHD, VDI,
  * VMDK and qcow2 delta images in a memory folder of fault-injecting files (child and parent),
  * a crash at every write, whole or torn, surviving in order or only up to the last
  * flush, must leave
@@ -12,8 +12,8 @@ import { describe, expect, it } from 'vitest';
 import { readAll } from '../helpers/read.js';
 import type { DiskImage } from '../../src/device/block-device.js';
 import { findDriver, openLocation } from '../../src/formats/registry.js';
-import { commitImage } from '../../src/ops/commit.js';
-import { checkLocation } from '../../src/ops/check.js';
+import { commit } from '../../src/ops/commit.js';
+import { check } from '../../src/ops/check.js';
 import { PENDING_PARENT_CID, VmdkImage, readDescriptor, writeDescriptor } from '../../src/formats/vmdk/image.js';
 import type { Descriptor } from '../../src/formats/vmdk/descriptor.js';
 import { MemoryLocation } from '../../src/storage/location.js';
@@ -67,7 +67,7 @@ const TOLERATED = /redundant grain table \d+ lags the primary one/;
 
 /** `vdisk check` of `name` finds nothing but leaks (and the tolerated warning above). */
 async function leaksOnly(folder: MemoryLocation, name: string): Promise<void> {
-  const r = await checkLocation(folder.at(name));
+  const r = await check(folder.at(name));
   expect(
     r.problems.filter((p) => p.severity !== 'leak' && !(p.severity === 'warning' && TOLERATED.test(p.message))).map((p) => p.message),
     `check ${name}`,
@@ -108,7 +108,7 @@ async function runCommit(loc: MemoryLocation, base: string, top: string, keepChi
   try {
     const parent = await openLocation(loc.at(base));
     try {
-      return (await commitImage(child, parent, { keepChild })).bytes;
+      return (await commit(child, { parent, keepChild })).bytes;
     } finally {
       await parent.close();
     }
@@ -117,7 +117,7 @@ async function runCommit(loc: MemoryLocation, base: string, top: string, keepChi
   }
 }
 
-describe('commit crash safety (commitImage)', () => {
+describe('commit crash safety (commit with an open parent)', () => {
   for (const c of CASES) {
     it(`${c.fmt} delta${c.keepChild ? ', child kept' : ''}: every crash leaves the child whole and the parent old-or-child per sector`, async () => {
       const { files, base, top } = await chain(c);

@@ -2,7 +2,8 @@
 //   node rss-child.mjs synthetic SIZE_GIB DST FORMAT [SUBFORMAT]   convert a synthetic sparse disk (1 MiB of data per GiB)
 //   node rss-child.mjs cli ARGS...                     run `vdisk ARGS...`
 // Prints one JSON line on stdout: {"maxRssMiB": N, "seconds": S, "code": C}.
-import { BlockDeviceBase, convertImage } from '../../dist/index.js';
+import { convert } from '../../dist/index.js';
+import { BlockDeviceBase } from '../../dist/driver.js';
 import { main } from '../../dist/cli/main.js';
 
 const GiB = 1024 ** 3;
@@ -46,7 +47,7 @@ let code = 0;
 if (mode === 'synthetic') {
   const [sizeGiB, dst, format, subformat] = rest;
   const dev = new SparseSynthetic(Number(sizeGiB) * GiB);
-  await convertImage(dev, dst, { format: format ?? 'raw', options: subformat ? { subformat } : undefined });
+  await convert(dev, dst, { format: format ?? 'raw', options: subformat ? { subformat } : undefined });
 } else if (mode === 'cli') {
   await main(['node', 'vdisk', ...rest]);
   code = process.exitCode ?? 0;

@@ -16,7 +16,8 @@ import {
   encodeGuid,
   type GptEntry,
 } from '../../src/partitions/gpt.js';
-import { checkPartitions, formatPartitionsHuman, partitionSpans, readPartitions } from '../../src/partitions/index.js';
+import { checkPartitions, partitionSpans, readPartitions } from '../../src/partitions/index.js';
+import { formatPartitionsHuman } from '../../src/cli/human.js';
 import type { GptTable, MbrTable } from '../../src/partitions/index.js';
 import { decodeBootRecord, decodeMbrEntry, encodeBootRecord, encodeMbrEntry, type MbrEntry } from '../../src/partitions/mbr.js';
 import { fuzz, mutations, type FuzzField } from '../helpers/fuzz.js';

@@ -174,9 +174,8 @@ describe('native SEEK_DATA/SEEK_HOLE', () => {
       },
     });
     const src = await rawDriver.open(counted, new FileLocation(p, []), { readOnly: true, openParent: () => Promise.reject(new Error('raw has no parent')) });
-    const { convertImage } = await import('../../src/ops/convert.js');
     try {
-      await convertImage(src, join(dir, 'convert-out.vdi'), { format: 'vdi' });
+      await convert(src, join(dir, 'convert-out.vdi'), { format: 'vdi' });
     } finally {
       await src.close();
     }

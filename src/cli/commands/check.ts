@@ -1,6 +1,7 @@
 import type { Command } from 'commander';
 import { VdiskError } from '../../errors.js';
-import { ChecksUnsupportedError, check, checkExitCode, formatCheckHuman } from '../../ops/check.js';
+import { ChecksUnsupportedError, check } from '../../ops/check.js';
+import { checkExitCode, formatCheckHuman } from '../human.js';
 import { action, collect, outputMode } from '../common.js';
 
 /** Exit code for a format without checks: the one qemu-img uses (63). */

@@ -1,7 +1,8 @@
 import type { Command } from 'commander';
 import { open } from '../../formats/registry.js';
 import { VdiskError } from '../../errors.js';
-import { formatFormatsHuman, formatInfoHuman, formats, info } from '../../ops/info.js';
+import { formats, info } from '../../ops/info.js';
+import { formatFormatsHuman, formatInfoHuman } from '../human.js';
 import { action, collect, outputMode } from '../common.js';
 
 /** `vdisk info`: header facts of an image (and its chain). */

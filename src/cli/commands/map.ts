@@ -1,6 +1,7 @@
 import type { Command } from 'commander';
 import { open } from '../../formats/registry.js';
-import { renderMapSvg, writeMapHuman, writeMapJson } from '../../ops/map.js';
+import { renderMapSvg, writeMapJson } from '../../ops/map.js';
+import { writeMapHuman } from '../human.js';
 import { partitionSpans, readPartitions } from '../../partitions/index.js';
 import { action, collect, outputMode } from '../common.js';
 

@@ -85,7 +85,8 @@ export function register(program: Command): void {
   i.action(
     action(i, async (file: string, o: { output?: string }) => {
       const mode = outputMode(o.output, ['human', 'json'] as const, 'human');
-      const { openPackage, describePackage, formatPackageInfoHuman } = await ovf();
+      const { openPackage, describePackage } = await ovf();
+      const { formatPackageInfoHuman } = await import('../human.js');
       const pkg = await openPackage(file);
       try {
         const info = describePackage(pkg);

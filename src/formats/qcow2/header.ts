@@ -122,16 +122,20 @@ export interface Qcow2Header {
 
 function u64(buf: Buffer, at: number, field: string, name: string): number {
   const v = buf.readBigUInt64BE(at);
-  if (v > BigInt(Number.MAX_SAFE_INTEGER)) throw new VdiskError('E_CORRUPT', `${name}: qcow2 ${field} ${v} is out of range`);
+  if (v > BigInt(Number.MAX_SAFE_INTEGER)) throw new VdiskError('E_CORRUPT', `${name}: qcow2 ${field} ${v} is out of range`, { file: name, field, offset: at, value: v.toString() });
   return Number(v);
 }
 
 /** Decode the header in `buf` (the first cluster, or as much of it as the file has). */
 export function decodeHeader(buf: Buffer, name: string): Qcow2Header {
   if (buf.length < QCOW2_V2_HEADER_LENGTH) throw new VdiskError('E_FORMAT', `${name}: ${buf.length} bytes is too short for a qcow2 header`);
-  if (buf.readUInt32BE(Qcow2Field.magic) !== QCOW2_MAGIC) throw new VdiskError('E_FORMAT', `${name}: no qcow2 magic`);
+  if (buf.readUInt32BE(Qcow2Field.magic) !== QCOW2_MAGIC) {
+    throw new VdiskError('E_FORMAT', `${name}: no qcow2 magic`, { file: name, field: 'magic', offset: Qcow2Field.magic, value: buf.readUInt32BE(Qcow2Field.magic) });
+  }
   const version = buf.readUInt32BE(Qcow2Field.version);
-  if (version !== 2 && version !== 3) throw new VdiskError('E_UNSUPPORTED', `${name}: qcow2 version ${version} (vdisk reads versions 2 and 3)`);
+  if (version !== 2 && version !== 3) {
+    throw new VdiskError('E_UNSUPPORTED', `${name}: qcow2 version ${version} (vdisk reads versions 2 and 3)`, { file: name, field: 'version', offset: Qcow2Field.version, value: version });
+  }
   const h: Qcow2Header = {
     version,
     backingFileOffset: u64(buf, Qcow2Field.backingFileOffset, 'backing_file_offset', name),
@@ -215,13 +219,30 @@ function unknownBits(mask: bigint, known: number, kind: FeatureName['type'], h: 
   return out;
 }
 
+/** The header's fields as qcow2.txt (and qemu's messages) name them, with their keys in {@link Qcow2Field}. */
+const SPEC_NAMES = {
+  cluster_bits: 'clusterBits',
+  header_length: 'headerLength',
+  refcount_order: 'refcountOrder',
+  size: 'size',
+  l1_size: 'l1Size',
+  l1_table_offset: 'l1TableOffset',
+  refcount_table_offset: 'refcountTableOffset',
+  refcount_table_clusters: 'refcountTableClusters',
+  nb_snapshots: 'nbSnapshots',
+  snapshots_offset: 'snapshotsOffset',
+  backing_file_offset: 'backingFileOffset',
+  backing_file_size: 'backingFileSize',
+} as const satisfies Record<string, keyof typeof Qcow2Field & keyof Qcow2Header>;
+
 /**
  * Check every header field against the file and sane bounds, before anything is
  * allocated or read from them; refuse features vdisk cannot honour.
  */
 export function validateHeader(h: Qcow2Header, fileSize: number, name: string): void {
-  const bad = (field: string, why: string): never => {
-    throw new VdiskError('E_CORRUPT', `${name}: qcow2 ${field} ${why}`);
+  const bad = (field: keyof typeof SPEC_NAMES, why: string): never => {
+    const key = SPEC_NAMES[field];
+    throw new VdiskError('E_CORRUPT', `${name}: qcow2 ${field} ${why}`, { file: name, field, offset: Qcow2Field[key], value: h[key] });
   };
   if (h.clusterBits < QCOW2_MIN_CLUSTER_BITS || h.clusterBits > QCOW2_MAX_CLUSTER_BITS) {
     bad('cluster_bits', `${h.clusterBits} is not between ${QCOW2_MIN_CLUSTER_BITS} and ${QCOW2_MAX_CLUSTER_BITS}`);
@@ -229,7 +250,12 @@ export function validateHeader(h: Qcow2Header, fileSize: number, name: string): 
   const cs = 2 ** h.clusterBits;
   if (h.headerLength > cs) bad('header_length', `${h.headerLength} is larger than a cluster (${cs})`);
   if (h.cryptMethod !== 0) {
-    throw new VdiskError('E_UNSUPPORTED', `${name}: qcow2 encryption (crypt_method ${h.cryptMethod}${CRYPT_NAMES[h.cryptMethod] ? `, ${CRYPT_NAMES[h.cryptMethod]}` : ''}) is not supported`);
+    throw new VdiskError('E_UNSUPPORTED', `${name}: qcow2 encryption (crypt_method ${h.cryptMethod}${CRYPT_NAMES[h.cryptMethod] ? `, ${CRYPT_NAMES[h.cryptMethod]}` : ''}) is not supported`, {
+      file: name,
+      field: 'crypt_method',
+      offset: Qcow2Field.cryptMethod,
+      value: h.cryptMethod,
+    });
   }
   if (h.otherExtensions.includes(Extension.FULL_DISK_ENCRYPTION)) throw new VdiskError('E_UNSUPPORTED', `${name}: qcow2 full disk encryption header is not supported`);
   const unknown = unknownBits(h.incompatibleFeatures, Incompatible.DIRTY | Incompatible.CORRUPT | Incompatible.COMPRESSION_TYPE | Incompatible.EXTENDED_L2, 'incompatible', h);
@@ -244,7 +270,12 @@ export function validateHeader(h: Qcow2Header, fileSize: number, name: string): 
     bad('header_length', `${h.headerLength} leaves out compression_type, which the incompatible bit says is there`);
   }
   if (h.compressionType !== 0) {
-    throw new VdiskError('E_UNSUPPORTED', `${name}: qcow2 compression_type ${h.compressionType}${h.compressionType === 1 ? ' (zstd)' : ''} is not supported (vdisk reads zlib)`);
+    throw new VdiskError('E_UNSUPPORTED', `${name}: qcow2 compression_type ${h.compressionType}${h.compressionType === 1 ? ' (zstd)' : ''} is not supported (vdisk reads zlib)`, {
+      file: name,
+      field: 'compression_type',
+      offset: Qcow2Field.compressionType,
+      value: h.compressionType,
+    });
   }
   if (h.refcountOrder > 6) bad('refcount_order', `${h.refcountOrder} is more than 6 (64-bit refcounts)`);
   if (h.size > QCOW2_MAX_SIZE) bad('size', `${h.size} is larger than ${QCOW2_MAX_SIZE}`);

@@ -613,7 +613,7 @@ export async function probeVhd(storage: Storage): Promise<boolean> {
 export async function readVhdMeta(storage: Storage): Promise<VhdMeta> {
   const name = storage.name;
   const fileSize = storage.size;
-  if (fileSize < FOOTER_SIZE) throw new VdiskError('E_FORMAT', `${name}: ${fileSize} bytes is too small for a VHD footer`);
+  if (fileSize < FOOTER_SIZE) throw new VdiskError('E_FORMAT', `${name}: ${fileSize} bytes is too small for a VHD footer`, { file: name, value: fileSize });
 
   const trailingBuf = Buffer.alloc(FOOTER_SIZE);
   await storage.read(trailingBuf, fileSize - FOOTER_SIZE);
@@ -637,15 +637,19 @@ export async function readVhdMeta(storage: Storage): Promise<VhdMeta> {
     const why = trailing.footer.cookie === FOOTER_COOKIE ? trailing.why : `trailing ${trailing.why}; copy at offset 0: ${copy.why ?? 'a fixed disk has no copy'}`;
     throw new VdiskError('E_CORRUPT', `${name}: ${why}`);
   } else {
-    throw new VdiskError('E_FORMAT', `${name}: no VHD footer (cookie "${FOOTER_COOKIE}") at the end or at offset 0`);
+    throw new VdiskError('E_FORMAT', `${name}: no VHD footer (cookie "${FOOTER_COOKIE}") at the end or at offset 0`, { file: name, field: 'cookie', offset: fileSize - FOOTER_SIZE });
   }
 
+  // Structured data for each refusal: the field in the spec's (and qemu's) words, where it sits, what it holds.
+  const footerAt = footerSource === 'trailing' ? fileSize - FOOTER_SIZE : 0;
+  const corrupt = (message: string, field: string, offset: number, value: number): VdiskError =>
+    new VdiskError('E_CORRUPT', `${name}: ${message}`, { file: name, field, offset, value });
   const type = footer.diskType;
   if (type !== DISK_TYPE_FIXED && type !== DISK_TYPE_DYNAMIC && type !== DISK_TYPE_DIFFERENCING) {
-    throw new VdiskError('E_CORRUPT', `${name}: footer disk_type ${type} is not fixed (2), dynamic (3) or differencing (4)`);
+    throw corrupt(`footer disk_type ${type} is not fixed (2), dynamic (3) or differencing (4)`, 'disk_type', footerAt + F.diskType, type);
   }
   if (footer.currentSize < 0 || footer.currentSize > MAX_DISK_SIZE) {
-    throw new VdiskError('E_CORRUPT', `${name}: footer current_size ${footer.currentSize} is over the format's 2040 GiB`);
+    throw corrupt(`footer current_size ${footer.currentSize} is over the format's 2040 GiB`, 'current_size', footerAt + F.currentSize, footer.currentSize);
   }
   const { size: virtualSize, source: sizeSource } = footerSize(footer, sizeFromChs(footer));
 
@@ -669,7 +673,7 @@ export async function readVhdMeta(storage: Storage): Promise<VhdMeta> {
 
   if (type === DISK_TYPE_FIXED) {
     if (virtualSize > fileSize - FOOTER_SIZE) {
-      throw new VdiskError('E_CORRUPT', `${name}: footer current_size ${virtualSize} is larger than the file's ${fileSize - FOOTER_SIZE} data bytes`);
+      throw corrupt(`footer current_size ${virtualSize} is larger than the file's ${fileSize - FOOTER_SIZE} data bytes`, 'current_size', footerAt + F.currentSize, virtualSize);
     }
     return meta;
   }
@@ -677,7 +681,7 @@ export async function readVhdMeta(storage: Storage): Promise<VhdMeta> {
   // Dynamic and differencing disks: the dynamic header and the BAT.
   const hdrOff = footer.dataOffset;
   if (hdrOff < 0 || hdrOff + DYNAMIC_HEADER_SIZE > fileSize) {
-    throw new VdiskError('E_CORRUPT', `${name}: footer data_offset ${hdrOff} puts the dynamic header outside the ${fileSize}-byte file`);
+    throw corrupt(`footer data_offset ${hdrOff} puts the dynamic header outside the ${fileSize}-byte file`, 'data_offset', footerAt + F.dataOffset, hdrOff);
   }
   const hbuf = Buffer.alloc(DYNAMIC_HEADER_SIZE);
   await storage.read(hbuf, hdrOff);
@@ -686,15 +690,15 @@ export async function readVhdMeta(storage: Storage): Promise<VhdMeta> {
   const header = dh.header;
   const bs = header.blockSize;
   if (bs < SECTOR_SIZE || bs > MAX_BLOCK_SIZE || (bs & (bs - 1)) !== 0) {
-    throw new VdiskError('E_CORRUPT', `${name}: dynamic header block_size ${bs} is not a power of two between 512 and 2^31`);
+    throw corrupt(`dynamic header block_size ${bs} is not a power of two between 512 and 2^31`, 'block_size', hdrOff + H.blockSize, bs);
   }
   const batBytes = header.maxTableEntries * 4;
   if (header.tableOffset < 0 || header.tableOffset + batBytes > fileSize) {
-    throw new VdiskError('E_CORRUPT', `${name}: BAT (table_offset ${header.tableOffset}, max_table_entries ${header.maxTableEntries}) lies outside the ${fileSize}-byte file`);
+    throw corrupt(`BAT (table_offset ${header.tableOffset}, max_table_entries ${header.maxTableEntries}) lies outside the ${fileSize}-byte file`, 'table_offset', hdrOff + H.tableOffset, header.tableOffset);
   }
   const needed = Math.ceil(virtualSize / bs);
   if (header.maxTableEntries < needed) {
-    throw new VdiskError('E_CORRUPT', `${name}: dynamic header max_table_entries ${header.maxTableEntries} covers less than the ${virtualSize}-byte disk (needs ${needed})`);
+    throw corrupt(`dynamic header max_table_entries ${header.maxTableEntries} covers less than the ${virtualSize}-byte disk (needs ${needed})`, 'max_table_entries', hdrOff + H.maxTableEntries, header.maxTableEntries);
   }
   const batBuf = Buffer.alloc(needed * 4);
   if (needed > 0) await storage.read(batBuf, header.tableOffset);

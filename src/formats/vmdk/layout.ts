@@ -98,9 +98,34 @@ const OFF_DOUBLE_END_LINE1 = 75; // '\r'
 const OFF_DOUBLE_END_LINE2 = 76; // '\n'
 const OFF_COMPRESS_ALGORITHM = 77;
 
-function u64(view: DataView, off: number, field: string, name: string): number {
+/** Offsets of the SparseExtentHeader fields, by the spec's names, for errors that say where a field sits. */
+export const SparseHeaderField = {
+  magicNumber: OFF_MAGIC,
+  version: OFF_VERSION,
+  flags: OFF_FLAGS,
+  capacity: OFF_CAPACITY,
+  grainSize: OFF_GRAIN_SIZE,
+  descriptorOffset: OFF_DESCRIPTOR_OFFSET,
+  descriptorSize: OFF_DESCRIPTOR_SIZE,
+  numGTEsPerGT: OFF_NUM_GTES,
+  rgdOffset: OFF_RGD_OFFSET,
+  gdOffset: OFF_GD_OFFSET,
+  overHead: OFF_OVERHEAD,
+  uncleanShutdown: OFF_UNCLEAN,
+  compressAlgorithm: OFF_COMPRESS_ALGORITHM,
+} as const;
+
+/** Where a decoded header came from: the file, and the header's offset in it (the footer copy of a stream-optimized extent is not at 0). */
+export interface HeaderPlace {
+  file: string;
+  at: number;
+}
+
+function u64(view: DataView, off: number, field: string, name: string, place: HeaderPlace): number {
   const v = view.getBigUint64(off, true);
-  if (v > BigInt(Number.MAX_SAFE_INTEGER)) throw new VdiskError('E_CORRUPT', `${name}: header field ${field} (${v}) is out of range`);
+  if (v > BigInt(Number.MAX_SAFE_INTEGER)) {
+    throw new VdiskError('E_CORRUPT', `${name}: header field ${field} (${v}) is out of range`, { file: place.file, field, offset: place.at + off, value: v.toString() });
+  }
   return Number(v);
 }
 
@@ -110,24 +135,27 @@ export function hasSparseMagic(buf: Uint8Array): boolean {
 }
 
 /** Decode a SparseExtentHeader; E_FORMAT without the magic, E_CORRUPT for fields out of range. */
-export function decodeSparseHeader(buf: Uint8Array, name: string): SparseHeader {
-  if (buf.length < HEADER_SIZE) throw new VdiskError('E_CORRUPT', `${name}: sparse header is truncated`);
+export function decodeSparseHeader(buf: Uint8Array, name: string, place: HeaderPlace = { file: name, at: 0 }): SparseHeader {
+  if (buf.length < HEADER_SIZE) throw new VdiskError('E_CORRUPT', `${name}: sparse header is truncated`, { file: place.file, offset: place.at, value: buf.length });
   const view = new DataView(buf.buffer, buf.byteOffset, HEADER_SIZE);
-  if (view.getUint32(OFF_MAGIC, true) !== SPARSE_MAGIC) throw new VdiskError('E_FORMAT', `${name}: no KDMV magic in the sparse extent header`);
+  const magic = view.getUint32(OFF_MAGIC, true);
+  if (magic !== SPARSE_MAGIC) {
+    throw new VdiskError('E_FORMAT', `${name}: no KDMV magic in the sparse extent header`, { file: place.file, field: 'magicNumber', offset: place.at + OFF_MAGIC, value: magic });
+  }
   const gdRaw = view.getBigUint64(OFF_GD_OFFSET, true);
   const gdAtEnd = gdRaw === GD_AT_END;
   return {
     version: view.getUint32(OFF_VERSION, true),
     flags: view.getUint32(OFF_FLAGS, true),
-    capacity: u64(view, OFF_CAPACITY, 'capacity', name),
-    grainSize: u64(view, OFF_GRAIN_SIZE, 'grainSize', name),
-    descriptorOffset: u64(view, OFF_DESCRIPTOR_OFFSET, 'descriptorOffset', name),
-    descriptorSize: u64(view, OFF_DESCRIPTOR_SIZE, 'descriptorSize', name),
+    capacity: u64(view, OFF_CAPACITY, 'capacity', name, place),
+    grainSize: u64(view, OFF_GRAIN_SIZE, 'grainSize', name, place),
+    descriptorOffset: u64(view, OFF_DESCRIPTOR_OFFSET, 'descriptorOffset', name, place),
+    descriptorSize: u64(view, OFF_DESCRIPTOR_SIZE, 'descriptorSize', name, place),
     numGTEsPerGT: view.getUint32(OFF_NUM_GTES, true),
-    rgdOffset: u64(view, OFF_RGD_OFFSET, 'rgdOffset', name),
-    gdOffset: gdAtEnd ? 0 : u64(view, OFF_GD_OFFSET, 'gdOffset', name),
+    rgdOffset: u64(view, OFF_RGD_OFFSET, 'rgdOffset', name, place),
+    gdOffset: gdAtEnd ? 0 : u64(view, OFF_GD_OFFSET, 'gdOffset', name, place),
     gdAtEnd,
-    overHead: u64(view, OFF_OVERHEAD, 'overHead', name),
+    overHead: u64(view, OFF_OVERHEAD, 'overHead', name, place),
     uncleanShutdown: view.getUint8(OFF_UNCLEAN) !== 0,
     compressAlgorithm: view.getUint16(OFF_COMPRESS_ALGORITHM, true),
     newlinesIntact:

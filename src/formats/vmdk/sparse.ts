@@ -9,7 +9,7 @@
  */
 import { inflate, inflateRaw, type InputType, type ZlibOptions } from 'node:zlib';
 import { zeroBuffer } from '../../device/zero.js';
-import { VdiskError } from '../../errors.js';
+import { VdiskError, type VdiskErrorData } from '../../errors.js';
 import { MAX_OFFSET } from '../../storage/checks.js';
 import type { Storage } from '../../storage/storage.js';
 import type { ExtentRun, ReadBelow, VmdkExtent } from './extent.js';
@@ -30,6 +30,7 @@ import {
   MAX_GRAIN_SECTORS,
   MAX_GTES_PER_GT,
   SECTOR,
+  SparseHeaderField,
   type SparseHeader,
   decodeEntries,
   decodeMarker,
@@ -57,8 +58,8 @@ const GT_PREFETCH = 64;
 /** Where the footer of a stream-optimized extent starts, counted back from the end (spec: footer marker, footer, EOS). */
 export const FOOTER_FROM_END = 3 * SECTOR;
 
-function corrupt(name: string, what: string): VdiskError {
-  return new VdiskError('E_CORRUPT', `${name}: ${what}`);
+function corrupt(name: string, what: string, data: VdiskErrorData = {}): VdiskError {
+  return new VdiskError('E_CORRUPT', `${name}: ${what}`, { file: name, ...data });
 }
 
 /** Check a sparse header's fields against the container, field by field; returns the usable header. */
@@ -68,7 +69,12 @@ export async function readSparseHeader(storage: Storage): Promise<SparseHeader> 
   const head = Buffer.alloc(HEADER_SIZE);
   await storage.read(head, 0);
   let h = decodeSparseHeader(head, name);
-  if (h.version < 1 || h.version > 3) throw new VdiskError('E_UNSUPPORTED', `${name}: sparse extent version ${h.version} is not supported (1 to 3 are)`);
+  // The data of a refusal: the field, where it sits (in the footer copy for a stream-optimized extent) and what it holds.
+  let headerAt = 0;
+  const at = (field: keyof typeof SparseHeaderField, value: number): VdiskErrorData => ({ field, offset: headerAt + SparseHeaderField[field], value });
+  if (h.version < 1 || h.version > 3) {
+    throw new VdiskError('E_UNSUPPORTED', `${name}: sparse extent version ${h.version} is not supported (1 to 3 are)`, { file: name, ...at('version', h.version) });
+  }
   if (h.gdAtEnd) {
     // Stream-optimized (spec): footer marker, footer header, end-of-stream marker.
     if (storage.size < HEADER_SIZE + FOOTER_FROM_END) throw corrupt(name, 'gdOffset is GD_AT_END but the file is too small for a footer');
@@ -78,17 +84,18 @@ export async function readSparseHeader(storage: Storage): Promise<SparseHeader> 
     const eos = decodeMarker(tail.subarray(2 * SECTOR), name);
     if (fm.size !== 0 || fm.type !== MARKER_FOOTER) throw corrupt(name, 'gdOffset is GD_AT_END but no footer marker is at end-1536');
     if (eos.size !== 0 || eos.type !== MARKER_EOS || eos.val !== 0) throw corrupt(name, 'no end-of-stream marker at the end of the stream-optimized extent');
-    const footer = decodeSparseHeader(tail.subarray(SECTOR, 2 * SECTOR), `${name} (footer)`);
-    if (footer.gdAtEnd) throw corrupt(name, 'footer gdOffset is GD_AT_END too');
+    headerAt = storage.size - FOOTER_FROM_END + SECTOR;
+    const footer = decodeSparseHeader(tail.subarray(SECTOR, 2 * SECTOR), `${name} (footer)`, { file: name, at: headerAt });
+    if (footer.gdAtEnd) throw corrupt(name, 'footer gdOffset is GD_AT_END too', { field: 'gdOffset', offset: headerAt + SparseHeaderField.gdOffset });
     h = footer;
   }
   if (h.grainSize < 1 || h.grainSize > MAX_GRAIN_SECTORS || (h.grainSize & (h.grainSize - 1)) !== 0) {
-    throw corrupt(name, `grainSize ${h.grainSize} is not a power of two from 1 to ${MAX_GRAIN_SECTORS} sectors`);
+    throw corrupt(name, `grainSize ${h.grainSize} is not a power of two from 1 to ${MAX_GRAIN_SECTORS} sectors`, at('grainSize', h.grainSize));
   }
-  if (h.numGTEsPerGT < 1 || h.numGTEsPerGT > MAX_GTES_PER_GT) throw corrupt(name, `numGTEsPerGT ${h.numGTEsPerGT} is out of range (1 to ${MAX_GTES_PER_GT})`);
-  if (h.capacity * SECTOR > MAX_OFFSET) throw corrupt(name, `capacity ${h.capacity} sectors is out of range`);
+  if (h.numGTEsPerGT < 1 || h.numGTEsPerGT > MAX_GTES_PER_GT) throw corrupt(name, `numGTEsPerGT ${h.numGTEsPerGT} is out of range (1 to ${MAX_GTES_PER_GT})`, at('numGTEsPerGT', h.numGTEsPerGT));
+  if (h.capacity * SECTOR > MAX_OFFSET) throw corrupt(name, `capacity ${h.capacity} sectors is out of range`, at('capacity', h.capacity));
   if (h.flags & FLAG_COMPRESSED_GRAINS && h.compressAlgorithm !== COMPRESSION_DEFLATE) {
-    throw new VdiskError('E_UNSUPPORTED', `${name}: compressAlgorithm ${h.compressAlgorithm} is not supported (1, deflate, is)`);
+    throw new VdiskError('E_UNSUPPORTED', `${name}: compressAlgorithm ${h.compressAlgorithm} is not supported (1, deflate, is)`, { file: name, ...at('compressAlgorithm', h.compressAlgorithm) });
   }
   return h;
 }

@@ -12,8 +12,8 @@ import type { DiskImage } from '../../../src/device/block-device.js';
 import { openLocation } from '../../../src/formats/registry.js';
 import { VdiImageType, decodeHeader } from '../../../src/formats/vdi/layout.js';
 import { checkVdi } from '../../../src/formats/vdi/index.js';
-import { commitImage } from '../../../src/ops/commit.js';
-import { resizeImage } from '../../../src/ops/resize.js';
+import { commit } from '../../../src/ops/commit.js';
+import { resize } from '../../../src/ops/resize.js';
 import { MemoryLocation } from '../../../src/storage/location.js';
 import { MemoryStorage } from '../../../src/storage/memory.js';
 import { crashSweep } from '../../helpers/crash.js';
@@ -129,7 +129,7 @@ describe('vdi resize and compact crash safety', async () => {
     await img.write(patternBytes(512 * KiB, 2), 3 * MiB);
     await img.close();
     const files = await filesOf(f);
-    const writes = await opSweep({ files, name: 'g.vdi', op: (i) => resizeImage(i, 8 * MiB).then(() => undefined), expected: withTail(await viewOf(files, 'g.vdi'), 8 * MiB) });
+    const writes = await opSweep({ files, name: 'g.vdi', op: (i) => resize(i, 8 * MiB).then(() => undefined), expected: withTail(await viewOf(files, 'g.vdi'), 8 * MiB) });
     expect(writes).toBeGreaterThanOrEqual(3); // tail zeroing, map entries, header
   }, 120_000);
 
@@ -137,7 +137,7 @@ describe('vdi resize and compact crash safety', async () => {
     const f = memFolder();
     f.files.set('q.vdi', new MemoryStorage(qemuLike(6), { name: 'q.vdi' }));
     const files = await filesOf(f);
-    const writes = await opSweep({ files, name: 'q.vdi', op: (i) => resizeImage(i, 16 * MiB).then(() => undefined), expected: withTail(await viewOf(files, 'q.vdi'), 16 * MiB) });
+    const writes = await opSweep({ files, name: 'q.vdi', op: (i) => resize(i, 16 * MiB).then(() => undefined), expected: withTail(await viewOf(files, 'q.vdi'), 16 * MiB) });
     expect(writes).toBeGreaterThanOrEqual(10); // 4 blocks moved (data + entry each) for 16 KiB of map, map, header
   }, 120_000);
 
@@ -145,7 +145,7 @@ describe('vdi resize and compact crash safety', async () => {
     const f = memFolder();
     f.files.set('full.vdi', new MemoryStorage(qemuLike(16), { name: 'full.vdi' }));
     const files = await filesOf(f);
-    const writes = await opSweep({ files, name: 'full.vdi', op: (i) => resizeImage(i, 2 * MiB).then(() => undefined), expected: withTail(await viewOf(files, 'full.vdi'), 2 * MiB) });
+    const writes = await opSweep({ files, name: 'full.vdi', op: (i) => resize(i, 2 * MiB).then(() => undefined), expected: withTail(await viewOf(files, 'full.vdi'), 2 * MiB) });
     expect(writes).toBeGreaterThanOrEqual(6); // slack entries, header, 1 move (data + entry), map, header
   }, 120_000);
 
@@ -157,7 +157,7 @@ describe('vdi resize and compact crash safety', async () => {
       const bytes = smallVdi({ cbDisk: 128 * 4 * KiB, cbBlock: 4 * KiB, entries, tweak: (h) => void (type === 'fixed' && (h.type = VdiImageType.FIXED)) });
       const files = new Map([['tight.vdi', bytes]]);
       const old = await viewOf(files, 'tight.vdi');
-      const writes = await opSweep({ files, name: 'tight.vdi', flushes: true, op: (i) => resizeImage(i, 2 * MiB).then(() => undefined), expected: withTail(old, 2 * MiB) });
+      const writes = await opSweep({ files, name: 'tight.vdi', flushes: true, op: (i) => resize(i, 2 * MiB).then(() => undefined), expected: withTail(old, 2 * MiB) });
       console.log(`vdi tight ${type} grow: ${writes} crash points`);
       // temp file: create, head, header, map, data, flush, rename; then the in-place grow.
       expect(writes).toBeGreaterThanOrEqual(9);
@@ -170,7 +170,7 @@ describe('vdi resize and compact crash safety', async () => {
     await img.write(patternBytes(2 * MiB, 3), 0);
     await img.close();
     const files = await filesOf(f);
-    await opSweep({ files, name: 'f.vdi', op: (i) => resizeImage(i, 4 * MiB).then(() => undefined), expected: withTail(await viewOf(files, 'f.vdi'), 4 * MiB) });
+    await opSweep({ files, name: 'f.vdi', op: (i) => resize(i, 4 * MiB).then(() => undefined), expected: withTail(await viewOf(files, 'f.vdi'), 4 * MiB) });
   }, 120_000);
 
   it('shrink: new size first (cBlocks kept), blocks past the end released, last blocks moved down, cBlocks last', async () => {
@@ -183,7 +183,7 @@ describe('vdi resize and compact crash safety', async () => {
     const writes = await opSweep({
       files,
       name: 's.vdi',
-      op: (i) => resizeImage(i, cut, { shrink: true }).then(() => undefined),
+      op: (i) => resize(i, cut, { shrink: true }).then(() => undefined),
       expected: (await viewOf(files, 's.vdi')).subarray(0, cut),
     });
     expect(writes).toBeGreaterThanOrEqual(5);
@@ -200,7 +200,7 @@ describe('vdi resize and compact crash safety', async () => {
     await child.close();
     await parent.close();
     const files = await filesOf(f);
-    await opSweep({ files, name: 'child.vdi', op: (i) => resizeImage(i, 3 * MiB).then(() => undefined), expected: withTail(await viewOf(files, 'child.vdi'), 3 * MiB) });
+    await opSweep({ files, name: 'child.vdi', op: (i) => resize(i, 3 * MiB).then(() => undefined), expected: withTail(await viewOf(files, 'child.vdi'), 3 * MiB) });
   }, 120_000);
 
   it('compact of a base image: zero blocks released, the last blocks moved into the holes, file truncated', async () => {
@@ -243,13 +243,13 @@ describe('vdi resize and compact crash safety', async () => {
 });
 
 
-/** commit through the real code (commitImage) on a memory folder. */
+/** commit through the real code (commit with an open parent) on a memory folder. */
 async function commitIn(loc: MemoryLocation): Promise<void> {
   const c = await openLocation(loc.at('child.vdi'));
   try {
     const p = await openLocation(loc.at('base.vdi'));
     try {
-      await commitImage(c, p);
+      await commit(c, { parent: p });
     } finally {
       await p.close();
     }
@@ -260,7 +260,7 @@ async function commitIn(loc: MemoryLocation): Promise<void> {
 
 describe('vdi commit crash safety', () => {
   /**
-   * commitImage on a memory folder: the child's own ranges are written into the
+   * commit (open child and parent) on a memory folder: the child's own ranges are written into the
    * parent, the parent is flushed, the child is re-linked to the parent's new
    * uuidModify, then its blocks are discarded. Every crash must leave the child
    * showing its guest content, and every byte of the parent either its old or the

@@ -9,7 +9,7 @@ import { expectCode } from '../../helpers/errors.js';
 import { rawDriver } from '../../../src/formats/raw/index.js';
 import { VDI_BLOCK_FREE, VDI_BLOCK_ZERO, VdiImageType, decodeHeader, encodeHeader } from '../../../src/formats/vdi/layout.js';
 import { checkVdi } from '../../../src/formats/vdi/index.js';
-import { resizeImage } from '../../../src/ops/resize.js';
+import { resize } from '../../../src/ops/resize.js';
 import type { MemoryLocation } from '../../../src/storage/location.js';
 import { MemoryStorage } from '../../../src/storage/memory.js';
 import { patternBytes } from '../../helpers/tmp.js';
@@ -55,7 +55,7 @@ describe('vdi resize', () => {
     await img.write(data, 512 * KiB);
     await img.close();
     const before = header(await bytesOf(f, 'a.vdi'));
-    await withImage(f, 'a.vdi', (i) => resizeImage(i, '+60M'));
+    await withImage(f, 'a.vdi', (i) => resize(i, '+60M'));
     const file = await bytesOf(f, 'a.vdi');
     const h = header(file);
     expect([h.cbDisk, h.cBlocks, h.offBlocks, h.offData]).toEqual([64 * MiB, 64, before.offBlocks, before.offData]);
@@ -81,7 +81,7 @@ describe('vdi resize', () => {
     const expected = await withImage(f, 'q.vdi', readAll);
     const old = header(await bytesOf(f, 'q.vdi'));
     expect([old.offBlocks, old.offData]).toEqual([512, 1024]);
-    await withImage(f, 'q.vdi', (i) => resizeImage(i, 1 * MiB)); // 256 entries: 1 KiB of map
+    await withImage(f, 'q.vdi', (i) => resize(i, 1 * MiB)); // 256 entries: 1 KiB of map
     const file = await bytesOf(f, 'q.vdi');
     const h = header(file);
     expect(h.cBlocks).toBe(256);
@@ -104,7 +104,7 @@ describe('vdi resize', () => {
     const file = smallVdi({ cbDisk: 64 * KiB, cbBlock: 4 * KiB, entries: { 0: 0, 7: 1 }, tweak: (h) => { h.offBlocks = 8 * KiB; h.offData = 8 * KiB + 512; } });
     putFile(f, 'b.vdi', file);
     const expected = await withImage(f, 'b.vdi', readAll);
-    await withImage(f, 'b.vdi', (i) => resizeImage(i, 1 * MiB));
+    await withImage(f, 'b.vdi', (i) => resize(i, 1 * MiB));
     const h = header(await bytesOf(f, 'b.vdi'));
     expect([h.offBlocks, h.offData, h.cBlocks]).toEqual([512, 8 * KiB + 512, 256]);
     await expectClean(f, 'b.vdi');
@@ -116,7 +116,7 @@ describe('vdi resize', () => {
     const f = memFolder();
     putFile(f, 'full.vdi', qemuLike(16));
     const expected = await withImage(f, 'full.vdi', readAll);
-    await withImage(f, 'full.vdi', (i) => resizeImage(i, 1 * MiB));
+    await withImage(f, 'full.vdi', (i) => resize(i, 1 * MiB));
     const file = await bytesOf(f, 'full.vdi');
     const h = header(file);
     // The map (256 entries) starts after the raised one (128 entries from 512) and takes one block.
@@ -135,7 +135,7 @@ describe('vdi resize', () => {
     const file = smallVdi({ cbDisk: 64 * KiB, cbBlock: 4 * KiB, entries, fill: (b) => (b === 9 ? 0 : 0x40 + b), tweak: (h) => (h.cbBlockExtra = 512) });
     putFile(f, 'x.vdi', file);
     const expected = await withImage(f, 'x.vdi', readAll);
-    await withImage(f, 'x.vdi', (i) => resizeImage(i, 2 * MiB));
+    await withImage(f, 'x.vdi', (i) => resize(i, 2 * MiB));
     let h = header(await bytesOf(f, 'x.vdi'));
     expect([h.cBlocks, h.cbBlockExtra, h.offData]).toEqual([512, 512, 1024 + (4 * KiB + 512)]); // 2 KiB of map from 1024: one 4.5 KiB block taken over
     await expectClean(f, 'x.vdi');
@@ -161,7 +161,7 @@ describe('vdi resize', () => {
     expect(header(before).offData).toBe(1024);
     const content = await withImage(f, 'tight.vdi', readAll);
     const calls: Array<[number, number]> = [];
-    await withImage(f, 'tight.vdi', (i) => resizeImage(i, 2 * MiB, { onProgress: (d, t) => calls.push([d, t]) }));
+    await withImage(f, 'tight.vdi', (i) => resize(i, 2 * MiB, { onProgress: (d, t) => calls.push([d, t]) }));
     const file = await bytesOf(f, 'tight.vdi');
     const h = header(file);
     // The map stays at 512 with room up to the next MiB; data blocks keep their numbers.
@@ -177,7 +177,7 @@ describe('vdi resize', () => {
     expect(all.subarray(0, 512 * KiB).equals(content)).toBe(true);
     expect(all.subarray(512 * KiB).every((b) => b === 0)).toBe(true);
     // The next grow has room in place: no rewrite.
-    await withImage(f, 'tight.vdi', (i) => resizeImage(i, 4 * MiB));
+    await withImage(f, 'tight.vdi', (i) => resize(i, 4 * MiB));
     expect(header(await bytesOf(f, 'tight.vdi')).offData).toBe(MiB);
     await expectClean(f, 'tight.vdi');
   });
@@ -189,7 +189,7 @@ describe('vdi resize', () => {
     const expected = await withImage(f, 'over.vdi', readAll);
     expect(expected.length).toBe(40 * KiB);
     await expectClean(f, 'over.vdi');
-    await withImage(f, 'over.vdi', (i) => resizeImage(i, 80 * KiB));
+    await withImage(f, 'over.vdi', (i) => resize(i, 80 * KiB));
     const h = header(await bytesOf(f, 'over.vdi'));
     expect([h.cbDisk, h.cBlocks]).toEqual([80 * KiB, 20]);
     const all = await withImage(f, 'over.vdi', readAll);
@@ -205,15 +205,15 @@ describe('vdi resize', () => {
     await img.write(data, 0);
     await img.close();
     const cut = 3 * MiB + 4096; // inside block 3
-    await withImage(f, 's.vdi', (i) => expectCode(resizeImage(i, cut), 'E_USAGE', '--shrink'));
-    await withImage(f, 's.vdi', (i) => resizeImage(i, cut, { shrink: true }));
+    await withImage(f, 's.vdi', (i) => expectCode(resize(i, cut), 'E_USAGE', '--shrink'));
+    await withImage(f, 's.vdi', (i) => resize(i, cut, { shrink: true }));
     const file = await bytesOf(f, 's.vdi');
     const h = header(file);
     expect([h.cbDisk, h.cBlocks, h.cBlocksAllocated]).toEqual([cut, 4, 4]);
     expect(file.length).toBe(h.offData + 4 * MiB);
     await expectClean(f, 's.vdi');
     expect((await withImage(f, 's.vdi', readAll)).equals(data.subarray(0, cut))).toBe(true);
-    await withImage(f, 's.vdi', (i) => resizeImage(i, 8 * MiB));
+    await withImage(f, 's.vdi', (i) => resize(i, 8 * MiB));
     const all = await withImage(f, 's.vdi', readAll);
     expect(all.subarray(0, cut).equals(data.subarray(0, cut))).toBe(true);
     expect(all.subarray(cut).every((b) => b === 0)).toBe(true);
@@ -232,7 +232,7 @@ describe('vdi resize', () => {
     h0.legacyGeometry = { cylinders: 8, heads: 16, sectors: 63, sectorSize: 512 };
     encodeHeader(h0, raw).copy(raw, 0);
     putFile(f, 'f.vdi', raw);
-    await withImage(f, 'f.vdi', (i) => resizeImage(i, 64 * MiB));
+    await withImage(f, 'f.vdi', (i) => resize(i, 64 * MiB));
     let file = await bytesOf(f, 'f.vdi');
     let h = header(file);
     expect(h.type).toBe(VdiImageType.FIXED);
@@ -244,7 +244,7 @@ describe('vdi resize', () => {
     let all = await withImage(f, 'f.vdi', readAll);
     expect(all.subarray(0, 4 * MiB).equals(patternBytes(4 * MiB, 5))).toBe(true);
     expect(all.subarray(4 * MiB).every((b) => b === 0)).toBe(true);
-    await withImage(f, 'f.vdi', (i) => resizeImage(i, 2 * MiB, { shrink: true }));
+    await withImage(f, 'f.vdi', (i) => resize(i, 2 * MiB, { shrink: true }));
     file = await bytesOf(f, 'f.vdi');
     h = header(file);
     expect([h.cBlocks, h.cBlocksAllocated, file.length, h.lchsGeometry?.cylinders]).toEqual([2, 2, h.offData + 2 * MiB, 4]);
@@ -263,7 +263,7 @@ describe('vdi resize', () => {
     await child.close();
     const before = await withImage(f, 'child.vdi', readAll);
     expect(before.equals(patternBytes(4 * MiB, 6).subarray(0, 2 * MiB + 512 * KiB))).toBe(true);
-    await withImage(f, 'child.vdi', (i) => resizeImage(i, 4 * MiB));
+    await withImage(f, 'child.vdi', (i) => resize(i, 4 * MiB));
     const after = await withImage(f, 'child.vdi', readAll);
     expect(after.subarray(0, before.length).equals(before)).toBe(true);
     expect(after.subarray(before.length).every((b) => b === 0)).toBe(true);
@@ -282,8 +282,8 @@ describe('vdi resize refusals leave the bytes unchanged', () => {
     await (await createIn(f, 'child.vdi', 4 * MiB, { parent })).close();
     await parent.close();
     const before = await bytesOf(f, 'child.vdi');
-    await withImage(f, 'child.vdi', (i) => expectCode(resizeImage(i, '40T'), 'E_UNSUPPORTED', 'cBlocks'));
-    await withImage(f, 'child.vdi', (i) => expectCode(resizeImage(i, '2M', { shrink: true }), 'E_USAGE', "parent's size"));
+    await withImage(f, 'child.vdi', (i) => expectCode(resize(i, '40T'), 'E_UNSUPPORTED', 'cBlocks'));
+    await withImage(f, 'child.vdi', (i) => expectCode(resize(i, '2M', { shrink: true }), 'E_USAGE', "parent's size"));
     const ro = await openIn(f, 'child.vdi', { readOnly: true });
     await expectCode(ro.resize!(8 * MiB), 'E_READONLY');
     await expectCode(ro.compact!(), 'E_READONLY');

@@ -59,6 +59,27 @@ describe('VHD bad input', () => {
     });
   }
 
+  // The error's data names the field (in qemu's words), where it sits in the file and what it held.
+  const footerAt = dyn.length - 512;
+  const headerAt = 512;
+  const fields: Array<[string, () => Buffer, { field: string; offset: number; value: number }]> = [
+    ['unknown disk type', () => editFooter(dyn, (f) => { f.diskType = 7; }), { field: 'disk_type', offset: footerAt + 60, value: 7 }],
+    ['size over 2040 GiB', () => editFooter(dyn, (f) => { f.currentSize = 2041 * GiB; }), { field: 'current_size', offset: footerAt + 48, value: 2041 * GiB }],
+    ['header offset outside the file', () => editFooter(dyn, (f) => { f.dataOffset = 2 ** 40; }), { field: 'data_offset', offset: footerAt + 16, value: 2 ** 40 }],
+    ['block size 0', () => editHeader(dyn, (h) => { h.blockSize = 0; }), { field: 'block_size', offset: headerAt + 32, value: 0 }],
+    ['BAT too small for the disk', () => editHeader(dyn, (h) => { h.maxTableEntries = 3; }), { field: 'max_table_entries', offset: headerAt + 28, value: 3 }],
+    ['BAT outside the file', () => editHeader(dyn, (h) => { h.tableOffset = dyn.length + 512; }), { field: 'table_offset', offset: headerAt + 16, value: dyn.length + 512 }],
+  ];
+  for (const [label, make, data] of fields) {
+    it(`${label}: E_CORRUPT carries file, field ${data.field}, its offset and the value read`, async () => {
+      const err = await openBytes(make()).then(
+        (img) => img.close().then(() => undefined),
+        (e: unknown) => e,
+      );
+      expect(err).toMatchObject({ code: 'E_CORRUPT', file: 'img.vhd', ...data });
+    });
+  }
+
   it('a damaged trailing footer: the copy at offset 0 is used and reported; check flags it and repairs it', async () => {
     const b = Buffer.from(dyn);
     b.fill(0x55, b.length - 512, b.length - 400); // torn trailing footer

@@ -196,6 +196,18 @@ describe('hostile sparse headers', () => {
     await img.close();
   });
 
+  it('the refusal carries the file, the field (the spec\'s name), its offset and the value read', async () => {
+    const refusal = async (edit: (file: Buffer) => void): Promise<unknown> =>
+      openLocation(await withHeader(edit)).then(
+        (img) => img.close().then(() => undefined),
+        (e: unknown) => e,
+      );
+    expect(await refusal((f) => f.writeBigUInt64LE(0n, 20))).toMatchObject({ code: 'E_CORRUPT', file: 'h.vmdk', field: 'grainSize', offset: 20, value: 0 });
+    expect(await refusal((f) => f.writeUInt32LE(0, 44))).toMatchObject({ code: 'E_CORRUPT', file: 'h.vmdk', field: 'numGTEsPerGT', offset: 44, value: 0 });
+    expect(await refusal((f) => f.writeBigUInt64LE(1n << 50n, 12))).toMatchObject({ code: 'E_CORRUPT', file: 'h.vmdk', field: 'capacity', offset: 12, value: 2 ** 50 });
+    expect(await refusal((f) => f.writeBigUInt64LE(1n << 63n, 28))).toMatchObject({ code: 'E_CORRUPT', file: 'h.vmdk', field: 'descriptorOffset', offset: 28, value: String(1n << 63n) });
+  });
+
   it('check -r leaks gives back leaked space at the end of the file', async () => {
     const { loc, dev } = await make('l.vmdk', MiB);
     await dev.write(Buffer.alloc(65536, 1), 0);
