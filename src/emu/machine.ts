@@ -14,7 +14,7 @@ import { ConsoleMirror } from './console.js';
 import { floppyDrive, hardDrive, type Drive } from './bios/disk.js';
 import { CS, IF } from './consts.js';
 import { Cpu } from './cpu.js';
-import { Cmos } from './devices/cmos.js';
+import { CMOS_BOOT_FLAGS, CMOS_BOOT_ORDER, Cmos } from './devices/cmos.js';
 import { I8042, typeText } from './devices/i8042.js';
 import { Pic8259Pair } from './devices/pic8259.js';
 import { PIT_HZ, Pit8254 } from './devices/pit8254.js';
@@ -22,6 +22,8 @@ import { Uart16550 } from './devices/uart16550.js';
 import { Vga } from './devices/vga.js';
 import { AtaChannel } from './devices/ata.js';
 import { PciBus, i440fxPiix3 } from './devices/pci.js';
+import { PAM0, Pam, SHADOW_SIZE } from './devices/i440fx-pam.js';
+import { DebugCon } from './devices/debugcon.js';
 import { IoBus } from './io.js';
 import { Memory } from './memory.js';
 
@@ -54,6 +56,12 @@ export interface MachineOptions {
   stopAfterMs?: number;
   /** Diagnostic messages (unknown opcodes, unsupported BIOS calls). */
   debug?: (msg: string) => void;
+  /**
+   * A real PC firmware image (SeaBIOS's bios.bin) to run instead of our own BIOS: it
+   * is mapped so that it ends at 4 GiB and its last 128 KiB show at E0000h-FFFFFh
+   * through the 440FX's PAM registers, and the CPU starts at its reset vector.
+   */
+  firmware?: Uint8Array;
 }
 
 /** Keys to type once `after` (if given) appears on the console. */
@@ -131,6 +139,8 @@ export class Machine extends EventEmitter {
   readonly kbc: I8042;
   readonly vga: Vga;
   private readonly pci: PciBus;
+  /** Shadow RAM control, when real firmware runs (our BIOS writes its ROM into RAM itself). */
+  private readonly pam: Pam | null = null;
   /** The primary IDE channel, with the hard disk as master (none when booting a floppy only). */
   private readonly ata: AtaChannel | null;
   readonly bios: Bios;
@@ -205,7 +215,8 @@ export class Machine extends EventEmitter {
     if (opts.disk) drives.set(0x80, hardDrive(0x80, opts.disk));
     if (drives.size === 0) throw new VdiskError('E_USAGE', 'boot needs a hard disk image or --floppy');
     this.pci = new PciBus(this.io);
-    i440fxPiix3(this.pci);
+    const chipset = i440fxPiix3(this.pci);
+    if (opts.firmware) this.pam = this.firmware(opts.firmware, chipset.host, mib, drives);
     const hd = drives.get(0x80);
     // Disk steps of the IDE channel run as the BIOS's do: the batch ends and the run loop awaits them.
     const defer = (p: Promise<void>): void => {
@@ -239,6 +250,33 @@ export class Machine extends EventEmitter {
     const e = opts.expect;
     this.expects = e === undefined || e === '' ? [] : typeof e === 'string' || e instanceof RegExp ? [e] : [...e];
     this.keySteps = typeof opts.keys === 'string' ? [{ text: opts.keys }] : [...(opts.keys ?? [])];
+  }
+
+  /**
+   * Set the machine up for real firmware: the flash at the top of 4 GiB, its last
+   * 128 KiB behind the PAM at E0000h, qemu's debug console, and the CMOS bytes a
+   * PC's setup program would have stored (SeaBIOS reads memory sizes and boot order
+   * there when qemu's fw_cfg interface is absent, as it is here).
+   */
+  private firmware(image: Uint8Array, host: { config: Uint8Array; onWrite: ((at: number, size: number) => void) | null }, mib: number, drives: Map<number, Drive>): Pam {
+    if (image.length < 0x20000 || image.length % 0x10000 !== 0 || image.length > 0x1000000) {
+      throw new VdiskError('E_USAGE', `a firmware image must be a multiple of 64 KiB from 128 KiB to 16 MiB, not ${image.length} bytes`);
+    }
+    this.mem.mapFlash(image);
+    const rom = new Uint8Array(SHADOW_SIZE);
+    rom.set(image.subarray(image.length - 0x20000), SHADOW_SIZE - 0x20000);
+    const pam = new Pam(this.mem.ram, rom);
+    host.onWrite = (at, size) => {
+      if (at + size > PAM0 && at < PAM0 + 7) pam.update((i) => host.config[i]!);
+    };
+    new DebugCon(this.io, (line) => this.debugLog(`firmware: ${line}`));
+    const floppy = drives.get(0);
+    this.cmos.configure(mib * 1024 * 1024, floppy?.floppyType ?? 0, drives.has(0x80));
+    // Boot order as qemu stores it (CMOS 3Dh low nibble first, then high, then 38h bits 4-7):
+    // 1 floppy, 2 hard disk; floppy first as our own BIOS does. 38h bit 0 stays clear: a floppy needs its boot signature.
+    this.cmos.ram[CMOS_BOOT_ORDER] = floppy ? 0x21 : 0x02;
+    this.cmos.ram[CMOS_BOOT_FLAGS] = 0x00;
+    return pam;
   }
 
   /** The parts a saved state is made of (for the state file's encoder). */
@@ -379,8 +417,11 @@ export class Machine extends EventEmitter {
   async run(): Promise<BootResult> {
     const t0 = performance.now();
     if (!this.resumed) {
-      this.bios.post();
-      await this.bios.bootstrap();
+      if (this.pam) this.cpu.reset();
+      else {
+        this.bios.post();
+        await this.bios.bootstrap();
+      }
     }
     let lastYield = t0;
     let lastCheck = t0;

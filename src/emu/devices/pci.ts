@@ -18,6 +18,8 @@ export class PciFunction {
   readonly config = new Uint8Array(256);
   /** Bits software may change, byte by byte. */
   readonly wmask = new Uint8Array(256);
+  /** Told after software wrote `size` bytes at `at` (chip registers with side effects, such as the PAM). */
+  onWrite: ((at: number, size: number) => void) | null = null;
 
   constructor(
     /** Device number (0-31) and function (0-7) on bus 0. */
@@ -122,6 +124,7 @@ export class PciBus {
     if (!f) return;
     const reg = (this.address & 0xfc) + lane;
     for (let i = 0; i < size; i++) f.write8(reg + i, (v >>> (8 * i)) & 0xff);
+    f.onWrite?.(reg, size);
   }
 
   saveState(w: StateWriter): void {
@@ -141,19 +144,25 @@ export class PciBus {
   }
 }
 
+/**
+ * Subsystem vendor and ID qemu gives every function (Red Hat, 1100h): SeaBIOS's
+ * qemu_detect() knows a qemu machine by them on the host bridge.
+ */
+const QEMU_SUBSYSTEM = { subsystemVendor: 0x1af4, subsystem: 0x1100 };
+
 /** The 440FX/PIIX3 functions of a `pc` machine, as qemu models them (IDs from the Intel datasheets). */
 export function i440fxPiix3(bus: PciBus): { host: PciFunction; isa: PciFunction; ide: PciFunction } {
   // 82441FX PMC: host bridge, class 0600h.
-  const host = bus.add(new PciFunction(0, 0, { vendor: 0x8086, device: 0x1237, revision: 0x02, classCode: 0x060000, headerType: 0x00 }));
+  const host = bus.add(new PciFunction(0, 0, { vendor: 0x8086, device: 0x1237, revision: 0x02, classCode: 0x060000, headerType: 0x00, ...QEMU_SUBSYSTEM }));
   host.writable(I440FX_PAM, 7); // PAM0-PAM6
   host.writable(0x72, 1, 0x78); // SMRAM: D_OPEN, D_CLS, D_LCK, G_SMRAME
   host.config[0x72] = 0x02;
   // 82371SB PIIX3 function 0: PCI-to-ISA bridge, class 0601h, multi-function device.
-  const isa = bus.add(new PciFunction(1, 0, { vendor: 0x8086, device: 0x7000, revision: 0x00, classCode: 0x060100, headerType: 0x80 }));
+  const isa = bus.add(new PciFunction(1, 0, { vendor: 0x8086, device: 0x7000, revision: 0x00, classCode: 0x060100, headerType: 0x80, ...QEMU_SUBSYSTEM }));
   isa.writable(0x60, 4); // PIRQ route control A-D
   isa.config.fill(0x80, 0x60, 0x64); // routing disabled at reset
   // Function 1: IDE, class 0101h with programming interface 80h (legacy ports, bus master).
-  const ide = bus.add(new PciFunction(1, 1, { vendor: 0x8086, device: 0x7010, revision: 0x00, classCode: 0x010180, headerType: 0x00 }));
+  const ide = bus.add(new PciFunction(1, 1, { vendor: 0x8086, device: 0x7010, revision: 0x00, classCode: 0x010180, headerType: 0x00, ...QEMU_SUBSYSTEM }));
   ide.ioBar(0x20, 16); // BMIBA: bus-master IDE registers
   ide.writable(0x40, 4); // IDETIM primary and secondary
   return { host, isa, ide };
