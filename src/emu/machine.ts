@@ -21,7 +21,7 @@ import { PIT_HZ, Pit8254 } from './devices/pit8254.js';
 import { Uart16550 } from './devices/uart16550.js';
 import { Vga } from './devices/vga.js';
 import { AtaChannel } from './devices/ata.js';
-import { PciBus, i440fxPiix3 } from './devices/pci.js';
+import { PciBus, i440fxPiix3, stdVga } from './devices/pci.js';
 import { PAM0, Pam, SHADOW_SIZE } from './devices/i440fx-pam.js';
 import { DebugCon } from './devices/debugcon.js';
 import { IoBus } from './io.js';
@@ -62,6 +62,8 @@ export interface MachineOptions {
    * through the 440FX's PAM registers, and the CPU starts at its reset vector.
    */
   firmware?: Uint8Array;
+  /** With `firmware`: a VGA BIOS (vgabios-stdvga.bin) for a PCI VGA's expansion ROM; without one the firmware finds no VGA. */
+  vgaBios?: Uint8Array;
 }
 
 /** Keys to type once `after` (if given) appears on the console. */
@@ -270,6 +272,20 @@ export class Machine extends EventEmitter {
       if (at + size > PAM0 && at < PAM0 + 7) pam.update((i) => host.config[i]!);
     };
     new DebugCon(this.io, (line) => this.debugLog(`firmware: ${line}`));
+    if (this.opts.vgaBios) {
+      const vga = stdVga(this.pci, this.opts.vgaBios);
+      this.mem.mapWindow((a) => vga.readRom(a));
+    }
+    if (this.opts.debug) {
+      // Ports no device claims: logged once per port and direction (firmware probes many that a PC leaves empty).
+      const seen = new Set<number>();
+      this.io.onUnclaimed = (port, write, value) => {
+        const key = write ? port | 0x10000 : port;
+        if (seen.has(key)) return;
+        seen.add(key);
+        this.debugLog(write ? `unclaimed port ${port.toString(16)}h written ${value.toString(16)}h` : `unclaimed port ${port.toString(16)}h read`);
+      };
+    }
     const floppy = drives.get(0);
     this.cmos.configure(mib * 1024 * 1024, floppy?.floppyType ?? 0, drives.has(0x80));
     // Boot order as qemu stores it (CMOS 3Dh low nibble first, then high, then 38h bits 4-7):

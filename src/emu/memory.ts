@@ -113,9 +113,21 @@ export class Memory implements Stateful {
     this.flashBase = 0x100000000 - image.length;
   }
 
-  /** Bytes past the end of RAM read as all ones (an open bus), except the firmware flash. */
+  /** Read-only windows above RAM (PCI expansion ROMs): each gives a byte, or -1 where it does not decode. */
+  private readonly windows: ((addr: number) => number)[] = [];
+
+  /** Add a window above RAM that answers reads where `read` returns a byte (not -1). */
+  mapWindow(read: (addr: number) => number): void {
+    this.windows.push(read);
+  }
+
+  /** Bytes past the end of RAM read as all ones (an open bus), except the firmware flash and ROM windows. */
   readUnmapped(addr: number): number {
     if (addr >= this.flashBase) return this.flash![addr - this.flashBase]!;
+    for (const w of this.windows) {
+      const v = w(addr);
+      if (v >= 0) return v;
+    }
     return 0xff;
   }
   /** Writes past the end of RAM go nowhere (the flash is read-only). */

@@ -20,6 +20,7 @@ interface BootFlags {
   screenshot?: string;
   snapshot?: boolean;
   bios?: string;
+  vgaBios?: string;
 }
 
 /** Exit codes of `vdisk boot` (also printed by `vdisk boot --help`). */
@@ -71,8 +72,10 @@ function stopAfter(text: string): { ms?: number; instructions?: number } {
 
 /** Where Debian's seabios package puts the firmware `--bios seabios` names. */
 const SEABIOS = '/usr/share/seabios/bios.bin';
+/** SeaBIOS's VGA BIOS for qemu's standard VGA (PCI 1234:1111), from the same package. */
+const SEAVGABIOS = '/usr/share/seabios/vgabios-stdvga.bin';
 
-/** The firmware file `--bios` names (a path, or "seabios"). */
+/** A firmware file: `--bios` (a path, or "seabios") or `--vga-bios`. */
 function readFirmware(name: string): Uint8Array {
   const path = name === 'seabios' ? SEABIOS : name;
   try {
@@ -120,6 +123,7 @@ export function register(program: Command): void {
     .argument('[image]', 'hard disk image (any format vdisk opens)')
     .option('--floppy <img>', 'floppy image (booted first when given)')
     .option('--bios <name|file>', 'firmware: "vdisk" (our own BIOS, the default), "seabios" (Debian\'s /usr/share/seabios/bios.bin) or a bios.bin file')
+    .option('--vga-bios <file>', 'with --bios: the VGA BIOS for the PCI VGA\'s ROM (default with --bios seabios: Debian\'s vgabios-stdvga.bin)')
     .option('--memory <MiB>', 'guest memory in MiB (default 16; a restored state keeps its own)')
     .option('--expect <regex>', 'exit 0 once REGEX has appeared on the console (repeatable: all, in order); 1 if not', collect)
     .option('--timeout <s>', 'stop after S seconds of wall time')
@@ -158,6 +162,8 @@ export function register(program: Command): void {
         if (!image && !o.floppy) throw new VdiskError('E_USAGE', 'boot needs an IMAGE or --floppy IMG');
         if (waitFlag) throw new VdiskError('E_USAGE', '--keys-after must be followed by the --keys it waits for');
         const firmware = o.bios === undefined || o.bios === 'vdisk' ? undefined : readFirmware(o.bios);
+        if (o.vgaBios !== undefined && !firmware) throw new VdiskError('E_USAGE', '--vga-bios needs --bios seabios or --bios FILE (our own BIOS has its video services built in)');
+        const vgaBios = o.vgaBios !== undefined ? readFirmware(o.vgaBios) : o.bios === 'seabios' ? readFirmware(SEAVGABIOS) : undefined;
         const restore = o.restoreState ? { bytes: readState(o.restoreState), name: o.restoreState } : undefined;
         let memoryMiB = o.memory === undefined ? 16 : Number(o.memory);
         let overlaid = new Set<number>();
@@ -208,6 +214,7 @@ export function register(program: Command): void {
             maxInstructions: stop.instructions,
             restoreState: restore,
             firmware,
+            vgaBios,
             debug: debug ? (m) => process.stderr.write(`vdisk: debug: ${m}\n`) : undefined,
             onConsole: (t) => {
               // Batched until the run loop next yields (every few ms), not held for a newline.
