@@ -24,6 +24,8 @@ import { AtaChannel } from './devices/ata.js';
 import { PciBus, i440fxPiix3, stdVga } from './devices/pci.js';
 import { PAM0, Pam, SHADOW_SIZE } from './devices/i440fx-pam.js';
 import { DebugCon } from './devices/debugcon.js';
+import { I8237 } from './devices/i8237.js';
+import { I82077aa } from './devices/i82077aa.js';
 import { IoBus } from './io.js';
 import { Memory } from './memory.js';
 
@@ -141,6 +143,9 @@ export class Machine extends EventEmitter {
   readonly kbc: I8042;
   readonly vga: Vga;
   private readonly pci: PciBus;
+  /** The DMA controllers and the floppy controller, when real firmware runs. */
+  private readonly dma: I8237 | null = null;
+  readonly fdc: I82077aa | null = null;
   /** Shadow RAM control, when real firmware runs (our BIOS writes its ROM into RAM itself). */
   private readonly pam: Pam | null = null;
   /** The primary IDE channel, with the hard disk as master (none when booting a floppy only). */
@@ -226,6 +231,12 @@ export class Machine extends EventEmitter {
       this.bios.pending = before ? before.then(() => p) : p;
       this.cpu.requestStop();
     };
+    if (opts.firmware) {
+      // Real firmware drives the floppy through the controller and DMA (our BIOS reads the image itself).
+      this.dma = new I8237(this.io, this.mem.ram);
+      const fd = drives.get(0x00);
+      this.fdc = new I82077aa(this.io, fd?.device ?? null, fd ?? { heads: 2, sectorsPerTrack: 18 }, this.dma, () => this.pic.raise(6), defer, opts.floppy?.readOnly ?? false);
+    }
     this.ata = hd ? new AtaChannel(this.io, hd.device, hd, (level) => this.pic.setLine(14, level), defer, opts.disk?.readOnly ?? false) : null;
     this.bios = new Bios(
       {
