@@ -25,6 +25,7 @@ import { PciBus, i440fxPiix3, stdVga } from './devices/pci.js';
 import { PAM0, Pam, SHADOW_SIZE } from './devices/i440fx-pam.js';
 import { DebugCon } from './devices/debugcon.js';
 import { I8237 } from './devices/i8237.js';
+import { FwCfg } from './devices/fw-cfg.js';
 import { I82077aa } from './devices/i82077aa.js';
 import { IoBus } from './io.js';
 import { Memory } from './memory.js';
@@ -143,6 +144,8 @@ export class Machine extends EventEmitter {
   readonly kbc: I8042;
   readonly vga: Vga;
   private readonly pci: PciBus;
+  /** qemu's firmware configuration device, when real firmware runs. */
+  readonly fwCfg: FwCfg | null = null;
   /** The DMA controllers and the floppy controller, when real firmware runs. */
   private readonly dma: I8237 | null = null;
   readonly fdc: I82077aa | null = null;
@@ -283,6 +286,7 @@ export class Machine extends EventEmitter {
       if (at + size > PAM0 && at < PAM0 + 7) pam.update((i) => host.config[i]!);
     };
     new DebugCon(this.io, (line) => this.debugLog(`firmware: ${line}`));
+    (this as { fwCfg: FwCfg | null }).fwCfg = new FwCfg(this.io);
     if (this.opts.vgaBios) {
       const vga = stdVga(this.pci, this.opts.vgaBios);
       this.mem.mapWindow((a) => vga.readRom(a));
