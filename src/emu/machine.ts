@@ -3,6 +3,7 @@
  * with an asynchronous run loop that advances a virtual clock, awaits disk I/O,
  * and stops on an expected text, a timeout, a halt or a triple fault.
  */
+import { createHash } from 'node:crypto';
 import { EventEmitter } from 'node:events';
 import type { BlockDevice } from '../device/block-device.js';
 import { VdiskError } from '../errors.js';
@@ -101,6 +102,12 @@ const PIT_TICKS_PER_INSTRUCTION = PIT_HZ / VIRTUAL_IPS;
 /** The state of a part this machine does not have (an IDE channel when only a floppy boots). */
 const NO_STATE = { saveState: (): void => {}, loadState: (): void => {} };
 
+function sha256(b: Uint8Array): Buffer {
+  return createHash('sha256').update(b).digest();
+}
+
+/** Instructions between keys typed under real firmware (10 ms of virtual time). */
+const KEY_GAP = 1_000_000;
 /** Instructions per batch between device updates. */
 const BATCH = 20_000;
 /** Yield to the event loop this often (ms of wall time). */
@@ -174,6 +181,8 @@ export class Machine extends EventEmitter {
   private outcome: { kind: BootOutcome; message: string } | null = null;
   private readonly keyQueue: number[][] = [];
   private keyWanted = false;
+  /** Instruction count when the last key went in (firmware mode paces keys by it). */
+  private lastKeyAt = 0;
   private outputDirty = false;
   private consoleText = '';
   private readonly mirror = new ConsoleMirror((t) => {
@@ -314,7 +323,23 @@ export class Machine extends EventEmitter {
   private parts(): MachineParts {
     const stopped = this.mirrorAtStop;
     const console = stopped ? { saveState: (w: StateWriter) => w.raw(stopped), loadState: (r: StateReader) => this.mirror.loadState(r) } : this.mirror;
-    return { cpu: this.cpu, mem: this.mem, pic: this.pic, pit: this.pit, cmos: this.cmos, uart: this.uart, kbc: this.kbc, vga: this.vga, bios: this.bios, console, pci: this.pci, ide: this.ata ?? NO_STATE, machine: this };
+    const firmware = this.pam ? { saveState: (w: StateWriter) => this.saveFirmware(w), loadState: (r: StateReader) => this.loadFirmware(r) } : null;
+    return { cpu: this.cpu, mem: this.mem, pic: this.pic, pit: this.pit, cmos: this.cmos, uart: this.uart, kbc: this.kbc, vga: this.vga, bios: this.bios, console, pci: this.pci, ide: this.ata ?? NO_STATE, firmware, machine: this };
+  }
+
+  /** The firmware files' SHA-256 (a state resumes only on the same ones), key pacing, then shadow RAM, DMA, floppy controller, fw_cfg. */
+  private saveFirmware(w: StateWriter): void {
+    w.raw(sha256(this.opts.firmware!)).raw(sha256(this.opts.vgaBios ?? new Uint8Array())).f64(this.lastKeyAt);
+    for (const part of [this.pam!, this.dma!, this.fdc!, this.fwCfg!]) part.saveState(w);
+  }
+  private loadFirmware(r: StateReader): void {
+    const fw = r.raw(32, 'firmware SHA-256');
+    const vga = r.raw(32, 'VGA BIOS SHA-256');
+    if (Buffer.compare(fw, sha256(this.opts.firmware!)) !== 0 || Buffer.compare(vga, sha256(this.opts.vgaBios ?? new Uint8Array())) !== 0) {
+      throw new VdiskError('E_MISMATCH', `${r.what}: the state was saved with other firmware files (--bios, --vga-bios) than these`);
+    }
+    this.lastKeyAt = r.f64('last key instruction');
+    for (const part of [this.pam!, this.dma!, this.fdc!, this.fwCfg!]) part.loadState(r);
   }
 
   /**
@@ -504,7 +529,11 @@ export class Machine extends EventEmitter {
         }
       }
       this.pit.update();
+      // Real firmware does not say when a guest waits for a key (its INT 16h reads a buffer in
+      // RAM): once it has sealed its shadow copy and boots, a key goes in every KEY_GAP instructions.
+      if (this.pam?.sealed && this.cpu.instructions - this.lastKeyAt >= KEY_GAP) this.keyWanted = true;
       if (this.keyWanted && this.keyQueue.length && this.kbc.idle) {
+        this.lastKeyAt = this.cpu.instructions;
         this.keyWanted = false;
         this.kbc.keyboardBytes(this.keyQueue.shift()!);
       }

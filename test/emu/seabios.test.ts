@@ -151,3 +151,33 @@ describe('--bios seabios: FreeDOS from the floppy (82077AA + 8237 DMA)', () => {
     expect(textRows(ours.textBuffer)).toEqual(theirs);
   });
 });
+
+describe('--bios seabios: saved states', () => {
+  const itFd = existsSync(FREEDOS) ? itSeabios : (_t: readonly string[], name: string) => it.skip(`${name} [no ${FREEDOS}]`, () => undefined);
+  itFd([], 'FreeDOS saved at A:\\> resumes (shadow RAM, DMA, floppy controller, fw_cfg) and runs a typed command; other firmware or none is refused', async () => {
+    const firmware = readFileSync(SEABIOS);
+    const vgaBios = readFileSync(VGABIOS);
+    const dev = await open(FREEDOS, { readOnly: true });
+    let state: Uint8Array;
+    try {
+      const s = boot(null, { floppy: dev, snapshot: true, firmware, vgaBios, expect: 'A:\\>', timeoutMs: 30_000 });
+      expect((await s.result).outcome).toBe('expect');
+      state = await s.machine.saveState();
+    } finally {
+      await dev.close();
+    }
+    const again = await open(FREEDOS, { readOnly: true });
+    try {
+      const restoreState = { bytes: state, name: 'fd.state' };
+      const r = await boot(null, { floppy: again, snapshot: true, firmware, vgaBios, restoreState, keys: 'dir\n', expect: 'bytes free', timeoutMs: 30_000 }).result;
+      expect(r.outcome).toBe('expect');
+      expect(r.screen.join('\n')).toContain('COMMAND  COM'); // the listing (the command line has scrolled off)
+      await expect(boot(null, { floppy: again, snapshot: true, restoreState }).result).rejects.toMatchObject({ code: 'E_MISMATCH' });
+      const other = Buffer.from(firmware);
+      other[0] ^= 1;
+      await expect(boot(null, { floppy: again, snapshot: true, firmware: other, vgaBios, restoreState }).result).rejects.toMatchObject({ code: 'E_MISMATCH' });
+    } finally {
+      await again.close();
+    }
+  });
+});

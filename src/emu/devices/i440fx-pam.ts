@@ -47,8 +47,15 @@ export class Pam implements Stateful {
     this.ram.set(rom, SHADOW_BASE);
   }
 
+  /**
+   * True once F0000h-FFFFFh reads DRAM that is write-protected: the firmware has
+   * shadowed and sealed itself, as SeaBIOS does just before it boots (make_bios_readonly).
+   */
+  sealed = false;
+
   /** The PAM registers changed: re-map the segments whose RE bit moved. `reg(i)` reads config register i. */
   update(reg: (i: number) => number): void {
+    this.sealed = ((reg(PAM0) >> 4) & 3) === RE;
     SEGMENTS.forEach(([r, nibble, start, len], i) => {
       const re = ((reg(r) >> (4 * nibble)) & RE) !== 0;
       if (re === this.readsRam[i]) return;
@@ -65,10 +72,12 @@ export class Pam implements Stateful {
   /** The hidden DRAM (compressed) and which segments show it; the PAM registers are in the PCI state. */
   saveState(w: StateWriter): void {
     for (const re of this.readsRam) w.bool(re);
+    w.bool(this.sealed);
     w.bytes(deflateSync(this.hidden));
   }
   loadState(r: StateReader): void {
     for (let i = 0; i < this.readsRam.length; i++) this.readsRam[i] = r.bool('PAM segment reads DRAM');
+    this.sealed = r.bool('firmware sealed');
     const packed = r.bytes('hidden shadow RAM', SHADOW_SIZE * 2);
     let plain: Buffer;
     try {
