@@ -11,7 +11,7 @@ import { VdiskError, isVdiskError } from '../../errors.js';
 import type { ImageLocation } from '../../storage/location.js';
 import type { Storage } from '../../storage/storage.js';
 import type { DriverOpenOptions } from '../driver.js';
-import { QCOW2_MAX_L1_BYTES, QCOW2_MAX_REFTABLE_BYTES, Extension, Incompatible, Qcow2Field, loadHeader, readSnapshots } from './header.js';
+import { QCOW2_MAX_L1_BYTES, QCOW2_MAX_REFTABLE_BYTES, Extension, Incompatible, Qcow2Field, loadHeader, readSnapshots } from './layout.js';
 import { Refcounts } from './refcount.js';
 import { QCOW_OFLAG_COPIED_HI, QCOW_OFLAG_ZERO, decodeL2, entryHalves, entryOffset, setRefcount, writeEntry } from './tables.js';
 

@@ -17,9 +17,11 @@ import { BlockDeviceBase } from '../../device/base.js';
 import { isZero } from '../../device/zero.js';
 import { compressCluster } from '../compress.js';
 import { VdiskError } from '../../errors.js';
+import type { ImageLocation } from '../../storage/location.js';
 import type { Storage } from '../../storage/storage.js';
+import type { DriverOpenOptions } from '../driver.js';
 import type { CompactOptions, CompactResult, ResizeImageOptions } from '../../device/block-device.js';
-import { Compatible, Incompatible, Qcow2Field, loadHeader, readSnapshots, type Qcow2Header } from './header.js';
+import { Compatible, Incompatible, QCOW2_MAX_L1_BYTES, Qcow2Field, loadHeader, readSnapshots, type Qcow2Header } from './layout.js';
 import { growL1, l1EntriesFor, packClusters, relinkHeader, writeVirtualSize, type Qcow2State } from './maintain.js';
 import { Refcounts } from './refcount.js';
 import { QCOW_OFLAG_COPIED_HI, QCOW_OFLAG_ZERO, decodeL2, entryHalves, entryOffset, writeEntry, type L2Mapping } from './tables.js';
@@ -840,3 +842,90 @@ export class Qcow2Image extends BlockDeviceBase implements DiskImage {
 
 /** qemu's names for backing formats (backing_fmt) where they differ from vdisk's. */
 export const QEMU_FORMAT_NAMES: Readonly<Record<string, string>> = { vhd: 'vpc' };
+
+// ---- Opening: the header validated, the backing file found ----
+
+/** Formats a backing_fmt may name (qemu's names; `vpc` is VHD). */
+const BACKING_FORMATS: Record<string, string> = { qcow2: 'qcow2', raw: 'raw', vpc: 'vhd', vhd: 'vhd', vdi: 'vdi', vmdk: 'vmdk' };
+
+/** Open the backing file the header names, confined to the image's folder, with its recorded format. */
+async function openBacking(storage: Storage, location: ImageLocation, h: Qcow2Header, opts: DriverOpenOptions, warnings: string[]): Promise<DiskImage> {
+  const ref = h.backingFile!;
+  // qemu reads "json:{...}", "nbd:..." and other protocol strings here; an image never chooses where we read.
+  if (/^[a-z][a-z0-9+.-]*:/i.test(ref)) {
+    throw new VdiskError('E_PATH', `${storage.name}: backing file "${ref}" is a protocol or pseudo-protocol reference, not a file (vdisk follows only file names)`);
+  }
+  let format: string | undefined;
+  if (h.backingFormat !== undefined) {
+    format = BACKING_FORMATS[h.backingFormat];
+    if (!format) throw new VdiskError('E_UNSUPPORTED', `${storage.name}: backing_fmt "${h.backingFormat}" is not a format vdisk reads`);
+  } else {
+    warnings.push(`no backing_fmt recorded: the format of ${ref} was detected by its magic`);
+  }
+  const name = location.resolve(ref);
+  return opts.openParent(name, format);
+}
+
+/** Make `header` describe internal snapshot `which` (id first, then name): its L1 table and size. */
+async function pointAtSnapshot(storage: Storage, header: Qcow2Header, which: string): Promise<void> {
+  const read = async (len: number, at: number): Promise<Buffer> => {
+    const b = Buffer.alloc(len);
+    await storage.read(b, at);
+    return b;
+  };
+  const snaps = await readSnapshots(read, header.snapshotsOffset, header.nbSnapshots, storage.size, storage.name);
+  const s = snaps.find((x) => x.id === which) ?? snaps.find((x) => x.name === which);
+  if (!s) throw new VdiskError('E_NOENT', `${storage.name}: no internal snapshot with id or name "${which}" (vdisk info lists them)`);
+  const cs = 2 ** header.clusterBits;
+  const bytes = s['l1-size'] * 8;
+  if (s['l1-offset'] % cs !== 0 || bytes > QCOW2_MAX_L1_BYTES || s['l1-offset'] + bytes > storage.size) {
+    throw new VdiskError('E_CORRUPT', `${storage.name}: snapshot ${s.id}'s L1 table (${s['l1-size']} entries at ${s['l1-offset']}) is misaligned, too large or past the file`);
+  }
+  const size = s['disk-size'] ?? header.size;
+  if (!Number.isSafeInteger(size) || size < 0 || size % 512 !== 0) throw new VdiskError('E_CORRUPT', `${storage.name}: snapshot ${s.id} has a bad disk size ${size}`);
+  header.l1TableOffset = s['l1-offset'];
+  header.l1Size = s['l1-size'];
+  header.size = size;
+}
+
+/** Open a validated qcow2 image on `storage`, following its backing file. */
+export async function openQcow2(storage: Storage, location: ImageLocation, opts: DriverOpenOptions, ownsGivenParent = false, compress = false): Promise<Qcow2Image> {
+  const header = await loadHeader(storage);
+  if (opts.snapshot !== undefined) await pointAtSnapshot(storage, header, opts.snapshot);
+  const l1 = Buffer.alloc(header.l1Size * 8);
+  if (l1.length > 0) await storage.read(l1, header.l1TableOffset);
+  const warnings: string[] = [];
+  let parent: DiskImage | undefined;
+  let ownsParent = false;
+  if (opts.parent) {
+    parent = opts.parent;
+    ownsParent = ownsGivenParent;
+  } else if (header.backingFile !== undefined && !opts.noBacking) {
+    parent = await openBacking(storage, location, header, opts, warnings);
+    ownsParent = true;
+  }
+  const readOnly = opts.readOnly || storage.readOnly;
+  let refcounts: Refcounts | undefined;
+  try {
+    if (!readOnly) {
+      refuseWriting(header, storage.name);
+      const table = Buffer.alloc(header.refcountTableClusters * 2 ** header.clusterBits);
+      await storage.read(table, header.refcountTableOffset);
+      refcounts = new Refcounts(storage, { clusterBits: header.clusterBits, refcountOrder: header.refcountOrder, table, tableOffset: header.refcountTableOffset });
+    }
+    return new Qcow2Image({ storage, header, l1, readOnly, parent, ownsParent, warnings, refcounts, compress });
+  } catch (err) {
+    if (ownsParent) await parent?.close().catch(() => undefined);
+    throw err;
+  }
+}
+
+/** Refuse a writable open of an image whose refcounts or sharing this writer cannot keep right. */
+function refuseWriting(h: Qcow2Header, name: string): void {
+  if (h.incompatibleFeatures & BigInt(Incompatible.CORRUPT)) throw new VdiskError('E_CORRUPT', `${name}: the qcow2 corrupt bit is set; open it read-only or repair it (qemu-img check -r all)`);
+  if (h.incompatibleFeatures & BigInt(Incompatible.DIRTY)) {
+    throw new VdiskError('E_UNSUPPORTED', `${name}: the qcow2 dirty bit is set (lazy refcounts not written back); repair it with vdisk check -r all (or qemu-img check -r all), or open read-only`);
+  }
+  if (h.incompatibleFeatures & BigInt(Incompatible.EXTENDED_L2)) throw new VdiskError('E_UNSUPPORTED', `${name}: writing qcow2 images with extended L2 entries (subclusters) is not supported; open it read-only`);
+  if (h.nbSnapshots > 0) throw new VdiskError('E_UNSUPPORTED', `${name}: writing a qcow2 image with internal snapshots (${h.nbSnapshots}) is not supported; open it read-only`);
+}

@@ -10,7 +10,7 @@
  */
 import { VdiskError } from '../../errors.js';
 import type { Storage } from '../../storage/storage.js';
-import { Extension, encodeExtension, QCOW2_MAX_L1_BYTES, QCOW2_V2_HEADER_LENGTH, Qcow2Field, type Qcow2Header } from './header.js';
+import { Extension, encodeExtension, QCOW2_MAX_L1_BYTES, QCOW2_V2_HEADER_LENGTH, Qcow2Field, type Qcow2Header } from './layout.js';
 import type { Refcounts } from './refcount.js';
 import { QCOW_OFLAG_COPIED_HI, QCOW_OFLAG_ZERO, decodeL2, entryHalves, entryOffset, writeEntry } from './tables.js';
 

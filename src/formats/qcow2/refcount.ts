@@ -7,7 +7,7 @@
  */
 import { VdiskError } from '../../errors.js';
 import type { Storage } from '../../storage/storage.js';
-import { QCOW2_MAX_REFTABLE_BYTES, Qcow2Field } from './header.js';
+import { QCOW2_MAX_REFTABLE_BYTES, Qcow2Field } from './layout.js';
 import { entryHalves, entryOffset, getRefcount, setRefcount, writeEntry } from './tables.js';
 
 /** Refcount blocks kept in memory (they are written through, so any may be dropped). */

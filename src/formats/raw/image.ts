@@ -1,9 +1,9 @@
 /** A raw image: the disk's bytes one to one in its container; extents from the container or by reading. */
 import type { DiskImage, Extent, ImageInfo, ResizeImageOptions } from '../../device/block-device.js';
-import { ProgressMeter } from '../../device/progress.js';
 import { BlockDeviceBase } from '../../device/base.js';
 import { forEachZeroRun } from '../../device/zero.js';
 import { IO_CHUNK, type Storage } from '../../storage/storage.js';
+import { resizeRaw } from './maintain.js';
 
 /** Granularity at which extents() tells zeros from data (one page, as filesystems allocate). */
 const ZERO_SCAN_GRANULARITY = 4096;
@@ -83,12 +83,10 @@ export class RawImage extends BlockDeviceBase implements DiskImage {
     return this.storage.allocatedSize?.();
   }
 
-  /** A raw image's size is its file's size: truncate, which keeps holes sparse. */
+  /** A raw image's size is its file's size: truncate, which keeps holes sparse (maintain.ts). */
   async resize(newSize: number, opts: ResizeImageOptions = {}): Promise<void> {
     this.writable();
-    await this.storage.truncate(newSize);
-    await this.storage.flush();
+    await resizeRaw(this.storage, newSize, opts.onProgress);
     this.size = newSize;
-    new ProgressMeter(0, opts.onProgress).finish();
   }
 }

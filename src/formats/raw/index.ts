@@ -3,14 +3,16 @@
  * cost nothing. extents() asks the container where its holes are when it can tell
  * (a local file through lseek SEEK_DATA/SEEK_HOLE, see storage/native-seek.ts; an NBD
  * export through BLOCK_STATUS) and otherwise finds zero runs by reading. The device
- * is image.ts; this file is the driver table (creation is a truncate).
+ * is image.ts, resizing maintain.ts, creating create.ts (a truncate); raw has no
+ * check (nothing in it can be inconsistent: `check` looks only at the partition
+ * table). This file is the driver table.
  */
 import type { DiskImage, ResizeImageOptions } from '../../device/block-device.js';
-import { VdiskError } from '../../errors.js';
 import type { ImageLocation } from '../../storage/location.js';
 import type { Storage } from '../../storage/storage.js';
-import { imageOf, type DriverCreateOptions, type DriverOpenOptions, type FormatDriver } from '../driver.js';
+import { imageOf, type DriverOpenOptions, type FormatDriver } from '../driver.js';
 import { RawImage } from './image.js';
+import { createRaw } from './create.js';
 
 export { RawImage } from './image.js';
 
@@ -24,17 +26,7 @@ export const rawDriver: FormatDriver = {
   async open(storage: Storage, _location: ImageLocation, opts: DriverOpenOptions): Promise<DiskImage> {
     return new RawImage(storage, opts.readOnly, (await storage.allocatedSize?.()) === 0);
   },
-  async create(location: ImageLocation, opts: DriverCreateOptions): Promise<DiskImage> {
-    if (opts.parent) throw new VdiskError('E_UNSUPPORTED', `${location.name}: raw images cannot have a backing file`);
-    const storage = await location.create(location.name);
-    try {
-      await storage.truncate(opts.size);
-    } catch (err) {
-      await storage.close();
-      throw err;
-    }
-    return new RawImage(storage, false, true);
-  },
+  create: createRaw,
   async resize(image: DiskImage, newSize: number, opts: ResizeImageOptions): Promise<void> {
     await imageOf(image, RawImage, 'raw').resize(newSize, opts);
   },

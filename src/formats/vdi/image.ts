@@ -7,39 +7,28 @@
  * map and a crash leaves at worst a leak that the next writable open (or `check -r`)
  * compacts away.
  */
-import { dirname, resolve } from 'node:path';
 import { readBelow } from '../../device/below.js';
 import type { CompactOptions, CompactResult, DiskImage, Extent, ImageInfo, ResizeImageOptions } from '../../device/block-device.js';
 import { ProgressMeter } from '../../device/progress.js';
 import { BlockDeviceBase } from '../../device/base.js';
 import { VdiskError, isVdiskError } from '../../errors.js';
 import { copyBytes } from '../../storage/copy.js';
-import { filterStorage } from '../../storage/filter.js';
 import type { ImageLocation } from '../../storage/location.js';
-import { IO_CHUNK, type Storage } from '../../storage/storage.js';
-import { isZero } from '../../device/zero.js';
-import { planGrowth } from './maintain.js';
+import type { Storage } from '../../storage/storage.js';
+import { compactVdi, relinkVdi, resizeVdi, type VdiMaintained } from './maintain.js';
 import {
-  VDI_MAX_BLOCKS,
   blockStride,
   encodeMapEntries,
   encodeMapEntry,
   isAllocated,
-  NULL_UUID,
   VDI_BLOCK_FREE,
   VDI_BLOCK_ZERO,
-  VDI_DATA_ALIGN,
   VDI_HEADER1PLUS_SIZE,
   VDI_MAP_ENTRY_SIZE,
-  VDI_MAX_DISK_SIZE,
-  VDI_MAX_LCHS_CYLINDERS,
-  VDI_MAX_PCHS_CYLINDERS,
   VDI_PREHEADER_SIZE,
   VDI_TYPE_NAMES,
   VdiImageType,
-  alignUp,
   encodeHeader,
-  followGeometry,
   newUuid,
   readBlockMap,
   scanBlockMap,
@@ -88,7 +77,7 @@ interface BlockPiece {
 }
 
 /** A VDI image (normal, fixed, undo or differencing). */
-export class VdiImage extends BlockDeviceBase implements DiskImage {
+export class VdiImage extends BlockDeviceBase implements DiskImage, VdiMaintained {
   readonly format = 'vdi';
   readonly filename: string;
   readonly readOnly: boolean;
@@ -96,17 +85,26 @@ export class VdiImage extends BlockDeviceBase implements DiskImage {
   size: number;
   /** The parent (changes with {@link setBacking}). */
   backing?: DiskImage;
-  private storage: Storage;
-  /** Files replaced by a relayout, kept open (and locked) until close. */
-  private readonly retired: Storage[] = [];
-  private readonly location?: ImageLocation;
-  private readonly header: VdiHeader;
-  private readonly headerRaw: Buffer;
-  private map: Uint32Array;
-  private owner: Int32Array;
-  private nextSlot: number;
-  private mapped: number;
-  private ownsParent: boolean;
+  /** @internal */
+  storage: Storage;
+  /** @internal Files replaced by a relayout, kept open (and locked) until close. */
+  readonly retired: Storage[] = [];
+  /** @internal */
+  readonly location?: ImageLocation;
+  /** @internal */
+  readonly header: VdiHeader;
+  /** @internal */
+  readonly headerRaw: Buffer;
+  /** @internal */
+  map: Uint32Array;
+  /** @internal */
+  owner: Int32Array;
+  /** @internal */
+  nextSlot: number;
+  /** @internal */
+  mapped: number;
+  /** @internal */
+  ownsParent: boolean;
   private readonly warnings: string[];
   private modified = false;
 
@@ -131,11 +129,11 @@ export class VdiImage extends BlockDeviceBase implements DiskImage {
     this.parentMissing = p.parentMissing === true;
   }
 
-  /** True for a differencing image opened without its parent. */
-  private parentMissing: boolean;
+  /** @internal True for a differencing image opened without its parent. */
+  parentMissing: boolean;
 
-  /** Refuse `what` when the parent it needs was not opened. */
-  private needParent(what: string): void {
+  /** @internal Refuse `what` when the parent it needs was not opened. */
+  needParent(what: string): void {
     if (this.parentMissing) {
       throw new VdiskError('E_CHAIN', `${this.filename}: ${what} needs the parent image, which was not opened (a broken chain; rebase -u can re-link it)`);
     }
@@ -156,12 +154,13 @@ export class VdiImage extends BlockDeviceBase implements DiskImage {
     return this.header.uuidModify;
   }
 
-  private get stride(): number {
+  /** @internal */
+  get stride(): number {
     return blockStride(this.header);
   }
 
-  /** Offset in the file of data block `slot`'s first byte of block data (after the extra bytes). */
-  private dataOffset(slot: number): number {
+  /** @internal Offset in the file of data block `slot`'s first byte of block data (after the extra bytes). */
+  dataOffset(slot: number): number {
     return this.header.offData + slot * this.stride + this.header.cbBlockExtra;
   }
 
@@ -212,8 +211,8 @@ export class VdiImage extends BlockDeviceBase implements DiskImage {
     if (this.headerStale) await this.writeHeader();
   }
 
-  /** Give virtual block `pc.block` a data block holding `piece` over what it read before. */
-  private async allocate(pc: BlockPiece, piece: Uint8Array, was: number): Promise<void> {
+  /** @internal Give virtual block `pc.block` a data block holding `piece` over what it read before. */
+  async allocate(pc: BlockPiece, piece: Uint8Array, was: number): Promise<void> {
     const h = this.header;
     const slot = this.nextSlot;
     if (slot >= h.cBlocks) throw new VdiskError('E_CORRUPT', `${this.filename}: no free data block left (cBlocks ${h.cBlocks}); run check`);
@@ -280,7 +279,8 @@ export class VdiImage extends BlockDeviceBase implements DiskImage {
     this.fileEndOwed = 0;
   }
 
-  private async commitMap(): Promise<void> {
+  /** @internal */
+  async commitMap(): Promise<void> {
     await this.extendFile();
     if (this.pendingMap.length === 0) return;
     const blocks = this.pendingMap.sort((a, b) => a - b);
@@ -304,11 +304,11 @@ export class VdiImage extends BlockDeviceBase implements DiskImage {
     }
   }
 
-  /** True when the header on disk lags behind (a new modification uuid, a changed count). */
-  private headerStale = false;
+  /** @internal True when the header on disk lags behind (a new modification uuid, a changed count). */
+  headerStale = false;
 
-  /** First write since open: a new uuidModify, as VirtualBox's VD layer does. */
-  private noteModified(): void {
+  /** @internal First write since open: a new uuidModify, as VirtualBox's VD layer does. */
+  noteModified(): void {
     if (this.modified) return;
     this.modified = true;
     this.header.uuidModify = newUuid();
@@ -321,8 +321,8 @@ export class VdiImage extends BlockDeviceBase implements DiskImage {
     this.headerStale = false;
   }
 
-  /** True when whole blocks can be deallocated (not in a preallocated image). */
-  private get canDeallocate(): boolean {
+  /** @internal True when whole blocks can be deallocated (not in a preallocated image). */
+  get canDeallocate(): boolean {
     return this.header.type !== VdiImageType.FIXED;
   }
 
@@ -357,8 +357,8 @@ export class VdiImage extends BlockDeviceBase implements DiskImage {
     return pc.within === 0 && (pc.length === this.header.cbBlock || start + pc.length === this.size);
   }
 
-  /** Point block `block` at `marker` (ZERO or FREE) and give its data block back. */
-  private async release(block: number, marker: number): Promise<void> {
+  /** @internal Point block `block` at `marker` (ZERO or FREE) and give its data block back. */
+  async release(block: number, marker: number): Promise<void> {
     const e = this.map[block]!;
     if (e === marker) return;
     await this.storage.write(encodeMapEntry(marker), this.header.offBlocks + block * VDI_MAP_ENTRY_SIZE);
@@ -397,8 +397,9 @@ export class VdiImage extends BlockDeviceBase implements DiskImage {
   /**
    * Move the last data block into each hole, then trim the file. Each move copies
    * the data before repointing its map entry, so a crash mid-way leaves only a leak.
+   * @internal
    */
-  private async compactSlots(): Promise<void> {
+  async compactSlots(): Promise<void> {
     this.trimTail();
     for (let hole = 0; hole < this.nextSlot; hole++) {
       if (this.owner[hole]! >= 0) continue;
@@ -413,7 +414,8 @@ export class VdiImage extends BlockDeviceBase implements DiskImage {
     while (this.nextSlot > 0 && this.owner[this.nextSlot - 1]! < 0) this.nextSlot--;
   }
 
-  private async move(from: number, to: number): Promise<void> {
+  /** @internal */
+  async move(from: number, to: number): Promise<void> {
     const block = this.owner[from]!;
     await copyBytes(this.storage, this.header.offData + from * this.stride, this.storage, this.header.offData + to * this.stride, this.stride);
     await this.storage.write(encodeMapEntry(to), this.header.offBlocks + block * VDI_MAP_ENTRY_SIZE);
@@ -423,8 +425,8 @@ export class VdiImage extends BlockDeviceBase implements DiskImage {
     this.moveMeter?.add(this.stride);
   }
 
-  /** Where a resize counts the bytes of the data blocks it moves. */
-  private moveMeter?: ProgressMeter;
+  /** @internal Where a resize counts the bytes of the data blocks it moves. */
+  moveMeter?: ProgressMeter;
 
   /**
    * Bring the file back to the shape other writers expect after a crash: no holes
@@ -442,332 +444,36 @@ export class VdiImage extends BlockDeviceBase implements DiskImage {
     return { movedOrTrimmed: holes || this.storage.size !== before, countFixed };
   }
 
-  // ---- Maintenance: resize, compact, setBacking (DiskImage hooks) ----
+  // ---- Maintenance: resize, compact, setBacking (DiskImage hooks; the work and its write order are maintain.ts's) ----
 
-  /** Write `next` as the header in one write (one sector: the switch point of every layout change). */
-  private async switchHeader(next: VdiHeader): Promise<void> {
-    await this.storage.write(encodeHeader(next, this.headerRaw), 0);
-    Object.assign(this.header, next);
-    this.headerStale = false;
+  /** Change the virtual size in place; a crash leaves the old or the new size (maintain.ts). */
+  resize(newSize: number, opts: ResizeImageOptions = {}): Promise<void> {
+    return resizeVdi(this, newSize, opts);
   }
 
-  /** Rebuild owner/nextSlot/mapped from the map (after a layout switch renumbered it). */
-  private reindex(): void {
-    this.owner = new Int32Array(Math.max(this.header.cBlocks, this.nextSlot)).fill(-1);
-    this.mapped = 0;
-    this.nextSlot = 0;
-    for (let i = 0; i < this.map.length; i++) {
-      const e = this.map[i]!;
-      if (!isAllocated(e)) continue;
-      this.owner[e] = i;
-      this.mapped++;
-      if (e + 1 > this.nextSlot) this.nextSlot = e + 1;
-    }
+  /** Give back space (zero blocks released, the rest packed, the file cut); guest content unchanged (maintain.ts). */
+  compact(opts: CompactOptions = {}): Promise<CompactResult> {
+    return compactVdi(this, opts);
   }
 
-  /**
-   * Change the virtual size in place. Growing writes the new block map entries where
-   * nothing reads them yet (after the old map; before it; or, when neither has room,
-   * in the space of the first data blocks, which are first copied to the end and
-   * repointed one by one), then switches to the new layout with one header write.
-   * When none of that has room (the map fills its space and every data block number
-   * is in use), the image is first rewritten with room for the map (relayout).
-   * Shrinking first writes the new size with the old block count (so the part cut
-   * off is invisible at once), then releases the blocks past the new end, moves the
-   * last data blocks into the holes, truncates, and lowers cBlocks last. A crash
-   * leaves the old or the new size and content, with at most leaked blocks.
-   */
-  async resize(newSize: number, opts: ResizeImageOptions = {}): Promise<void> {
+  /** Point this image at another VDI parent in its folder, or with `undefined` make it standalone (maintain.ts). */
+  setBacking(parent: DiskImage | undefined, ref?: string): Promise<void> {
+    return relinkVdi(this, parent, ref);
+  }
+
+  /** @internal True when `d` is a VDI image (maintain.ts links only to those). */
+  isVdi(d: DiskImage): d is VdiImage {
+    return d instanceof VdiImage;
+  }
+
+  /** @internal Read guest bytes below the device's gate (maintain.ts, mid-way through a layout change). */
+  readVirtual(buf: Uint8Array, offset: number): Promise<void> {
+    return this.readAt(buf, offset);
+  }
+
+  /** @internal Refuse to go on when the image is read-only or closed. */
+  mustBeWritable(): void {
     this.writable();
-    await this.commitMap();
-    this.needParent('resize');
-    const h = this.header;
-    if (!Number.isSafeInteger(newSize) || newSize <= 0 || newSize % 512 !== 0) {
-      throw new VdiskError('E_USAGE', `${this.filename}: new size ${newSize} is not a positive multiple of 512 bytes`);
-    }
-    if (newSize > VDI_MAX_DISK_SIZE) throw new VdiskError('E_USAGE', `${this.filename}: ${newSize} bytes is too large for a VDI image (cbDisk)`);
-    const blocks = Math.ceil(newSize / h.cbBlock);
-    if (blocks > VDI_MAX_BLOCKS) throw new VdiskError('E_UNSUPPORTED', `${this.filename}: ${newSize} bytes needs ${blocks} blocks (cBlocks), more than the ${VDI_MAX_BLOCKS} vdisk handles`);
-    if (newSize === this.size) return;
-    const meter = new ProgressMeter(0, opts.onProgress);
-    this.moveMeter = meter;
-    try {
-      if (newSize < this.size) await this.shrinkTo(newSize, blocks);
-      else await this.growTo(newSize, blocks);
-    } finally {
-      this.moveMeter = undefined;
-    }
-    meter.finish();
-  }
-
-  /** The header fields that follow the size: cbDisk, cBlocks and both CHS geometries (heads and sectors kept). */
-  private sized(newSize: number, blocks: number): VdiHeader {
-    const h = this.header;
-    const next: VdiHeader = { ...h, cbDisk: newSize, cBlocks: blocks, legacyGeometry: followGeometry(h.legacyGeometry, newSize, VDI_MAX_PCHS_CYLINDERS) };
-    if (h.lchsGeometry) next.lchsGeometry = followGeometry(h.lchsGeometry, newSize, VDI_MAX_LCHS_CYLINDERS);
-    return next;
-  }
-
-  private async shrinkTo(newSize: number, blocks: number): Promise<void> {
-    const h = this.header;
-    this.noteModified();
-    // 1. The new size with the block count kept (cBlocks above what cbDisk needs is
-    //    valid): from here on what lies past the new end is invisible.
-    if (newSize !== this.size) {
-      await this.switchHeader({ ...this.sized(newSize, h.cBlocks), cBlocksAllocated: this.mapped });
-      this.size = newSize;
-      await this.storage.flush();
-    }
-    // 2. Zero what stays of the last block past the new end, so a later grow reads zeros there.
-    const last = this.map[blocks - 1]!;
-    const cut = newSize - (blocks - 1) * h.cbBlock;
-    if (isAllocated(last) && cut < h.cbBlock) await this.storage.write(Buffer.alloc(h.cbBlock - cut), this.dataOffset(last) + cut);
-    // 3. Release the blocks past the new end (map entries first), move the last data
-    //    blocks into the holes, write the count, truncate.
-    for (let i = blocks; i < h.cBlocks; i++) if (isAllocated(this.map[i]!)) await this.release(i, VDI_BLOCK_FREE);
-    let moves = 0;
-    for (let n = this.mapped; n < this.nextSlot; n++) if (this.owner[n]! >= 0) moves++;
-    this.moveMeter?.more(moves * this.stride);
-    this.headerStale = true;
-    await this.compactSlots();
-    await this.storage.flush();
-    // 4. Every data block left is now below `mapped` <= blocks: the block count follows.
-    await this.switchHeader({ ...h, cBlocks: blocks, cBlocksAllocated: this.mapped });
-    this.map = this.map.slice(0, blocks);
-    this.reindex();
-    await this.storage.flush();
-  }
-
-  private async growTo(newSize: number, blocks: number, relaidOut = false): Promise<void> {
-    const h = this.header;
-    const oldSize = this.size;
-    // An interrupted grow can leave more map entries than the size needs (cBlocks past
-    // the last visible block); bring cBlocks back to the size first.
-    const visible = Math.ceil(oldSize / h.cbBlock);
-    if (h.cBlocks > visible) await this.shrinkTo(oldSize, visible);
-    const oldBlocks = h.cBlocks;
-    const stride = this.stride;
-    const fixed = h.type === VdiImageType.FIXED;
-    const mapBytes = blocks * VDI_MAP_ENTRY_SIZE;
-    // A partial last block over a bigger parent must read zeros past the old end: it gets a block of its own.
-    const lastOld = oldBlocks - 1;
-    const tailFrom = oldSize - lastOld * h.cbBlock;
-    const parentShows = this.backing !== undefined && this.backing.size > oldSize;
-    const tailBlock = tailFrom < h.cbBlock && this.map[lastOld] === VDI_BLOCK_FREE && parentShows;
-
-    // Plan where the new map goes, before changing anything (maintain.ts).
-    const plan = planGrowth(h, blocks, { owner: this.owner, nextSlot: this.nextSlot }, tailBlock);
-    if (!plan.fits && this.location && !relaidOut) {
-      // No room in place (the map fills its space and no free data block number is
-      // left to move the first blocks to): rewrite the image with room for the new
-      // map, then grow that in place.
-      await this.relayout(blocks);
-      return this.growTo(newSize, blocks, true);
-    }
-    if (!plan.fits) {
-      throw new VdiskError(
-        'E_UNSUPPORTED',
-        `${this.filename}: the block map for ${blocks} blocks needs the space of the first ${plan.shift} data blocks, and with ${this.mapped} of ${oldBlocks} blocks allocated there is no free data block number (cBlocks ${plan.count}) to move them to; compact the image or convert it`,
-      );
-    }
-    const { mapAt, shift, firstDest, tailSlot } = plan;
-
-    this.noteModified();
-    // 0. More block numbers when the moves need them: FREE entries in the slack after
-    //    the map (read by nothing yet), then a header with more cBlocks and the same size.
-    if (plan.count > oldBlocks) {
-      await this.storage.write(Buffer.alloc((plan.count - oldBlocks) * VDI_MAP_ENTRY_SIZE, 0xff), h.offBlocks + oldBlocks * VDI_MAP_ENTRY_SIZE);
-      await this.storage.flush();
-      await this.switchHeader({ ...h, cBlocks: plan.count, cBlocksAllocated: this.mapped });
-      const map = new Uint32Array(plan.count).fill(VDI_BLOCK_FREE);
-      map.set(this.map);
-      this.map = map;
-      const owner = new Int32Array(plan.count).fill(-1);
-      owner.set(this.owner.subarray(0, Math.min(this.owner.length, plan.count)));
-      this.owner = owner;
-    }
-    // 1. Move the data blocks in the new map's way to the end (data, then map entry).
-    this.moveMeter?.more(plan.toMove * stride);
-    let dest = firstDest;
-    for (let n = 0; n < Math.min(shift, this.nextSlot); n++) {
-      if (this.owner[n]! < 0) continue;
-      await this.move(n, dest);
-      dest++;
-      if (dest > this.nextSlot) this.nextSlot = dest;
-    }
-    // 2. Make the old last block read zeros past the old end (invisible until the switch).
-    if (tailFrom < h.cbBlock) {
-      const e = this.map[lastOld]!;
-      if (isAllocated(e)) {
-        await this.storage.write(Buffer.alloc(h.cbBlock - tailFrom), this.dataOffset(e) + tailFrom);
-      } else if (tailBlock) {
-        const body = Buffer.alloc(h.cbBlock);
-        await this.readAt(body.subarray(0, tailFrom), lastOld * h.cbBlock);
-        this.nextSlot = tailSlot;
-        await this.allocate({ block: lastOld, within: 0, at: 0, length: h.cbBlock }, body, VDI_BLOCK_ZERO);
-        // Its map entry must be on disk before the switch (step 5 may write only the new entries).
-        await this.commitMap();
-      }
-    }
-    // 3. The new map, in memory: renumbered by `shift`; new blocks FREE, ZERO where a
-    //    parent would show through, or (fixed) preallocated after the last data block.
-    const map = new Uint32Array(blocks);
-    for (let i = 0; i < oldBlocks; i++) {
-      const e = this.map[i]!;
-      map[i] = isAllocated(e) ? e - shift : e;
-    }
-    let slotsAfter = Math.max(0, this.nextSlot - shift);
-    for (let i = oldBlocks; i < blocks; i++) {
-      if (fixed) map[i] = slotsAfter++;
-      else map[i] = this.backing && i * h.cbBlock < this.backing.size ? VDI_BLOCK_ZERO : VDI_BLOCK_FREE;
-    }
-    const offData = h.offData + shift * stride;
-    // 4. The file must reach the new data area (and hold a fixed image's new blocks, zeroed).
-    const dataEnd = offData + Math.max(0, this.nextSlot - shift) * stride;
-    if (fixed && this.storage.size > dataEnd) await this.storage.truncate(dataEnd);
-    const end = offData + slotsAfter * stride;
-    if (this.storage.size < end) await this.storage.truncate(end);
-    // 5. Write the map where the old header reads nothing: only the new entries when in place.
-    const raw = encodeMapEntries(map, 0, blocks, mapBytes);
-    if (mapAt === h.offBlocks) await this.storage.write(raw.subarray(oldBlocks * VDI_MAP_ENTRY_SIZE), mapAt + oldBlocks * VDI_MAP_ENTRY_SIZE);
-    else await this.storage.write(raw, mapAt);
-    await this.storage.flush();
-    // 6. Switch: one header write names the new map, data area, block count and size.
-    const next = this.sized(newSize, blocks);
-    next.offBlocks = mapAt;
-    next.offData = offData;
-    next.cBlocksAllocated = this.mapped + (fixed ? blocks - oldBlocks : 0);
-    await this.switchHeader(next);
-    this.map = map;
-    this.size = newSize;
-    this.reindex();
-    await this.storage.flush();
-  }
-
-  /**
-   * Rewrite the image, content and size unchanged, with its block map followed by
-   * room for `entries` entries (the data area starts at the next MiB, as VirtualBox
-   * lays images out): header, map and data blocks go into a temp file next to the
-   * image, which is flushed and then renamed over it (the rename is durable when it
-   * returns). A crash before the rename leaves the image as it was (and a temp file
-   * the next attempt replaces); after it, the new layout. The old file stays open
-   * (holding the write lock on the image's name) until close.
-   */
-  private async relayout(entries: number): Promise<void> {
-    const loc = this.location!;
-    const h = this.header;
-    const stride = this.stride;
-    const tmp = `${loc.name}.vdisk-tmp`;
-    if (await loc.exists(tmp)) await loc.remove(tmp);
-    const out = await loc.create(tmp);
-    const offData = alignUp(h.offBlocks + entries * VDI_MAP_ENTRY_SIZE, VDI_DATA_ALIGN);
-    const used = this.nextSlot * stride;
-    this.moveMeter?.more(used);
-    try {
-      // Bytes before the map as they are (pre-header, header, anything after it), then the new header over them.
-      const head = Buffer.alloc(h.offBlocks);
-      await this.storage.read(head, 0);
-      await out.write(head, 0);
-      const next: VdiHeader = { ...h, offData, cBlocksAllocated: this.mapped };
-      await out.write(encodeHeader(next, this.headerRaw), 0);
-      const raw = encodeMapEntries(this.map, 0, this.map.length, offData - h.offBlocks);
-      await out.write(raw, h.offBlocks);
-      // Data blocks keep their numbers: the data area is copied as it is.
-      await copyBytes(this.storage, h.offData, out, offData, used, (n) => this.moveMeter?.add(n));
-      await out.flush();
-    } catch (err) {
-      await out.close().catch(() => undefined);
-      throw err;
-    }
-    await loc.rename(tmp, loc.name);
-    this.retired.push(this.storage);
-    this.storage = filterStorage(out, {}, this.filename);
-    h.offData = offData;
-    h.cBlocksAllocated = this.mapped;
-  }
-
-  /**
-   * Give back space: data blocks that read only zeros are released (FREE when what
-   * lies below reads zeros too, else ZERO so a parent's data stays hidden), blocks
-   * no map entry names are reclaimed, the last data blocks move into the holes and
-   * the file is truncated. Guest content is unchanged, so uuidModify is kept and
-   * children stay linked.
-   */
-  async compact(opts: CompactOptions = {}): Promise<CompactResult> {
-    this.writable();
-    await this.commitMap();
-    this.needParent('compact');
-    if (!this.canDeallocate) {
-      throw new VdiskError('E_UNSUPPORTED', `${this.filename}: a fixed (preallocated) VDI keeps every block; convert it to a dynamic one to compact it`);
-    }
-    const h = this.header;
-    const sizeBefore = this.storage.size;
-    const slotsInFile = sizeBefore > h.offData ? Math.floor((sizeBefore - h.offData) / this.stride) : 0;
-    let released = 0;
-    for (let n = 0; n < Math.min(slotsInFile, this.owner.length); n++) if (this.owner[n]! < 0) released++;
-    const buf = Buffer.alloc(Math.min(IO_CHUNK, h.cbBlock));
-    for (let i = 0; i < h.cBlocks; i++) {
-      const e = this.map[i]!;
-      if (isAllocated(e)) {
-        const start = i * h.cbBlock;
-        const len = Math.min(h.cbBlock, this.size - start);
-        if (await this.readsZero(buf, (b, off) => this.storage.read(b, this.dataOffset(e) + off), len)) {
-          const belowZero = await this.readsZero(buf, (b, off) => readBelow(this.backing, b, start + off), len);
-          await this.release(i, belowZero ? VDI_BLOCK_FREE : VDI_BLOCK_ZERO);
-          released++;
-        }
-      }
-      opts.onProgress?.(i + 1, h.cBlocks);
-    }
-    await this.compactSlots();
-    await this.storage.flush();
-    return { releasedBlocks: released, sizeBefore, sizeAfter: this.storage.size };
-  }
-
-  /** True when `len` bytes read through `read` in chunks of `buf` are all zero. */
-  private async readsZero(buf: Buffer, read: (b: Buffer, off: number) => Promise<void>, len: number): Promise<boolean> {
-    for (let off = 0; off < len; off += buf.length) {
-      const piece = buf.subarray(0, Math.min(buf.length, len - off));
-      await read(piece, off);
-      if (!isZero(piece)) return false;
-    }
-    return true;
-  }
-
-  /**
-   * Point this image at another parent (only the link: uuidLinkage and
-   * uuidParentModify become the new parent's uuids; the type becomes diff), or with
-   * `undefined` make it a normal standalone image. A VDI finds its parent by uuid in
-   * its own folder, so the parent must be a VDI there. One header write.
-   */
-  async setBacking(parent: DiskImage | undefined, ref?: string): Promise<void> {
-    this.writable();
-    await this.commitMap();
-    const h = this.header;
-    let link = { type: h.type, uuidLinkage: NULL_UUID, uuidParentModify: NULL_UUID };
-    if (parent === undefined) {
-      if (h.type === VdiImageType.DIFF || h.type === VdiImageType.UNDO) link.type = VdiImageType.NORMAL;
-    } else {
-      if (!(parent instanceof VdiImage)) {
-        throw new VdiskError('E_UNSUPPORTED', `${this.filename}: a VDI links to its parent by uuid, so the parent must be a VDI image (${parent.filename} is ${parent.format})`);
-      }
-      if (h.type === VdiImageType.FIXED) throw new VdiskError('E_UNSUPPORTED', `${this.filename}: a fixed VDI cannot have a parent (u32Type fixed)`);
-      // `ref` is not stored: a VDI names its parent only by uuid.
-      if (dirname(resolve(parent.filename)) !== dirname(resolve(this.filename))) {
-        throw new VdiskError('E_UNSUPPORTED', `${this.filename}: a VDI finds its parent by uuid among the files of its own folder; ${ref ?? parent.filename} is in another folder`);
-      }
-      for (let p: DiskImage | undefined = parent; p; p = p.backing) {
-        if (p instanceof VdiImage && p.uuid === h.uuidCreate) throw new VdiskError('E_CHAIN', `${this.filename}: ${parent.filename} is this image or one of its children (uuid ${h.uuidCreate}); that would make a loop`);
-      }
-      link = { type: h.type === VdiImageType.NORMAL ? VdiImageType.DIFF : h.type, uuidLinkage: parent.uuid, uuidParentModify: parent.modificationUuid };
-    }
-    this.noteModified();
-    await this.switchHeader({ ...h, ...link, cBlocksAllocated: this.mapped });
-    await this.storage.flush();
-    if (this.backing !== parent && this.ownsParent) await this.backing?.close();
-    this.backing = parent;
-    this.ownsParent = false;
-    this.parentMissing = false;
   }
 
   protected async *extentsIn(offset: number, length: number): AsyncIterable<Extent> {

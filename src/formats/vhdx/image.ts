@@ -59,9 +59,12 @@ import {
   type RegionEntry,
   type VhdxHeader,
   type VhdxParameters,
+  type VhdxMeta,
 } from './layout.js';
 import { LogWriter, findActiveSequence, replayOnto, replayedView, type LogPlace } from './log.js';
 import { checkNewSize, locatorSectors, virtualSizeSectors, windowsRelative } from './maintain.js';
+
+export type { VhdxMeta } from './layout.js';
 
 /** Largest BAT vdisk keeps in memory (a 64 TiB disk with 1 MiB blocks needs 512 MiB). */
 export const MAX_BAT_BYTES = 512 * 1024 * 1024;
@@ -69,27 +72,6 @@ export const MAX_BAT_BYTES = 512 * 1024 * 1024;
 const PENDING_SECTORS_LIMIT = 128;
 /** Sector bitmap slices kept in memory. */
 const BITMAP_CACHE_ENTRIES = 1024;
-
-/** Everything read and validated at open. */
-export interface VhdxMeta {
-  /** The storage the metadata was read through (a replayed view for a read-only open of a dirty image). */
-  storage: Storage;
-  creator: string;
-  header: VhdxHeader;
-  /** 0 or 1: which header is current. */
-  headerIndex: number;
-  bat: RegionEntry;
-  metadata: RegionEntry;
-  params: VhdxParameters;
-  geometry: BatGeometry;
-  /** The BAT as on disk (geometry.totalEntries entries). */
-  batTable: Buffer;
-  /** End of the last present block (or of the metadata), where new blocks may go. */
-  dataEnd: number;
-  warnings: string[];
-  /** Log entries replayed at open, and whether into memory only. */
-  replay?: { entries: number; inMemory: boolean };
-}
 
 const corrupt = (name: string, message: string): VdiskError => new VdiskError('E_CORRUPT', `${name}: ${message}`);
 

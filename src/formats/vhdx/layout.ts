@@ -9,6 +9,7 @@
 import { createRequire } from 'node:module';
 import type CRC32Lib from 'crc-32';
 import { VdiskError } from '../../errors.js';
+import type { Storage } from '../../storage/storage.js';
 
 const KiB = 1024;
 const MiB = 1024 * KiB;
@@ -640,4 +641,25 @@ export function encodeLogEntry(
   });
   b.writeUInt32LE(crc32c(b), 4);
   return b;
+}
+
+/** Everything read and validated at open. */
+export interface VhdxMeta {
+  /** The storage the metadata was read through (a replayed view for a read-only open of a dirty image). */
+  storage: Storage;
+  creator: string;
+  header: VhdxHeader;
+  /** 0 or 1: which header is current. */
+  headerIndex: number;
+  bat: RegionEntry;
+  metadata: RegionEntry;
+  params: VhdxParameters;
+  geometry: BatGeometry;
+  /** The BAT as on disk (geometry.totalEntries entries). */
+  batTable: Buffer;
+  /** End of the last present block (or of the metadata), where new blocks may go. */
+  dataEnd: number;
+  warnings: string[];
+  /** Log entries replayed at open, and whether into memory only. */
+  replay?: { entries: number; inMemory: boolean };
 }

@@ -6,8 +6,7 @@
  */
 import { VdiskError } from '../../errors.js';
 import type { Storage } from '../../storage/storage.js';
-import { LOG_SECTOR_SIZE, METADATA_TABLE_SIZE, PARENT_LOCATOR_GUID, VIRTUAL_DISK_SIZE_GUID, decodeMetadataTable, encodeMetadataTable, encodeParentLocator, type ParentLocator, type VhdxParameters } from './layout.js';
-import type { VhdxMeta } from './image.js';
+import { LOG_SECTOR_SIZE, METADATA_TABLE_SIZE, PARENT_LOCATOR_GUID, VIRTUAL_DISK_SIZE_GUID, decodeMetadataTable, encodeMetadataTable, encodeParentLocator, type ParentLocator, type VhdxMeta, type VhdxParameters } from './layout.js';
 
 /** The 4 KiB sectors of the metadata region holding VirtualDiskSize, with the new size written in (2.6.2.2). */
 export async function virtualSizeSectors(storage: Storage, meta: VhdxMeta, newSize: number): Promise<Array<{ fileOffset: number; data: Buffer }>> {

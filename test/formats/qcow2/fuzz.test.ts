@@ -6,7 +6,7 @@
 import { readFileSync } from 'node:fs';
 import { describe, expect, it } from 'vitest';
 import { isVdiskError } from '../../../src/errors.js';
-import { Qcow2Field, decodeHeader } from '../../../src/formats/qcow2/header.js';
+import { Qcow2Field, decodeHeader } from '../../../src/formats/qcow2/layout.js';
 import { checkQcow2, qcow2Driver } from '../../../src/formats/qcow2/index.js';
 import { openLocation } from '../../../src/formats/registry.js';
 import { MemoryLocation } from '../../../src/storage/location.js';

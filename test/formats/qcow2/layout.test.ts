@@ -5,7 +5,7 @@
  */
 import { readFileSync } from 'node:fs';
 import { describe, expect, it } from 'vitest';
-import { Qcow2Field } from '../../../src/formats/qcow2/header.js';
+import { Qcow2Field } from '../../../src/formats/qcow2/layout.js';
 import { openLocation } from '../../../src/formats/registry.js';
 import { MemoryLocation } from '../../../src/storage/location.js';
 import { MemoryStorage } from '../../../src/storage/memory.js';
