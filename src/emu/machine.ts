@@ -22,6 +22,7 @@ import { Uart16550 } from './devices/uart16550.js';
 import { Vga } from './devices/vga.js';
 import { AtaChannel } from './devices/ata.js';
 import { PciBus, i440fxPiix3 } from './devices/pci.js';
+import { loadLinux, type LinuxImage } from './linux.js';
 import { IoBus } from './io.js';
 import { Memory } from './memory.js';
 
@@ -54,6 +55,8 @@ export interface MachineOptions {
   stopAfterMs?: number;
   /** Diagnostic messages (unknown opcodes, unsupported BIOS calls). */
   debug?: (msg: string) => void;
+  /** Boot this Linux kernel directly (like qemu's `-kernel`) instead of a disk's boot sector; disks are still attached. */
+  linux?: LinuxImage;
 }
 
 /** Keys to type once `after` (if given) appears on the console. */
@@ -203,7 +206,7 @@ export class Machine extends EventEmitter {
     const drives = new Map<number, Drive>();
     if (opts.floppy) drives.set(0x00, floppyDrive(0x00, opts.floppy));
     if (opts.disk) drives.set(0x80, hardDrive(0x80, opts.disk));
-    if (drives.size === 0) throw new VdiskError('E_USAGE', 'boot needs a hard disk image or --floppy');
+    if (drives.size === 0 && !opts.linux) throw new VdiskError('E_USAGE', 'boot needs a hard disk image or --floppy');
     this.pci = new PciBus(this.io);
     i440fxPiix3(this.pci);
     const hd = drives.get(0x80);
@@ -370,6 +373,18 @@ export class Machine extends EventEmitter {
     }
   }
 
+  /** Load a kernel for the 32-bit boot protocol and point the CPU at the loader's real-mode trampoline. */
+  private startLinux(image: LinuxImage): void {
+    const { header, entry } = loadLinux(this.mem.ram, image);
+    this.debugLog(`linux: boot protocol ${header.version >> 8}.${(header.version & 0xff).toString().padStart(2, '0')}, ${header.kernelBytes} bytes at ${header.code32Start.toString(16)}h${header.versionString ? `, ${header.versionString}` : ''}`);
+    this.mem.a20 = true;
+    const c = this.cpu;
+    c.reg.fill(0);
+    for (const s of [0, 1, 2, 3, 4, 5]) c.loadSeg(s, 0);
+    c.eip = entry;
+    c.setFlags(2, 0xffff);
+  }
+
   private where(): string {
     const c = this.cpu;
     return `${hex4(c.sreg[CS]!)}:${c.code32 ? (c.eip >>> 0).toString(16).toUpperCase().padStart(8, '0') : hex4(c.eip & 0xffff)}`;
@@ -380,7 +395,8 @@ export class Machine extends EventEmitter {
     const t0 = performance.now();
     if (!this.resumed) {
       this.bios.post();
-      await this.bios.bootstrap();
+      if (this.opts.linux) this.startLinux(this.opts.linux);
+      else await this.bios.bootstrap();
     }
     let lastYield = t0;
     let lastCheck = t0;
