@@ -3,6 +3,7 @@
  * with an asynchronous run loop that advances a virtual clock, awaits disk I/O,
  * and stops on an expected text, a timeout, a halt or a triple fault.
  */
+import { createHash } from 'node:crypto';
 import { EventEmitter } from 'node:events';
 import type { BlockDevice } from '../device/block-device.js';
 import { VdiskError } from '../errors.js';
@@ -14,14 +15,19 @@ import { ConsoleMirror } from './console.js';
 import { floppyDrive, hardDrive, type Drive } from './bios/disk.js';
 import { CS, IF } from './consts.js';
 import { Cpu } from './cpu.js';
-import { Cmos } from './devices/cmos.js';
+import { CMOS_BOOT_FLAGS, CMOS_BOOT_ORDER, Cmos } from './devices/cmos.js';
 import { I8042, typeText } from './devices/i8042.js';
 import { Pic8259Pair } from './devices/pic8259.js';
 import { PIT_HZ, Pit8254 } from './devices/pit8254.js';
 import { Uart16550 } from './devices/uart16550.js';
 import { Vga } from './devices/vga.js';
 import { AtaChannel } from './devices/ata.js';
-import { PciBus, i440fxPiix3 } from './devices/pci.js';
+import { PciBus, i440fxPiix3, stdVga } from './devices/pci.js';
+import { PAM0, Pam, SHADOW_SIZE } from './devices/i440fx-pam.js';
+import { DebugCon } from './devices/debugcon.js';
+import { I8237 } from './devices/i8237.js';
+import { FwCfg } from './devices/fw-cfg.js';
+import { I82077aa } from './devices/i82077aa.js';
 import { loadLinux, type LinuxImage } from './linux.js';
 import { IoBus } from './io.js';
 import { Memory } from './memory.js';
@@ -57,6 +63,14 @@ export interface MachineOptions {
   debug?: (msg: string) => void;
   /** Boot this Linux kernel directly (like qemu's `-kernel`) instead of a disk's boot sector; disks are still attached. */
   linux?: LinuxImage;
+  /**
+   * A real PC firmware image (SeaBIOS's bios.bin) to run instead of our own BIOS: it
+   * is mapped so that it ends at 4 GiB and its last 128 KiB show at E0000h-FFFFFh
+   * through the 440FX's PAM registers, and the CPU starts at its reset vector.
+   */
+  firmware?: Uint8Array;
+  /** With `firmware`: a VGA BIOS (vgabios-stdvga.bin) for a PCI VGA's expansion ROM; without one the firmware finds no VGA. */
+  vgaBios?: Uint8Array;
 }
 
 /** Keys to type once `after` (if given) appears on the console. */
@@ -91,6 +105,12 @@ const PIT_TICKS_PER_INSTRUCTION = PIT_HZ / VIRTUAL_IPS;
 /** The state of a part this machine does not have (an IDE channel when only a floppy boots). */
 const NO_STATE = { saveState: (): void => {}, loadState: (): void => {} };
 
+function sha256(b: Uint8Array): Buffer {
+  return createHash('sha256').update(b).digest();
+}
+
+/** Instructions between keys typed under real firmware (10 ms of virtual time). */
+const KEY_GAP = 1_000_000;
 /** Instructions per batch between device updates. */
 const BATCH = 20_000;
 /** Yield to the event loop this often (ms of wall time). */
@@ -134,6 +154,13 @@ export class Machine extends EventEmitter {
   readonly kbc: I8042;
   readonly vga: Vga;
   private readonly pci: PciBus;
+  /** qemu's firmware configuration device, when real firmware runs. */
+  readonly fwCfg: FwCfg | null = null;
+  /** The DMA controllers and the floppy controller, when real firmware runs. */
+  private readonly dma: I8237 | null = null;
+  readonly fdc: I82077aa | null = null;
+  /** Shadow RAM control, when real firmware runs (our BIOS writes its ROM into RAM itself). */
+  private readonly pam: Pam | null = null;
   /** The primary IDE channel, with the hard disk as master (none when booting a floppy only). */
   private readonly ata: AtaChannel | null;
   readonly bios: Bios;
@@ -157,6 +184,8 @@ export class Machine extends EventEmitter {
   private outcome: { kind: BootOutcome; message: string } | null = null;
   private readonly keyQueue: number[][] = [];
   private keyWanted = false;
+  /** Instruction count when the last key went in (firmware mode paces keys by it). */
+  private lastKeyAt = 0;
   private outputDirty = false;
   private consoleText = '';
   private readonly mirror = new ConsoleMirror((t) => {
@@ -208,7 +237,8 @@ export class Machine extends EventEmitter {
     if (opts.disk) drives.set(0x80, hardDrive(0x80, opts.disk));
     if (drives.size === 0 && !opts.linux) throw new VdiskError('E_USAGE', 'boot needs a hard disk image or --floppy');
     this.pci = new PciBus(this.io);
-    i440fxPiix3(this.pci);
+    const chipset = i440fxPiix3(this.pci);
+    if (opts.firmware) this.pam = this.firmware(opts.firmware, chipset.host, mib, drives);
     const hd = drives.get(0x80);
     // Disk steps of the IDE channel run as the BIOS's do: the batch ends and the run loop awaits them.
     const defer = (p: Promise<void>): void => {
@@ -216,6 +246,12 @@ export class Machine extends EventEmitter {
       this.bios.pending = before ? before.then(() => p) : p;
       this.cpu.requestStop();
     };
+    if (opts.firmware) {
+      // Real firmware drives the floppy through the controller and DMA (our BIOS reads the image itself).
+      this.dma = new I8237(this.io, this.mem.ram);
+      const fd = drives.get(0x00);
+      this.fdc = new I82077aa(this.io, fd?.device ?? null, fd ?? { heads: 2, sectorsPerTrack: 18 }, this.dma, () => this.pic.raise(6), defer, opts.floppy?.readOnly ?? false);
+    }
     this.ata = hd ? new AtaChannel(this.io, hd.device, hd, (level) => this.pic.setLine(14, level), defer, opts.disk?.readOnly ?? false) : null;
     this.bios = new Bios(
       {
@@ -244,11 +280,69 @@ export class Machine extends EventEmitter {
     this.keySteps = typeof opts.keys === 'string' ? [{ text: opts.keys }] : [...(opts.keys ?? [])];
   }
 
+  /**
+   * Set the machine up for real firmware: the flash at the top of 4 GiB, its last
+   * 128 KiB behind the PAM at E0000h, qemu's debug console, and the CMOS bytes a
+   * PC's setup program would have stored (SeaBIOS reads memory sizes and boot order
+   * there when qemu's fw_cfg interface is absent, as it is here).
+   */
+  private firmware(image: Uint8Array, host: { config: Uint8Array; onWrite: ((at: number, size: number) => void) | null }, mib: number, drives: Map<number, Drive>): Pam {
+    if (image.length < 0x20000 || image.length % 0x10000 !== 0 || image.length > 0x1000000) {
+      throw new VdiskError('E_USAGE', `a firmware image must be a multiple of 64 KiB from 128 KiB to 16 MiB, not ${image.length} bytes`);
+    }
+    this.mem.mapFlash(image);
+    const rom = new Uint8Array(SHADOW_SIZE);
+    rom.set(image.subarray(image.length - 0x20000), SHADOW_SIZE - 0x20000);
+    const pam = new Pam(this.mem.ram, rom);
+    host.onWrite = (at, size) => {
+      if (at + size > PAM0 && at < PAM0 + 7) pam.update((i) => host.config[i]!);
+    };
+    new DebugCon(this.io, (line) => this.debugLog(`firmware: ${line}`));
+    (this as { fwCfg: FwCfg | null }).fwCfg = new FwCfg(this.io);
+    if (this.opts.vgaBios) {
+      const vga = stdVga(this.pci, this.opts.vgaBios);
+      this.mem.mapWindow((a) => vga.readRom(a));
+    }
+    if (this.opts.debug) {
+      // Ports no device claims: logged once per port and direction (firmware probes many that a PC leaves empty).
+      const seen = new Set<number>();
+      this.io.onUnclaimed = (port, write, value) => {
+        const key = write ? port | 0x10000 : port;
+        if (seen.has(key)) return;
+        seen.add(key);
+        this.debugLog(write ? `unclaimed port ${port.toString(16)}h written ${value.toString(16)}h` : `unclaimed port ${port.toString(16)}h read`);
+      };
+    }
+    const floppy = drives.get(0);
+    this.cmos.configure(mib * 1024 * 1024, floppy?.floppyType ?? 0, drives.has(0x80));
+    // Boot order as qemu stores it (CMOS 3Dh low nibble first, then high, then 38h bits 4-7):
+    // 1 floppy, 2 hard disk; floppy first as our own BIOS does. 38h bit 0 stays clear: a floppy needs its boot signature.
+    this.cmos.ram[CMOS_BOOT_ORDER] = floppy ? 0x21 : 0x02;
+    this.cmos.ram[CMOS_BOOT_FLAGS] = 0x00;
+    return pam;
+  }
+
   /** The parts a saved state is made of (for the state file's encoder). */
   private parts(): MachineParts {
     const stopped = this.mirrorAtStop;
     const console = stopped ? { saveState: (w: StateWriter) => w.raw(stopped), loadState: (r: StateReader) => this.mirror.loadState(r) } : this.mirror;
-    return { cpu: this.cpu, mem: this.mem, pic: this.pic, pit: this.pit, cmos: this.cmos, uart: this.uart, kbc: this.kbc, vga: this.vga, bios: this.bios, console, pci: this.pci, ide: this.ata ?? NO_STATE, machine: this };
+    const firmware = this.pam ? { saveState: (w: StateWriter) => this.saveFirmware(w), loadState: (r: StateReader) => this.loadFirmware(r) } : null;
+    return { cpu: this.cpu, mem: this.mem, pic: this.pic, pit: this.pit, cmos: this.cmos, uart: this.uart, kbc: this.kbc, vga: this.vga, bios: this.bios, console, pci: this.pci, ide: this.ata ?? NO_STATE, firmware, machine: this };
+  }
+
+  /** The firmware files' SHA-256 (a state resumes only on the same ones), key pacing, then shadow RAM, DMA, floppy controller, fw_cfg. */
+  private saveFirmware(w: StateWriter): void {
+    w.raw(sha256(this.opts.firmware!)).raw(sha256(this.opts.vgaBios ?? new Uint8Array())).f64(this.lastKeyAt);
+    for (const part of [this.pam!, this.dma!, this.fdc!, this.fwCfg!]) part.saveState(w);
+  }
+  private loadFirmware(r: StateReader): void {
+    const fw = r.raw(32, 'firmware SHA-256');
+    const vga = r.raw(32, 'VGA BIOS SHA-256');
+    if (Buffer.compare(fw, sha256(this.opts.firmware!)) !== 0 || Buffer.compare(vga, sha256(this.opts.vgaBios ?? new Uint8Array())) !== 0) {
+      throw new VdiskError('E_MISMATCH', `${r.what}: the state was saved with other firmware files (--bios, --vga-bios) than these`);
+    }
+    this.lastKeyAt = r.f64('last key instruction');
+    for (const part of [this.pam!, this.dma!, this.fdc!, this.fwCfg!]) part.loadState(r);
   }
 
   /**
@@ -394,9 +488,12 @@ export class Machine extends EventEmitter {
   async run(): Promise<BootResult> {
     const t0 = performance.now();
     if (!this.resumed) {
-      this.bios.post();
-      if (this.opts.linux) this.startLinux(this.opts.linux);
-      else await this.bios.bootstrap();
+      if (this.pam) this.cpu.reset();
+      else {
+        this.bios.post();
+        if (this.opts.linux) this.startLinux(this.opts.linux);
+        else await this.bios.bootstrap();
+      }
     }
     let lastYield = t0;
     let lastCheck = t0;
@@ -448,7 +545,11 @@ export class Machine extends EventEmitter {
         }
       }
       this.pit.update();
+      // Real firmware does not say when a guest waits for a key (its INT 16h reads a buffer in
+      // RAM): once it has sealed its shadow copy and boots, a key goes in every KEY_GAP instructions.
+      if (this.pam?.sealed && this.cpu.instructions - this.lastKeyAt >= KEY_GAP) this.keyWanted = true;
       if (this.keyWanted && this.keyQueue.length && this.kbc.idle) {
+        this.lastKeyAt = this.cpu.instructions;
         this.keyWanted = false;
         this.kbc.keyboardBytes(this.keyQueue.shift()!);
       }

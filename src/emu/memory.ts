@@ -100,10 +100,36 @@ export class Memory implements Stateful {
     this.a20 = a20;
   }
 
-  /** Bytes past the end of RAM read as all ones (an open bus). */
-  readUnmapped(_addr: number): number {
+  /**
+   * The firmware flash at the top of the 4 GiB space (where a PC's reset vector
+   * FFFFFFF0h reaches it), or null (our own BIOS lives in RAM at F0000h).
+   */
+  private flash: Uint8Array | null = null;
+  private flashBase = 0x100000000;
+
+  /** Map `image` (a whole firmware file, e.g. SeaBIOS's bios.bin) so that it ends at 4 GiB. */
+  mapFlash(image: Uint8Array): void {
+    this.flash = image;
+    this.flashBase = 0x100000000 - image.length;
+  }
+
+  /** Read-only windows above RAM (PCI expansion ROMs): each gives a byte, or -1 where it does not decode. */
+  private readonly windows: ((addr: number) => number)[] = [];
+
+  /** Add a window above RAM that answers reads where `read` returns a byte (not -1). */
+  mapWindow(read: (addr: number) => number): void {
+    this.windows.push(read);
+  }
+
+  /** Bytes past the end of RAM read as all ones (an open bus), except the firmware flash and ROM windows. */
+  readUnmapped(addr: number): number {
+    if (addr >= this.flashBase) return this.flash![addr - this.flashBase]!;
+    for (const w of this.windows) {
+      const v = w(addr);
+      if (v >= 0) return v;
+    }
     return 0xff;
   }
-  /** Writes past the end of RAM go nowhere. */
+  /** Writes past the end of RAM go nowhere (the flash is read-only). */
   writeUnmapped(_addr: number, _v: number): void {}
 }

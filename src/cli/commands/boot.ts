@@ -19,6 +19,8 @@ interface BootFlags {
   timeout?: string;
   screenshot?: string;
   snapshot?: boolean;
+  bios?: string;
+  vgaBios?: string;
 }
 
 /** Exit codes of `vdisk boot` (also printed by `vdisk boot --help`). */
@@ -68,6 +70,21 @@ function stopAfter(text: string): { ms?: number; instructions?: number } {
   return m[2] === 'i' ? { instructions: n } : { ms: n * 1000 };
 }
 
+/** Where Debian's seabios package puts the firmware `--bios seabios` names. */
+const SEABIOS = '/usr/share/seabios/bios.bin';
+/** SeaBIOS's VGA BIOS for qemu's standard VGA (PCI 1234:1111), from the same package. */
+const SEAVGABIOS = '/usr/share/seabios/vgabios-stdvga.bin';
+
+/** A firmware file: `--bios` (a path, or "seabios") or `--vga-bios`. */
+function readFirmware(name: string): Uint8Array {
+  const path = name === 'seabios' ? SEABIOS : name;
+  try {
+    return readFileSync(path);
+  } catch (e) {
+    throw fromSystemError(e, path);
+  }
+}
+
 /** Read a state file, refusing one too large to be a state before reading it. */
 function readState(path: string): Uint8Array {
   let size: number;
@@ -105,6 +122,8 @@ export function register(program: Command): void {
     .description('boot a real-mode guest from an image (our own BIOS); mirror the screen and COM1 to the terminal')
     .argument('[image]', 'hard disk image (any format vdisk opens)')
     .option('--floppy <img>', 'floppy image (booted first when given)')
+    .option('--bios <name|file>', 'firmware: "vdisk" (our own BIOS, the default), "seabios" (Debian\'s /usr/share/seabios/bios.bin) or a bios.bin file')
+    .option('--vga-bios <file>', 'with --bios: the VGA BIOS for the PCI VGA\'s ROM (default with --bios seabios: Debian\'s vgabios-stdvga.bin)')
     .option('--memory <MiB>', 'guest memory in MiB (default 16; a restored state keeps its own)')
     .option('--expect <regex>', 'exit 0 once REGEX has appeared on the console (repeatable: all, in order); 1 if not', collect)
     .option('--timeout <s>', 'stop after S seconds of wall time')
@@ -142,6 +161,9 @@ export function register(program: Command): void {
         const debug = Boolean((program.opts() as GlobalFlags).debug);
         if (!image && !o.floppy) throw new VdiskError('E_USAGE', 'boot needs an IMAGE or --floppy IMG');
         if (waitFlag) throw new VdiskError('E_USAGE', '--keys-after must be followed by the --keys it waits for');
+        const firmware = o.bios === undefined || o.bios === 'vdisk' ? undefined : readFirmware(o.bios);
+        if (o.vgaBios !== undefined && !firmware) throw new VdiskError('E_USAGE', '--vga-bios needs --bios seabios or --bios FILE (our own BIOS has its video services built in)');
+        const vgaBios = o.vgaBios !== undefined ? readFirmware(o.vgaBios) : o.bios === 'seabios' ? readFirmware(SEAVGABIOS) : undefined;
         const restore = o.restoreState ? { bytes: readState(o.restoreState), name: o.restoreState } : undefined;
         let memoryMiB = o.memory === undefined ? 16 : Number(o.memory);
         let overlaid = new Set<number>();
@@ -191,6 +213,8 @@ export function register(program: Command): void {
             stopAfterMs: stop.ms,
             maxInstructions: stop.instructions,
             restoreState: restore,
+            firmware,
+            vgaBios,
             debug: debug ? (m) => process.stderr.write(`vdisk: debug: ${m}\n`) : undefined,
             onConsole: (t) => {
               // Batched until the run loop next yields (every few ms), not held for a newline.

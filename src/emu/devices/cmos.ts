@@ -25,6 +25,9 @@ export const CMOS_EXT_MEM_LO = 0x17;
 export const CMOS_EXT_MEM2_LO = 0x30;
 export const CMOS_MEM_ABOVE_16M_LO = 0x34;
 export const CMOS_CENTURY = 0x32;
+/** Boot flags and order as qemu and SeaBIOS keep them (SeaBIOS src/hw/rtc.h). */
+export const CMOS_BOOT_FLAGS = 0x38;
+export const CMOS_BOOT_ORDER = 0x3d;
 
 function bcd(n: number): number {
   return ((Math.floor(n / 10) % 10) << 4) | n % 10;

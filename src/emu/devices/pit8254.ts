@@ -92,7 +92,13 @@ export class Pit8254 implements Stateful {
 
   private control(v: number): void {
     const sel = v >> 6;
-    if (sel === 3) return; // read-back (8254): not used by the BIOS or DOS
+    if (sel === 3) {
+      // Read-back (8254 data sheet, "Read-Back Command"): bit 5 clear latches the counts
+      // of the channels in bits 1-3, as SeaBIOS's timer does; a status latch (bit 4
+      // clear) is not kept: the count alone is read back.
+      if (!(v & 0x20)) for (let n = 0; n < 3; n++) if (v & (2 << n) && this.ch[n]!.latched < 0) this.ch[n]!.latched = this.ch[n]!.count(this.now());
+      return;
+    }
     const c = this.ch[sel]!;
     const access = (v >> 4) & 3;
     if (access === ACCESS_LATCH) {
@@ -158,7 +164,9 @@ export class Pit8254 implements Stateful {
     const c = this.ch[0]!;
     if (!c.armed) return;
     const t = this.now();
-    const period = Math.floor((t - c.start) / c.reload);
+    // The run loop jumps the clock to exactly nextEvent() while halted: a count started at
+    // a fractional tick must not round that jump to just short of the period's end.
+    const period = Math.floor((t - c.start) / c.reload + 1e-9);
     if (period > this.lastIrqPeriod) {
       this.lastIrqPeriod = period;
       if (c.mode === 0) c.armed = false;

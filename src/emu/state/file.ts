@@ -30,8 +30,11 @@ import { VdiskError } from '../../errors.js';
 import { StateReader, StateWriter } from './codec.js';
 
 export const STATE_MAGIC = 'VDISKEMU';
-/** Bumped whenever a section's layout changes (3: the CPU section ends with protected-mode state). */
-export const STATE_VERSION = 3;
+/**
+ * Bumped whenever a section's layout changes (3: the CPU section ends with protected-mode
+ * state; 4: a machine running real firmware adds the FIRM section).
+ */
+export const STATE_VERSION = 4;
 const HEADER_SIZE = 32;
 /** More sections than any version writes means a damaged file. */
 export const MAX_SECTIONS = 64;
@@ -39,7 +42,9 @@ export const MAX_SECTIONS = 64;
 export const MAX_STATE_FILE = 4 * 1024 * 1024 * 1024 - 1;
 
 /** Section tags, in the order they are written. */
-export const SECTIONS = ['MACH', 'DRIV', 'CPU ', 'MEM ', 'PIC ', 'PIT ', 'CMOS', 'UART', 'KBC ', 'VGA ', 'BIOS', 'CONS', 'PCI ', 'IDE ', 'OVLY'] as const;
+export const SECTIONS = ['MACH', 'DRIV', 'CPU ', 'MEM ', 'PIC ', 'PIT ', 'CMOS', 'UART', 'KBC ', 'VGA ', 'BIOS', 'CONS', 'PCI ', 'IDE ', 'FIRM', 'OVLY'] as const;
+/** Sections only some machines have: FIRM (real firmware and the chips it drives, `--bios`). */
+export const OPTIONAL_SECTIONS: readonly string[] = ['FIRM'];
 /** Sections a version-1 file (before PCI and IDE) does not have; such a file loads with those devices as at power-on. */
 export const SINCE_V2: readonly string[] = ['PCI ', 'IDE '];
 export type SectionTag = (typeof SECTIONS)[number];
@@ -98,7 +103,7 @@ export function decodeStateFile(buf: Uint8Array, what: string): StateFile {
     sections.set(tag as SectionTag, payload);
   }
   r.end();
-  for (const tag of SECTIONS) if (!sections.has(tag) && !(version < 2 && SINCE_V2.includes(tag))) throw new VdiskError('E_CORRUPT', `${what}: section "${tag}" is missing`);
+  for (const tag of SECTIONS) if (!sections.has(tag) && !OPTIONAL_SECTIONS.includes(tag) && !(version < 2 && SINCE_V2.includes(tag))) throw new VdiskError('E_CORRUPT', `${what}: section "${tag}" is missing`);
   return { version, savedAt: dv.getFloat64(16, true), sections };
 }
 

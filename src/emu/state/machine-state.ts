@@ -25,6 +25,8 @@ export interface MachineParts {
   console: Stateful;
   pci: Stateful;
   ide: Stateful;
+  /** Real firmware's identity and the chips only it drives (none under our own BIOS). */
+  firmware: Stateful | null;
   machine: { saveRunState(w: StateWriter): void; loadRunState(r: StateReader): void };
 }
 
@@ -32,7 +34,7 @@ const FINGERPRINT_BYTES = 32;
 /** Largest overlay a state may carry once inflated (the overlay lives in memory anyway). */
 export const MAX_OVERLAY_STATE = 1024 * 1024 * 1024;
 
-const PART_SECTIONS: [SectionTag, Exclude<keyof MachineParts, 'machine'>][] = [
+const PART_SECTIONS: [SectionTag, Exclude<keyof MachineParts, 'machine' | 'firmware'>][] = [
   ['CPU ', 'cpu'], ['MEM ', 'mem'], ['PIC ', 'pic'], ['PIT ', 'pit'], ['CMOS', 'cmos'], ['UART', 'uart'], ['KBC ', 'kbc'], ['VGA ', 'vga'], ['BIOS', 'bios'], ['CONS', 'console'], ['PCI ', 'pci'], ['IDE ', 'ide'],
 ];
 
@@ -60,6 +62,8 @@ export async function saveMachineState(parts: MachineParts, drives: ReadonlyMap<
     for (const id of ids) w.u8(id.n).f64(id.size).raw(id.fp).bool(id.overlay).str(id.name);
   }));
   for (const [tag, key] of PART_SECTIONS) sections.set(tag, section((w) => parts[key].saveState(w)));
+  const firmware = parts.firmware;
+  if (firmware) sections.set('FIRM', section((w) => firmware.saveState(w)));
   sections.set('OVLY', section((w) => {
     const overlays = [...drives].flatMap(([n, d]) => (d.device instanceof OverlayDevice ? [[n, d.device] as const] : []));
     w.u32(overlays.length);
@@ -74,7 +78,7 @@ export async function saveMachineState(parts: MachineParts, drives: ReadonlyMap<
       w.u8(n).f64(held.length).bytes(deflateSync(plain));
     }
   }));
-  const order = ['MACH', 'DRIV', ...PART_SECTIONS.map(([t]) => t), 'OVLY'] as SectionTag[];
+  const order = ['MACH', 'DRIV', ...PART_SECTIONS.map(([t]) => t), ...(firmware ? ['FIRM'] : []), 'OVLY'] as SectionTag[];
   return encodeStateFile(new Map(order.map((t) => [t, sections.get(t)!])));
 }
 
@@ -140,12 +144,21 @@ export async function loadMachineState(parts: MachineParts, drives: ReadonlyMap<
       throw new VdiskError('E_MISMATCH', `${what}: the state keeps the guest's writes to ${driveName(id.n)} in an overlay; restore it with --snapshot`);
     }
   }
+  if (f.sections.has('FIRM') !== (parts.firmware !== null)) {
+    throw new VdiskError('E_MISMATCH', parts.firmware ? `${what}: the state was saved under vdisk's own BIOS; restore it without --bios` : `${what}: the state was saved running real firmware; restore it with the same --bios`);
+  }
   const overlays = readOverlays(f, what, drives);
   parts.machine.loadRunState(sectionReader(f, 'MACH', what));
   for (const [tag, key] of PART_SECTIONS) {
     if (!f.sections.has(tag)) continue; // a version-1 file: PCI and IDE stay as at power-on
     const r = sectionReader(f, tag, what);
     parts[key].loadState(r);
+    r.end();
+  }
+  if (parts.firmware) {
+    // After memory and PCI: the shadow RAM's hidden part goes with the PAM registers already loaded.
+    const r = sectionReader(f, 'FIRM', what);
+    parts.firmware.loadState(r);
     r.end();
   }
   for (const [n, chunks] of overlays) (drives.get(n)!.device as OverlayDevice).loadChunks(chunks);
