@@ -235,6 +235,7 @@ export class Machine extends EventEmitter {
     const drives = new Map<number, Drive>();
     if (opts.floppy) drives.set(0x00, floppyDrive(0x00, opts.floppy));
     if (opts.disk) drives.set(0x80, hardDrive(0x80, opts.disk));
+    if (opts.linux && opts.firmware) throw new VdiskError('E_USAGE', '--kernel is loaded by our own BIOS; it cannot be combined with --bios');
     if (drives.size === 0 && !opts.linux) throw new VdiskError('E_USAGE', 'boot needs a hard disk image or --floppy');
     this.pci = new PciBus(this.io);
     const chipset = i440fxPiix3(this.pci);
@@ -274,7 +275,7 @@ export class Machine extends EventEmitter {
       drives,
     );
     this.cpu.trap = (c, n) => this.bios.trap(c, n);
-    this.cpu.onUndefined = (_c, cs, ip) => this.debugLog(`#UD: undefined opcode at ${hex4(cs)}:${hex4(ip)}`);
+    this.cpu.onUndefined = (_c, cs, ip) => this.debugLog(`#UD: undefined opcode at ${hex4(cs)}:${ip >>> 0 > 0xffff ? (ip >>> 0).toString(16).toUpperCase().padStart(8, "0") : hex4(ip)}`);
     const e = opts.expect;
     this.expects = e === undefined || e === '' ? [] : typeof e === 'string' || e instanceof RegExp ? [e] : [...e];
     this.keySteps = typeof opts.keys === 'string' ? [{ text: opts.keys }] : [...(opts.keys ?? [])];
