@@ -28,6 +28,7 @@ import { DebugCon } from './devices/debugcon.js';
 import { I8237 } from './devices/i8237.js';
 import { FwCfg } from './devices/fw-cfg.js';
 import { I82077aa } from './devices/i82077aa.js';
+import { loadLinux, type LinuxImage } from './linux.js';
 import { IoBus } from './io.js';
 import { Memory } from './memory.js';
 
@@ -60,6 +61,8 @@ export interface MachineOptions {
   stopAfterMs?: number;
   /** Diagnostic messages (unknown opcodes, unsupported BIOS calls). */
   debug?: (msg: string) => void;
+  /** Boot this Linux kernel directly (like qemu's `-kernel`) instead of a disk's boot sector; disks are still attached. */
+  linux?: LinuxImage;
   /**
    * A real PC firmware image (SeaBIOS's bios.bin) to run instead of our own BIOS: it
    * is mapped so that it ends at 4 GiB and its last 128 KiB show at E0000h-FFFFFh
@@ -232,7 +235,8 @@ export class Machine extends EventEmitter {
     const drives = new Map<number, Drive>();
     if (opts.floppy) drives.set(0x00, floppyDrive(0x00, opts.floppy));
     if (opts.disk) drives.set(0x80, hardDrive(0x80, opts.disk));
-    if (drives.size === 0) throw new VdiskError('E_USAGE', 'boot needs a hard disk image or --floppy');
+    if (opts.linux && opts.firmware) throw new VdiskError('E_USAGE', '--kernel is loaded by our own BIOS; it cannot be combined with --bios');
+    if (drives.size === 0 && !opts.linux) throw new VdiskError('E_USAGE', 'boot needs a hard disk image or --floppy');
     this.pci = new PciBus(this.io);
     const chipset = i440fxPiix3(this.pci);
     if (opts.firmware) this.pam = this.firmware(opts.firmware, chipset.host, mib, drives);
@@ -271,7 +275,7 @@ export class Machine extends EventEmitter {
       drives,
     );
     this.cpu.trap = (c, n) => this.bios.trap(c, n);
-    this.cpu.onUndefined = (_c, cs, ip) => this.debugLog(`#UD: undefined opcode at ${hex4(cs)}:${hex4(ip)}`);
+    this.cpu.onUndefined = (_c, cs, ip) => this.debugLog(`#UD: undefined opcode at ${hex4(cs)}:${ip >>> 0 > 0xffff ? (ip >>> 0).toString(16).toUpperCase().padStart(8, "0") : hex4(ip)}`);
     const e = opts.expect;
     this.expects = e === undefined || e === '' ? [] : typeof e === 'string' || e instanceof RegExp ? [e] : [...e];
     this.keySteps = typeof opts.keys === 'string' ? [{ text: opts.keys }] : [...(opts.keys ?? [])];
@@ -464,6 +468,18 @@ export class Machine extends EventEmitter {
     }
   }
 
+  /** Load a kernel for the 32-bit boot protocol and point the CPU at the loader's real-mode trampoline. */
+  private startLinux(image: LinuxImage): void {
+    const { header, entry } = loadLinux(this.mem.ram, image);
+    this.debugLog(`linux: boot protocol ${header.version >> 8}.${(header.version & 0xff).toString().padStart(2, '0')}, ${header.kernelBytes} bytes at ${header.code32Start.toString(16)}h${header.versionString ? `, ${header.versionString}` : ''}`);
+    this.mem.a20 = true;
+    const c = this.cpu;
+    c.reg.fill(0);
+    for (const s of [0, 1, 2, 3, 4, 5]) c.loadSeg(s, 0);
+    c.eip = entry;
+    c.setFlags(2, 0xffff);
+  }
+
   private where(): string {
     const c = this.cpu;
     return `${hex4(c.sreg[CS]!)}:${c.code32 ? (c.eip >>> 0).toString(16).toUpperCase().padStart(8, '0') : hex4(c.eip & 0xffff)}`;
@@ -476,7 +492,8 @@ export class Machine extends EventEmitter {
       if (this.pam) this.cpu.reset();
       else {
         this.bios.post();
-        await this.bios.bootstrap();
+        if (this.opts.linux) this.startLinux(this.opts.linux);
+        else await this.bios.bootstrap();
       }
     }
     let lastYield = t0;

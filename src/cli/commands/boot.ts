@@ -10,6 +10,9 @@ import { holdPool, type HeldPool } from '../../pool/control.js';
 import { action, collect, type GlobalFlags } from '../common.js';
 
 interface BootFlags {
+  kernel?: string;
+  initrd?: string;
+  append?: string;
   floppy?: string;
   memory?: string;
   saveState?: string;
@@ -85,6 +88,25 @@ function readFirmware(name: string): Uint8Array {
   }
 }
 
+/** Largest --kernel or --initrd file read (guest memory is at most 1 GiB). */
+const MAX_BOOT_FILE = 1024 * 1024 * 1024;
+
+/** Read a --kernel or --initrd file, refusing one larger than any guest memory before reading it. */
+function readBootFile(path: string, what: string): Uint8Array {
+  let size: number;
+  try {
+    size = statSync(path).size;
+  } catch (e) {
+    throw fromSystemError(e, path);
+  }
+  if (size > MAX_BOOT_FILE) throw new VdiskError('E_USAGE', `${path}: a ${size}-byte ${what} is larger than any guest memory`, { file: path });
+  try {
+    return readFileSync(path);
+  } catch (e) {
+    throw fromSystemError(e, path);
+  }
+}
+
 /** Read a state file, refusing one too large to be a state before reading it. */
 function readState(path: string): Uint8Array {
   let size: number;
@@ -124,6 +146,9 @@ export function register(program: Command): void {
     .option('--floppy <img>', 'floppy image (booted first when given)')
     .option('--bios <name|file>', 'firmware: "vdisk" (our own BIOS, the default), "seabios" (Debian\'s /usr/share/seabios/bios.bin) or a bios.bin file')
     .option('--vga-bios <file>', 'with --bios: the VGA BIOS for the PCI VGA\'s ROM (default with --bios seabios: Debian\'s vgabios-stdvga.bin)')
+    .option('--kernel <bzImage>', 'boot this Linux kernel directly, as qemu -kernel does (the image, if given, is attached as the hard disk)')
+    .option('--initrd <file>', 'with --kernel: the initial RAM disk')
+    .option('--append <text>', 'with --kernel: the kernel command line (e.g. "console=ttyS0")')
     .option('--memory <MiB>', 'guest memory in MiB (default 16; a restored state keeps its own)')
     .option('--expect <regex>', 'exit 0 once REGEX has appeared on the console (repeatable: all, in order); 1 if not', collect)
     .option('--timeout <s>', 'stop after S seconds of wall time')
@@ -159,7 +184,10 @@ export function register(program: Command): void {
           import('../../emu/machine.js'),
         ]);
         const debug = Boolean((program.opts() as GlobalFlags).debug);
-        if (!image && !o.floppy) throw new VdiskError('E_USAGE', 'boot needs an IMAGE or --floppy IMG');
+        if (!image && !o.floppy && !o.kernel) throw new VdiskError('E_USAGE', 'boot needs an IMAGE, --floppy IMG or --kernel FILE');
+        if (!o.kernel && (o.initrd !== undefined || o.append !== undefined)) throw new VdiskError('E_USAGE', '--initrd and --append need --kernel');
+        if (o.kernel && o.restoreState) throw new VdiskError('E_USAGE', '--kernel starts a new machine; a restored state already holds its kernel');
+        const linux = o.kernel ? { kernel: readBootFile(o.kernel, 'kernel'), kernelName: o.kernel, initrd: o.initrd ? readBootFile(o.initrd, 'initrd') : undefined, initrdName: o.initrd, cmdline: o.append ?? '' } : undefined;
         if (waitFlag) throw new VdiskError('E_USAGE', '--keys-after must be followed by the --keys it waits for');
         const firmware = o.bios === undefined || o.bios === 'vdisk' ? undefined : readFirmware(o.bios);
         if (o.vgaBios !== undefined && !firmware) throw new VdiskError('E_USAGE', '--vga-bios needs --bios seabios or --bios FILE (our own BIOS has its video services built in)');
@@ -205,6 +233,7 @@ export function register(program: Command): void {
           };
           const session = boot(disk, {
             floppy,
+            linux,
             memoryMiB,
             expect: expects,
             timeoutMs: timeoutS === undefined ? undefined : timeoutS * 1000,
