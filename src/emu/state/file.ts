@@ -30,8 +30,11 @@ import { VdiskError } from '../../errors.js';
 import { StateReader, StateWriter } from './codec.js';
 
 export const STATE_MAGIC = 'VDISKEMU';
-/** Bumped whenever a section's layout changes (3: the CPU section ends with protected-mode state). */
-export const STATE_VERSION = 3;
+/**
+ * Bumped whenever a section's layout changes (3: the CPU section ends with protected-mode
+ * state; 4: then the TSC offset). Older versions load: what they lack stays at power-on.
+ */
+export const STATE_VERSION = 4;
 const HEADER_SIZE = 32;
 /** More sections than any version writes means a damaged file. */
 export const MAX_SECTIONS = 64;
