@@ -17,6 +17,7 @@ import type { Memory } from './memory.js';
 import type { IoBus } from './io.js';
 import { OPS, alu } from './ops.js';
 import { BlockCache } from './jit.js';
+import { Fpu } from './fpu.js';
 import { Mmu, CR0_PG, CR4_PGE } from './paging.js';
 import { farTransfer, ioBitmapCheck, loadSegProtected, protectedInterrupt } from './descriptors.js';
 import { VdiskError } from '../errors.js';
@@ -126,6 +127,8 @@ export class Cpu implements Stateful {
   directLimit: number;
   /** The page walker and TLB. */
   readonly mmu: Mmu;
+  /** The x87 FPU. */
+  readonly fpu = new Fpu();
   readonly dr = new Int32Array(8);
   gdtBase = 0;
   gdtLimit = 0xffff;
@@ -195,6 +198,7 @@ export class Cpu implements Stateful {
     this.dr[6] = 0xffff0ff0 | 0;
     this.dr[7] = 0x400;
     this.tscOffset = 0;
+    this.fpu.init();
     this.cr0 = 0x10;
     this.cr4 = 0;
     this.setPaging(false);
@@ -236,8 +240,9 @@ export class Cpu implements Stateful {
     w.u8(this.cpl).u32(this.cr4);
     for (let i = 0; i < 6; i++) w.i32(this.slimit[i]!).i32(this.sflags[i]!);
     w.u16(this.ldtr).i32(this.ldtBase).i32(this.ldtLimit).u16(this.tr).i32(this.trBase).i32(this.trLimit).i32(this.trFlags);
-    // Since version 4: the time-stamp counter's offset.
+    // Since version 4: the time-stamp counter's offset and the FPU.
     w.f64(this.tscOffset);
+    this.fpu.saveState(w);
   }
   loadState(r: StateReader): void {
     for (let i = 0; i < 8; i++) this.reg[i] = r.i32('general register');
@@ -299,7 +304,12 @@ export class Cpu implements Stateful {
       this.directLimit = this.paging ? 0 : this.ramSize;
     }
     // A version-3 file ends here: the counter goes on from the instruction count.
-    this.tscOffset = r.left > 0 ? r.f64('TSC offset') : 0;
+    this.tscOffset = 0;
+    this.fpu.init();
+    if (r.left > 0) {
+      this.tscOffset = r.f64('TSC offset');
+      this.fpu.loadState(r);
+    }
     this.modeDirty = true;
     this.resetPrefixes();
     this.blocks.clear();

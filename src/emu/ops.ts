@@ -6,10 +6,11 @@
  */
 import {
   AF, CF, CS, DF, DS, EAX, EBP, EBX, ECX, EDI, EDX, ES, ESI, ESP, FS, GS, IF, L_ADC, L_ADD, L_DEC, L_INC, L_LOGIC, L_SBB, L_SUB,
-  OF, SIGN, SS, VEC_BP, VEC_BR, VEC_DB, VEC_DE, VEC_GP, VEC_NM, VEC_OF, ZF,
+  OF, SIGN, SS, VEC_BP, VEC_BR, VEC_DB, VEC_DE, VEC_GP, VEC_OF, ZF,
 } from './consts.js';
 import type { Cpu } from './cpu.js';
 import { farReturn, loadAccess, loadLdt, loadTr } from './descriptors.js';
+import { esc, fwait } from './fpu.js';
 
 /** An instruction handler. */
 export type Op = (c: Cpu) => void;
@@ -718,7 +719,6 @@ OPS[0x99] = (c) => {
   if (c.os32) c.reg[EDX] = c.reg[EAX]! >> 31;
   else c.setR16(EDX, c.reg[EAX]! & 0x8000 ? 0xffff : 0);
 };
-OPS[0x9b] = () => {};
 OPS[0x9c] = (c) => {
   const f = c.getFlags();
   if (c.os32) c.push32(f & 0x00fcffff);
@@ -820,14 +820,9 @@ OPS[0xd7] = (c) => {
   const off = c.as32 ? ((c.reg[EBX]! >>> 0) + (c.reg[EAX]! & 0xff)) >>> 0 : ((c.reg[EBX]! & 0xffff) + (c.reg[EAX]! & 0xff)) & 0xffff;
   c.setR8(0, c.rd8(dseg(c), off));
 };
-for (let op = 0xd8; op <= 0xdf; op++) {
-  OPS[op] = (c) => {
-    // No FPU: ESC instructions decode their operand and do nothing, unless CR0.EM.
-    const modrm = c.fetch8();
-    if (c.cr0 & 0x4) c.fault(VEC_NM);
-    if (modrm < 0xc0) c.decodeEA(modrm);
-  };
-}
+// The x87 ESC opcodes and FWAIT live in fpu.ts.
+for (let op = 0xd8; op <= 0xdf; op++) OPS[op] = (c) => esc(c, op);
+OPS[0x9b] = fwait;
 
 // ------------------------------------------------------------------ I/O
 

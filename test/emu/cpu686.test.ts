@@ -59,7 +59,7 @@ function firstDifference(ours: string, theirs: string): { line: number; ours?: s
 }
 
 describe('i486-i686 instructions and the x87 FPU against qemu-system-i386', () => {
-  for (const name of ['i686']) {
+  for (const name of ['i686', 'fpu']) {
     itWith(['nasm', 'qemu-system-i386'], `${name}.asm: the same COM1 text, line by line`, async () => {
       const img = guest(name);
       const [ours, theirs] = await Promise.all([vdiskSerial(img), qemuSerial(img, { timeoutMs: 30_000, cpu: QEMU_CPU })]);
