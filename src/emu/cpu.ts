@@ -17,6 +17,7 @@ import type { Memory } from './memory.js';
 import type { IoBus } from './io.js';
 import { OPS, alu } from './ops.js';
 import { BlockCache } from './jit.js';
+import { Fpu } from './fpu.js';
 import { Mmu, CR0_PG, CR4_PGE } from './paging.js';
 import { farTransfer, ioBitmapCheck, loadSegProtected, protectedInterrupt } from './descriptors.js';
 import { VdiskError } from '../errors.js';
@@ -33,6 +34,14 @@ export interface InterruptSource {
   /** The vector of the highest-priority pending interrupt, or -1 (acknowledges it). */
   acknowledge(): number;
 }
+
+/** CR4 bits software may set: TSD (RDTSC at CPL 0 only), DE, PSE, PGE. */
+const CR4_WRITABLE = 0x4 | 0x8 | 0x10 | 0x80;
+/** Model-specific registers (Intel SDM vol. 4 table 2-2). */
+const MSR_TSC = 0x10;
+const MSR_PLATFORM_ID = 0x17;
+const MSR_APIC_BASE = 0x1b;
+const MSR_BIOS_SIGN_ID = 0x8b;
 
 /** Thrown (one shared instance) to abort an instruction with a fault. */
 class Fault {
@@ -118,6 +127,8 @@ export class Cpu implements Stateful {
   directLimit: number;
   /** The page walker and TLB. */
   readonly mmu: Mmu;
+  /** The x87 FPU. */
+  readonly fpu = new Fpu();
   readonly dr = new Int32Array(8);
   gdtBase = 0;
   gdtLimit = 0xffff;
@@ -152,6 +163,10 @@ export class Cpu implements Stateful {
 
   /** Handler for the BIOS trap opcode `0F FF nn`; returns false to raise #UD. */
   trap: ((cpu: Cpu, n: number) => boolean) | null = null;
+  /** Called for an MSR the CPU does not have, before #GP(0) is delivered (for --debug logging). */
+  onUnknownMsr: ((cpu: Cpu, msr: number, write: boolean) => void) | null = null;
+  /** Added to the instruction count to give the time-stamp counter (WRMSR 10h sets it). */
+  tscOffset = 0;
   /** Called for an unknown opcode before #UD is delivered (for --debug logging). */
   onUndefined: ((cpu: Cpu, cs: number, ip: number) => void) | null = null;
   intr: InterruptSource | null = null;
@@ -179,6 +194,11 @@ export class Cpu implements Stateful {
   /** Power-on state: CS:IP = F000:FFF0, real mode. */
   reset(): void {
     this.reg.fill(0);
+    this.dr.fill(0);
+    this.dr[6] = 0xffff0ff0 | 0;
+    this.dr[7] = 0x400;
+    this.tscOffset = 0;
+    this.fpu.init();
     this.cr0 = 0x10;
     this.cr4 = 0;
     this.setPaging(false);
@@ -220,6 +240,9 @@ export class Cpu implements Stateful {
     w.u8(this.cpl).u32(this.cr4);
     for (let i = 0; i < 6; i++) w.i32(this.slimit[i]!).i32(this.sflags[i]!);
     w.u16(this.ldtr).i32(this.ldtBase).i32(this.ldtLimit).u16(this.tr).i32(this.trBase).i32(this.trLimit).i32(this.trFlags);
+    // Since version 4: the time-stamp counter's offset and the FPU.
+    w.f64(this.tscOffset);
+    this.fpu.saveState(w);
   }
   loadState(r: StateReader): void {
     for (let i = 0; i < 8; i++) this.reg[i] = r.i32('general register');
@@ -279,6 +302,13 @@ export class Cpu implements Stateful {
       }
       this.paging = (this.cr0 & CR0_PG) !== 0;
       this.directLimit = this.paging ? 0 : this.ramSize;
+    }
+    // A version-3 file ends here: the counter goes on from the instruction count.
+    this.tscOffset = 0;
+    this.fpu.init();
+    if (r.left > 0) {
+      this.tscOffset = r.f64('TSC offset');
+      this.fpu.loadState(r);
     }
     this.modeDirty = true;
     this.resetPrefixes();
@@ -517,9 +547,9 @@ export class Cpu implements Stateful {
     this.cr3 = v >>> 0;
     this.mmu.flush((this.cr4 & CR4_PGE) !== 0);
   }
-  /** Write CR4 (PSE and PGE are the bits that mean anything here). */
+  /** Write CR4: TSD, DE, PSE and PGE are implemented; any other bit is #GP(0). */
   setCr4(v: number): void {
-    if (v & ~0x90) this.fault(VEC_GP, 0);
+    if (v & ~CR4_WRITABLE) this.fault(VEC_GP, 0);
     if ((this.cr4 ^ v) & 0x90) this.mmu.flush(false);
     this.cr4 = v >>> 0;
   }
@@ -534,6 +564,42 @@ export class Cpu implements Stateful {
   modeChanged(): void {
     this.modeDirty = true;
     this.attention = true;
+  }
+
+  /** The time-stamp counter: instructions retired plus the offset WRMSR gave it. */
+  tsc(): number {
+    return (this.instructions + this.tscOffset) % 2 ** 64;
+  }
+  /** RDMSR of `msr` (the ones a Linux 6.1 686 kernel reads on this CPU); an unknown one is #GP(0). */
+  readMsr(msr: number): { lo: number; hi: number } {
+    switch (msr) {
+      case MSR_TSC: {
+        const t = this.tsc();
+        return { lo: t % 0x100000000 | 0, hi: Math.floor(t / 0x100000000) | 0 };
+      }
+      case MSR_PLATFORM_ID:
+      case MSR_APIC_BASE: // No local APIC (CPUID says so): base 0, globally disabled.
+        return { lo: 0, hi: 0 };
+      case MSR_BIOS_SIGN_ID: // Microcode revision 1 in the high half, as qemu reports.
+        return { lo: 0, hi: 1 };
+      default:
+        this.onUnknownMsr?.(this, msr, false);
+        return this.fault(VEC_GP, 0);
+    }
+  }
+  /** WRMSR of `msr` with EDX:EAX = `hi`:`lo`. */
+  writeMsr(msr: number, lo: number, hi: number): void {
+    switch (msr) {
+      case MSR_TSC:
+        this.tscOffset = (hi >>> 0) * 0x100000000 + (lo >>> 0) - this.instructions;
+        return;
+      case MSR_APIC_BASE:
+      case MSR_BIOS_SIGN_ID: // Linux writes 0 before reading the microcode revision.
+        return;
+      default:
+        this.onUnknownMsr?.(this, msr, true);
+        this.fault(VEC_GP, 0);
+    }
   }
 
   /** CR0.PE. */

@@ -276,6 +276,7 @@ export class Machine extends EventEmitter {
     );
     this.cpu.trap = (c, n) => this.bios.trap(c, n);
     this.cpu.onUndefined = (_c, cs, ip) => this.debugLog(`#UD: undefined opcode at ${hex4(cs)}:${ip >>> 0 > 0xffff ? (ip >>> 0).toString(16).toUpperCase().padStart(8, "0") : hex4(ip)}`);
+    this.cpu.onUnknownMsr = (c, msr, write) => this.debugLog(`#GP: ${write ? 'WRMSR' : 'RDMSR'} of unknown MSR ${msr.toString(16).padStart(8, '0')}h at ${hex4(c.sreg[1]!)}:${(c.startEip >>> 0).toString(16)}`);
     const e = opts.expect;
     this.expects = e === undefined || e === '' ? [] : typeof e === 'string' || e instanceof RegExp ? [e] : [...e];
     this.keySteps = typeof opts.keys === 'string' ? [{ text: opts.keys }] : [...(opts.keys ?? [])];

@@ -6,10 +6,11 @@
  */
 import {
   AF, CF, CS, DF, DS, EAX, EBP, EBX, ECX, EDI, EDX, ES, ESI, ESP, FS, GS, IF, L_ADC, L_ADD, L_DEC, L_INC, L_LOGIC, L_SBB, L_SUB,
-  OF, SIGN, SS, VEC_BP, VEC_BR, VEC_DB, VEC_DE, VEC_NM, VEC_OF, ZF,
+  OF, SIGN, SS, VEC_BP, VEC_BR, VEC_DB, VEC_DE, VEC_GP, VEC_OF, ZF,
 } from './consts.js';
 import type { Cpu } from './cpu.js';
 import { farReturn, loadAccess, loadLdt, loadTr } from './descriptors.js';
+import { esc, fwait } from './fpu.js';
 
 /** An instruction handler. */
 export type Op = (c: Cpu) => void;
@@ -718,7 +719,6 @@ OPS[0x99] = (c) => {
   if (c.os32) c.reg[EDX] = c.reg[EAX]! >> 31;
   else c.setR16(EDX, c.reg[EAX]! & 0x8000 ? 0xffff : 0);
 };
-OPS[0x9b] = () => {};
 OPS[0x9c] = (c) => {
   const f = c.getFlags();
   if (c.os32) c.push32(f & 0x00fcffff);
@@ -820,14 +820,9 @@ OPS[0xd7] = (c) => {
   const off = c.as32 ? ((c.reg[EBX]! >>> 0) + (c.reg[EAX]! & 0xff)) >>> 0 : ((c.reg[EBX]! & 0xffff) + (c.reg[EAX]! & 0xff)) & 0xffff;
   c.setR8(0, c.rd8(dseg(c), off));
 };
-for (let op = 0xd8; op <= 0xdf; op++) {
-  OPS[op] = (c) => {
-    // No FPU: ESC instructions decode their operand and do nothing, unless CR0.EM.
-    const modrm = c.fetch8();
-    if (c.cr0 & 0x4) c.fault(VEC_NM);
-    if (modrm < 0xc0) c.decodeEA(modrm);
-  };
-}
+// The x87 ESC opcodes and FWAIT live in fpu.ts.
+for (let op = 0xd8; op <= 0xdf; op++) OPS[op] = (c) => esc(c, op);
+OPS[0x9b] = fwait;
 
 // ------------------------------------------------------------------ I/O
 
@@ -1527,15 +1522,29 @@ OPS0F[0x22] = (c) => {
   else if (n === 3) c.setCr3(v);
   else c.setCr4(v);
 };
+const DR6_FIXED = 0xffff0ff0 | 0;
+const DR7_FIXED = 0x400;
+/** The debug register MOV DRn names: DR4/DR5 alias DR6/DR7 unless CR4.DE, which makes them #UD. */
+function debugRegister(c: Cpu, modrm: number): number {
+  const n = (modrm >> 3) & 7;
+  if (n === 4 || n === 5) {
+    if (c.cr4 & 8) c.undefinedOpcode();
+    return n + 2;
+  }
+  return n;
+}
 OPS0F[0x21] = (c) => {
   const modrm = c.fetch8();
   c.requireCpl0();
-  c.reg[modrm & 7] = c.dr[(modrm >> 3) & 7]!;
+  c.reg[modrm & 7] = c.dr[debugRegister(c, modrm)]!;
 };
 OPS0F[0x23] = (c) => {
   const modrm = c.fetch8();
   c.requireCpl0();
-  c.dr[(modrm >> 3) & 7] = c.reg[modrm & 7]!;
+  const n = debugRegister(c, modrm);
+  const v = c.reg[modrm & 7]!;
+  // DR6 and DR7 read back with their reserved bits fixed (DR6 bits 4-11, 16-31 set; DR7 bit 10).
+  c.dr[n] = n === 6 ? v | DR6_FIXED : n === 7 ? (v | DR7_FIXED) & ~0xd800 : v;
 };
 OPS0F[0x00] = (c) => {
   // SLDT, STR, LLDT, LTR, VERR, VERW: protected mode only.
@@ -1700,3 +1709,128 @@ OPS0F[TRAP_OPCODE] = (c) => {
   if (!c.trap || !c.trap(c, n)) c.undefinedOpcode();
 };
 
+
+// ------------------------------------------------------------------ 0F page (486 to 686)
+
+/**
+ * What CPUID reports: a GenuineIntel family 6 model 5 stepping 2 (qemu's `pentium2`
+ * signature) with exactly the features implemented here: FPU, PSE, TSC, MSR, CX8, PGE,
+ * CMOV. No PAE, APIC, SEP, MTRR, MCE, MMX, FXSR or SSE.
+ */
+export const CPUID_SIGNATURE = 0x652;
+export const CPUID_FEATURES =
+  (1 << 0) | // FPU
+  (1 << 3) | // PSE
+  (1 << 4) | // TSC
+  (1 << 5) | // MSR
+  (1 << 8) | // CX8
+  (1 << 13) | // PGE
+  (1 << 15); // CMOV
+/** "GenuineIntel" as EBX, EDX, ECX. */
+const VENDOR = [0x756e6547, 0x49656e69, 0x6c65746e];
+OPS0F[0xa2] = (c) => {
+  let leaf = c.reg[EAX]! >>> 0;
+  const r = c.reg;
+  // A leaf past the highest one (1) answers as the highest one, as Intel CPUs and qemu do.
+  if (leaf > 1) leaf = 1;
+  if (leaf === 0) {
+    r[EAX] = 1;
+    r[EBX] = VENDOR[0]!;
+    r[EDX] = VENDOR[1]!;
+    r[ECX] = VENDOR[2]!;
+  } else {
+    r[EAX] = CPUID_SIGNATURE;
+    r[EBX] = 0;
+    r[ECX] = 0;
+    r[EDX] = CPUID_FEATURES;
+  }
+};
+/** RDTSC: the time-stamp counter is the count of instructions retired (deterministic). */
+OPS0F[0x31] = (c) => {
+  if (c.cr4 & 4 && c.cpl !== 0) c.fault(VEC_GP, 0);
+  const t = c.tsc();
+  c.reg[EAX] = t % 0x100000000;
+  c.reg[EDX] = Math.floor(t / 0x100000000);
+};
+OPS0F[0x32] = (c) => {
+  c.requireCpl0();
+  const v = c.readMsr(c.reg[ECX]! >>> 0);
+  c.reg[EAX] = v.lo;
+  c.reg[EDX] = v.hi;
+};
+OPS0F[0x30] = (c) => {
+  c.requireCpl0();
+  c.writeMsr(c.reg[ECX]! >>> 0, c.reg[EAX]!, c.reg[EDX]!);
+};
+// CMOVcc: the source is read (and may fault) whatever the condition.
+for (let cc = 0; cc < 16; cc++) {
+  OPS0F[0x40 + cc] = (c) => {
+    const sz = osz(c);
+    const modrm = c.fetch8();
+    const v = c.readRM(sz, modrm);
+    if (c.cond(cc)) c.setRSz(sz, (modrm >> 3) & 7, v);
+  };
+}
+function cmpxchg(c: Cpu, sz: number): void {
+  const modrm = c.fetch8();
+  const dst = c.readRM(sz, modrm);
+  const acc = c.rSz(sz, EAX);
+  alu(c, 7, acc, dst, sz);
+  if (acc === dst) c.writeRM(sz, modrm, c.rSz(sz, (modrm >> 3) & 7));
+  else {
+    // The destination is written back unchanged (a locked read-modify-write on the 486).
+    if (modrm < 0xc0) c.writeRM(sz, modrm, dst);
+    c.setRSz(sz, EAX, dst);
+  }
+}
+OPS0F[0xb0] = (c) => cmpxchg(c, 1);
+OPS0F[0xb1] = (c) => cmpxchg(c, osz(c));
+function xadd(c: Cpu, sz: number): void {
+  const modrm = c.fetch8();
+  const dst = c.readRM(sz, modrm);
+  const r = (modrm >> 3) & 7;
+  const sum = alu(c, 0, dst, c.rSz(sz, r), sz);
+  c.setRSz(sz, r, dst);
+  c.writeRM(sz, modrm, sum);
+}
+OPS0F[0xc0] = (c) => xadd(c, 1);
+OPS0F[0xc1] = (c) => xadd(c, osz(c));
+OPS0F[0xc7] = (c) => {
+  // CMPXCHG8B m64
+  const modrm = c.fetch8();
+  if (modrm >= 0xc0 || ((modrm >> 3) & 7) !== 1) c.undefinedOpcode();
+  c.decodeEA(modrm);
+  const b = c.eaBase;
+  const o = c.eaOff;
+  const o4 = m(o + 4, c.as32 ? 4 : 2);
+  const lo = c.rd32(b, o);
+  const hi = c.rd32(b, o4);
+  c.materialize();
+  if (lo === c.reg[EAX] && hi === c.reg[EDX]) {
+    c.wr32(b, o, c.reg[EBX]!);
+    c.wr32(b, o4, c.reg[ECX]!);
+    c.flags |= ZF;
+  } else {
+    c.wr32(b, o, lo);
+    c.wr32(b, o4, hi);
+    c.reg[EAX] = lo;
+    c.reg[EDX] = hi;
+    c.flags &= ~ZF;
+  }
+};
+for (let r = 0; r < 8; r++) {
+  OPS0F[0xc8 + r] = (c) => {
+    const v = c.reg[r]!;
+    // With a 16-bit operand the result is undefined; qemu and real CPUs give 0.
+    if (!c.os32) c.setR16(r, 0);
+    else c.reg[r] = ((v & 0xff) << 24) | ((v & 0xff00) << 8) | ((v >>> 8) & 0xff00) | (v >>> 24);
+  };
+}
+// UD2, and the hint NOPs 0F 18..1F with a ModRM operand (the P6 multi-byte NOP is 0F 1F /0).
+OPS0F[0x0b] = (c) => c.undefinedOpcode();
+for (let op = 0x18; op <= 0x1f; op++) {
+  OPS0F[op] = (c) => {
+    const modrm = c.fetch8();
+    if (modrm < 0xc0) c.decodeEA(modrm);
+  };
+}

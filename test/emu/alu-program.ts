@@ -1,6 +1,6 @@
 /**
  * Generates a nasm boot program that runs blocks of ALU, shift, multiply/divide,
- * bit, BCD and string instructions on pseudo-random operands and prints, after
+ * bit, BCD, string and i486-i686 (CMOVcc, XADD, CMPXCHG, BSWAP) instructions on pseudo-random operands and prints, after
  * each block, the registers, the defined arithmetic flags and a checksum of the
  * string buffer on COM1. Flags an instruction leaves undefined are tracked and
  * masked out (or redefined before an instruction reads them), so the output is
@@ -54,7 +54,7 @@ function gen(r: Rng, bits: 16 | 32): Insn {
   const a = r.pick(regs);
   const b = r.pick(regs);
   const imm = size === 8 ? r.int(256) : size === 16 ? r.int(65536) : r.next();
-  const k = r.int(15);
+  const k = r.int(17);
   switch (k) {
     case 0:
     case 1: {
@@ -142,6 +142,18 @@ function gen(r: Rng, bits: 16 | 32): Insn {
     }
     case 13:
       return { text: [r.pick(['stc', 'clc', 'cmc'])], uses: CF, defines: CF, undef: 0 };
+    case 14: {
+      // i486-i686: CMOVcc (no 8-bit form), XADD, CMPXCHG (with the accumulator of the operand size), BSWAP (32-bit only).
+      const s = size === 8 ? 32 : size;
+      const rr = s === 16 ? R16 : R32;
+      const cc = r.pick(['o', 'no', 'b', 'ae', 'e', 'ne', 'be', 'a', 's', 'ns', 'p', 'np', 'l', 'ge', 'le', 'g']);
+      return { text: [`cmov${cc} ${r.pick(rr)}, ${r.pick(rr)}`], uses: ALL, defines: 0, undef: 0 };
+    }
+    case 15: {
+      const op = r.pick(['xadd', 'cmpxchg', 'bswap']);
+      if (op === 'bswap') return { text: [`bswap ${r.pick(R32)}`], uses: 0, defines: 0, undef: 0 };
+      return { text: [`${op} ${a}, ${b}`], uses: 0, defines: ALL, undef: 0 };
+    }
     default: {
       // A string operation on the buffer at 2000h..27FFh.
       const down = r.int(3) === 0;

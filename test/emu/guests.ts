@@ -43,10 +43,10 @@ export function bootSectorImage(path: string, boot: Buffer, sectors = 2880): voi
  * Boot `image` under qemu-system-i386 with COM1 to a file; returns what COM1 got.
  * The guest ends qemu through isa-debug-exit (port F4h) or the timeout does.
  */
-export async function qemuSerial(image: string, opts: { floppy?: boolean; timeoutMs?: number; memoryMiB?: number } = {}): Promise<string> {
+export async function qemuSerial(image: string, opts: { floppy?: boolean; timeoutMs?: number; memoryMiB?: number; cpu?: string } = {}): Promise<string> {
   const out = `${image}.qemu-serial.txt`;
   const drive = opts.floppy ? ['-drive', `file=${image},format=raw,if=floppy`, '-boot', 'a'] : ['-drive', `file=${image},format=raw,if=ide`, '-boot', 'c'];
-  const args = ['-display', 'none', '-no-reboot', '-monitor', 'none', '-m', String(opts.memoryMiB ?? 16), '-serial', `file:${out}`, ...drive, '-device', 'isa-debug-exit,iobase=0xf4,iosize=4', '-snapshot'];
+  const args = ['-display', 'none', '-no-reboot', '-monitor', 'none', '-m', String(opts.memoryMiB ?? 16), '-serial', `file:${out}`, ...drive, '-device', 'isa-debug-exit,iobase=0xf4,iosize=4', '-snapshot', ...(opts.cpu ? ['-cpu', opts.cpu] : [])];
   await new Promise<void>((resolve, reject) => {
     const p = spawn('qemu-system-i386', args, { stdio: 'ignore' });
     const timer = setTimeout(() => p.kill('SIGKILL'), opts.timeoutMs ?? 20_000);

@@ -94,6 +94,7 @@ export function known386Difference(file: string, t: SingleStepTest): string | nu
   const r = t.initial.regs;
   const group = GROUP_SKIPS[op] ?? GROUP_SKIPS[op.split('.')[0]!];
   if (group) return group;
+  if (/^D[89A-F]$/.test(op)) return 'ESC D8-DF: the 8086 suite has no 8087 (no-ops); this CPU has an x87 FPU';
   const modrm = modrmOf(t.bytes);
   if ((op === '8C' || op === '8E') && modrm !== undefined && ((modrm >> 3) & 7) >= 4) {
     return 'the 8086 decodes 2 bits of the segment register number; on a 386 reg 4/5 are FS/GS and 6/7 are #UD';

@@ -32,7 +32,8 @@ import { StateReader, StateWriter } from './codec.js';
 export const STATE_MAGIC = 'VDISKEMU';
 /**
  * Bumped whenever a section's layout changes (3: the CPU section ends with protected-mode
- * state; 4: a machine running real firmware adds the FIRM section).
+ * state; 4: a machine running real firmware adds the FIRM section, and the CPU section
+ * ends with the TSC offset and the FPU). Older versions load: what they lack stays at power-on.
  */
 export const STATE_VERSION = 4;
 const HEADER_SIZE = 32;
