@@ -1694,14 +1694,6 @@ function bitScan(reverse: boolean): Op {
 }
 OPS0F[0xbc] = bitScan(false);
 OPS0F[0xbd] = bitScan(true);
-// BSWAP r32 (i486): SeaBIOS's be32_to_cpu reads qemu's fw_cfg directory with it. The
-// 16-bit form is undefined in the SDM; it swaps the whole register here.
-for (let r = 0; r < 8; r++) {
-  OPS0F[0xc8 + r] = (c) => {
-    const v = c.reg[r]!;
-    c.reg[r] = ((v & 0xff) << 24) | ((v & 0xff00) << 8) | ((v >>> 8) & 0xff00) | (v >>> 24);
-  };
-}
 OPS0F[0x08] = () => {};
 OPS0F[0x09] = () => {};
 OPS0F[TRAP_OPCODE] = (c) => {
