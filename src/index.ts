@@ -64,5 +64,5 @@ export type { GptRewrite } from './partitions/index.js';
 export type { DriverCheckOptions } from './device/check.js';
 
 // booting a guest
-export { boot, Machine, type BootOptions, type BootSession, type BootResult, type BootOutcome, type KeyStep } from './emu/boot.js';
+export { boot, Machine, type BootOptions, type BootSession, type BootResult, type BootOutcome, type KeyStep, type LinuxImage } from './emu/boot.js';
 export { inspectState, type StateSetup } from './emu/state/machine-state.js';

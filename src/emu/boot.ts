@@ -48,4 +48,5 @@ export function boot(device: BlockDevice | null, opts: BootOptions = {}): BootSe
   return { machine, result };
 }
 
+export type { LinuxImage } from './linux.js';
 export { Machine, type BootResult, type BootOutcome, type MachineOptions, type KeyStep } from './machine.js';

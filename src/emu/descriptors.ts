@@ -332,7 +332,7 @@ export function farReturn(c: Cpu, n: number, iret: boolean): void {
   }
   c.eip = os32 ? ip : ip & 0xffff;
   if (iret) {
-    let mask = TF | 0x0dd5 | NT | RF;
+    let mask = TF | 0x0dd5 | NT | RF | 0x240000; // with AC and ID (bits 18, 21), as POPFD
     if (oldCpl === 0) mask |= IF | IOPL;
     else if (oldCpl <= ((c.flags >> 12) & 3)) mask |= IF;
     if (!os32) mask &= 0xffff;

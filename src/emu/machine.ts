@@ -154,10 +154,11 @@ export class Machine extends EventEmitter {
   readonly kbc: I8042;
   readonly vga: Vga;
   private readonly pci: PciBus;
-  /** qemu's firmware configuration device, when real firmware runs. */
+  /** qemu's firmware configuration device, when real firmware runs. @internal */
   readonly fwCfg: FwCfg | null = null;
   /** The DMA controllers and the floppy controller, when real firmware runs. */
   private readonly dma: I8237 | null = null;
+  /** The floppy controller, when real firmware runs. @internal */
   readonly fdc: I82077aa | null = null;
   /** Shadow RAM control, when real firmware runs (our BIOS writes its ROM into RAM itself). */
   private readonly pam: Pam | null = null;

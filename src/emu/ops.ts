@@ -728,7 +728,9 @@ OPS[0x9d] = (c) => {
   const v = c.popOs();
   const wasIF = c.flags & IF;
   // Outside ring 0 IOPL stays; IF changes only at CPL <= IOPL.
-  let mask = 0x7fd5;
+  // POPFD also sets AC and ID (bits 18 and 21): Linux tells a 486 from a 386 by toggling
+  // AC and finds CPUID by toggling ID, and takes a CPU where neither sticks for a 386.
+  let mask = c.os32 ? 0x247fd5 : 0x7fd5;
   if (c.cpl > 0) mask &= c.cpl > ((c.flags >> 12) & 3) ? ~(0x3000 | IF) : ~0x3000;
   c.setFlags(v, mask);
   if (!wasIF && c.flags & IF) c.shadowInterrupts();
